@@ -1,0 +1,43 @@
+"""``cfcore download`` and ``cfcore info``: get datasets and look at interaction files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cfcore.cli.common import data_dir_option, format_option, load_input, min_rating_option
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@data_dir_option
+@click.option("--base-url", default=None, help="Mirror to download from [default: $COLLABFEAT_DATA_URL or GroupLens].")
+@click.option("--force", is_flag=True, help="Download again even when present.")
+def download(names: tuple[str, ...], data_dir: Path | None, base_url: str | None, force: bool) -> None:
+    """Download public MovieLens datasets (ml-100k, ml-latest-small, ml-1m) into the data directory."""
+    from cfcore.datasets import download as fetch
+
+    for name in names:
+        path = fetch(name, data_dir, base_url=base_url, force=force)
+        click.echo(f"{name}: {path}")
+
+
+@click.command()
+@click.argument("source")
+@format_option
+@data_dir_option
+@min_rating_option
+def info(source: str, fmt: str, data_dir: Path | None, min_rating: float | None) -> None:
+    """Summarise an interaction file or dataset: users, items, density, activity."""
+    import numpy as np
+
+    inter = load_input(source, fmt, data_dir, min_rating)
+    act, pop = inter.user_activity(), inter.item_popularity()
+    click.echo(repr(inter))
+    for what, counts in (("items per user", act), ("users per item", pop)):
+        q = np.percentile(counts, [0, 50, 90, 100])
+        click.echo(f"{what}: min {q[0]:.0f}, median {q[1]:.0f}, p90 {q[2]:.0f}, max {q[3]:.0f}")
+
+
+COMMANDS = [download, info]

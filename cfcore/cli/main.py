@@ -1,0 +1,37 @@
+"""The ``cfcore`` command: one click group, one module per family of subcommands."""
+
+from __future__ import annotations
+
+import click
+
+from cfcore.cli.common import CollabfeatGroup
+
+
+@click.group(cls=CollabfeatGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="collabfeat")
+def cli() -> None:
+    """collabfeat core: implicit feedback → factors → pseudo-classes.
+
+    \b
+    A typical pipeline (Fang et al. 2015) on MovieLens-100k:
+      cfcore download ml-100k
+      cfcore factorize ml-100k -o model.npz --validation 0.2
+      cfcore evaluate model.npz ml-100k
+      cfcore cluster model.npz -k 50 -o labels.npz
+      cfcore similar model.npz 1 -k 10
+
+    INPUT arguments take a file (u.data, ratings.dat, ratings.csv, any CSV/TSV,
+    Parquet, or an .npz written by collabfeat) or the name of a dataset in the data
+    directory (--data-dir, $COLLABFEAT_DATA, ../shared/data, ~/.cache/collabfeat/data).
+    """
+
+
+def _register() -> None:
+    from cfcore.cli import data
+
+    for module in (data,):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()

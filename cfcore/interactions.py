@@ -1,0 +1,303 @@
+"""The data layer: one users × items implicit-feedback matrix with its raw ids.
+
+Everything in collabfeat speaks ``user_items``: a users × items ``scipy.sparse.csr_matrix``
+of float32 ones (a view, like, purchase...), rows sorted, no duplicates. The raw ids
+(integers or strings, as read from the file) are kept alongside so that results can be
+reported in the user's own ids.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from cfcore.errors import InputError
+from cfcore.io import load_artifact, require_keys, save_artifact
+
+ARTIFACT_KIND = "interactions"
+
+
+def _as_id_array(ids: Any, name: str, n: int) -> np.ndarray:
+    if ids is None:
+        return np.arange(n, dtype=np.int64)
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or len(arr) != n:
+        raise InputError(f"{name}: expected {n} ids, got shape {arr.shape}")
+    if arr.dtype == object:
+        arr = arr.astype(str)
+    if arr.dtype.kind in "iu":
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def binarize(matrix: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
+    """Return ``matrix`` as a canonical binary CSR: float32 ones, sorted, no duplicates.
+
+    Explicit zeros are dropped; any stored non-zero becomes 1.
+    """
+    csr = sp.csr_matrix(matrix, copy=True)
+    csr.sum_duplicates()
+    csr.eliminate_zeros()
+    csr.data = np.ones_like(csr.data, dtype=np.float32)
+    csr = csr.astype(np.float32)
+    csr.sort_indices()
+    csr.indptr = csr.indptr.astype(np.int64)
+    csr.indices = csr.indices.astype(np.int32)
+    return csr
+
+
+class Interactions:
+    """A users × items binary interaction matrix with raw user and item ids.
+
+    Parameters
+    ----------
+    user_items : sparse matrix or ndarray, shape (n_users, n_items)
+        Non-zero entries are interactions; values are turned into float32 ones,
+        duplicates collapse to one.
+    user_ids, item_ids : array-like, optional
+        Raw ids in row / column order (defaults: ``0..n-1``). Must be unique.
+
+    Attributes
+    ----------
+    user_items : scipy.sparse.csr_matrix
+        float32 ones, ``indptr`` int64, ``indices`` int32, sorted.
+    user_ids, item_ids : ndarray
+        Raw ids (int64 or str) in row / column order.
+    """
+
+    def __init__(
+        self,
+        user_items: sp.spmatrix | np.ndarray,
+        user_ids: Sequence[Any] | np.ndarray | None = None,
+        item_ids: Sequence[Any] | np.ndarray | None = None,
+    ) -> None:
+        if not sp.issparse(user_items):
+            user_items = np.asarray(user_items)
+            if user_items.ndim != 2:
+                raise InputError(f"user_items: expected a 2-D matrix, got shape {user_items.shape}")
+            if not np.all(np.isfinite(user_items)):
+                raise InputError("user_items: contains NaN or inf")
+        elif user_items.nnz and not np.all(np.isfinite(user_items.data)):
+            raise InputError("user_items: contains NaN or inf")
+        self.user_items = binarize(user_items)
+        n_users, n_items = self.user_items.shape
+        self.user_ids = _as_id_array(user_ids, "user_ids", n_users)
+        self.item_ids = _as_id_array(item_ids, "item_ids", n_items)
+        for name, ids in (("user_ids", self.user_ids), ("item_ids", self.item_ids)):
+            if len(np.unique(ids)) != len(ids):
+                raise InputError(f"{name}: ids must be unique")
+        self._user_pos: dict[Any, int] | None = None
+        self._item_pos: dict[Any, int] | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pairs(
+        cls,
+        users: Sequence[Any] | np.ndarray,
+        items: Sequence[Any] | np.ndarray,
+        ratings: Sequence[float] | np.ndarray | None = None,
+        min_rating: float | None = None,
+    ) -> Interactions:
+        """Build from parallel arrays of raw user ids, item ids and optional ratings.
+
+        Ids are mapped to contiguous rows/columns in sorted order. With ``min_rating``, only
+        pairs whose rating is ``>= min_rating`` count as interactions (users and items that
+        keep no interaction are dropped). Duplicate pairs collapse to one.
+        """
+        users = np.asarray(users)
+        items = np.asarray(items)
+        if users.shape != items.shape or users.ndim != 1:
+            raise InputError(
+                f"users and items must be 1-D arrays of equal length, got {users.shape} and {items.shape}"
+            )
+        if len(users) == 0:
+            raise InputError("no interactions: the input is empty")
+        if ratings is not None:
+            ratings = np.asarray(ratings, dtype=np.float64)
+            if ratings.shape != users.shape:
+                raise InputError(f"ratings: expected {users.shape}, got {ratings.shape}")
+            bad = np.flatnonzero(~np.isfinite(ratings))
+            if len(bad):
+                raise InputError(f"ratings: NaN or inf at entry {int(bad[0])}")
+            if min_rating is not None:
+                keep = ratings >= min_rating
+                users, items = users[keep], items[keep]
+                if len(users) == 0:
+                    raise InputError(f"no interactions left with rating >= {min_rating}")
+        user_ids, rows = np.unique(users, return_inverse=True)
+        item_ids, cols = np.unique(items, return_inverse=True)
+        data = np.ones(len(rows), dtype=np.float32)
+        matrix = sp.csr_matrix(
+            (data, (rows.astype(np.int64), cols.astype(np.int64))),
+            shape=(len(user_ids), len(item_ids)),
+        )
+        return cls(matrix, user_ids, item_ids)
+
+    # ------------------------------------------------------------------ basic facts
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.user_items.shape  # type: ignore[return-value]
+
+    @property
+    def n_users(self) -> int:
+        return self.user_items.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.user_items.shape[1]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.user_items.nnz)
+
+    @property
+    def density(self) -> float:
+        return self.nnz / max(1, self.n_users * self.n_items)
+
+    def item_popularity(self) -> np.ndarray:
+        """Number of distinct users of each item (Fang's p_i), int64, shape (n_items,)."""
+        return np.bincount(self.user_items.indices, minlength=self.n_items).astype(np.int64)
+
+    def user_activity(self) -> np.ndarray:
+        """Number of items of each user, int64, shape (n_users,)."""
+        return np.diff(self.user_items.indptr).astype(np.int64)
+
+    def item_users(self) -> sp.csr_matrix:
+        """The transpose: items × users CSR (item i's row lists its viewers)."""
+        return binarize(self.user_items.T)
+
+    def __repr__(self) -> str:
+        return (
+            f"Interactions({self.n_users} users × {self.n_items} items, {self.nnz} interactions, "
+            f"density {self.density:.4%})"
+        )
+
+    # ------------------------------------------------------------------ id lookup
+    def _positions(self, which: str) -> dict[Any, int]:
+        attr = f"_{which}_pos"
+        pos = getattr(self, attr)
+        if pos is None:
+            ids = self.user_ids if which == "user" else self.item_ids
+            pos = {k: i for i, k in enumerate(ids.tolist())}
+            setattr(self, attr, pos)
+        return pos
+
+    def _lookup(self, which: str, ids: Any) -> np.ndarray:
+        pos = self._positions(which)
+        raw = np.atleast_1d(np.asarray(ids))
+        kind = self.user_ids.dtype.kind if which == "user" else self.item_ids.dtype.kind
+        out = np.empty(len(raw), dtype=np.int64)
+        for n, key in enumerate(raw.tolist()):
+            if kind in "iu" and isinstance(key, str):
+                try:
+                    key = int(key)
+                except ValueError:
+                    pass
+            elif kind == "U" and not isinstance(key, str):
+                key = str(key)
+            try:
+                out[n] = pos[key]
+            except KeyError:
+                raise InputError(f"unknown {which} id {key!r}") from None
+        return out
+
+    def user_index(self, user_ids: Any) -> np.ndarray:
+        """Rows of the given raw user ids (raises :class:`InputError` for unknown ids)."""
+        return self._lookup("user", user_ids)
+
+    def item_index(self, item_ids: Any) -> np.ndarray:
+        """Columns of the given raw item ids (raises :class:`InputError` for unknown ids)."""
+        return self._lookup("item", item_ids)
+
+    # ------------------------------------------------------------------ subsets
+    def subset(
+        self, users: np.ndarray | None = None, items: np.ndarray | None = None
+    ) -> Interactions:
+        """Keep the given rows and/or columns (integer positions or boolean masks)."""
+        m = self.user_items
+        uid, iid = self.user_ids, self.item_ids
+        if users is not None:
+            m, uid = m[users], uid[users]
+        if items is not None:
+            m, iid = m[:, items], iid[items]
+        return Interactions(m, uid, iid)
+
+    def with_matrix(self, user_items: sp.spmatrix) -> Interactions:
+        """A new container with the same ids and another matrix of the same shape."""
+        if user_items.shape != self.shape:
+            raise InputError(f"matrix shape {user_items.shape} != {self.shape}")
+        return Interactions(user_items, self.user_ids, self.item_ids)
+
+    def filter_counts(
+        self,
+        min_count: int = 10,
+        max_count: int = 20000,
+        min_user_count: int | None = None,
+        max_user_count: int | None = None,
+        iterate: bool = True,
+    ) -> Interactions:
+        """Fang et al. §3: keep items and users whose interaction counts lie in [min, max].
+
+        Parameters
+        ----------
+        min_count, max_count : int
+            Bounds for items (and for users unless given separately). The paper used 10 and
+            20000 views.
+        min_user_count, max_user_count : int, optional
+            Separate bounds for users.
+        iterate : bool
+            Dropping items lowers user counts and vice versa; repeat until both hold (the
+            paper applies the filter once; ``iterate=False`` does that).
+        """
+        umin = min_count if min_user_count is None else min_user_count
+        umax = max_count if max_user_count is None else max_user_count
+        if min_count > max_count or umin > umax:
+            raise InputError("filter_counts: min must not exceed max")
+        out = self
+        while True:
+            pop = out.item_popularity()
+            items = (pop >= min_count) & (pop <= max_count)
+            step = out.subset(items=items)
+            act = step.user_activity()
+            users = (act >= umin) & (act <= umax)
+            step = step.subset(users=users)
+            changed = step.shape != out.shape
+            out = step
+            if not iterate or not changed:
+                break
+        if out.nnz == 0:
+            raise InputError(
+                f"filter_counts({min_count}, {max_count}) left no interactions; loosen the bounds"
+            )
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save as a collabfeat ``.npz`` (CSR arrays + ids), atomically, without pickle."""
+        m = self.user_items
+        return save_artifact(
+            path,
+            ARTIFACT_KIND,
+            {
+                "indptr": m.indptr,
+                "indices": m.indices,
+                "shape": np.asarray(m.shape, dtype=np.int64),
+                "user_ids": self.user_ids,
+                "item_ids": self.item_ids,
+            },
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Interactions:
+        """Load an ``.npz`` written by :meth:`save`."""
+        arrays, _ = load_artifact(path, ARTIFACT_KIND)
+        require_keys(path, arrays, ["indptr", "indices", "shape", "user_ids", "item_ids"])
+        shape = tuple(int(s) for s in arrays["shape"])
+        data = np.ones(len(arrays["indices"]), dtype=np.float32)
+        m = sp.csr_matrix((data, arrays["indices"], arrays["indptr"]), shape=shape)
+        return cls(m, arrays["user_ids"], arrays["item_ids"])

@@ -1,0 +1,319 @@
+"""Readers: MovieLens files, generic CSV/TSV, Parquet and collabfeat ``.npz`` → Interactions.
+
+Ratings become binary views (optionally only ratings ``>= min_rating``); duplicate pairs
+collapse to one. Files are parsed with pyarrow (fast); when a file is malformed, a plain
+line-by-line scan finds the first bad line so the error can say ``path:line: what``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cfcore.errors import InputError
+from cfcore.interactions import Interactions
+
+FORMATS = ("auto", "movielens-100k", "movielens-dat", "movielens-csv", "csv", "tsv", "parquet", "npz")
+
+_USER_NAMES = ("userid", "user_id", "user", "uid", "users")
+_ITEM_NAMES = ("movieid", "itemid", "item_id", "item", "movie_id", "iid", "items")
+_RATING_NAMES = ("rating", "ratings", "score", "value", "weight")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a delimited file is laid out."""
+
+    sep: str
+    header: bool
+    user_col: int | str
+    item_col: int | str
+    rating_col: int | str | None
+    integer_ids: bool
+
+
+def guess_format(path: str | os.PathLike[str]) -> str:
+    """Guess the format of ``path`` from its name (``--format auto``)."""
+    name = Path(path).name.lower()
+    if name.endswith(".npz"):
+        return "npz"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name == "u.data" or name.endswith((".base", ".test")):
+        return "movielens-100k"
+    if name.endswith(".dat"):
+        return "movielens-dat"
+    if name == "ratings.csv":
+        return "movielens-csv"
+    if name.endswith((".tsv", ".tab")):
+        return "tsv"
+    if name.endswith(".csv"):
+        return "csv"
+    raise InputError(
+        f"{path}: cannot guess the format from the name; pass one of {', '.join(FORMATS[1:])}"
+    )
+
+
+def _layout(fmt: str, path: Path, sep: str | None, header: bool | None,
+            user_col: int | str | None, item_col: int | str | None,
+            rating_col: int | str | None) -> _Layout:
+    if fmt == "movielens-100k":
+        return _Layout("\t", False, 0, 1, 2, True)
+    if fmt == "movielens-dat":
+        return _Layout("::", False, 0, 1, 2, True)
+    if fmt == "movielens-csv":
+        return _Layout(",", True, "userId", "movieId", "rating", True)
+    sep = sep or ("\t" if fmt == "tsv" else ",")
+    if header is None:
+        header = _sniff_header(path, sep)
+    if header:
+        names = _header_names(path, sep)
+        lowered = [n.lower() for n in names]
+
+        def pick(given: int | str | None, candidates: tuple[str, ...], pos: int | None) -> int | str | None:
+            if given is not None:
+                return given
+            for cand in candidates:
+                if cand in lowered:
+                    return names[lowered.index(cand)]
+            return pos if pos is not None and pos < len(names) else None
+
+        u = pick(user_col, _USER_NAMES, 0)
+        i = pick(item_col, _ITEM_NAMES, 1)
+        r = pick(rating_col, _RATING_NAMES, None)
+        assert u is not None and i is not None
+        return _Layout(sep, True, u, i, r, False)
+    return _Layout(sep, False, 0 if user_col is None else user_col,
+                   1 if item_col is None else item_col, rating_col, False)
+
+
+def _first_line(path: Path) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                return line.rstrip("\r\n")
+    raise InputError(f"{path}: empty file")
+
+
+def _header_names(path: Path, sep: str) -> list[str]:
+    return [f.strip().strip('"') for f in _first_line(path).split(sep)]
+
+
+def _sniff_header(path: Path, sep: str) -> bool:
+    fields = _header_names(path, sep)
+    if len(fields) < 2:
+        return False
+    # A header names its columns: the item field of a data line is an id, a header's is a name.
+    return any(f.lower() in _USER_NAMES + _ITEM_NAMES + _RATING_NAMES for f in fields)
+
+
+def _column_index(col: int | str, names: list[str] | None, path: Path, what: str) -> int:
+    if isinstance(col, int) or (isinstance(col, str) and col.isdigit()):
+        return int(col)
+    if names is None or col not in names:
+        raise InputError(f"{path}: no column {col!r} for {what} (columns: {names})")
+    return names.index(col)
+
+
+def _scan_for_error(path: Path, lay: _Layout, cols: tuple[int, int, int | None]) -> str:
+    """Slow, exact scan that returns ``"path:line: problem"`` for the first bad line."""
+    need = max(c for c in cols if c is not None) + 1
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if lay.header and lineno == 1:
+                continue
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                continue
+            fields = text.split(lay.sep)
+            if len(fields) < need:
+                return f"{path}:{lineno}: expected at least {need} fields separated by {lay.sep!r}, got {len(fields)}: {text[:80]!r}"
+            for col, what in ((cols[0], "user id"), (cols[1], "item id")):
+                value = fields[col].strip().strip('"')
+                if not value:
+                    return f"{path}:{lineno}: empty {what}"
+                if lay.integer_ids:
+                    try:
+                        int(value)
+                    except ValueError:
+                        return f"{path}:{lineno}: {what} {value!r} is not an integer"
+            if cols[2] is not None:
+                value = fields[cols[2]].strip()
+                try:
+                    rating = float(value)
+                except ValueError:
+                    return f"{path}:{lineno}: rating {value!r} is not a number"
+                if not math.isfinite(rating):
+                    return f"{path}:{lineno}: rating is {value!r}"
+    return f"{path}: could not parse (no single bad line found)"
+
+
+def _read_delimited(path: Path, lay: _Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    names = _header_names(path, lay.sep) if lay.header else None
+    u = _column_index(lay.user_col, names, path, "users")
+    i = _column_index(lay.item_col, names, path, "items")
+    r = None if lay.rating_col is None else _column_index(lay.rating_col, names, path, "ratings")
+    cols = (u, i, r)
+    _first_line(path)  # raises on an empty file
+    source: str | io.BytesIO = str(path)
+    delimiter = lay.sep
+    if len(lay.sep) > 1:  # pyarrow takes one character; MovieLens .dat uses "::"
+        source = io.BytesIO(path.read_bytes().replace(lay.sep.encode(), b"\x1f"))
+        delimiter = "\x1f"
+    id_type = pa.int64() if lay.integer_ids else pa.string()
+    n_fields = len(_first_line(path).split(lay.sep))
+    column_names = names if names is not None else [f"f{k}" for k in range(n_fields)]
+    types = {column_names[u]: id_type, column_names[i]: id_type}
+    if r is not None:
+        types[column_names[r]] = pa.float64()
+    try:
+        table = pcsv.read_csv(
+            source,
+            read_options=pcsv.ReadOptions(
+                column_names=column_names, skip_rows=1 if lay.header else 0, block_size=1 << 24
+            ),
+            parse_options=pcsv.ParseOptions(delimiter=delimiter),
+            convert_options=pcsv.ConvertOptions(
+                column_types=types,
+                include_columns=[column_names[c] for c in cols if c is not None],
+                strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, IndexError):
+        raise InputError(_scan_for_error(path, lay, cols)) from None
+    if table.num_rows == 0:
+        raise InputError(f"{path}: no data lines")
+    users = table.column(column_names[u]).to_numpy(zero_copy_only=False)
+    items = table.column(column_names[i]).to_numpy(zero_copy_only=False)
+    ratings = None
+    if r is not None:
+        col = table.column(column_names[r])
+        if col.null_count or not np.all(np.isfinite(col.to_numpy(zero_copy_only=False))):
+            raise InputError(_scan_for_error(path, lay, cols))
+        ratings = col.to_numpy(zero_copy_only=False)
+    if table.column(column_names[u]).null_count or table.column(column_names[i]).null_count:
+        raise InputError(_scan_for_error(path, lay, cols))
+    if users.dtype == object:
+        users = users.astype(str)
+        items = items.astype(str)
+    return users, items, ratings
+
+
+def _read_parquet(path: Path, user_col: int | str | None, item_col: int | str | None,
+                  rating_col: int | str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a non-parquet file
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+    names = table.column_names
+    lowered = [n.lower() for n in names]
+
+    def pick(given: int | str | None, candidates: tuple[str, ...], pos: int | None) -> str | None:
+        if isinstance(given, int):
+            return names[given]
+        if given is not None:
+            if given not in names:
+                raise InputError(f"{path}: no column {given!r} (columns: {names})")
+            return given
+        for cand in candidates:
+            if cand in lowered:
+                return names[lowered.index(cand)]
+        return names[pos] if pos is not None and pos < len(names) else None
+
+    u, i = pick(user_col, _USER_NAMES, 0), pick(item_col, _ITEM_NAMES, 1)
+    r = pick(rating_col, _RATING_NAMES, None)
+    if table.num_rows == 0:
+        raise InputError(f"{path}: no rows")
+    out = []
+    for name in (u, i):
+        col = table.column(name)
+        if col.null_count:
+            raise InputError(f"{path}: column {name!r} has {col.null_count} missing ids")
+        arr = col.to_numpy(zero_copy_only=False)
+        out.append(arr.astype(str) if arr.dtype == object else arr)
+    ratings = None
+    if r is not None:
+        ratings = table.column(r).to_numpy(zero_copy_only=False).astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(ratings))
+        if len(bad):
+            raise InputError(f"{path}: row {int(bad[0])}: rating is not a finite number")
+    return out[0], out[1], ratings
+
+
+def read_interactions(
+    path: str | os.PathLike[str],
+    format: str = "auto",
+    *,
+    sep: str | None = None,
+    header: bool | None = None,
+    user_col: int | str | None = None,
+    item_col: int | str | None = None,
+    rating_col: int | str | None = None,
+    min_rating: float | None = None,
+) -> Interactions:
+    """Read a users × items interaction file.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    format : str
+        ``auto`` (guess from the name), ``movielens-100k`` (``u.data``: tab-separated
+        user, item, rating, timestamp), ``movielens-dat`` (``ratings.dat``: ``::``),
+        ``movielens-csv`` (``ratings.csv`` with a header), ``csv``, ``tsv``, ``parquet``
+        or ``npz`` (written by :meth:`Interactions.save`).
+    sep, header : optional
+        For ``csv``/``tsv``: the separator and whether the first line names the columns
+        (default: detected from well-known column names).
+    user_col, item_col, rating_col : int or str, optional
+        Column positions or names (defaults: well-known names, else 0 and 1; no rating).
+    min_rating : float, optional
+        Keep only pairs rated at least this (e.g. 4 for "liked"). Without it every rated
+        pair is a view.
+
+    Returns
+    -------
+    Interactions
+
+    Raises
+    ------
+    InputError
+        Empty file, malformed line (the message says ``path:line``), non-integer ids in a
+        MovieLens file, NaN ratings, unknown columns.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a file")
+    fmt = guess_format(path) if format == "auto" else format
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "npz":
+        inter = Interactions.load(path)
+        if min_rating is not None:
+            raise InputError(f"{path}: min_rating does not apply to an .npz of interactions")
+        return inter
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    if fmt == "parquet":
+        users, items, ratings = _read_parquet(path, user_col, item_col, rating_col)
+    else:
+        lay = _layout(fmt, path, sep, header, user_col, item_col, rating_col)
+        users, items, ratings = _read_delimited(path, lay)
+    if min_rating is not None and ratings is None:
+        raise InputError(f"{path}: min_rating given but the file has no rating column")
+    try:
+        return Interactions.from_pairs(users, items, ratings, min_rating=min_rating)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None

@@ -1,0 +1,1 @@
+"""collabfeat vision."""

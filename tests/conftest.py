@@ -1,0 +1,55 @@
+"""Shared fixtures. Real-data tests use the MovieLens data directory.
+
+Where the data is absent they skip with the reason — except when ``COLLABFEAT_REQUIRE_DATA=1``
+(set by ``.ci/run``), where a missing dataset is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cfcore.datasets import dataset_path
+from cfcore.errors import DatasetNotFoundError
+
+
+def require_dataset(name: str) -> Path:
+    """Path of dataset ``name``, or skip (fail under COLLABFEAT_REQUIRE_DATA=1) when absent."""
+    try:
+        return dataset_path(name)
+    except DatasetNotFoundError as exc:
+        if os.environ.get("COLLABFEAT_REQUIRE_DATA") == "1":
+            pytest.fail(f"required dataset missing: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def ml100k_path() -> Path:
+    return require_dataset("ml-100k")
+
+
+@pytest.fixture(scope="session")
+def ml100k(ml100k_path):
+    from cfcore.datasets import load_movielens
+
+    return load_movielens("ml-100k", ml100k_path.parent)
+
+
+@pytest.fixture(scope="session")
+def ml100k_split(ml100k):
+    """The 80/20 per-user holdout used by the accuracy tests (seed 0)."""
+    from cfcore.splits import holdout_split
+
+    return holdout_split(ml100k, 0.2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ml_latest_small_path() -> Path:
+    return require_dataset("ml-latest-small")
+
+
+@pytest.fixture(scope="session")
+def posters_path() -> Path:
+    return require_dataset("movielens-posters")
