@@ -1,0 +1,350 @@
+"""Evaluation metrics: RMSE, pairwise ranking (AUC / Fang's PR), top-k, and multi-label mAP.
+
+Ranking metrics take a *scorer*: a function mapping an array of user rows to a dense
+``(len(rows), n_items)`` score matrix (:func:`factor_scorer` builds one from factor tables,
+:func:`popularity_scorer` is the usual baseline). Users are processed in batches, so memory
+stays ``batch_size × n_items``.
+
+Which negatives? :func:`pairwise_ranking` compares each user's held-out positives with either
+an explicit set of negatives (e.g. Fang's validation negatives sampled by popularity) or, by
+default, *every item the user has not interacted with* — uniform unobserved items, with the
+training items excluded. That is the usual held-out AUC, and the one the accuracy tests use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import rankdata
+
+from cfcore.errors import InputError
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+
+
+# ---------------------------------------------------------------------------- scorers
+def factor_scorer(
+    user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray | None = None
+) -> Scorer:
+    """Scores ``x_u · y_i (+ b_i)`` of a factor model (a user bias never changes a ranking)."""
+    users = np.ascontiguousarray(user_factors, dtype=np.float32)
+    items = np.ascontiguousarray(item_factors, dtype=np.float32)
+    if users.ndim != 2 or items.ndim != 2 or users.shape[1] != items.shape[1]:
+        raise InputError(
+            f"factor shapes do not match: users {users.shape}, items {items.shape}"
+        )
+    bias = None if item_bias is None else np.asarray(item_bias, dtype=np.float32)
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        out = users[rows] @ items.T
+        if bias is not None:
+            out += bias
+        return out
+
+    return score
+
+
+def popularity_scorer(train_user_items: sp.spmatrix) -> Scorer:
+    """Baseline: every user gets items ranked by their number of training users."""
+    pop = np.asarray((train_user_items != 0).sum(axis=0), dtype=np.float32).ravel()
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        return np.repeat(pop[None, :], len(rows), axis=0)
+
+    return score
+
+
+# ---------------------------------------------------------------------------- pointwise
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Root mean squared error ``sqrt(mean((y - ŷ)²))``."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_true.shape != y_pred.shape:
+        raise InputError(f"rmse: shapes differ, {y_true.shape} vs {y_pred.shape}")
+    if y_true.size == 0:
+        raise InputError("rmse: no values")
+    return float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
+
+
+def auc_score(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
+    """AUC = P(score(pos) > score(neg)) over all pairs, ties counting 1/2."""
+    pos = np.asarray(pos_scores, dtype=np.float64).ravel()
+    neg = np.asarray(neg_scores, dtype=np.float64).ravel()
+    if len(pos) == 0 or len(neg) == 0:
+        raise InputError("auc_score: needs at least one positive and one negative score")
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+# ---------------------------------------------------------------------------- helpers
+def _csr(m: sp.spmatrix | None, name: str, shape: tuple[int, int] | None = None) -> sp.csr_matrix | None:
+    if m is None:
+        return None
+    if hasattr(m, "user_items"):  # an Interactions
+        m = m.user_items
+    if not sp.issparse(m):
+        raise InputError(f"{name}: expected a sparse users × items matrix, got {type(m).__name__}")
+    csr = sp.csr_matrix(m, copy=True)
+    csr.eliminate_zeros()  # a stored zero is not an interaction
+    csr.sort_indices()
+    if shape is not None and csr.shape != shape:
+        raise InputError(f"{name}: shape {csr.shape} does not match {shape}")
+    return csr
+
+
+def _scores(scorer: Scorer, rows: np.ndarray, n_items: int) -> np.ndarray:
+    s = np.asarray(scorer(rows), dtype=np.float32)
+    if s.shape != (len(rows), n_items):
+        raise InputError(f"scorer returned shape {s.shape}, expected {(len(rows), n_items)}")
+    if not np.all(np.isfinite(s)):
+        raise InputError("scorer returned NaN or inf scores (diverged model?)")
+    return s
+
+
+def _row_mask(m: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """Dense boolean (len(rows), n_items) mask of the stored entries of ``rows``."""
+    sub = m[rows]
+    mask = np.zeros(sub.shape, dtype=bool)
+    r = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
+    mask[r, sub.indices] = True
+    return mask
+
+
+# ---------------------------------------------------------------------------- ranking
+def pairwise_ranking(
+    scorer: Scorer,
+    positives: sp.spmatrix,
+    negatives: sp.spmatrix | None = None,
+    exclude: sp.spmatrix | None = None,
+    n_negatives: int | None = None,
+    users: np.ndarray | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Per-user AUC and Fang's personalized-ranking error PR, averaged over users.
+
+    For user u with held-out positives P_u and negatives N_u:
+    ``AUC_u = (1/|P_u||N_u|) Σ_{i∈P_u, j∈N_u} [s_ui > s_uj] + ½[s_ui = s_uj]`` and
+    ``PR_u = 1 − AUC_u`` (the fraction of mis-ordered pairs; 0.5 is random, lower is better).
+
+    Parameters
+    ----------
+    scorer : callable
+        User rows → dense scores.
+    positives : sparse (n_users, n_items)
+        Held-out positives.
+    negatives : sparse, optional
+        Explicit negatives (e.g. Fang's sampled validation negatives). Default: every item
+        not in ``positives`` or ``exclude`` (uniform unobserved items).
+    exclude : sparse, optional
+        Items never used as negatives (normally the training matrix).
+    n_negatives : int, optional
+        With ``negatives=None``, compare against this many unobserved items per user drawn
+        uniformly (seeded) instead of all of them — for catalogues too large to rank whole.
+    users : array of int, optional
+        Evaluate only these user rows (default: all users with a positive).
+    seed : int
+        Seed for ``n_negatives`` sampling.
+
+    Returns
+    -------
+    dict
+        ``auc`` and ``pr`` (means over evaluated users) and ``users`` (how many).
+    """
+    pos = _csr(positives, "positives")
+    assert pos is not None
+    n_users, n_items = pos.shape
+    neg = _csr(negatives, "negatives", pos.shape)
+    excl = _csr(exclude, "exclude", pos.shape)
+    if n_negatives is not None and n_negatives < 1:
+        raise InputError(f"n_negatives must be >= 1, got {n_negatives}")
+    candidates = np.flatnonzero(np.diff(pos.indptr) > 0) if users is None else np.asarray(users)
+    rng = np.random.default_rng(seed)
+    aucs: list[np.ndarray] = []
+    for start in range(0, len(candidates), batch_size):
+        rows = candidates[start : start + batch_size]
+        scores = _scores(scorer, rows, n_items)
+        pmask = _row_mask(pos, rows)
+        if neg is not None:
+            nmask = _row_mask(neg, rows) & ~pmask
+        else:
+            nmask = ~pmask
+            if excl is not None:
+                nmask &= ~_row_mask(excl, rows)
+            if n_negatives is not None:
+                # n_negatives uniform draws without replacement among each row's candidates:
+                # keep the candidates with the n smallest random keys.
+                keys = np.where(nmask, rng.random(nmask.shape), np.inf)
+                kth = np.partition(keys, min(n_negatives, n_items) - 1, axis=1)[:, min(n_negatives, n_items) - 1]
+                nmask &= keys <= kth[:, None]
+        n_pos, n_neg = pmask.sum(1), nmask.sum(1)
+        ok = (n_pos > 0) & (n_neg > 0)
+        if not ok.any():
+            continue
+        scores, pmask, nmask = scores[ok], pmask[ok], nmask[ok]
+        n_pos, n_neg = n_pos[ok], n_neg[ok]
+        # Items that are neither positive nor negative sink below every candidate, so the
+        # rank of a candidate among candidates is its overall rank minus their count.
+        ignored = ~(pmask | nmask)
+        ranked = np.where(ignored, -np.inf, scores.astype(np.float64))
+        ranks = rankdata(ranked, axis=1) - ignored.sum(1, keepdims=True)
+        pos_rank_sum = np.where(pmask, ranks, 0.0).sum(1)
+        aucs.append((pos_rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    if not aucs:
+        raise InputError("pairwise_ranking: no user has both a positive and a negative")
+    auc = np.concatenate(aucs)
+    return {"auc": float(auc.mean()), "pr": float((1.0 - auc).mean()), "users": int(len(auc))}
+
+
+def top_k_metrics(
+    scorer: Scorer,
+    test: sp.spmatrix,
+    k: int = 10,
+    exclude: sp.spmatrix | None = None,
+    users: np.ndarray | None = None,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Precision, recall, accuracy (hit rate), MAP and NDCG at ``k``, averaged over users.
+
+    For user u with relevant set T_u and top-k list (excluded items removed) with hits h_r:
+    precision = Σh/k; recall = Σh/|T_u|; accuracy = [Σh ≥ 1] (Denton's A@k);
+    AP@k = Σ_r h_r·precision@r / min(|T_u|, k); NDCG = Σ h_r/log2(r+1) / IDCG.
+    Users with no relevant item are skipped.
+
+    Returns
+    -------
+    dict
+        Keys ``precision@k``, ``recall@k``, ``accuracy@k``, ``map@k``, ``ndcg@k`` with the
+        number substituted, plus ``users``.
+    """
+    t = _csr(test, "test")
+    assert t is not None
+    n_items = t.shape[1]
+    if not 1 <= k <= n_items:
+        raise InputError(f"k must lie in [1, {n_items}] (the catalogue size), got {k}")
+    excl = _csr(exclude, "exclude", t.shape)
+    candidates = np.flatnonzero(np.diff(t.indptr) > 0) if users is None else np.asarray(users)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal_dcg = np.cumsum(discounts)  # ideal_dcg[m - 1]: DCG of m hits at the top
+    sums = np.zeros(5)
+    n = 0
+    for start in range(0, len(candidates), batch_size):
+        rows = candidates[start : start + batch_size]
+        scores = _scores(scorer, rows, n_items)
+        if excl is not None:
+            scores[_row_mask(excl, rows)] = -np.inf
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, 1)
+        rel = _row_mask(t, rows)
+        hits = np.take_along_axis(rel, top, 1).astype(np.float64)
+        n_rel = rel.sum(1)
+        keep = n_rel > 0
+        hits, n_rel = hits[keep], n_rel[keep]
+        n_hits = hits.sum(1)
+        prec_at = np.cumsum(hits, 1) / np.arange(1, k + 1)
+        ideal = ideal_dcg[np.minimum(n_rel, k) - 1]
+        sums += [
+            (n_hits / k).sum(),
+            (n_hits / n_rel).sum(),
+            (n_hits > 0).sum(),
+            ((prec_at * hits).sum(1) / np.minimum(n_rel, k)).sum(),
+            ((hits * discounts).sum(1) / ideal).sum(),
+        ]
+        n += len(n_rel)
+    if n == 0:
+        raise InputError("top_k_metrics: no user has a relevant item")
+    names = ("precision", "recall", "accuracy", "map", "ndcg")
+    out: dict[str, float] = {f"{name}@{k}": float(v / n) for name, v in zip(names, sums, strict=True)}
+    out["users"] = n
+    return out
+
+
+def evaluate(
+    scorer: Scorer,
+    train: sp.spmatrix,
+    test: sp.spmatrix,
+    k: int = 10,
+    n_negatives: int | None = None,
+    users: np.ndarray | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Held-out evaluation of a recommender: AUC/PR against uniform unobserved items (train
+    excluded) plus :func:`top_k_metrics` with training items filtered out."""
+    out = pairwise_ranking(scorer, test, exclude=train, n_negatives=n_negatives, users=users, seed=seed)
+    out.update(top_k_metrics(scorer, test, k=k, exclude=train, users=users))
+    return out
+
+
+# ---------------------------------------------------------------------------- multi-label
+def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    """Per-class average precision of multi-label predictions.
+
+    ``AP_c = (1/|P_c|) Σ_{i∈P_c} precision@rank(i)`` with items ranked by decreasing score
+    (ties broken by position). NaN for a class with no positive.
+
+    Parameters
+    ----------
+    y_true : array (n_samples, n_classes) of {0, 1}
+    y_score : array (n_samples, n_classes)
+
+    Returns
+    -------
+    ndarray (n_classes,)
+    """
+    y_true = np.asarray(y_true)
+    y_score = np.asarray(y_score, dtype=np.float64)
+    if y_true.ndim == 1:
+        y_true, y_score = y_true[:, None], y_score.reshape(-1, 1)
+    if y_true.shape != y_score.shape:
+        raise InputError(f"average_precision: shapes differ, {y_true.shape} vs {y_score.shape}")
+    if not np.all(np.isfinite(y_score)):
+        raise InputError("average_precision: scores contain NaN or inf")
+    order = np.argsort(-y_score, axis=0, kind="stable")
+    hits = np.take_along_axis(y_true > 0, order, 0).astype(np.float64)
+    n_pos = hits.sum(0)
+    precision = np.cumsum(hits, 0) / np.arange(1, len(hits) + 1)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = (precision * hits).sum(0) / n_pos
+    ap[n_pos == 0] = np.nan
+    return ap
+
+
+def mean_average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """mAP over classes (classes without a positive are ignored)."""
+    ap = average_precision(y_true, y_score)
+    if np.all(np.isnan(ap)):
+        raise InputError("mean_average_precision: no class has a positive example")
+    return float(np.nanmean(ap))
+
+
+def bootstrap_ci(
+    metric: Callable[..., float],
+    *arrays: np.ndarray,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap confidence interval of ``metric(*arrays)`` resampling rows.
+
+    Returns
+    -------
+    (point, low, high)
+    """
+    if not 0 < confidence < 1:
+        raise InputError(f"confidence must lie in (0, 1), got {confidence}")
+    arrays_np: list[Any] = [np.asarray(a) for a in arrays]
+    n = len(arrays_np[0])
+    if any(len(a) != n for a in arrays_np):
+        raise InputError("bootstrap_ci: arrays must have the same number of rows")
+    rng = np.random.default_rng(seed)
+    point = float(metric(*arrays_np))
+    stats = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        stats[b] = metric(*(a[idx] for a in arrays_np))
+    lo, hi = np.nanpercentile(stats, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return point, float(lo), float(hi)
