@@ -147,8 +147,8 @@ def download(
             digest = hashlib.sha256((found / spec.marker).read_bytes()).hexdigest()
             if digest != spec.sha256:
                 raise InputError(f"{url}: {spec.marker} checksum mismatch (got {digest}, expected {spec.sha256})")
-        if target.exists():
-            shutil.rmtree(target)
+        if target.exists():  # move the old copy aside first: the swap is two renames
+            os.replace(target, Path(tmp) / "previous")
         os.replace(found, target)
     return target
 

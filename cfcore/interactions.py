@@ -38,7 +38,9 @@ def _as_id_array(ids: Any, name: str, n: int) -> np.ndarray:
 def binarize(matrix: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
     """Return ``matrix`` as a canonical binary CSR: float32 ones, sorted, no duplicates.
 
-    Explicit zeros are dropped; any stored non-zero becomes 1.
+    Explicit zeros are dropped; any stored non-zero becomes 1. ``indptr`` and ``indices``
+    share one index dtype, as scipy requires (with int64 ``indptr`` and int32 ``indices``,
+    ``tocoo()`` and ``nonzero()`` fail): int32 while the matrix fits, else int64.
     """
     csr = sp.csr_matrix(matrix, copy=True)
     csr.sum_duplicates()
@@ -46,8 +48,10 @@ def binarize(matrix: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
     csr.data = np.ones_like(csr.data, dtype=np.float32)
     csr = csr.astype(np.float32)
     csr.sort_indices()
-    csr.indptr = csr.indptr.astype(np.int64)
-    csr.indices = csr.indices.astype(np.int32)
+    big = max(csr.nnz, *csr.shape) >= np.iinfo(np.int32).max
+    index_dtype = np.int64 if big else np.int32
+    csr.indptr = csr.indptr.astype(index_dtype)
+    csr.indices = csr.indices.astype(index_dtype)
     return csr
 
 
@@ -65,7 +69,8 @@ class Interactions:
     Attributes
     ----------
     user_items : scipy.sparse.csr_matrix
-        float32 ones, ``indptr`` int64, ``indices`` int32, sorted.
+        float32 ones, sorted, no duplicates; ``indptr`` and ``indices`` int32 (int64 for
+        matrices with 2**31 or more entries).
     user_ids, item_ids : ndarray
         Raw ids (int64 or str) in row / column order.
     """

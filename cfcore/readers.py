@@ -123,14 +123,17 @@ def _column_index(col: int | str, names: list[str] | None, path: Path, what: str
 def _scan_for_error(path: Path, lay: _Layout, cols: tuple[int, int, int | None]) -> str:
     """Slow, exact scan that returns ``"path:line: problem"`` for the first bad line."""
     need = max(c for c in cols if c is not None) + 1
+    width: tuple[int, int] | None = None  # (fields, line) of the first line: every line must match
     with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
-            if lay.header and lineno == 1:
-                continue
             text = line.rstrip("\r\n")
             if not text.strip():
                 continue
             fields = text.split(lay.sep)
+            if width is None:
+                width = (len(fields), lineno)
+            if lay.header and lineno == width[1]:
+                continue
             if len(fields) < need:
                 return f"{path}:{lineno}: expected at least {need} fields separated by {lay.sep!r}, got {len(fields)}: {text[:80]!r}"
             for col, what in ((cols[0], "user id"), (cols[1], "item id")):
@@ -150,6 +153,11 @@ def _scan_for_error(path: Path, lay: _Layout, cols: tuple[int, int, int | None])
                     return f"{path}:{lineno}: rating {value!r} is not a number"
                 if not math.isfinite(rating):
                     return f"{path}:{lineno}: rating is {value!r}"
+            if len(fields) != width[0]:
+                return (
+                    f"{path}:{lineno}: expected {width[0]} fields separated by {lay.sep!r} "
+                    f"(as on line {width[1]}), got {len(fields)}: {text[:80]!r}"
+                )
     return f"{path}: could not parse (no single bad line found)"
 
 
@@ -162,14 +170,18 @@ def _read_delimited(path: Path, lay: _Layout) -> tuple[np.ndarray, np.ndarray, n
     i = _column_index(lay.item_col, names, path, "items")
     r = None if lay.rating_col is None else _column_index(lay.rating_col, names, path, "ratings")
     cols = (u, i, r)
-    _first_line(path)  # raises on an empty file
+    n_fields = len(_first_line(path).split(lay.sep))  # raises on an empty file
+    if max(c for c in cols if c is not None) >= n_fields:
+        if lay.header:
+            raise InputError(f"{path}: column {max(c for c in cols if c is not None)} does not "
+                             f"exist (the header has {n_fields} columns: {names})")
+        raise InputError(_scan_for_error(path, lay, cols))
     source: str | io.BytesIO = str(path)
     delimiter = lay.sep
     if len(lay.sep) > 1:  # pyarrow takes one character; MovieLens .dat uses "::"
         source = io.BytesIO(path.read_bytes().replace(lay.sep.encode(), b"\x1f"))
         delimiter = "\x1f"
     id_type = pa.int64() if lay.integer_ids else pa.string()
-    n_fields = len(_first_line(path).split(lay.sep))
     column_names = names if names is not None else [f"f{k}" for k in range(n_fields)]
     types = {column_names[u]: id_type, column_names[i]: id_type}
     if r is not None:
@@ -219,7 +231,11 @@ def _read_parquet(path: Path, user_col: int | str | None, item_col: int | str | 
     lowered = [n.lower() for n in names]
 
     def pick(given: int | str | None, candidates: tuple[str, ...], pos: int | None) -> str | None:
+        if isinstance(given, str) and given.isdigit() and given not in names:
+            given = int(given)
         if isinstance(given, int):
+            if not 0 <= given < len(names):
+                raise InputError(f"{path}: no column {given} (the file has {len(names)}: {names})")
             return names[given]
         if given is not None:
             if given not in names:
