@@ -1,0 +1,302 @@
+"""The ``cfvision`` command: ``train``, ``extract``, ``evaluate``.
+
+Errors a user can cause (bad paths, missing labels, ids that do not match, a K that does not
+match a checkpoint) end as one line and exit status 1, through cfcore's click group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cfcore.cli.common import CollabfeatGroup, data_dir_option, seed_option
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=CollabfeatGroup, context_settings=CONTEXT)
+@click.version_option(package_name="collabfeat")
+def cli() -> None:
+    """collabfeat vision: CNNs trained on collaborative pseudo-classes (Fang et al. 2015).
+
+    \b
+    The paper's pipeline on MovieLens-100k posters:
+      cfcore factorize ml-100k -o model.npz
+      cfcore cluster model.npz -k 50 -o labels.npz
+      cfvision train movielens-posters labels.npz -o run/ --arch resnet18 --image-size 96
+      cfvision extract movielens-posters --checkpoint run/checkpoint.pt -o learned.npz
+      cfvision extract movielens-posters --arch resnet18 -o random.npz
+      cfvision evaluate learned.npz random.npz --interactions ml-100k --labels genres.csv
+
+    IMAGES is a folder of <item_id>.<ext> images, a CSV item_id,path, a folder with a
+    poster_index.csv (the MovieLens posters), or the dataset name movielens-posters.
+    Distributed: torchrun --nproc-per-node N -m cfvision train ...
+    """
+
+
+def device_option(f):
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                        show_default=True, help="auto = CUDA when available, else CPU.")(f)
+
+
+def images_options(f):
+    f = click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip",
+                     show_default=True,
+                     help="Missing/unreadable images: leave them out (listed in a report) or stop.")(f)
+    f = click.option("--id-space", type=click.Choice(["ml-100k", "movielens"]), default="ml-100k",
+                     show_default=True,
+                     help="Poster folder only: key posters by ml-100k item id or MovieLens movieId.")(f)
+    f = click.option("--image-size", type=click.IntRange(min=8), default=None,
+                     help="Crop size (paper: 224 after resizing the short side to 256; the resize "
+                     "scales with it) [train default: 224; extract default: the checkpoint's].")(f)
+    f = click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="DataLoader worker processes.")(f)
+    return f
+
+
+def _images_path(images: str, data_dir: Path | None) -> str:
+    if images == "movielens-posters" and not os.path.exists(images):
+        from cfcore.datasets import dataset_path
+
+        return str(dataset_path("movielens-posters", data_dir))
+    return images
+
+
+def _torch_threads() -> None:
+    """Respect OMP_NUM_THREADS when set (torchrun sets it to 1 per process)."""
+    n = os.environ.get("OMP_NUM_THREADS")
+    if n and n.isdigit():
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+# ----------------------------------------------------------------------------- train
+@cli.command()
+@click.argument("images")
+@click.argument("labels", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder: checkpoint.pt, metrics.jsonl, curves.png, image_report.txt.")
+@click.option("--arch", type=click.Choice(["alexnet", "resnet18", "mobilenet_v3_small",
+                                           "regnet_y_400mf", "small"]),
+              default="resnet18", show_default=True, help="Backbone (alexnet is the paper's).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Local torchvision state dict to start from (e.g. ImageNet); default random init.")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Per process.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="[default: 0.1·batch/256 for SGD, 1e-3 for AdamW]")
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
+              help="[default: 5e-4 for SGD, 0.05 for AdamW]")
+@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine",
+              show_default=True)
+@click.option("--step-size", type=click.IntRange(min=1), default=None,
+              help="Step schedule: epochs between decays [default: epochs/3].")
+@click.option("--gamma", type=float, default=0.1, show_default=True, help="Step schedule factor.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True)
+@click.option("--balanced", is_flag=True,
+              help="Sample uniformly over classes, then items (DeepCluster).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Labelled items held out for validation metrics.")
+@click.option("--cache-images", is_flag=True, help="Keep decoded, resized images in memory.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA.")
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.pt.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@images_options
+@device_option
+@seed_option
+@data_dir_option
+def train(images: str, labels: Path, output: Path, arch: str, weights: Path | None, epochs: int,
+          batch_size: int, optimizer: str, lr: float | None, momentum: float,
+          weight_decay: float | None, schedule: str, step_size: int | None, gamma: float,
+          dropout: float, balanced: bool, val_fraction: float, cache_images: bool, amp: bool,
+          resume: bool, quiet: bool, on_bad_image: str, id_space: str, image_size: int | None,
+          workers: int, device: str, seed: int, data_dir: Path | None) -> None:
+    """Train a CNN to predict the (pseudo-)class of each item's image.
+
+    LABELS is a pseudo-labels .npz from `cfcore cluster`, or a CSV item_id,label
+    (single-label) or item_id,labels with |-separated labels (multi-label).
+
+    \b
+    Examples:
+      cfvision train movielens-posters labels.npz -o run/ --image-size 96 --epochs 20
+      cfvision train photos/ classes.csv -o run/ --arch alexnet --balanced
+      cfvision train photos/ classes.csv -o run/ --resume      # after an interruption
+      torchrun --nproc-per-node 2 -m cfvision train photos/ classes.csv -o run/
+    """
+    from cfvision.train import TrainConfig
+    from cfvision.train import train as run
+
+    _torch_threads()
+    if not labels.exists():
+        raise click.ClickException(f"labels file {labels}: no such file")
+    cfg = TrainConfig(
+        images=_images_path(images, data_dir), labels=str(labels), output=str(output), arch=arch,
+        weights=str(weights) if weights else None, image_size=image_size or 224, epochs=epochs,
+        batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+        weight_decay=weight_decay, schedule=schedule, step_size=step_size, gamma=gamma,
+        dropout=dropout, balanced=balanced, val_fraction=val_fraction, workers=workers,
+        cache_images=cache_images, on_bad_image=on_bad_image, id_space=id_space, device=device,
+        amp=amp, seed=seed, resume=resume, progress=not quiet)
+    result = run(cfg, log=click.echo)
+    if result.dist.main:
+        click.echo(f"checkpoint: {result.checkpoint}")
+
+
+# ----------------------------------------------------------------------------- extract
+def _read_id_list(path: Path) -> list[str]:
+    """Item ids from the first column of a CSV/text file, or from a labels/vectors .npz."""
+    from cfvision.data import _normalise_id, load_labels
+
+    if not path.exists():
+        raise click.ClickException(f"items file {path}: no such file")
+    if path.suffix.lower() == ".npz":
+        return load_labels(path).item_ids
+    ids = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        first = line.split(",")[0].strip()
+        if not first or (lineno == 1 and first.lower() in ("item_id", "item", "id")):
+            continue
+        ids.append(_normalise_id(first))
+    if not ids:
+        raise click.ClickException(f"items file {path}: no item ids")
+    return ids
+
+
+@cli.command()
+@click.argument("images")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output .npz (item-vectors: item_ids, vectors).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="A cfvision checkpoint (from `cfvision train`).")
+@click.option("--arch", type=click.Choice(["alexnet", "resnet18", "mobilenet_v3_small",
+                                           "regnet_y_400mf", "small"]), default=None,
+              help="Without --checkpoint: this backbone at random init (seeded) or with --weights.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="With --arch: a local torchvision state dict (ImageNet features).")
+@click.option("--items", "items_file", type=click.Path(path_type=Path), default=None,
+              help="Only these items (first column of a CSV, or a labels .npz).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the bad-image report here.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@images_options
+@device_option
+@seed_option
+@data_dir_option
+def extract(images: str, output: Path, checkpoint: Path | None, arch: str | None,
+            weights: Path | None, items_file: Path | None, batch_size: int, report: Path | None,
+            quiet: bool, on_bad_image: str, id_space: str, image_size: int | None, workers: int,
+            device: str, seed: int, data_dir: Path | None) -> None:
+    """Penultimate-layer features (AlexNet FC6, ResNet pooled), L2-normalised, to an .npz.
+
+    \b
+    Examples:
+      cfvision extract movielens-posters --checkpoint run/checkpoint.pt -o learned.npz
+      cfvision extract movielens-posters --arch resnet18 --image-size 96 -o random.npz
+      cfvision extract movielens-posters --arch resnet18 --weights resnet18-f37072fd.pth \\
+          -o imagenet.npz
+    """
+    import torch
+
+    from cfvision.data import check_images, load_image_index
+    from cfvision.extract import extract_features, save_item_vectors
+    from cfvision.models import build_model, load_checkpoint, model_from_checkpoint
+    from cfvision.train import resolve_device
+
+    _torch_threads()
+    if (checkpoint is None) == (arch is None):
+        raise click.ClickException("give exactly one of --checkpoint (a trained model) or --arch "
+                                   "(random init, or --weights)")
+    if weights is not None and arch is None:
+        raise click.ClickException("--weights needs --arch")
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint)
+        model = model_from_checkpoint(state, checkpoint)
+        size = image_size or int(state.get("image_size", 224))
+        meta: dict[str, Any] = {"source": str(checkpoint), "arch": state["arch"], "init": "trained"}
+    else:
+        model = build_model(arch, 1, weights)
+        size = image_size or 224
+        meta = {"source": str(weights) if weights else "random-init", "arch": arch,
+                "init": "weights" if weights else "random", "seed": seed}
+    index = load_image_index(_images_path(images, data_dir), id_space)
+    wanted = _read_id_list(items_file) if items_file else list(index)
+    rep = check_images(index, wanted, on_bad_image, progress=not quiet)
+    for line in rep.lines()[:1]:
+        click.echo(line)
+    if report is not None:
+        rep.write(report)
+    if not rep.ok:
+        raise click.ClickException("no readable image for the requested items")
+    vectors = extract_features(model, rep.ok, index, size, dev, batch_size, workers,
+                               progress=not quiet)
+    save_item_vectors(output, rep.ok, vectors, {**meta, "image_size": size,
+                                                 "feature_dim": int(vectors.shape[1])})
+    click.echo(f"{len(rep.ok)} × {vectors.shape[1]} features -> {output}")
+
+
+# ----------------------------------------------------------------------------- evaluate
+@cli.command()
+@click.argument("vectors", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--interactions", "inter_source", required=True,
+              help="Who viewed what: an interaction file or a dataset name (ml-100k).")
+@click.option("--test-items", type=click.Path(path_type=Path), default=None,
+              help="Query items (first column of a CSV); the others are searched.")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.05, show_default=True,
+              help="Without --test-items: random fraction of items used as queries (Fang §4.1).")
+@click.option("-R", "--ranks", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Neighbours per query (curve length).")
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="Labels for the linear probe (CSV item_id,label or item_id,labels; or .npz).")
+@click.option("--owners", type=click.Path(path_type=Path), default=None,
+              help="CSV item_id,owner (user id) for the owner-viewed count.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG of the shared-viewer curves (Fang Fig. 5).")
+@device_option
+@seed_option
+@data_dir_option
+def evaluate(vectors: tuple[Path, ...], inter_source: str, test_items: Path | None,
+             test_fraction: float, ranks: int, labels: Path | None, owners: Path | None,
+             output: Path | None, plot: Path | None, device: str, seed: int,
+             data_dir: Path | None) -> None:
+    """Score feature files: shared-viewer curve, owner-viewed count, linear probe.
+
+    Every VECTORS file (item-vectors from `cfvision extract`, or a factor model) is scored on
+    the same items, the same query/train split and the same probe split, so the rows compare.
+
+    \b
+    Example (the paper's comparison: learned vs random-init vs ImageNet features):
+      cfvision evaluate learned.npz random.npz imagenet.npz --interactions ml-100k \\
+          --test-items test_items.csv --labels genres.csv -o report.json --plot curves.png
+    """
+    from cfcore.cli.common import load_input
+    from cfvision.evaluate import compare_features
+    from cfvision.train import resolve_device
+
+    resolve_device(device)  # validates the choice; the measures run in NumPy/faiss
+    inter = load_input(inter_source, "auto", data_dir)
+    result = compare_features(
+        list(vectors), inter, test_items=_read_id_list(test_items) if test_items else None,
+        test_fraction=test_fraction, R=ranks, labels=labels, owners=owners,
+        seed=seed, plot=plot)
+    for line in result["table"]:
+        click.echo(line)
+    if output is not None:
+        from cfcore.io import atomic_write_text
+
+        atomic_write_text(output, json.dumps({k: v for k, v in result.items() if k != "table"},
+                                             indent=2) + "\n")
+        click.echo(f"report -> {output}")

@@ -1,0 +1,193 @@
+"""Backbones with a K-way head and a ``features`` method (the penultimate layer).
+
+Every model is a :class:`FeatureClassifier`: ``trunk`` maps an image batch to the feature
+vector the paper evaluates (Fang §4.1: AlexNet FC6; ResNet/RegNet: the pooled vector;
+MobileNetV3: the 1024-d pre-logit layer), ``head`` is dropout + the K-way classifier.
+``forward(x) = head(trunk(x))`` and ``features(x) = trunk(x)``.
+
+Nothing is downloaded: weights are random (torchvision's own initialisation, seeded by the
+caller's ``torch.manual_seed``) or read from a local file with ``torch.load(weights_only=True)``
+— a torchvision ImageNet state dict (``resnet18-f37072fd.pth`` and friends) or a cfvision
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cfcore.errors import InputError, ModelFormatError
+
+ARCHITECTURES = ("alexnet", "resnet18", "mobilenet_v3_small", "regnet_y_400mf", "small")
+
+
+class FeatureClassifier(nn.Module):
+    """``trunk`` (image → features) followed by ``head`` (features → K logits)."""
+
+    def __init__(self, arch: str, trunk: nn.Module, head: nn.Module, feature_dim: int) -> None:
+        super().__init__()
+        self.arch = arch
+        self.trunk = trunk
+        self.head = head
+        self.feature_dim = feature_dim
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features, ``(batch, feature_dim)`` (not normalised)."""
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+    @property
+    def num_classes(self) -> int:
+        last = [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
+        return last.out_features
+
+
+class SmallCNN(nn.Module):
+    """A 4-conv network for CPU tests and quick runs (≈0.1 M parameters).
+
+    conv3×3(3→16)-BN-ReLU-pool, (16→32)-pool, (32→64)-pool, (64→128), global average pool,
+    then FC 128→``width`` + ReLU (the "FC6" of this net: its penultimate layer).
+    """
+
+    def __init__(self, width: int = 128) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+            layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                                       nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            return layers + ([nn.MaxPool2d(2)] if pool else [])
+
+        self.body = nn.Sequential(*block(3, 16, True), *block(16, 32, True), *block(32, 64, True),
+                                  *block(64, 128, False), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Sequential(nn.Linear(128, width), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
+def _torchvision_model(arch: str) -> nn.Module:
+    from torchvision import models as tvm
+
+    return getattr(tvm, arch)(weights=None)  # weights=None: never downloads
+
+
+def _wrap(arch: str, net: nn.Module, num_classes: int, dropout: float) -> FeatureClassifier:
+    """Split a torchvision model into trunk (to the penultimate layer) and a new K-way head."""
+    if arch == "alexnet":
+        # FC6 (Fang §4.1): convs → pool → dropout → Linear(9216, 4096) → ReLU.
+        trunk = nn.Sequential(net.features, net.avgpool, nn.Flatten(), *net.classifier[:3])
+        head = nn.Sequential(nn.Dropout(dropout), net.classifier[4], nn.ReLU(inplace=True),
+                             nn.Linear(4096, num_classes))
+        return FeatureClassifier(arch, trunk, head, 4096)
+    if arch == "resnet18":
+        dim = net.fc.in_features
+        net.fc = nn.Identity()
+        return FeatureClassifier(arch, net, nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes)), dim)
+    if arch == "regnet_y_400mf":
+        dim = net.fc.in_features
+        net.fc = nn.Identity()
+        return FeatureClassifier(arch, net, nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes)), dim)
+    if arch == "mobilenet_v3_small":
+        dim = net.classifier[0].out_features
+        trunk = nn.Sequential(net.features, net.avgpool, nn.Flatten(), net.classifier[0], net.classifier[1])
+        return FeatureClassifier(arch, trunk, nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes)), dim)
+    if arch == "small":
+        return FeatureClassifier(arch, net, nn.Sequential(nn.Dropout(dropout), nn.Linear(net.fc[0].out_features, num_classes)),
+                                 net.fc[0].out_features)
+    raise InputError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+
+
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    if not path.is_file():
+        raise InputError(f"weights file {path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, zip errors, unsafe globals
+        raise ModelFormatError(f"{path}: not a torch weights file loadable with weights_only=True "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]  # a training checkpoint (cfvision's or torchvision's reference script)
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelFormatError(f"{path}: expected a state dict (name → tensor)")
+    return obj
+
+
+def build_model(arch: str, num_classes: int, weights: str | os.PathLike[str] | None = None,
+                dropout: float = 0.5) -> FeatureClassifier:
+    """A backbone with a fresh K-way head.
+
+    Parameters
+    ----------
+    arch : str
+        One of :data:`ARCHITECTURES`.
+    num_classes : int
+        K, the number of (pseudo-)classes.
+    weights : path-like, optional
+        A local torchvision state dict (e.g. ImageNet weights) for the backbone; its own
+        classifier layer is dropped. ``None``: random initialisation (seed with
+        ``torch.manual_seed`` first for reproducibility).
+    dropout : float
+        Dropout before the classifier (Fang §4.1 trains with dropout; AlexNet's 0.5).
+    """
+    if arch not in ARCHITECTURES:
+        raise InputError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    if num_classes < 1:
+        raise InputError(f"num_classes must be >= 1, got {num_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise InputError(f"dropout must lie in [0, 1), got {dropout}")
+    net = SmallCNN() if arch == "small" else _torchvision_model(arch)
+    if weights is not None:
+        path = Path(weights)
+        state = dict(_read_state_dict(path))
+        own = net.state_dict()
+        if any(k.startswith(("trunk.", "head.")) for k in state):  # a cfvision checkpoint
+            raise InputError(f"{path}: a cfvision checkpoint; use it with `cfvision extract "
+                             "--checkpoint` (or --init-from) rather than --weights")
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not usable:
+            raise ModelFormatError(f"{path}: no tensor matches a {arch} backbone "
+                                   f"(first keys: {list(state)[:3]})")
+        skipped = sorted(set(own) - set(usable))
+        # Only the final classifier may be absent or of another shape (1000 ImageNet classes).
+        final = {"alexnet": "classifier.6.", "resnet18": "fc.", "regnet_y_400mf": "fc.",
+                 "mobilenet_v3_small": "classifier.3.", "small": "\0"}[arch]
+        missing = [k for k in skipped if not k.startswith(final)]
+        if missing:
+            raise ModelFormatError(f"{path}: does not fit {arch}: {len(missing)} tensors missing "
+                                   f"or of another shape (e.g. {missing[:3]})")
+        net.load_state_dict(usable, strict=False)
+    return _wrap(arch, net, num_classes, dropout)
+
+
+def model_from_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str] = "checkpoint"
+                          ) -> FeatureClassifier:
+    """Rebuild the model stored in a cfvision checkpoint (``arch``, ``num_classes``, ``model``)."""
+    for key in ("arch", "num_classes", "model"):
+        if key not in state:
+            raise ModelFormatError(f"{path}: not a cfvision checkpoint (no {key!r})")
+    model = build_model(str(state["arch"]), int(state["num_classes"]),
+                        dropout=float(state.get("dropout", 0.5)))
+    model.load_state_dict(state["model"])
+    return model
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> dict[str, Any]:
+    """Read a cfvision checkpoint with ``weights_only=True`` (no pickle of arbitrary objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ModelFormatError(f"{path}: not a cfvision checkpoint "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict) or "model" not in state or "arch" not in state:
+        raise ModelFormatError(f"{path}: not a cfvision checkpoint (no 'model'/'arch' entries)")
+    return state
