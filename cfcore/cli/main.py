@@ -27,9 +27,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from cfcore.cli import data
+    from cfcore.cli import data, engine
 
-    for module in (data,):
+    for module in (data, engine):
         for command in module.COMMANDS:
             cli.add_command(command)
 

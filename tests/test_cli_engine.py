@@ -1,0 +1,262 @@
+"""``cfcore sample-negatives | factorize | evaluate | recommend | similar`` end to end.
+
+A planted model (two taste groups, factors written by hand) gives known right answers for
+``recommend``, ``similar`` and ``evaluate``; ``factorize`` runs on a small block-structured
+file and on ml-100k. Every bad input must fail with one clear line, a non-zero exit, and
+leave no output (or temporary) file behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cfcore.cli.main import cli
+from cfcore.io import save_artifact
+
+# Two taste groups: users 1..12 view items 101..108, users 21..32 view items 201..208.
+GROUP_A_USERS, GROUP_B_USERS = list(range(1, 13)), list(range(21, 33))
+GROUP_A_ITEMS, GROUP_B_ITEMS = list(range(101, 109)), list(range(201, 209))
+
+
+def _block_pairs(seed: int = 0, density: float = 0.6) -> list[tuple[int, int, int]]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for users, items in ((GROUP_A_USERS, GROUP_A_ITEMS), (GROUP_B_USERS, GROUP_B_ITEMS)):
+        for u in users:
+            chosen = [i for i in items if rng.random() < density] or [items[0]]
+            rows += [(u, i, int(rng.integers(1, 6))) for i in chosen]
+    return rows
+
+
+def _write_udata(path: Path, rows: list[tuple[int, int, int]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{u}\t{i}\t{r}\t87{k:06d}\n" for k, (u, i, r) in enumerate(rows)))
+    return path
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def views(tmp_path) -> Path:
+    return _write_udata(tmp_path / "in" / "u.data", _block_pairs())
+
+
+@pytest.fixture
+def planted(tmp_path) -> Path:
+    """A factor model that knows the two groups: x_u, y_i = e_group (plus a little order)."""
+    users = GROUP_A_USERS + GROUP_B_USERS
+    items = GROUP_A_ITEMS + GROUP_B_ITEMS
+    uf = np.array([[1, 0] if u in GROUP_A_USERS else [0, 1] for u in users], dtype=np.float32)
+    # within a group, lower ids score a little higher: item 101 > 102 > ... for group A users
+    itf = np.array([[1 - 0.01 * (i % 100), 0] if i in GROUP_A_ITEMS else [0, 1 - 0.01 * (i % 100)]
+                    for i in items], dtype=np.float32)
+    path = tmp_path / "planted.npz"
+    save_artifact(path, "factor-model",
+                  {"user_factors": uf, "item_factors": itf, "user_ids": np.array(users),
+                   "item_ids": np.array(items)},
+                  {"params": {"factors": 2}, "history": []})
+    return path
+
+
+def _run(runner: CliRunner, *args: object):
+    return runner.invoke(cli, [str(a) for a in args])
+
+
+def _assert_one_line_error(result, *fragments: str, code: int = 1) -> None:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    if code == 1:
+        assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+def _no_files_but(directory: Path, *names: str) -> None:
+    assert sorted(p.name for p in directory.iterdir()) == sorted(names)
+
+
+def _tsv(output: str) -> list[list[str]]:
+    lines = [line.split("\t") for line in output.strip().splitlines()]
+    return lines[1:]
+
+
+# ---------------------------------------------------------------------------- help
+@pytest.mark.parametrize("command", ["sample-negatives", "factorize", "evaluate", "recommend", "similar"])
+def test_help_teaches(runner, command):
+    result = _run(runner, command, "--help")
+    assert result.exit_code == 0
+    assert "Examples:" in result.output and f"cfcore {command}" in result.output
+
+
+def test_factorize_help_shows_paper_defaults(runner):
+    out = _run(runner, "factorize", "--help").output
+    for text in ("--factors 100", "--reg 0.01", "--neg-ratio 2", "log-popularity", "--validation"):
+        assert text in out
+
+
+# ---------------------------------------------------------------------------- recommend
+def test_recommend_planted_model_raw_ids_and_filters_seen(runner, planted, views):
+    result = _run(runner, "recommend", planted, views, 1, 21, "-k", 3)
+    assert result.exit_code == 0, result.output
+    rows = _tsv(result.output)
+    seen = {(u, i) for u, i, _ in _block_pairs()}
+    by_user: dict[str, list[str]] = {}
+    for user, _rank, item, _score in rows:
+        by_user.setdefault(user, []).append(item)
+        assert (int(user), int(item)) not in seen  # never an item the user already has
+    unseen_a = [i for i in GROUP_A_ITEMS if (1, i) not in seen]
+    unseen_b = [i for i in GROUP_B_ITEMS if (21, i) not in seen]
+    assert by_user["1"] == [str(i) for i in unseen_a[:3]]  # best unseen items of its own group
+    n_b = min(3, len(unseen_b))
+    assert by_user["21"][:n_b] == [str(i) for i in unseen_b[:n_b]]
+    assert {int(i) for i in by_user["21"][n_b:]} <= set(GROUP_A_ITEMS)  # score 0: after its own
+    kept = _tsv(_run(runner, "recommend", planted, views, 1, "-k", 2, "--keep-seen").output)
+    assert [r[2] for r in kept] == ["101", "102"]
+
+
+def test_recommend_json_and_atomic_output_file(runner, planted, views, tmp_path):
+    out = tmp_path / "out" / "recs.json"
+    result = _run(runner, "recommend", planted, views, 1, "-k", 2, "--json", "-o", out)
+    assert result.exit_code == 0, result.output
+    recs = json.loads(out.read_text())
+    assert list(recs) == ["1"] and [r["rank"] for r in recs["1"]] == [1, 2]
+    assert all(r["score"] > 0.9 for r in recs["1"])
+    _no_files_but(out.parent, "recs.json")
+
+
+def test_recommend_bad_input(runner, planted, views, tmp_path):
+    out = tmp_path / "recs.tsv"
+    _assert_one_line_error(_run(runner, "recommend", planted, views, 1, 999, "-o", out),
+                           "user id '999' is not in the model")
+    _assert_one_line_error(_run(runner, "recommend", planted, views, 1, "-k", 17, "-o", out),
+                           "-k 17 is larger than the number of items in the model (16)")
+    assert not out.exists()
+    plain = tmp_path / "other.npz"
+    np.savez(plain, user_factors=np.ones((2, 2)), item_factors=np.ones((2, 2)))
+    _assert_one_line_error(_run(runner, "recommend", plain, views, 1), "not a collabfeat artifact")
+    _assert_one_line_error(_run(runner, "recommend", planted, views, 1, "-k", 0), "-k", code=2)
+    _assert_one_line_error(_run(runner, "recommend", planted, tmp_path / "nope.csv", 1),
+                           "nope.csv: no such file")
+
+
+# ---------------------------------------------------------------------------- similar
+def test_similar_planted_model(runner, planted):
+    result = _run(runner, "similar", planted, 101, 205, "-k", 3)
+    assert result.exit_code == 0, result.output
+    rows = _tsv(result.output)
+    got = {}
+    for item, _rank, other, score in rows:
+        got.setdefault(item, []).append(other)
+        assert float(score) == pytest.approx(1.0, abs=1e-5)  # same direction: cosine 1
+    assert set(got["101"]) <= {str(i) for i in GROUP_A_ITEMS[1:]}  # never itself, same group
+    assert set(got["205"]) <= {str(i) for i in GROUP_B_ITEMS if i != 205}
+    js = json.loads(_run(runner, "similar", planted, 101, "-k", 15, "--json").output)
+    scores = [r["score"] for r in js["101"]]
+    assert len(scores) == 15 and scores[:7] == pytest.approx([1.0] * 7) and max(scores[7:]) < 1e-6
+
+
+def test_similar_bad_input(runner, planted, tmp_path):
+    _assert_one_line_error(_run(runner, "similar", planted, 101, "-k", 16),
+                           "-k 16 is larger than the number of other items in the model (15)")
+    _assert_one_line_error(_run(runner, "similar", planted, "x1"), "item id 'x1' is not in the model")
+    labels = tmp_path / "labels.npz"
+    save_artifact(labels, "pseudo-labels", {"item_ids": np.arange(3), "labels": np.zeros(3)})
+    _assert_one_line_error(_run(runner, "similar", labels, 1),
+                           "expected a factor-model file, found a 'pseudo-labels' file")
+    broken = tmp_path / "broken.npz"
+    save_artifact(broken, "factor-model", {"user_factors": np.ones((2, 2)), "item_factors": np.ones((3, 4)),
+                                           "user_ids": np.arange(2), "item_ids": np.arange(3)})
+    _assert_one_line_error(_run(runner, "similar", broken, 1), "factor shapes do not match")
+    nan = tmp_path / "nan.npz"
+    save_artifact(nan, "factor-model", {"user_factors": np.ones((2, 2)),
+                                        "item_factors": np.full((3, 2), np.nan),
+                                        "user_ids": np.arange(2), "item_ids": np.arange(3)})
+    _assert_one_line_error(_run(runner, "similar", nan, 1), "item_factors contains NaN")
+    _assert_one_line_error(_run(runner, "similar", tmp_path / "none.npz", 1), code=2)
+
+
+# ---------------------------------------------------------------------------- evaluate
+def test_evaluate_planted_model_is_perfect_and_beats_popularity(runner, planted, tmp_path):
+    rows = _block_pairs(seed=1, density=1.0)  # every unobserved item is from the other group
+    rng = np.random.default_rng(0)
+    test_mask = rng.random(len(rows)) < 0.3
+    train = _write_udata(tmp_path / "train" / "u.data", [r for r, t in zip(rows, test_mask, strict=True) if not t])
+    test = _write_udata(tmp_path / "test" / "u.data", [r for r, t in zip(rows, test_mask, strict=True) if t])
+    result = _run(runner, "evaluate", planted, test, "--train", train, "-k", 3, "--baseline", "--json")
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.output)
+    assert res["model"]["auc"] == pytest.approx(1.0)
+    assert res["model"]["pr"] == pytest.approx(0.0)
+    assert res["model"]["accuracy@3"] == pytest.approx(1.0)
+    assert res["popularity"]["auc"] < 0.9  # popularity cannot tell the groups apart
+    assert set(res["model"]) >= {"precision@3", "recall@3", "map@3", "ndcg@3", "users"}
+    table = _run(runner, "evaluate", planted, test, "--train", train, "-k", 3, "--baseline")
+    assert table.exit_code == 0
+    assert table.output.splitlines()[0].split() == ["metric", "model", "popularity"]
+    assert any(line.startswith("auc") and "1.0000" in line for line in table.output.splitlines())
+
+
+def test_evaluate_reports_unknown_users_and_items(runner, planted, tmp_path):
+    test = _write_udata(tmp_path / "t" / "u.data", [(1, 101, 5), (1, 102, 5), (99, 101, 5), (1, 999, 4)])
+    res = json.loads(_run(runner, "evaluate", planted, test, "--json").output)
+    assert res["test"] == {"interactions": 2, "dropped": 2, "unknown_users": 1, "unknown_items": 1}
+    none = _write_udata(tmp_path / "n" / "u.data", [(99, 999, 5)])
+    _assert_one_line_error(_run(runner, "evaluate", planted, none),
+                           "none of its interactions involve users and items of the model")
+
+
+def test_evaluate_bad_input(runner, planted, views, tmp_path):
+    _assert_one_line_error(_run(runner, "evaluate", planted, views, "-k", 100),
+                           "-k 100 is larger than the number of items in the model (16)")
+    _assert_one_line_error(_run(runner, "evaluate", planted, views, "--baseline"), "--baseline needs --train")
+    plain = tmp_path / "model.npz"
+    np.savez(plain, user_factors=np.ones((2, 2)))
+    _assert_one_line_error(_run(runner, "evaluate", plain, views), "was it written by another tool?")
+    empty = tmp_path / "empty" / "u.data"
+    empty.parent.mkdir()
+    empty.write_text("")
+    _assert_one_line_error(_run(runner, "evaluate", planted, empty), "empty file")
+
+
+# ---------------------------------------------------------------------------- sample-negatives
+def test_sample_negatives_command(runner, views, tmp_path):
+    from cfcore.readers import read_interactions
+    from cfcore.sampling import NegativeSample
+
+    out1, out2 = tmp_path / "neg1.npz", tmp_path / "neg2.npz"
+    r1 = _run(runner, "sample-negatives", views, "-o", out1, "--ratio", 1, "--seed", 5, "--threads", 1)
+    r2 = _run(runner, "sample-negatives", views, "-o", out2, "--ratio", 1, "--seed", 5, "--threads", 2)
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    neg1, neg2 = NegativeSample.load(out1), NegativeSample.load(out2)
+    np.testing.assert_array_equal(neg1.indices, neg2.indices)  # thread count does not matter
+    pos = read_interactions(views).user_items
+    assert neg1.shape == pos.shape
+    assert neg1.to_csr().multiply(pos).nnz == 0  # never a positive
+    # 8 items per group, positives in the own group: everyone has >= 8 candidates, ratio 1
+    np.testing.assert_array_equal(neg1.counts, np.diff(pos.indptr))
+    assert f"{neg1.nnz} negatives for 24 users × 16 items" in r1.output
+
+
+def test_sample_negatives_reports_shortfall(runner, tmp_path):
+    dense = _write_udata(tmp_path / "d" / "u.data", [(1, 1, 5), (1, 2, 5), (1, 3, 5), (2, 1, 5), (3, 4, 5)])
+    result = _run(runner, "sample-negatives", dense, "-o", tmp_path / "n.npz", "--ratio", 2)
+    assert result.exit_code == 0, result.output
+    assert "users had fewer candidates than requested" in result.output
+
+
+def test_sample_negatives_bad_input(runner, views, tmp_path):
+    out = tmp_path / "o" / "neg.npz"
+    bad = _write_udata(tmp_path / "b" / "u.data", [(1, 2, 3)])
+    bad.write_text(bad.read_text() + "1\tabc\t3\t0\n")
+    _assert_one_line_error(_run(runner, "sample-negatives", bad, "-o", out), "u.data:2: item id 'abc'")
+    _assert_one_line_error(_run(runner, "sample-negatives", views, "-o", out, "--ratio", 0), code=2)
+    _assert_one_line_error(_run(runner, "sample-negatives", views, "-o", tmp_path), code=2)
+    assert not out.parent.exists() or not any(out.parent.iterdir())
