@@ -1,0 +1,502 @@
+"""Matrix factorization of implicit feedback by lock-free (Hogwild) SGD.
+
+:class:`Factorizer` learns user factors ``x_u`` and item factors ``y_i`` (float32) from a
+users × items matrix of positives, with negatives drawn by :func:`cfcore.sampling.sample_negatives`
+(Fang et al. 2015, Algorithm 1). Losses (maths in :mod:`cfcore._kernels.sgd`):
+
+- ``"squared"`` — Fang et al. eq. 3: ``Σ (v_ui − x_u·y_i)² + λ(‖x_u‖² + ‖y_i‖²)`` over positives
+  (``v = 1``) and sampled negatives (``v = 0``); paper defaults ``factors=100``, ``λ=0.01``;
+- ``"logistic"`` — the same entries with the log loss of ``σ(x_u·y_i)``;
+- ``"bpr"`` — Rendle et al. 2009, ``−log σ(s_ui − s_uj)``, each positive paired with one of the
+  user's sampled negatives;
+- ``"warp"`` — Weston et al. 2011 as in LightFM: draw the user's negatives until one violates
+  the margin, step weighted by ``log ⌊(N − 1)/draws⌋``.
+
+>>> from cfcore import load_movielens, holdout_split, Factorizer
+>>> train, test = holdout_split(load_movielens("ml-100k"), 0.2, seed=0)
+>>> model = Factorizer(factors=64, loss="bpr", epochs=30).fit(train, validation=test)
+>>> model.history_[-1]["auc"]     # held-out AUC vs uniform unobserved items
+>>> ids, scores = model.recommend([0, 1], train.user_items[[0, 1]], N=10)
+>>> model.save("model.npz")
+
+Parallelism: ``threads`` workers update the shared tables without locks (Hogwild, Niu et al.
+2011). Work is cut into a fixed number of blocks of users that does not depend on ``threads``;
+with ``threads=1`` the serial driver runs them in order and a seed reproduces the model bit
+for bit; with more threads only the interleaving of item-row updates differs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from cfcore._kernels import sgd
+from cfcore.errors import DivergenceError, InputError
+from cfcore.interactions import Interactions, binarize
+from cfcore.model import FactorModel
+
+LOSSES = tuple(sgd.LOSS_CODES)
+SCHEDULES = ("constant", "linear", "inverse-sqrt")
+ORDERS = ("grouped", "random")
+WEIGHTINGS = ("popularity", "log-popularity", "uniform")
+
+#: Learning rates that work on MovieLens-sized data at the default initialisation (``lr=None``).
+DEFAULT_LEARNING_RATES = {"squared": 0.05, "logistic": 0.05, "bpr": 0.05, "warp": 0.02}
+
+#: Work blocks per epoch; fixed so that the partition never depends on the thread count.
+N_BLOCKS = 1024
+
+#: A factor entry beyond this magnitude means the fit is diverging.
+MAX_ABS_FACTOR = 1e4
+
+#: Held-out AUC is computed for at most this many validation users (seeded choice).
+VALIDATION_USERS = 5000
+
+Callback = Callable[[int, "Factorizer", dict[str, float]], Any]
+
+
+def _as_matrix(data: Any, name: str) -> tuple[sp.csr_matrix, np.ndarray | None, np.ndarray | None]:
+    """``(csr float32 ones, user_ids, item_ids)`` from a sparse matrix or an Interactions."""
+    if isinstance(data, Interactions):
+        return data.user_items, data.user_ids, data.item_ids
+    if not sp.issparse(data):
+        raise InputError(
+            f"{name}: expected a scipy.sparse users × items matrix or an Interactions, "
+            f"got {type(data).__name__}"
+        )
+    if data.ndim != 2:
+        raise InputError(f"{name}: expected a 2-D matrix, got shape {data.shape}")
+    if data.nnz and not np.all(np.isfinite(data.data)):
+        raise InputError(f"{name}: contains NaN or inf")
+    return binarize(data), None, None
+
+
+def _positive_number(value: Any, name: str, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InputError(f"{name}: expected a finite number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InputError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise InputError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+class Factorizer(FactorModel):
+    """Implicit-feedback matrix factorization by Hogwild SGD with sampled negatives.
+
+    Parameters
+    ----------
+    factors : int, default 100
+        Latent dimension d (Fang et al.: 100).
+    loss : {"squared", "logistic", "bpr", "warp"}, default "squared"
+        See the module docstring; ``"squared"`` is Fang et al. eq. 3.
+    epochs : int, default 20
+        Passes over the training entries.
+    learning_rate : float, optional
+        Initial SGD step η; ``None`` picks :data:`DEFAULT_LEARNING_RATES` for the loss.
+    regularization : float, default 0.01
+        λ on the factors of every row a step touches (Fang: 0.01).
+    bias_regularization : float, optional
+        λ_b on the biases (default: ``regularization``).
+    neg_ratio : float, default 2.0
+        Sampled negatives per positive, per user (Fang: 2).
+    neg_weight : {"log-popularity", "popularity", "uniform"}, default "log-popularity"
+        Negative sampling weight ``w(p_i)`` of item popularity (Fang eq. 1–2, "in practice"
+        the logarithm).
+    resample_negatives : bool, default False
+        Draw fresh negatives every epoch (``(seed, epoch)`` streams) instead of once (the paper).
+    use_biases : bool, default False
+        Learn a user and an item bias (``s_ui = x_u·y_i + b_u + b_i``; pairwise losses only
+        learn ``b_i``, a user bias cancels in ``s_ui − s_uj``).
+    schedule : {"constant", "linear", "inverse-sqrt"}, default "constant"
+        Per-epoch step ``η_e``: ``η``, ``η (1 − e/E)`` (floored at ``η/E``) or ``η/√(1+e)``.
+    order : {"grouped", "random"}, default "grouped"
+        ``"grouped"``: users in shuffled order, each user's entries together in shuffled
+        order (its row stays in cache); ``"random"``: uniformly random entries with
+        replacement (the classical order; slower on large data, kept for comparison).
+    max_sampled : int, default 10
+        WARP: negatives drawn per positive before giving up (LightFM's default).
+    margin : float, default 1.0
+        WARP margin m.
+    init_scale : float, default 0.1
+        Factors start as ``N(0, init_scale² / √factors)`` — i.e. std ``init_scale / factors**0.25``
+        — so that initial scores have std ``init_scale`` whatever ``factors``; biases start at 0.
+    threads : int, default 0
+        Worker threads (0 = all cores Numba sees).
+    seed : int, default 0
+        Seeds the initialisation, the user order, the per-block streams and the negatives.
+    progress : bool, default True
+        Show a tqdm bar with the running loss.
+
+    Attributes
+    ----------
+    user_factors_, item_factors_ : ndarray of float32, (n_users, factors), (n_items, factors)
+    user_bias_, item_bias_ : ndarray of float32 or None
+    user_ids_, item_ids_ : ndarray — raw ids when fit on an Interactions, else ``arange``
+    item_popularity_ : ndarray of int64 — training viewers per item (used by :meth:`fold_in`)
+    history_ : list of dict — per epoch: ``epoch``, ``loss`` (mean per update), ``lr``,
+        ``updates``, ``seconds``, and with validation ``rmse``, ``pr``, ``auc``.
+    """
+
+    def __init__(
+        self,
+        factors: int = 100,
+        loss: str = "squared",
+        epochs: int = 20,
+        learning_rate: float | None = None,
+        regularization: float = 0.01,
+        bias_regularization: float | None = None,
+        neg_ratio: float = 2.0,
+        neg_weight: str = "log-popularity",
+        resample_negatives: bool = False,
+        use_biases: bool = False,
+        schedule: str = "constant",
+        order: str = "grouped",
+        max_sampled: int = 10,
+        margin: float = 1.0,
+        init_scale: float = 0.1,
+        threads: int = 0,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.factors = factors
+        self.loss = loss
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.bias_regularization = bias_regularization
+        self.neg_ratio = neg_ratio
+        self.neg_weight = neg_weight
+        self.resample_negatives = resample_negatives
+        self.use_biases = use_biases
+        self.schedule = schedule
+        self.order = order
+        self.max_sampled = max_sampled
+        self.margin = margin
+        self.init_scale = init_scale
+        self.threads = threads
+        self.seed = seed
+        self.progress = progress
+
+    # ------------------------------------------------------------------ parameters
+    def _checked_params(self) -> dict[str, Any]:
+        """Validate the constructor parameters (at fit time, as scikit-learn does)."""
+        if self.loss not in LOSSES:
+            raise InputError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
+        if self.order not in ORDERS:
+            raise InputError(f"order: expected one of {ORDERS}, got {self.order!r}")
+        if self.neg_weight not in WEIGHTINGS:
+            raise InputError(f"neg_weight: expected one of {WEIGHTINGS}, got {self.neg_weight!r}")
+        lr = self.learning_rate
+        lr = DEFAULT_LEARNING_RATES[self.loss] if lr is None else _positive_number(lr, "learning_rate")
+        reg = _positive_number(self.regularization, "regularization", allow_zero=True)
+        breg = reg if self.bias_regularization is None else _positive_number(
+            self.bias_regularization, "bias_regularization", allow_zero=True
+        )
+        return {
+            "factors": _integer(self.factors, "factors", 1),
+            "epochs": _integer(self.epochs, "epochs", 0),
+            "lr": lr,
+            "reg": reg,
+            "reg_bias": breg,
+            "neg_ratio": _positive_number(self.neg_ratio, "neg_ratio"),
+            "max_sampled": _integer(self.max_sampled, "max_sampled", 1),
+            "margin": _positive_number(self.margin, "margin", allow_zero=True),
+            "init_scale": _positive_number(self.init_scale, "init_scale"),
+            "threads": _integer(self.threads, "threads", 0),
+            "seed": _integer(self.seed, "seed", 0),
+        }
+
+    def _lr_at(self, lr: float, epoch: int, epochs: int) -> float:
+        if self.schedule == "linear":
+            return lr * max(1.0 - epoch / max(epochs, 1), 1.0 / max(epochs, 1))
+        if self.schedule == "inverse-sqrt":
+            return lr / math.sqrt(1.0 + epoch)
+        return lr
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        user_items: sp.spmatrix | Interactions,
+        validation: sp.spmatrix | Interactions | None = None,
+        callback: Callback | None = None,
+    ) -> Factorizer:
+        """Learn the factors.
+
+        Parameters
+        ----------
+        user_items : scipy.sparse matrix (n_users, n_items) or Interactions
+            Training positives (any stored non-zero is a positive).
+        validation : scipy.sparse matrix or Interactions, same shape, optional
+            Held-out positives. After every epoch ``history_`` records ``rmse`` (targets 1 on
+            these positives and 0 on ``neg_ratio`` × as many negatives sampled once like the
+            training ones, training items excluded), ``pr`` (Fang's PR on the same pairs) and
+            ``auc`` (per-user AUC against uniform unobserved items, training items excluded;
+            at most :data:`VALIDATION_USERS` users).
+        callback : callable, optional
+            ``callback(epoch, model, metrics)`` after every epoch; returning ``False`` stops.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        InputError
+            A bad parameter or input (the message names it).
+        DivergenceError
+            The loss or a factor became NaN/inf or exploded.
+        """
+        from cfcore.sampling import sample_negatives
+
+        p = self._checked_params()
+        train, user_ids, item_ids = _as_matrix(user_items, "user_items")
+        n_users, n_items = train.shape
+        if train.nnz == 0:
+            raise InputError("user_items: has no interactions")
+        val = val_neg = None
+        if validation is not None:
+            val, v_uids, v_iids = _as_matrix(validation, "validation")
+            if val.shape != train.shape:
+                raise InputError(
+                    f"validation: shape {val.shape} does not match user_items {train.shape}"
+                )
+            for name, a, b in (("user", user_ids, v_uids), ("item", item_ids, v_iids)):
+                if a is not None and b is not None and not np.array_equal(a, b):
+                    raise InputError(f"validation: its {name} ids differ from user_items'")
+            if val.nnz == 0:
+                raise InputError("validation: has no interactions")
+        threads = p["threads"] or numba.config.NUMBA_NUM_THREADS
+        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        k, seed = p["factors"], p["seed"]
+        code = sgd.LOSS_CODES[self.loss]
+
+        # Seeded initialisation (std init_scale / k**0.25 → initial scores have std init_scale).
+        rng = np.random.default_rng(seed)
+        std = np.float32(p["init_scale"] / k**0.25)
+        X = rng.standard_normal((n_users, k), dtype=np.float32) * std
+        Y = rng.standard_normal((n_items, k), dtype=np.float32) * std
+        ub = np.zeros(n_users, dtype=np.float32)
+        ib = np.zeros(n_items, dtype=np.float32)
+        self.user_factors_, self.item_factors_ = X, Y
+        self.user_bias_ = ub if self.use_biases else None
+        self.item_bias_ = ib if self.use_biases else None
+        self.user_ids_ = np.arange(n_users) if user_ids is None else user_ids
+        self.item_ids_ = np.arange(n_items) if item_ids is None else item_ids
+        self.item_popularity_ = np.diff(train.tocsc().indptr).astype(np.int64)
+        self.history_ = []
+
+        pos_indptr = train.indptr.astype(np.int64)
+        pos_indices = train.indices.astype(np.int32)
+        old_threads = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            if val is not None:
+                val_neg = self._validation_negatives(train, val, p)
+
+            def negatives(epoch: int):
+                ns = sample_negatives(train, p["neg_ratio"], self.neg_weight, seed=seed,
+                                      threads=threads, epoch=epoch)
+                return ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
+
+            neg_indptr, neg_indices = negatives(0)
+            loss_out = np.zeros(N_BLOCKS, dtype=np.float64)
+            count_out = np.zeros(N_BLOCKS, dtype=np.int64)
+            f32 = np.float32
+            scalars = dict(reg=f32(p["reg"]), reg_bias=f32(p["reg_bias"]),
+                           use_bias=bool(self.use_biases), margin=f32(p["margin"]),
+                           max_sampled=p["max_sampled"])
+            bar = self._progress(p["epochs"])
+            entries = None
+            for epoch in range(p["epochs"]):
+                t0 = time.perf_counter()
+                if self.resample_negatives and epoch > 0:
+                    neg_indptr, neg_indices = negatives(epoch)
+                    entries = None
+                lr = self._lr_at(p["lr"], epoch, p["epochs"])
+                if self.order == "grouped":
+                    users = np.random.default_rng([seed, epoch]).permutation(n_users)
+                    run = sgd.epoch_grouped_serial if threads == 1 else sgd.epoch_grouped_parallel
+                    run(users.astype(np.int32), pos_indptr, pos_indices, neg_indptr, neg_indices,
+                        X, Y, ub, ib, code, f32(lr), scalars["reg"], scalars["reg_bias"],
+                        scalars["use_bias"], True, scalars["margin"], scalars["max_sampled"],
+                        seed, epoch, loss_out, count_out)
+                else:
+                    if entries is None:
+                        entries = _entry_arrays(pos_indptr, pos_indices, neg_indptr, neg_indices,
+                                                code in sgd.PAIRWISE)
+                    run = sgd.epoch_random_serial if threads == 1 else sgd.epoch_random_parallel
+                    run(len(entries[0]), *entries, pos_indptr, neg_indptr, neg_indices,
+                        X, Y, ub, ib, code, f32(lr), scalars["reg"], scalars["reg_bias"],
+                        scalars["use_bias"], scalars["margin"], scalars["max_sampled"],
+                        seed, epoch, loss_out, count_out)
+                seconds = time.perf_counter() - t0
+                updates = int(count_out.sum())
+                mean_loss = float(loss_out.sum() / max(updates, 1))
+                self._check_divergence(epoch, mean_loss, lr, p["reg"])
+                record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": lr,
+                                          "updates": updates, "seconds": seconds}
+                if val is not None:
+                    record.update(self._validate(train, val, val_neg, seed))
+                self.history_.append(record)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k_: round(v, 4) for k_, v in record.items()
+                                     if k_ in ("loss", "auc", "rmse")})
+                if callback is not None and callback(epoch, self, record) is False:
+                    break
+            if bar is not None:
+                bar.close()
+        finally:
+            numba.set_num_threads(old_threads)
+        return self
+
+    def _progress(self, total: int):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=f"factorize ({self.loss})", unit="epoch", leave=False)
+
+    def _check_divergence(self, epoch: int, mean_loss: float, lr: float, reg: float) -> None:
+        X, Y = self.user_factors_, self.item_factors_
+        extremes = [float(X.max()), float(X.min()), float(Y.max()), float(Y.min())]
+        if self.use_biases:
+            extremes += [float(np.abs(self.item_bias_).max()), float(np.abs(self.user_bias_).max())]
+        biggest = max(abs(v) for v in extremes)
+        if not math.isfinite(mean_loss) or not math.isfinite(biggest) or biggest > MAX_ABS_FACTOR:
+            raise DivergenceError(
+                f"training diverged in epoch {epoch + 1} (mean loss {mean_loss:.4g}, largest "
+                f"|factor| {biggest:.4g}): lower learning_rate (now {lr:g}) or raise "
+                f"regularization (now {reg:g})"
+            )
+
+    # ------------------------------------------------------------------ validation
+    def _validation_negatives(self, train: sp.csr_matrix, val: sp.csr_matrix,
+                              p: dict[str, Any]) -> sp.csr_matrix:
+        """``neg_ratio`` negatives per held-out positive, drawn like the training negatives
+        (same weighting, training popularity), never a training or held-out positive."""
+        from cfcore.sampling import sample_negatives
+
+        ns = sample_negatives(val, p["neg_ratio"], self.neg_weight, seed=p["seed"],
+                              threads=0, popularity=self.item_popularity_,
+                              epoch=2**31 - 1, warn_short=False)
+        neg = ns.to_csr()
+        neg = neg - neg.multiply(train)
+        neg.eliminate_zeros()
+        return neg.tocsr()
+
+    def _validate(self, train: sp.csr_matrix, val: sp.csr_matrix, val_neg: sp.csr_matrix,
+                  seed: int) -> dict[str, float]:
+        from cfcore.metrics import pairwise_ranking, rmse
+
+        pos, neg = val.tocoo(), val_neg.tocoo()
+        users = np.concatenate([pos.row, neg.row])
+        items = np.concatenate([pos.col, neg.col])
+        truth = np.concatenate([np.ones(pos.nnz), np.zeros(neg.nnz)])
+        out = {"rmse": rmse(truth, self.predict(users, items))}
+        score = self.scorer()
+        out["pr"] = pairwise_ranking(score, val, negatives=val_neg)["pr"]
+        candidates = np.flatnonzero(np.diff(val.indptr) > 0)
+        if len(candidates) > VALIDATION_USERS:
+            candidates = np.sort(np.random.default_rng(seed).choice(
+                candidates, VALIDATION_USERS, replace=False))
+        out["auc"] = pairwise_ranking(score, val, exclude=train, users=candidates)["auc"]
+        return out
+
+    # ------------------------------------------------------------------ new users
+    def fold_in(self, user_items_rows: sp.spmatrix, epochs: int | None = None) -> np.ndarray:
+        """Factors for new users from their interactions, item factors held fixed.
+
+        Runs ``epochs`` (default: the model's ``epochs``) SGD epochs of the model's own loss
+        over each new user's positives and freshly sampled negatives (same ``neg_ratio`` and
+        weighting, training popularity), updating only the new user rows (and user biases) —
+        the same kernel as :meth:`fit` with item learning switched off. Deterministic for a
+        given ``seed``.
+
+        Parameters
+        ----------
+        user_items_rows : scipy.sparse matrix, shape (n_new_users, n_items)
+
+        Returns
+        -------
+        ndarray of float32, shape (n_new_users, factors)
+        """
+        from cfcore.sampling import sample_negatives
+
+        self._check_fitted()
+        p = self._checked_params()
+        rows, _, _ = _as_matrix(user_items_rows, "user_items_rows")
+        if rows.shape[1] != self.n_items:
+            raise InputError(
+                f"user_items_rows: has {rows.shape[1]} columns, the model has {self.n_items} items"
+            )
+        epochs = p["epochs"] if epochs is None else _integer(epochs, "epochs", 0)
+        n_new, k = rows.shape[0], self.item_factors_.shape[1]
+        rng = np.random.default_rng([p["seed"], 1])
+        X = rng.standard_normal((n_new, k), dtype=np.float32) * np.float32(p["init_scale"] / k**0.25)
+        if rows.nnz == 0 or n_new == 0:
+            return X
+        popularity = getattr(self, "item_popularity_", None)
+        if popularity is None or self.neg_weight == "uniform":
+            popularity = np.ones(self.n_items, dtype=np.int64)
+        ns = sample_negatives(rows, p["neg_ratio"], self.neg_weight, seed=p["seed"], threads=1,
+                              popularity=popularity, warn_short=False)
+        Y = self.item_factors_
+        ub = np.zeros(n_new, dtype=np.float32)
+        ib = self.item_bias_ if self.item_bias_ is not None else np.zeros(self.n_items, np.float32)
+        loss_out = np.zeros(min(N_BLOCKS, n_new), dtype=np.float64)
+        count_out = np.zeros_like(loss_out, dtype=np.int64)
+        f32 = np.float32
+        for epoch in range(epochs):
+            users = np.random.default_rng([p["seed"], epoch, 1]).permutation(n_new).astype(np.int32)
+            sgd.epoch_grouped_serial(
+                users, rows.indptr.astype(np.int64), rows.indices.astype(np.int32),
+                ns.indptr.astype(np.int64), ns.indices.astype(np.int32), X, Y, ub, ib,
+                sgd.LOSS_CODES[self.loss], f32(self._lr_at(p["lr"], epoch, epochs)),
+                f32(p["reg"]), f32(p["reg_bias"]), bool(self.use_biases), False,
+                f32(p["margin"]), p["max_sampled"], p["seed"], epoch, loss_out, count_out,
+            )
+        if not np.all(np.isfinite(X)):
+            raise DivergenceError(
+                f"fold_in diverged: lower learning_rate (now {p['lr']:g}) or raise regularization"
+            )
+        return X
+
+    # ------------------------------------------------------------------ persistence
+    def _artifact_arrays(self) -> dict[str, np.ndarray]:
+        arrays = super()._artifact_arrays()
+        if getattr(self, "item_popularity_", None) is not None:
+            arrays["item_popularity"] = self.item_popularity_
+        return arrays
+
+    def _load_extra(self, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
+        self.item_popularity_ = arrays.get("item_popularity")
+
+
+def _entry_arrays(pos_indptr, pos_indices, neg_indptr, neg_indices, pairwise: bool):
+    """Flat (user, item, target) arrays for the random-order drivers."""
+    n_users = len(pos_indptr) - 1
+    users = np.arange(n_users, dtype=np.int32)
+    pu = np.repeat(users, np.diff(pos_indptr))
+    if pairwise:
+        return pu, pos_indices, np.ones(len(pu), dtype=np.float32)
+    nu = np.repeat(users, np.diff(neg_indptr))
+    return (
+        np.concatenate([pu, nu]).astype(np.int32),
+        np.concatenate([pos_indices, neg_indices]).astype(np.int32),
+        np.concatenate([np.ones(len(pu), np.float32), np.zeros(len(nu), np.float32)]),
+    )
