@@ -27,9 +27,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from cfcore.cli import data, engine
+    from cfcore.cli import cluster, data, engine
 
-    for module in (data, engine):
+    for module in (data, engine, cluster):
         for command in module.COMMANDS:
             cli.add_command(command)
 
