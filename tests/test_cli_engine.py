@@ -260,3 +260,160 @@ def test_sample_negatives_bad_input(runner, views, tmp_path):
     _assert_one_line_error(_run(runner, "sample-negatives", views, "-o", out, "--ratio", 0), code=2)
     _assert_one_line_error(_run(runner, "sample-negatives", views, "-o", tmp_path), code=2)
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+# ---------------------------------------------------------------------------- factorize
+FAST = ["--factors", 4, "--epochs", 25, "--threads", 1, "--seed", 0, "-q"]
+
+
+def test_factorize_writes_the_contracted_model_and_it_recommends(runner, views, tmp_path):
+    from cfcore.io import load_artifact
+
+    out = tmp_path / "m" / "model.npz"
+    result = _run(runner, "factorize", views, "-o", out, *FAST)
+    assert result.exit_code == 0, result.output
+    arrays, header = load_artifact(out, "factor-model")
+    assert arrays["user_factors"].dtype == np.float32 and arrays["user_factors"].shape == (24, 4)
+    assert arrays["item_factors"].dtype == np.float32 and arrays["item_factors"].shape == (16, 4)
+    assert arrays["user_ids"].tolist() == GROUP_A_USERS + GROUP_B_USERS  # raw ids, row order
+    assert arrays["item_ids"].tolist() == GROUP_A_ITEMS + GROUP_B_ITEMS
+    params = header["params"]
+    assert params["factors"] == 4 and params["loss"] == "squared" and params["seed"] == 0
+    _no_files_but(out.parent, "model.npz")
+    # the learned model recovers the groups: neighbours of 101 are group-A items
+    near = _tsv(_run(runner, "similar", out, 101, "-k", 3).output)
+    assert {int(r[2]) for r in near} <= set(GROUP_A_ITEMS)
+    recs = _tsv(_run(runner, "recommend", out, views, 21, "-k", 2).output)
+    assert {int(r[2]) for r in recs} <= set(GROUP_B_ITEMS)
+
+
+def test_factorize_is_reproducible_with_one_thread(runner, views, tmp_path):
+    from cfcore.io import load_artifact
+
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert _run(runner, "factorize", views, "-o", a, *FAST).exit_code == 0
+    assert _run(runner, "factorize", views, "-o", b, *FAST).exit_code == 0
+    np.testing.assert_array_equal(load_artifact(a)[0]["item_factors"], load_artifact(b)[0]["item_factors"])
+
+
+def test_factorize_validation_prints_epochs(runner, views, tmp_path):
+    out = tmp_path / "model.npz"
+    result = _run(runner, "factorize", views, "-o", out, "--factors", 4, "--epochs", 3,
+                  "--threads", 1, "--validation", 0.25)
+    assert result.exit_code == 0, result.output
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [e.split()[1] for e in epochs] == ["1", "2", "3"]
+    for key in ("rmse", "pr", "auc"):
+        assert key in epochs[-1]
+
+
+@pytest.mark.parametrize("loss", ["squared", "bpr", "warp", "logistic"])
+def test_factorize_every_loss(runner, views, tmp_path, loss):
+    out = tmp_path / "model.npz"
+    result = _run(runner, "factorize", views, "-o", out, "--loss", loss, "--factors", 4,
+                  "--epochs", 2, "--threads", 1, "-q", "--neg-weight", "uniform", "--resample")
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+
+
+@pytest.mark.parametrize(
+    "lines, fragments",
+    [
+        ([], ["empty file"]),
+        (["1\t101\t5\t0", "1\t102"], ["u.data:2: expected at least 3 fields"]),
+        (["1\t101\t5\t0", "u2\t102\t5\t0"], ["u.data:2: user id 'u2' is not an integer"]),
+        (["1\t101\t5\t0", "2\t102\tnan\t0"], ["u.data:2: rating is 'nan'"]),
+    ],
+)
+def test_factorize_bad_files_write_nothing(runner, tmp_path, lines, fragments):
+    src = tmp_path / "src" / "u.data"
+    src.parent.mkdir()
+    src.write_text("".join(line + "\n" for line in lines))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = _run(runner, "factorize", src, "-o", out_dir / "model.npz", *FAST)
+    _assert_one_line_error(result, *fragments)
+    _no_files_but(out_dir)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--factors", 0], "'--factors': 0 is not in the range x>=1"),
+        (["--factors", -3], "--factors"),
+        (["--lr", -0.1], "'--lr': -0.1 is not in the range x>0"),
+        (["--lr", 0], "--lr"),
+        (["--epochs", 0], "--epochs"),
+        (["--reg", -1], "--reg"),
+        (["--validation", 1.5], "--validation"),
+        (["--loss", "hinge"], "'hinge' is not one of"),
+        (["--neg-weight", "zipf"], "--neg-weight"),
+        (["--threads", -1], "--threads"),
+    ],
+)
+def test_factorize_bad_parameters_write_nothing(runner, views, tmp_path, args, fragment):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = _run(runner, "factorize", views, "-o", out_dir / "model.npz", *args)
+    _assert_one_line_error(result, fragment, code=2)
+    _no_files_but(out_dir)
+
+
+def test_factorize_output_and_input_problems(runner, views, tmp_path):
+    _assert_one_line_error(_run(runner, "factorize", views, "-o", tmp_path, *FAST), code=2)
+    _assert_one_line_error(_run(runner, "factorize", tmp_path / "nope.csv", "-o", tmp_path / "m.npz"),
+                           "nope.csv: no such file")
+    _assert_one_line_error(_run(runner, "factorize", tmp_path, "-o", tmp_path / "m.npz"),
+                           "is a directory")
+    _assert_one_line_error(_run(runner, "factorize", "ml-100k", "--data-dir", tmp_path / "nodata",
+                                "-o", tmp_path / "m.npz"), "cfcore download ml-100k")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_factorize_existing_output_survives_a_failure(runner, views, tmp_path):
+    out = tmp_path / "model.npz"
+    assert _run(runner, "factorize", views, "-o", out, *FAST).exit_code == 0
+    before = out.read_bytes()
+    bad = _write_udata(tmp_path / "bad" / "u.data", [(1, 101, 5)])
+    bad.write_text(bad.read_text() + "oops\n")
+    assert _run(runner, "factorize", bad, "-o", out, *FAST).exit_code == 1
+    assert out.read_bytes() == before
+    _no_files_but(tmp_path, "model.npz", "in", "bad")
+
+
+# ---------------------------------------------------------------------------- ml-100k
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_ml100k_pipeline(runner, ml100k_path, tmp_path):
+    """factorize u1.base → evaluate on u1.test: beats popularity, AUC ≥ 0.85; recommend/similar."""
+    model = tmp_path / "model.npz"
+    base, test = ml100k_path / "u1.base", ml100k_path / "u1.test"
+    result = _run(runner, "factorize", base, "-o", model, "--factors", 32, "--epochs", 10,
+                  "--threads", 2, "--seed", 0, "-q")
+    assert result.exit_code == 0, result.output
+    res = _run(runner, "evaluate", model, test, "--train", base, "-k", 10, "--baseline", "--json")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.output)
+    assert metrics["model"]["auc"] >= 0.85
+    assert metrics["model"]["auc"] > metrics["popularity"]["auc"]
+    assert metrics["model"]["precision@10"] > metrics["popularity"]["precision@10"] * 0.9
+    recs = _tsv(_run(runner, "recommend", model, base, 1, 2, "-k", 10).output)
+    assert len(recs) == 20
+    near = _tsv(_run(runner, "similar", model, 1, "-k", 5).output)  # Toy Story
+    assert len(near) == 5 and "1" not in [r[2] for r in near]
+    _assert_one_line_error(_run(runner, "recommend", model, base, 1, "-k", 5000),
+                           "-k 5000 is larger than the number of items in the model (1650)")
+
+
+@pytest.mark.realdata
+def test_sample_negatives_on_ml100k(runner, ml100k_path, tmp_path):
+    from cfcore.sampling import NegativeSample
+
+    out = tmp_path / "neg.npz"
+    result = _run(runner, "sample-negatives", "ml-100k", "--data-dir", ml100k_path.parent, "-o", out)
+    assert result.exit_code == 0, result.output
+    neg = NegativeSample.load(out)
+    assert neg.shape == (943, 1682)
+    assert neg.requested == 200000  # ratio 2 × 100,000 positives
+    assert 0.99 * 200000 <= neg.nnz <= 200000  # a few heavy users run short
+    assert neg.n_short >= 1 and "users had fewer candidates" in result.output

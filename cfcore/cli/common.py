@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cfcore.errors import CollabfeatError
+from cfcore.errors import CollabfeatError, InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,6 +68,9 @@ def load_input(source: str, fmt: str = "auto", data_dir: Path | None = None,
     from cfcore.datasets import DATASETS, load_movielens
     from cfcore.readers import read_interactions
 
-    if source in DATASETS and not os.path.exists(source):
-        return load_movielens(source, data_dir, min_rating=min_rating)
+    if not os.path.exists(source):
+        if source in DATASETS:
+            return load_movielens(source, data_dir, min_rating=min_rating)
+        raise InputError(f"{source}: no such file (INPUT is a file or a dataset name: "
+                         f"{', '.join(DATASETS)})")
     return read_interactions(source, fmt, min_rating=min_rating)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,8 +235,6 @@ def sample_negatives_cmd(source: str, output: Path, ratio: float, weighting: str
     rows and columns of INPUT as read, ids in sorted order);
     cfcore.sampling.NegativeSample.load reads it back.
     """
-    import warnings
-
     from cfcore.sampling import sample_negatives
 
     _check_output(output)
@@ -342,10 +341,18 @@ def factorize(source: str, output: Path, loss: str, factors: int, epochs: int, l
     model = Factorizer(**params)
     click.echo(f"{inter!r}; training on {train.nnz} interactions"
                + (f", validating on {held_out.nnz}" if held_out is not None else ""), err=True)
-    model.fit(train, validation=held_out)
-    if not quiet and held_out is not None:
-        for row in getattr(model, "history_", None) or []:
-            click.echo(_epoch_line(row))
+
+    def report(epoch: int, _model: Any, record: dict[str, Any]) -> None:
+        if not quiet and (held_out is not None or epoch + 1 == epochs):
+            from tqdm import tqdm
+
+            tqdm.write(_epoch_line(record))  # keeps the progress bar intact
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(train, validation=held_out, callback=report)
+    for message in dict.fromkeys(str(w.message) for w in caught):  # one line each, no source
+        click.echo(f"note: {message}", err=True)
     model.save(output)
     click.echo(f"saved {train.n_users} users × {train.n_items} items × {factors} factors "
                f"({loss}) → {output}")
