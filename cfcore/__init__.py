@@ -26,6 +26,7 @@ _EXPORTS = {
     "download": "cfcore.datasets",
     "load_movielens": "cfcore.datasets",
     "sample_negatives": "cfcore.sampling",
+    "NegativeSample": "cfcore.sampling",
     "Factorizer": "cfcore.factorize",
     "cluster_items": "cfcore.cluster",
     "NeighborIndex": "cfcore.neighbors",

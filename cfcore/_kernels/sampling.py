@@ -1,0 +1,378 @@
+"""Numba kernels of Fang et al.'s negative sampler (Algorithm 1).
+
+Fang, Jin, Yang, Mech & Wang (2015), *Collaborative Feature Learning from Social Media*,
+Algorithm 1 and eq. 1–2: for every user ``j`` draw ``n_j`` items ``j`` has not viewed, with
+``P_ij ∝ w(p_i)`` over the non-viewed items (``P_ij = 0`` for viewed ones), without
+replacement. The Python API (:mod:`cfcore.sampling`) validates the input, turns the item
+weights into the cumulative table these kernels take and calls them in two passes:
+
+1. :func:`negative_counts` — ``n_j = min(round(ratio · |positives_j|), candidates_j)`` per
+   user and the number of users that got fewer than requested (the shortfall);
+2. :func:`sample_into` — fills a CSR (``out_indptr`` = prefix sum of the counts) in parallel,
+   each user's indices sorted ascending.
+
+The distribution
+----------------
+Each user's negatives are drawn by *successive weighted sampling without replacement*: the
+first item is drawn with probability ``w_i / W_j`` over the user's candidates ``C_j`` (the
+items with ``w_i > 0`` the user has not interacted with, ``W_j = Σ_{i∈C_j} w_i``), the second
+∝ ``w`` over ``C_j`` minus the first, and so on. So a single draw is exactly Fang's eq. 2,
+and a set ``S`` drawn in order ``s_1, s_2, …`` has probability
+``Π_t w_{s_t} / (W_j − w_{s_1} − … − w_{s_{t−1}})``. Items of weight 0 are never drawn.
+Two exact implementations of that one distribution are mixed per user:
+
+* rejection — draw ``i`` ∝ ``w`` over all items from a global alias table (Walker 1977,
+  Vose 1991: O(1) per draw) and reject it when it is a positive or already drawn. Conditioned on
+  acceptance the draw is ∝ ``w`` over the remaining candidates, i.e. the next step of
+  successive sampling. Expected cost per accepted draw: ``W / W_remaining`` trials.
+* Efraimidis–Spirakis (2006) keys — every remaining candidate gets ``k_i = E_i / w_i`` with
+  ``E_i ~ Exp(1)``; the ``r`` smallest keys are the next ``r`` items of successive sampling
+  (as a set). Cost ``O(n_items)``; used when rejection would need more trials than that
+  (the user's positives hold most of the weight, or ``n_j`` is close to ``|C_j|``). Because
+  successive sampling is Markov in the remaining set, switching from rejection to keys in
+  the middle of a user keeps the distribution exact.
+
+When ``n_j ≥ |C_j|`` the user gets all of ``C_j`` (no randomness).
+
+Random numbers: user ``j``'s stream is ``stream_seed(seed, epoch, j)``
+(:mod:`cfcore._kernels.rng`), so the output depends on ``(seed, epoch)`` and the data only —
+never on the number of threads or on which thread served which user.
+
+Memory: per thread, ``n_items`` bytes of flags, ``n_items`` float64 keys and ``n_items``
+int32 candidate ids (13 bytes × ``n_items`` × threads), allocated once per call, outside the
+loop over users.
+Weights are float64: popularity sums overflow float32's 24-bit mantissa.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from cfcore._kernels.rng import next_float, stream_seed
+
+# Emit a user's negatives in order by scanning its flags (O(n_items)) rather than sorting them
+# (O(n log n)) when n_items < _SCAN_FACTOR · n · log2(n).
+_SCAN_FACTOR = 4.0
+
+# Give up on rejection after this many consecutive failed trials and finish with keys; this
+# only matters when rounding makes the running estimate of the remaining weight too large.
+_MAX_CONSECUTIVE_REJECTS = 64
+
+
+@numba.njit(cache=True)
+def select_smallest(keys: np.ndarray, ids: np.ndarray, m: int, k: int) -> None:
+    """Reorder ``keys[:m]`` (and ``ids[:m]`` alongside) so the ``k`` smallest come first.
+
+    Hoare-partition quickselect with a median-of-three pivot: expected ``O(m)``, in place,
+    deterministic (no random pivot, so the result is reproducible).
+    """
+    if k <= 0 or k >= m:
+        return
+    target = k - 1
+    lo = 0
+    hi = m - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        a = keys[lo]
+        b = keys[mid]
+        c = keys[hi]
+        if a > b:
+            a, b = b, a
+        if b > c:
+            b = c
+            if a > b:
+                b = a
+        pivot = b
+        i = lo
+        j = hi
+        while i <= j:
+            while keys[i] < pivot:
+                i += 1
+            while keys[j] > pivot:
+                j -= 1
+            if i <= j:
+                tk = keys[i]
+                keys[i] = keys[j]
+                keys[j] = tk
+                ti = ids[i]
+                ids[i] = ids[j]
+                ids[j] = ti
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            return
+
+
+@numba.njit(cache=True)
+def build_alias(weights: np.ndarray, out_prob: np.ndarray, out_alias: np.ndarray) -> float:
+    """Walker's alias table for sampling ``i ∝ weights[i]`` in O(1) (Vose's stable build).
+
+    Draw: ``x = U · n``, ``i = ⌊x⌋``; keep ``i`` when ``x − i < out_prob[i]``, else take
+    ``out_alias[i]``. Items of weight 0 get ``out_prob = 0`` and a positive-weight alias, so
+    they are never drawn.
+
+    Parameters
+    ----------
+    weights : float64 array (n), non-negative
+    out_prob : float64 array (n), written
+    out_alias : int32 array (n), written
+
+    Returns
+    -------
+    float : the total weight (0 when there is nothing to draw; the table is then unusable)
+    """
+    n = weights.shape[0]
+    total = 0.0
+    heaviest = 0
+    for i in range(n):
+        total += weights[i]
+        if weights[i] > weights[heaviest]:
+            heaviest = i
+    for i in range(n):
+        out_prob[i] = 1.0
+        out_alias[i] = i
+    if n == 0 or total <= 0.0:
+        return total
+    small = np.empty(n, dtype=np.int64)
+    large = np.empty(n, dtype=np.int64)
+    scaled = np.empty(n, dtype=np.float64)
+    n_small = 0
+    n_large = 0
+    for i in range(n):
+        scaled[i] = weights[i] * n / total
+        if scaled[i] < 1.0:
+            small[n_small] = i
+            n_small += 1
+        else:
+            large[n_large] = i
+            n_large += 1
+    while n_small > 0 and n_large > 0:
+        n_small -= 1
+        s = small[n_small]
+        g = large[n_large - 1]
+        out_prob[s] = scaled[s]
+        out_alias[s] = g
+        scaled[g] = (scaled[g] + scaled[s]) - 1.0
+        if scaled[g] < 1.0:
+            n_large -= 1
+            small[n_small] = g
+            n_small += 1
+    # Whatever is left has scaled weight 1 up to rounding: keep it with certainty, except
+    # weight-0 items, which must stay undrawable.
+    for t in range(n_small):
+        s = small[t]
+        if weights[s] <= 0.0:
+            out_prob[s] = 0.0
+            out_alias[s] = heaviest
+    return total
+
+
+@numba.njit(inline="always", cache=True)
+def _count_weighted(weights: np.ndarray) -> int:
+    n = 0
+    for i in range(weights.shape[0]):
+        if weights[i] > 0.0:
+            n += 1
+    return n
+
+
+@numba.njit(parallel=True, cache=True)
+def negative_counts(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    ratio: float,
+    out_counts: np.ndarray,
+    out_requested: np.ndarray,
+) -> int:
+    """Number of negatives per user; returns how many users get fewer than requested.
+
+    ``requested_j = floor(ratio · |positives_j| + 0.5)`` (round half up) and
+    ``out_counts[j] = min(requested_j, |C_j|)``, ``C_j`` = items with weight > 0 that are
+    not among ``indices[indptr[j]:indptr[j+1]]`` (rows must hold no duplicates).
+
+    Parameters
+    ----------
+    indptr : int64 array (n_users + 1)
+    indices : int32 array (nnz), the positives, no duplicates within a row
+    weights : float64 array (n_items), non-negative item weights
+    ratio : float > 0
+    out_counts : int64 array (n_users), written
+    out_requested : int64 array (n_users), written: ``requested_j``
+
+    Returns
+    -------
+    int : number of users with ``out_counts[j] < requested_j``
+    """
+    n_users = indptr.shape[0] - 1
+    n_nonzero = _count_weighted(weights)
+    n_short = 0
+    for u in numba.prange(n_users):
+        start = indptr[u]
+        end = indptr[u + 1]
+        n_pos_weighted = 0
+        for p in range(start, end):
+            if weights[indices[p]] > 0.0:
+                n_pos_weighted += 1
+        requested = np.int64(np.floor(ratio * (end - start) + 0.5))
+        n_cand = n_nonzero - n_pos_weighted
+        out_requested[u] = requested
+        if requested > n_cand:
+            out_counts[u] = n_cand
+            n_short += 1
+        else:
+            out_counts[u] = requested
+    return n_short
+
+
+@numba.njit(parallel=True, cache=True)
+def sample_into(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    alias_prob: np.ndarray,
+    alias_idx: np.ndarray,
+    seed: int,
+    epoch: int,
+    out_indptr: np.ndarray,
+    out_indices: np.ndarray,
+    n_threads: int,
+    switch: float = 1.0,
+) -> int:
+    """Fill ``out_indices`` with each user's negatives (sorted), per the counts in ``out_indptr``.
+
+    User ``j`` receives ``out_indptr[j+1] - out_indptr[j]`` distinct items from ``C_j`` by
+    successive weighted sampling without replacement (see the module docstring); the count
+    must not exceed ``|C_j|`` (use :func:`negative_counts`).
+
+    Parameters
+    ----------
+    indptr, indices : the users' positives (CSR, int64 / int32; no duplicates within a row)
+    weights : float64 array (n_items), non-negative item weights
+    alias_prob, alias_idx : the alias table of ``weights`` (:func:`build_alias`)
+    seed, epoch : int, non-negative; user ``j`` uses ``stream_seed(seed, epoch, j)``
+    out_indptr : int64 array (n_users + 1), prefix sum of the wanted counts
+    out_indices : int32 array (out_indptr[-1]), written
+    n_threads : int
+        ``numba.get_num_threads()`` at the call (rows of per-thread scratch; thread ids are
+        below it). Passed in because calling it inside the kernel defeats Numba's cache.
+    switch : float
+        Cost ratio steering the per-user choice between rejection and keys: rejection goes
+        on while ``remaining · W / W_remaining ≤ switch · n_items``. ``0`` forces keys,
+        ``inf`` forces rejection (exact either way; a knob for tests and tuning).
+
+    Returns
+    -------
+    int : number of users finished (at least partly) with Efraimidis–Spirakis keys.
+    """
+    n_users = indptr.shape[0] - 1
+    n_items = weights.shape[0]
+    flags = np.zeros((n_threads, n_items), dtype=np.uint8)  # 1 = positive, 2 = drawn
+    keys = np.empty((n_threads, n_items), dtype=np.float64)
+    cand = np.empty((n_threads, n_items), dtype=np.int32)
+    total = 0.0
+    for i in range(n_items):
+        total += weights[i]
+    n_nonzero = _count_weighted(weights)
+    budget = switch * n_items
+    n_f = np.float64(n_items)
+    n_keyed = 0
+    for u in numba.prange(n_users):
+        out_start = out_indptr[u]
+        n_wanted = out_indptr[u + 1] - out_start
+        if n_wanted <= 0:
+            continue
+        tid = numba.get_thread_id()
+        flag = flags[tid]
+        ids = cand[tid]
+        pos_start = indptr[u]
+        pos_end = indptr[u + 1]
+        # Mark the positives; sum their weight and count the weighted ones.
+        w_pos = 0.0
+        n_pos_weighted = 0
+        for p in range(pos_start, pos_end):
+            i = indices[p]
+            flag[i] = 1
+            w = weights[i]
+            if w > 0.0:
+                w_pos += w
+                n_pos_weighted += 1
+        n_cand = n_nonzero - n_pos_weighted
+        if n_wanted >= n_cand:
+            # Take every candidate: ascending by construction.
+            k = out_start
+            for i in range(n_items):
+                if flag[i] == 0 and weights[i] > 0.0:
+                    out_indices[k] = i
+                    k += 1
+            for p in range(pos_start, pos_end):
+                flag[indices[p]] = 0
+            continue
+        state = stream_seed(seed, epoch, u)
+        w_left = total - w_pos
+        drawn = 0
+        fails = 0
+        # Rejection from the global alias table (Fang eq. 2 restricted by rejecting
+        # positives and repeats = successive sampling without replacement).
+        while drawn < n_wanted:
+            if (
+                fails >= _MAX_CONSECUTIVE_REJECTS
+                or w_left <= 0.0
+                or (n_wanted - drawn) * total > budget * w_left
+            ):
+                break
+            state, f = next_float(state)
+            x = f * n_f
+            i = np.int64(x)
+            if i >= n_items:
+                i = n_items - 1
+            if x - i >= alias_prob[i]:
+                i = alias_idx[i]
+            w = weights[i]
+            if flag[i] != 0 or w <= 0.0:
+                fails += 1
+                continue
+            flag[i] = 2
+            out_indices[out_start + drawn] = i
+            drawn += 1
+            fails = 0
+            w_left -= w
+        if drawn < n_wanted:
+            # Efraimidis–Spirakis keys over the candidates still available.
+            n_keyed += 1
+            key = keys[tid]
+            m = 0
+            for i in range(n_items):
+                if flag[i] == 0:
+                    w = weights[i]
+                    if w > 0.0:
+                        state, f = next_float(state)
+                        key[m] = -np.log(1.0 - f) / w
+                        ids[m] = i
+                        m += 1
+            remaining = n_wanted - drawn
+            select_smallest(key, ids, m, remaining)
+            for t in range(remaining):
+                flag[ids[t]] = 2
+                out_indices[out_start + drawn + t] = ids[t]
+        if n_items < _SCAN_FACTOR * n_wanted * np.log2(n_wanted + 1.0):
+            # Emit in order by scanning the flags (branch-free), clearing them as we go.
+            k = 0
+            for i in range(n_items):
+                ids[k] = i
+                k += flag[i] >> 1
+                flag[i] = 0
+            for t in range(n_wanted):
+                out_indices[out_start + t] = ids[t]
+        else:
+            out_indices[out_start : out_start + n_wanted].sort()
+            for t in range(out_start, out_start + n_wanted):
+                flag[out_indices[t]] = 0
+            for p in range(pos_start, pos_end):
+                flag[indices[p]] = 0
+    return n_keyed

@@ -1,0 +1,376 @@
+"""Negative sampling for implicit feedback (Fang et al. 2015, Algorithm 1).
+
+Implicit feedback only says what a user *did* view. Fang et al. turn the missing entries
+into negatives by sampling: for each user ``j``, ``n_j = ratio × |positives_j|`` (paper:
+ratio 2) items the user has not viewed, drawn with probability ∝ ``w(p_i)`` where ``p_i`` is
+the item's popularity (number of viewers, eq. 1–2) — "in practice we take the logarithm",
+read here as ``w = log(1 + p)``. Those entries then become ``V_ij = 0`` for the factorizer.
+
+>>> from cfcore import load_movielens, sample_negatives
+>>> views = load_movielens("ml-100k")
+>>> neg = sample_negatives(views.user_items, ratio=2.0, weighting="log-popularity", seed=0)
+>>> neg.to_csr()            # users × items, float32 ones at the sampled negatives
+>>> neg.save("negatives.npz")
+
+For resampling every epoch pass ``epoch=e``: each (seed, epoch) pair gives fresh,
+reproducible negatives. The kernels live in :mod:`cfcore._kernels.sampling`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from cfcore._kernels.sampling import build_alias, negative_counts, sample_into
+from cfcore.errors import InputError, ModelFormatError
+from cfcore.io import load_artifact, require_keys, save_artifact
+
+ARTIFACT_KIND = "negatives"
+WEIGHTINGS = ("popularity", "log-popularity", "uniform")
+
+
+class NegativeShortfallWarning(UserWarning):
+    """Some users have fewer candidate negatives than ``ratio × |positives|``."""
+
+
+@dataclass(eq=False)
+class NegativeSample:
+    """Sampled negatives: a users × items CSR pattern (no values) plus bookkeeping.
+
+    Attributes
+    ----------
+    indptr : ndarray of int64, shape (n_users + 1,)
+        User ``j``'s negatives are ``indices[indptr[j]:indptr[j+1]]``.
+    indices : ndarray of int32
+        Item columns, ascending within each user, no duplicates, never a positive.
+    shape : tuple of int
+        ``(n_users, n_items)`` of the matrix the negatives were drawn for.
+    n_short : int
+        Users that got fewer negatives than requested (they have too few candidates:
+        items of non-zero weight they have not interacted with); they got all of them.
+    requested : int
+        Total requested, ``Σ_j round(ratio × |positives_j|)``; ``requested - nnz`` is the
+        total shortfall.
+    weighting, ratio, seed, epoch : provenance (``None`` when unknown).
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    shape: tuple[int, int]
+    n_short: int = 0
+    requested: int = 0
+    weighting: str | None = None
+    ratio: float | None = None
+    seed: int | None = None
+    epoch: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nnz(self) -> int:
+        """Number of sampled (user, item) negatives."""
+        return int(self.indices.shape[0])
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Negatives per user (int64, length ``n_users``)."""
+        return np.diff(self.indptr)
+
+    def __repr__(self) -> str:
+        return (
+            f"NegativeSample(shape={self.shape}, nnz={self.nnz}, requested={self.requested}, "
+            f"n_short={self.n_short}, weighting={self.weighting!r}, ratio={self.ratio}, "
+            f"seed={self.seed}, epoch={self.epoch})"
+        )
+
+    def to_csr(self) -> sp.csr_matrix:
+        """The negatives as a users × items ``csr_matrix`` of float32 ones (sorted, canonical)."""
+        big = max(self.nnz, *self.shape) >= np.iinfo(np.int32).max
+        index_dtype = np.int64 if big else np.int32
+        csr = sp.csr_matrix(
+            (
+                np.ones(self.nnz, dtype=np.float32),
+                self.indices.astype(index_dtype, copy=False),
+                self.indptr.astype(index_dtype, copy=False),
+            ),
+            shape=self.shape,
+        )
+        csr.has_sorted_indices = True
+        csr.has_canonical_format = True
+        return csr
+
+    def to_coo(self) -> tuple[np.ndarray, np.ndarray]:
+        """The negatives as parallel ``(users, items)`` arrays (int64, int32), user-major."""
+        users = np.repeat(np.arange(self.shape[0], dtype=np.int64), self.counts)
+        return users, self.indices
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write an ``.npz`` artifact of kind ``"negatives"`` atomically."""
+        meta = {
+            "shape": [int(s) for s in self.shape],
+            "n_short": int(self.n_short),
+            "requested": int(self.requested),
+            "weighting": self.weighting,
+            "ratio": self.ratio,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            **self.meta,
+        }
+        return save_artifact(
+            path, ARTIFACT_KIND, {"indptr": self.indptr, "indices": self.indices}, meta
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> NegativeSample:
+        """Read a ``"negatives"`` artifact written by :meth:`save`.
+
+        Raises
+        ------
+        ModelFormatError
+            Not a negatives file, or its arrays are inconsistent.
+        """
+        arrays, header = load_artifact(path, ARTIFACT_KIND)
+        require_keys(path, arrays, ["indptr", "indices"])
+        indptr = arrays["indptr"].astype(np.int64, copy=False)
+        indices = arrays["indices"].astype(np.int32, copy=False)
+        try:
+            n_users, n_items = (int(s) for s in header["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelFormatError(f"{path}: header has no valid 'shape'") from None
+        if (
+            indptr.ndim != 1
+            or indptr.shape[0] != n_users + 1
+            or indptr[0] != 0
+            or indptr[-1] != indices.shape[0]
+            or np.any(np.diff(indptr) < 0)
+            or (indices.size and (indices.min() < 0 or indices.max() >= n_items))
+        ):
+            raise ModelFormatError(f"{path}: indptr/indices do not form a {n_users}×{n_items} CSR")
+        known = {"kind", "version", "shape", "n_short", "requested", "weighting", "ratio",
+                 "seed", "epoch"}
+        return cls(
+            indptr=indptr,
+            indices=indices,
+            shape=(n_users, n_items),
+            n_short=int(header.get("n_short", 0)),
+            requested=int(header.get("requested", 0)),
+            weighting=header.get("weighting"),
+            ratio=header.get("ratio"),
+            seed=header.get("seed"),
+            epoch=header.get("epoch"),
+            meta={k: v for k, v in header.items() if k not in known},
+        )
+
+
+# ---------------------------------------------------------------------------- validation
+def _as_positives(user_items: Any) -> sp.csr_matrix:
+    """``user_items`` as a canonical CSR (sorted, no duplicates, no explicit zeros)."""
+    matrix = getattr(user_items, "user_items", user_items)  # an Interactions
+    if not sp.issparse(matrix):
+        raise InputError(
+            "user_items: expected a scipy.sparse users × items matrix (or an Interactions), "
+            f"got {type(user_items).__name__}"
+        )
+    if matrix.ndim != 2:
+        raise InputError(f"user_items: expected a 2-D matrix, got shape {matrix.shape}")
+    csr = matrix.tocsr() if matrix.format != "csr" else matrix
+    data = csr.data
+    if not csr.has_canonical_format or (data.size and not np.all(data != 0)):
+        csr = csr.copy()
+        csr.sum_duplicates()
+        csr.eliminate_zeros()
+    return csr
+
+
+def _check_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name}: expected an integer, got {value!r}")
+    value = int(value)
+    if not 0 <= value < 2**63:
+        raise InputError(f"{name}: must be in [0, 2**63), got {value}")
+    return value
+
+
+def _check_ratio(ratio: Any) -> float:
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
+        raise InputError(f"ratio: expected a positive number, got {ratio!r}")
+    ratio = float(ratio)
+    if not math.isfinite(ratio) or ratio <= 0.0:
+        raise InputError(f"ratio: must be a finite number > 0, got {ratio}")
+    return ratio
+
+
+def _check_weighting(weighting: Any) -> str:
+    name = str(weighting).strip().lower().replace("_", "-") if isinstance(weighting, str) else None
+    if name not in WEIGHTINGS:
+        raise InputError(f"weighting: expected one of {', '.join(WEIGHTINGS)}; got {weighting!r}")
+    return name
+
+
+def item_weights(
+    popularity: np.ndarray, weighting: str = "log-popularity"
+) -> np.ndarray:
+    """Sampling weight of every item (float64), Fang eq. 2 up to normalisation.
+
+    Parameters
+    ----------
+    popularity : ndarray, shape (n_items,)
+        ``p_i ≥ 0``, e.g. the number of users who viewed item ``i``.
+    weighting : {"popularity", "log-popularity", "uniform"}
+        ``w_i = p_i``; ``w_i = log(1 + p_i)`` (Fang: "in practice we take the logarithm");
+        ``w_i = 1``. Items with ``w_i = 0`` (popularity 0 under the first two) are never drawn.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_items,)
+    """
+    weighting = _check_weighting(weighting)
+    p = np.asarray(popularity, dtype=np.float64)
+    if weighting == "popularity":
+        return p.copy()
+    if weighting == "log-popularity":
+        return np.log1p(p)
+    return np.ones_like(p)
+
+
+def _check_popularity(popularity: Any, n_items: int) -> np.ndarray:
+    try:
+        p = np.asarray(popularity, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("popularity: expected a numeric array of item popularities") from None
+    if p.shape != (n_items,):
+        raise InputError(f"popularity: expected shape ({n_items},) (one per item), got {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise InputError("popularity: contains NaN or inf")
+    if np.any(p < 0):
+        raise InputError(f"popularity: must be >= 0 (item {int(np.argmin(p))} is {p.min()})")
+    return p
+
+
+@contextlib.contextmanager
+def _numba_threads(threads: int) -> Iterator[int]:
+    """Run the block with ``threads`` Numba threads (0 = all); restore the previous count."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    n = limit if threads == 0 else min(threads, limit)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        numba.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------- public API
+def sample_negatives(
+    user_items: sp.spmatrix | Any,
+    ratio: float = 2.0,
+    weighting: str = "log-popularity",
+    seed: int = 0,
+    threads: int = 0,
+    popularity: np.ndarray | None = None,
+    *,
+    epoch: int = 0,
+    warn_short: bool = True,
+) -> NegativeSample:
+    """Draw negatives per user as in Fang et al. (2015), Algorithm 1.
+
+    For each user ``j`` with positives ``P_j`` (the stored non-zeros of row ``j``) this draws
+    ``n_j = round(ratio · |P_j|)`` (half up) distinct items from the candidates
+    ``C_j = {i ∉ P_j : w_i > 0}`` by successive weighted sampling without replacement: the
+    first with ``P(i) = w_i / Σ_{k∈C_j} w_k`` (Fang eq. 2), each next one ∝ ``w`` over the
+    candidates not drawn yet. Users with ``|C_j| < n_j`` get all of ``C_j`` and are counted
+    in ``n_short``.
+
+    Parameters
+    ----------
+    user_items : scipy.sparse matrix, shape (n_users, n_items), or Interactions
+        Positives; any stored non-zero counts, duplicates count once.
+    ratio : float, default 2.0
+        Negatives per positive (Fang: 2). Must be finite and > 0.
+    weighting : {"log-popularity", "popularity", "uniform"}
+        ``w_i = log(1 + p_i)`` (Fang's "in practice"), ``w_i = p_i`` (eq. 1–2) or ``w_i = 1``.
+        Items with weight 0 — popularity 0 under the first two — are never drawn.
+    seed : int, default 0
+        Non-negative. User ``j`` draws from the stream ``(seed, epoch, j)``, so the result
+        does not depend on ``threads``.
+    threads : int, default 0
+        Numba threads (0 = all available); the previous setting is restored afterwards.
+    popularity : ndarray, shape (n_items,), optional
+        ``p_i ≥ 0``; default: the column counts of ``user_items`` (number of viewers).
+    epoch : int, default 0
+        Non-negative; a fresh reproducible draw per epoch for per-epoch resampling.
+    warn_short : bool, default True
+        Emit a :class:`NegativeShortfallWarning` when some users got fewer than requested.
+
+    Returns
+    -------
+    NegativeSample
+        CSR arrays of the negatives (sorted per user), ``n_short`` and ``requested``.
+
+    Raises
+    ------
+    InputError
+        Bad ``user_items``, ``ratio``, ``weighting``, ``seed``, ``epoch``, ``threads`` or
+        ``popularity`` (the message names which).
+    """
+    positives = _as_positives(user_items)
+    ratio = _check_ratio(ratio)
+    weighting = _check_weighting(weighting)
+    seed = _check_int(seed, "seed")
+    epoch = _check_int(epoch, "epoch")
+    threads = _check_int(threads, "threads")
+    n_users, n_items = positives.shape
+    if n_items >= np.iinfo(np.int32).max:
+        raise InputError(f"user_items: {n_items} items is more than int32 indices can hold")
+    if popularity is None:
+        p = np.bincount(positives.indices, minlength=n_items).astype(np.float64)
+    else:
+        p = _check_popularity(popularity, n_items)
+    weights = item_weights(p, weighting)
+    alias_prob = np.empty(n_items, dtype=np.float64)
+    alias_idx = np.empty(n_items, dtype=np.int32)
+    build_alias(weights, alias_prob, alias_idx)
+    indptr = positives.indptr.astype(np.int64, copy=False)
+    indices = positives.indices.astype(np.int32, copy=False)
+
+    counts = np.empty(n_users, dtype=np.int64)
+    wanted = np.empty(n_users, dtype=np.int64)
+    with _numba_threads(threads):
+        n_short = int(negative_counts(indptr, indices, weights, ratio, counts, wanted))
+        out_indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(counts, out=out_indptr[1:])
+        out_indices = np.empty(int(out_indptr[-1]), dtype=np.int32)
+        sample_into(
+            indptr, indices, weights, alias_prob, alias_idx, seed, epoch,
+            out_indptr, out_indices, numba.get_num_threads(),
+        )
+    requested = int(wanted.sum())
+    if n_short and warn_short:
+        warnings.warn(
+            f"{n_short} of {n_users} users have fewer candidate negatives than "
+            f"ratio × positives ({requested - int(out_indptr[-1])} of {requested} negatives "
+            "missing); they got every candidate",
+            NegativeShortfallWarning,
+            stacklevel=2,
+        )
+    return NegativeSample(
+        indptr=out_indptr,
+        indices=out_indices,
+        shape=(n_users, n_items),
+        n_short=n_short,
+        requested=requested,
+        weighting=weighting,
+        ratio=ratio,
+        seed=seed,
+        epoch=epoch,
+    )
