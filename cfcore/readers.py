@@ -70,7 +70,10 @@ def _layout(fmt: str, path: Path, sep: str | None, header: bool | None,
         return _Layout(",", True, "userId", "movieId", "rating", True)
     sep = sep or ("\t" if fmt == "tsv" else ",")
     if header is None:
-        header = _sniff_header(path, sep)
+        named = [c for c in (user_col, item_col, rating_col)
+                 if isinstance(c, str) and not c.isdigit()]
+        # columns chosen by name imply a header line that names them
+        header = bool(named) or _sniff_header(path, sep)
     if header:
         names = _header_names(path, sep)
         lowered = [n.lower() for n in names]

@@ -83,3 +83,21 @@ def test_info_on_ml100k(runner, ml100k_path):
     assert "943 users × 1682 items, 100000 interactions" in result.output
     likes = runner.invoke(cli, ["info", str(ml100k_path / "u.data"), "--min-rating", "4"])
     assert "55375 interactions" in likes.output
+
+
+def test_info_with_chosen_columns(runner, tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("when,customer,product,stars\n1,ann,shoe,5\n2,bob,hat,2\n3,ann,hat,4\n")
+    # 'customer'/'product' are not well-known names: without options the first two columns
+    # (when, customer) would be read as user and item
+    result = runner.invoke(cli, ["info", str(path), "--user-col", "customer", "--item-col", "product",
+                                 "--rating-col", "stars", "--min-rating", "4"])
+    assert result.exit_code == 0, result.output
+    assert "1 users × 2 items, 2 interactions" in result.output
+    tsv = tmp_path / "log.txt"
+    tsv.write_text("ann|shoe\nbob|hat\n")
+    result = runner.invoke(cli, ["info", str(tsv), "--format", "csv", "--sep", "|", "--no-header"])
+    assert result.exit_code == 0, result.output
+    assert "2 users × 2 items, 2 interactions" in result.output
+    bad = runner.invoke(cli, ["info", str(path), "--user-col", "buyer"])
+    assert bad.exit_code == 1 and "no column 'buyer' for users" in bad.output

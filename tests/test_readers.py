@@ -88,6 +88,16 @@ def test_generic_csv_with_header_and_string_ids(tmp_path):
     assert _pairs(inter) == {("ann", "shoe"), ("bob", "hat"), ("bob", "shoe")}
 
 
+def test_columns_chosen_by_name_imply_a_header(tmp_path):
+    path = tmp_path / "log.csv"
+    _write(path, ["when,buyer,product", "1,ann,shoe", "2,bob,hat"])
+    inter = read_interactions(path, user_col="buyer", item_col="product")
+    assert _pairs(inter) == {("ann", "shoe"), ("bob", "hat")}
+    # no well-known names and no options: every line is data, columns 0 and 1
+    plain = read_interactions(path)
+    assert "when" in plain.user_ids.tolist() and plain.nnz == 3
+
+
 def test_generic_csv_header_detected_from_well_known_names(tmp_path):
     path = tmp_path / "views.csv"
     _write(path, ["user_id,item_id,score", "u1,a,0.5", "u2,b,3"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -62,9 +63,44 @@ def min_rating_option(f: F) -> F:
     )(f)
 
 
+def columns_option(f: F) -> F:
+    """``--sep``, ``--header/--no-header``, ``--user-col``, ``--item-col``, ``--rating-col``.
+
+    For generic CSV/TSV/Parquet inputs; the command receives them as one ``read_options``
+    dict (only the options given) to pass to :func:`load_input`.
+    """
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, sep: str | None, header: bool | None, user_col: str | None,
+                item_col: str | None, rating_col: str | None, **kwargs: Any) -> Any:
+        given = dict(sep=sep, header=header, user_col=user_col, item_col=item_col,
+                     rating_col=rating_col)
+        return f(*args, read_options={k: v for k, v in given.items() if v is not None}, **kwargs)
+
+    options = [
+        click.option("--sep", default=None, help="CSV/TSV field separator [default: ',' or tab]."),
+        click.option("--header/--no-header", default=None,
+                     help="Whether the first CSV/TSV line names the columns [default: detected]."),
+        click.option("--user-col", default=None, metavar="NAME|POS",
+                     help="User id column, by name or 0-based position [default: a well-known "
+                     "name such as user_id, else 0]."),
+        click.option("--item-col", default=None, metavar="NAME|POS",
+                     help="Item id column [default: a well-known name such as item_id, else 1]."),
+        click.option("--rating-col", default=None, metavar="NAME|POS",
+                     help="Rating column for --min-rating [default: 'rating' if present]."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
 def load_input(source: str, fmt: str = "auto", data_dir: Path | None = None,
-               min_rating: float | None = None):  # -> Interactions
-    """Read INPUT: a path, or the name of a dataset in the data directory."""
+               min_rating: float | None = None, **read_options: Any):  # -> Interactions
+    """Read INPUT: a path, or the name of a dataset in the data directory.
+
+    ``read_options`` (``sep``, ``header``, ``user_col``, ``item_col``, ``rating_col``) go to
+    :func:`cfcore.readers.read_interactions`; they do not apply to a dataset name.
+    """
     from cfcore.datasets import DATASETS, load_movielens
     from cfcore.readers import read_interactions
 
@@ -73,4 +109,4 @@ def load_input(source: str, fmt: str = "auto", data_dir: Path | None = None,
             return load_movielens(source, data_dir, min_rating=min_rating)
         raise InputError(f"{source}: no such file (INPUT is a file or a dataset name: "
                          f"{', '.join(DATASETS)})")
-    return read_interactions(source, fmt, min_rating=min_rating)
+    return read_interactions(source, fmt, min_rating=min_rating, **read_options)

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from cfcore.cli.common import data_dir_option, format_option, load_input, min_rating_option
+from cfcore.cli.common import (
+    columns_option,
+    data_dir_option,
+    format_option,
+    load_input,
+    min_rating_option,
+)
 
 
 @click.command()
@@ -40,7 +46,9 @@ def download(names: tuple[str, ...], data_dir: Path | None, base_url: str | None
 @format_option
 @data_dir_option
 @min_rating_option
-def info(source: str, fmt: str, data_dir: Path | None, min_rating: float | None) -> None:
+@columns_option
+def info(source: str, fmt: str, data_dir: Path | None, min_rating: float | None,
+         read_options: dict) -> None:
     """Summarise an interaction file or dataset: users, items, density, activity.
 
     \b
@@ -51,7 +59,7 @@ def info(source: str, fmt: str, data_dir: Path | None, min_rating: float | None)
     """
     import numpy as np
 
-    inter = load_input(source, fmt, data_dir, min_rating)
+    inter = load_input(source, fmt, data_dir, min_rating, **read_options)
     act, pop = inter.user_activity(), inter.item_popularity()
     click.echo(repr(inter))
     for what, counts in (("items per user", act), ("users per item", pop)):

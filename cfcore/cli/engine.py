@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cfcore.cli.common import (
+    columns_option,
     data_dir_option,
     format_option,
     load_input,
@@ -215,10 +216,11 @@ output_option = click.option(
 @threads_option
 @format_option
 @min_rating_option
+@columns_option
 @data_dir_option
 def sample_negatives_cmd(source: str, output: Path, ratio: float, weighting: str, seed: int,
                          threads: int, fmt: str, min_rating: float | None,
-                         data_dir: Path | None) -> None:
+                         read_options: dict[str, Any], data_dir: Path | None) -> None:
     """Draw negatives for every user (Fang et al. 2015, Algorithm 1) and save them.
 
     For user j, n_j = RATIO × |positives_j| distinct items the user has NOT
@@ -238,7 +240,7 @@ def sample_negatives_cmd(source: str, output: Path, ratio: float, weighting: str
     from cfcore.sampling import sample_negatives
 
     _check_output(output)
-    inter = load_input(source, fmt, data_dir, min_rating)
+    inter = load_input(source, fmt, data_dir, min_rating, **read_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the shortfall is reported below, in one line
         neg = sample_negatives(inter.user_items, ratio=ratio, weighting=weighting, seed=seed,
@@ -294,11 +296,13 @@ def _epoch_line(row: dict[str, Any]) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-epoch lines.")
 @format_option
 @min_rating_option
+@columns_option
 @data_dir_option
 def factorize(source: str, output: Path, loss: str, factors: int, epochs: int, lr: float | None,
               reg: float, neg_ratio: float, neg_weight: str, resample: bool, biases: bool,
               validation: float | None, threads: int, seed: int, quiet: bool, fmt: str,
-              min_rating: float | None, data_dir: Path | None) -> None:
+              min_rating: float | None, read_options: dict[str, Any],
+              data_dir: Path | None) -> None:
     """Learn user and item factors from implicit feedback and save the model.
 
     Hogwild SGD matrix factorization (Fang et al. 2015 eq. 3 with the default
@@ -324,7 +328,7 @@ def factorize(source: str, output: Path, loss: str, factors: int, epochs: int, l
     from cfcore.splits import holdout_split
 
     _check_output(output)
-    inter = load_input(source, fmt, data_dir, min_rating)
+    inter = load_input(source, fmt, data_dir, min_rating, **read_options)
     train, held_out = inter, None
     if validation is not None:
         train, held_out = holdout_split(inter, validation, seed=seed)
@@ -375,10 +379,12 @@ def factorize(source: str, output: Path, loss: str, factors: int, epochs: int, l
 @seed_option
 @format_option
 @min_rating_option
+@columns_option
 @data_dir_option
 def evaluate(model_path: Path, test_source: str, train_source: str | None, k: int,
              n_negatives: int | None, baseline: bool, as_json: bool, seed: int, fmt: str,
-             min_rating: float | None, data_dir: Path | None) -> None:
+             min_rating: float | None, read_options: dict[str, Any],
+             data_dir: Path | None) -> None:
     """Score a model on held-out interactions: AUC, PR and top-k metrics.
 
     For each user with held-out positives P_u, AUC_u is the fraction of
@@ -401,12 +407,13 @@ def evaluate(model_path: Path, test_source: str, train_source: str | None, k: in
     _check_k(k, model.n_items, "number of items in the model")
     if baseline and train_source is None:
         raise InputError("--baseline needs --train (popularity is counted on the training data)")
-    test = project(load_input(test_source, fmt, data_dir, min_rating), model)
+    test = project(load_input(test_source, fmt, data_dir, min_rating, **read_options), model)
     if test.matrix.nnz == 0:
         raise InputError(f"{test_source}: none of its interactions involve users and items of the model")
     train = None
     if train_source is not None:
-        train = project(load_input(train_source, fmt, data_dir, min_rating), model).matrix
+        train = project(load_input(train_source, fmt, data_dir, min_rating, **read_options),
+                        model).matrix
         test_m = test.matrix - test.matrix.multiply(train)  # a test pair seen in train is no test
         test_m.eliminate_zeros()
     else:
@@ -454,10 +461,11 @@ def evaluate(model_path: Path, test_source: str, train_source: str | None, k: in
               help="Write to this file (atomically) instead of standard output.")
 @format_option
 @min_rating_option
+@columns_option
 @data_dir_option
 def recommend(model_path: Path, source: str, user_ids: tuple[str, ...], k: int, filter_seen: bool,
               as_json: bool, output: Path | None, fmt: str, min_rating: float | None,
-              data_dir: Path | None) -> None:
+              read_options: dict[str, Any], data_dir: Path | None) -> None:
     """Top-k items for users, by score x_u · y_i (+ item bias), in raw ids.
 
     INPUT holds the users' known interactions (normally the training data):
@@ -483,7 +491,8 @@ def recommend(model_path: Path, source: str, user_ids: tuple[str, ...], k: int, 
                          f"({len(unknown)} unknown of {len(user_ids)})")
     scores = factor_scorer(model.user_factors, model.item_factors, model.item_bias)(rows)
     if filter_seen:
-        seen = project(load_input(source, fmt, data_dir, min_rating), model).matrix[rows]
+        seen = project(load_input(source, fmt, data_dir, min_rating, **read_options),
+                       model).matrix[rows]
         r = np.repeat(np.arange(len(rows)), np.diff(seen.indptr))
         scores[r, seen.indices] = -np.inf
     top, best = _top_k(scores, k)
