@@ -156,7 +156,7 @@ class NeighborIndex:
         self._unit = l2_normalize(self.items.vectors, self.items.ids, "vectors")
         n, d = self._unit.shape
         self._pos: dict[Any, int] | None = None
-        with faiss_threads(self.threads):
+        with faiss_threads(self.threads, work=float(n) * d * (1 if method == "exact" else 1000)):
             if method == "exact":
                 index = faiss.IndexFlatIP(d)
             elif method == "hnsw":
@@ -277,7 +277,8 @@ class NeighborIndex:
                 f"({len(self)} indexed{', minus the query itself' if self_pos is not None else ''})"
             )
         extra = 1 if self_pos is not None else 0
-        with faiss_threads(self.threads):
+        work = float(len(x)) * len(self) * self.items.dim if self.method == "exact" else None
+        with faiss_threads(self.threads, work=work):
             scores, pos = self.index.search(x, k + extra)
             missing = (pos < 0).any(axis=1)
             if missing.any():  # approximate index returned short lists: redo those exactly

@@ -287,7 +287,7 @@ def _positions_of(ids: np.ndarray, inter: Interactions, what: str) -> np.ndarray
     if not found.all():
         bad = ids.ravel()[~found]
         raise InputError(
-            f"{what}: {len(bad)} id(s) not among the interactions' items (first: {bad[0]!r}); "
+            f"{what}: {len(bad)} id(s) not among the interactions' items (first: {bad[0].item()!r}); "
             "do the neighbours and the interactions come from the same dataset?"
         )
     return order[at].reshape(ids.shape).astype(np.int64)
@@ -404,7 +404,7 @@ def retrieval_report(
     skipped = int(empty_q.sum())
     if skipped:
         if on_empty == "error":
-            first = neighbors.query_ids[np.flatnonzero(empty_q)[0]]
+            first = neighbors.query_ids[np.flatnonzero(empty_q)[0]].item()
             raise InputError(
                 f"{skipped} query item(s) have no viewers in the interactions (first: {first!r}); "
                 "the shared-viewer measure is undefined for them — pass interactions that include "

@@ -103,7 +103,7 @@ def check_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
         raise InputError(f"{name}: ids must be integers or strings, got dtype {arr.dtype}")
     uniq, counts = np.unique(arr, return_counts=True)
     if len(uniq) != n:
-        raise InputError(f"{name}: ids must be unique; {uniq[counts > 1][0]!r} appears more than once")
+        raise InputError(f"{name}: ids must be unique; {uniq[counts > 1][0].item()!r} appears more than once")
     return arr
 
 
@@ -191,7 +191,7 @@ def l2_normalize(vectors: np.ndarray, ids: np.ndarray | None = None, name: str =
     zero = norms <= np.finfo(np.float32).tiny
     if zero.any():
         first = int(np.flatnonzero(zero)[0])
-        who = f"item {ids[first]!r}" if ids is not None else f"row {first}"
+        who = f"item {ids[first].item()!r}" if ids is not None else f"row {first}"
         raise InputError(
             f"{name}: {int(zero.sum())} all-zero vector(s) (first: {who}); cosine similarity "
             "is undefined for them — drop those items first"
