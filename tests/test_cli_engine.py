@@ -73,8 +73,10 @@ def _run(runner: CliRunner, *args: object):
 def _assert_one_line_error(result, *fragments: str, code: int = 1) -> None:
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
-    if code == 1:
-        assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    if code == 1:  # the error is one line, the last one (after any progress/notes)
+        lines = result.output.splitlines()
+        assert lines and lines[-1].startswith("Error: "), result.output
+        assert sum(line.startswith("Error: ") for line in lines) == 1, result.output
     for fragment in fragments:
         assert fragment in result.output, result.output
 
@@ -417,3 +419,27 @@ def test_sample_negatives_on_ml100k(runner, ml100k_path, tmp_path):
     assert neg.requested == 200000  # ratio 2 × 100,000 positives
     assert 0.99 * 200000 <= neg.nnz <= 200000  # a few heavy users run short
     assert neg.n_short >= 1 and "users had fewer candidates" in result.output
+
+
+def test_factorize_divergence_is_one_line_with_advice(runner, views, tmp_path):
+    out = tmp_path / "model.npz"
+    result = _run(runner, "factorize", views, "-o", out, "--lr", 1e4, "--epochs", 3, "-q")
+    _assert_one_line_error(result, "diverged", "learning_rate")
+    assert not out.exists()
+
+
+def test_unexpected_errors_are_one_line_unless_debugging(runner, views, tmp_path, monkeypatch):
+    import cfcore.factorize
+
+    def broken_fit(self, *args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cfcore.factorize.Factorizer, "fit", broken_fit)
+    out = tmp_path / "model.npz"
+    result = _run(runner, "factorize", views, "-o", out, "-q")
+    _assert_one_line_error(result, "internal error ZeroDivisionError: division by zero",
+                           "COLLABFEAT_DEBUG=1")
+    monkeypatch.setenv("COLLABFEAT_DEBUG", "1")
+    result = _run(runner, "factorize", views, "-o", out, "-q")
+    assert isinstance(result.exception, ZeroDivisionError)
+    assert not out.exists()

@@ -15,14 +15,38 @@ from cfcore.errors import CollabfeatError, InputError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+DEBUG_ENV_VAR = "COLLABFEAT_DEBUG"
+
+
 class CollabfeatGroup(click.Group):
-    """A click group that turns collabfeat's errors into one clear line and exit code 1."""
+    """A click group that turns errors into one clear line and exit code 1.
+
+    collabfeat's own errors (and missing/unreadable files, full disks) print their message.
+    Anything else is a bug: it prints one line naming the exception and how to see the
+    traceback (``COLLABFEAT_DEBUG=1``), which then propagates unchanged.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (CollabfeatError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            raise click.ClickException(str(exc)) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (CollabfeatError, FileNotFoundError, IsADirectoryError, PermissionError,
+                MemoryError) as exc:
+            raise click.ClickException(str(exc) or type(exc).__name__) from None
+        except OSError as exc:  # e.g. no space left on device while writing an output
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV_VAR) == "1":
+                raise
+            cause = exc.__cause__ or exc.__context__ or exc
+            if isinstance(exc, SystemError) and cause is not exc:  # a Numba kernel raised
+                exc = cause
+            first = (str(exc).splitlines() or [""])[0]
+            raise click.ClickException(
+                f"internal error {type(exc).__name__}: {first} (a bug: please report it; "
+                f"{DEBUG_ENV_VAR}=1 shows the traceback)"
+            ) from None
 
 
 def data_dir_option(f: F) -> F:

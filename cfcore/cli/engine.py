@@ -343,8 +343,9 @@ def factorize(source: str, output: Path, loss: str, factors: int, epochs: int, l
     if lr is not None:
         params["learning_rate"] = lr
     model = Factorizer(**params)
-    click.echo(f"{inter!r}; training on {train.nnz} interactions"
-               + (f", validating on {held_out.nnz}" if held_out is not None else ""), err=True)
+    if not quiet:
+        click.echo(f"{inter!r}; training on {train.nnz} interactions"
+                   + (f", validating on {held_out.nnz}" if held_out is not None else ""), err=True)
 
     def report(epoch: int, _model: Any, record: dict[str, Any]) -> None:
         if not quiet and (held_out is not None or epoch + 1 == epochs):
