@@ -443,3 +443,20 @@ def test_unexpected_errors_are_one_line_unless_debugging(runner, views, tmp_path
     result = _run(runner, "factorize", views, "-o", out, "-q")
     assert isinstance(result.exception, ZeroDivisionError)
     assert not out.exists()
+
+
+def test_biases_and_users_without_interactions(runner, tmp_path):
+    from cfcore.interactions import Interactions
+    from cfcore.io import load_artifact
+
+    dense = np.zeros((5, 6))
+    dense[0, :3] = dense[1, 2:5] = dense[3, 0] = dense[4, 5] = 1  # user "c" has nothing
+    src = Interactions(dense, user_ids=list("abcde")).save(tmp_path / "views.npz")
+    model = tmp_path / "model.npz"
+    result = _run(runner, "factorize", src, "-o", model, "--factors", 2, "--epochs", 3, "--biases", "-q")
+    assert result.exit_code == 0, result.output
+    arrays, _ = load_artifact(model, "factor-model")
+    assert arrays["item_bias"].shape == (6,) and arrays["user_ids"].tolist() == list("abcde")
+    recs = _tsv(_run(runner, "recommend", model, src, "c", "a", "-k", 6).output)
+    assert len([r for r in recs if r[0] == "c"]) == 6  # nothing seen: the whole catalogue
+    assert len([r for r in recs if r[0] == "a"]) == 3  # three seen items filtered
