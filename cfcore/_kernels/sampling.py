@@ -38,9 +38,11 @@ Random numbers: user ``j``'s stream is ``stream_seed(seed, epoch, j)``
 (:mod:`cfcore._kernels.rng`), so the output depends on ``(seed, epoch)`` and the data only —
 never on the number of threads or on which thread served which user.
 
-Memory: per thread, ``n_items`` bytes of flags, ``n_items`` float64 keys and ``n_items``
-int32 candidate ids (13 bytes × ``n_items`` × threads), allocated once per call, outside the
-loop over users.
+Memory: per thread, two bitmaps of ``n_items`` bits (positives ∪ drawn, and drawn), and
+``n_items`` float64 keys and int32 candidate ids for the keys path (≈ 12.25 bytes ×
+``n_items`` × threads), allocated once per call, outside the loop over users. The bitmaps
+keep the per-user working set small (a 100k-item catalogue is 12.5 kB), and reading the
+drawn bitmap word by word yields each user's negatives already sorted.
 Weights are float64: popularity sums overflow float32's 24-bit mantissa.
 """
 
@@ -48,12 +50,16 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from cfcore._kernels.rng import next_float, stream_seed
 
-# Emit a user's negatives in order by scanning its flags (O(n_items)) rather than sorting them
-# (O(n log n)) when n_items < _SCAN_FACTOR · n · log2(n).
-_SCAN_FACTOR = 4.0
+_ZERO = np.uint64(0)
+_ONE = np.uint64(1)
+
+# Read a user's n negatives back in order by scanning its bitmap (O(n_items / 64)) rather than
+# sorting them (O(n log n)) when n_items / 64 < _SCAN_FACTOR · n · log2(n + 1).
+_SCAN_FACTOR = 2.0
 
 # Give up on rejection after this many consecutive failed trials and finish with keys; this
 # only matters when rounding makes the running estimate of the remaining weight too large.
@@ -230,6 +236,16 @@ def negative_counts(
     return n_short
 
 
+@numba.njit(inline="always", cache=True)
+def _bit(i: int) -> np.uint64:
+    return _ONE << np.uint64(i & 63)
+
+
+@numba.njit(inline="always", cache=True)
+def _has(bits: np.ndarray, i: int) -> bool:
+    return (bits[i >> 6] >> np.uint64(i & 63)) & _ONE != _ZERO
+
+
 @numba.njit(parallel=True, cache=True)
 def sample_into(
     indptr: np.ndarray,
@@ -242,7 +258,7 @@ def sample_into(
     out_indptr: np.ndarray,
     out_indices: np.ndarray,
     n_threads: int,
-    switch: float = 1.0,
+    switch: float = 4.0,
 ) -> int:
     """Fill ``out_indices`` with each user's negatives (sorted), per the counts in ``out_indptr``.
 
@@ -263,8 +279,9 @@ def sample_into(
         below it). Passed in because calling it inside the kernel defeats Numba's cache.
     switch : float
         Cost ratio steering the per-user choice between rejection and keys: rejection goes
-        on while ``remaining · W / W_remaining ≤ switch · n_items``. ``0`` forces keys,
-        ``inf`` forces rejection (exact either way; a knob for tests and tuning).
+        on while ``remaining · W / W_remaining ≤ switch · n_items`` (expected trials left
+        against one pass over the catalogue). ``0`` forces keys, ``inf`` forces rejection
+        (exact either way; a knob for tests and tuning).
 
     Returns
     -------
@@ -272,13 +289,21 @@ def sample_into(
     """
     n_users = indptr.shape[0] - 1
     n_items = weights.shape[0]
-    flags = np.zeros((n_threads, n_items), dtype=np.uint8)  # 1 = positive, 2 = drawn
+    n_words = (n_items + 63) >> 6
+    # Per-thread bitmaps: ``taken`` = positives ∪ drawn (what rejection rejects), ``drawn``
+    # = this user's negatives (read back in ascending order by a word scan).
+    taken = np.zeros((n_threads, n_words), dtype=np.uint64)
+    drawn = np.zeros((n_threads, n_words), dtype=np.uint64)
     keys = np.empty((n_threads, n_items), dtype=np.float64)
     cand = np.empty((n_threads, n_items), dtype=np.int32)
+    weighted = np.zeros(n_words, dtype=np.uint64)  # items with weight > 0
     total = 0.0
+    n_nonzero = 0
     for i in range(n_items):
         total += weights[i]
-    n_nonzero = _count_weighted(weights)
+        if weights[i] > 0.0:
+            weighted[i >> 6] |= _bit(i)
+            n_nonzero += 1
     budget = switch * n_items
     n_f = np.float64(n_items)
     n_keyed = 0
@@ -288,8 +313,8 @@ def sample_into(
         if n_wanted <= 0:
             continue
         tid = numba.get_thread_id()
-        flag = flags[tid]
-        ids = cand[tid]
+        tk = taken[tid]
+        dr = drawn[tid]
         pos_start = indptr[u]
         pos_end = indptr[u + 1]
         # Mark the positives; sum their weight and count the weighted ones.
@@ -297,33 +322,37 @@ def sample_into(
         n_pos_weighted = 0
         for p in range(pos_start, pos_end):
             i = indices[p]
-            flag[i] = 1
+            tk[i >> 6] |= _bit(i)
             w = weights[i]
             if w > 0.0:
                 w_pos += w
                 n_pos_weighted += 1
         n_cand = n_nonzero - n_pos_weighted
         if n_wanted >= n_cand:
-            # Take every candidate: ascending by construction.
+            # Take every candidate, ascending.
             k = out_start
-            for i in range(n_items):
-                if flag[i] == 0 and weights[i] > 0.0:
-                    out_indices[k] = i
+            for wd in range(n_words):
+                x = weighted[wd] & ~tk[wd]
+                while x != _ZERO:
+                    out_indices[k] = (wd << 6) + np.int64(trailing_zeros(x))
                     k += 1
+                    x &= x - _ONE
             for p in range(pos_start, pos_end):
-                flag[indices[p]] = 0
+                tk[indices[p] >> 6] = _ZERO
             continue
+        # Read the result back by scanning the bitmap when that is cheaper than sorting.
+        scan = n_words < _SCAN_FACTOR * n_wanted * np.log2(n_wanted + 1.0)
         state = stream_seed(seed, epoch, u)
         w_left = total - w_pos
-        drawn = 0
+        n_drawn = 0
         fails = 0
         # Rejection from the global alias table (Fang eq. 2 restricted by rejecting
         # positives and repeats = successive sampling without replacement).
-        while drawn < n_wanted:
+        while n_drawn < n_wanted:
             if (
                 fails >= _MAX_CONSECUTIVE_REJECTS
                 or w_left <= 0.0
-                or (n_wanted - drawn) * total > budget * w_left
+                or (n_wanted - n_drawn) * total > budget * w_left
             ):
                 break
             state, f = next_float(state)
@@ -333,46 +362,59 @@ def sample_into(
                 i = n_items - 1
             if x - i >= alias_prob[i]:
                 i = alias_idx[i]
-            w = weights[i]
-            if flag[i] != 0 or w <= 0.0:
+            if _has(tk, i):
                 fails += 1
                 continue
-            flag[i] = 2
-            out_indices[out_start + drawn] = i
-            drawn += 1
+            b = _bit(i)
+            tk[i >> 6] |= b
+            dr[i >> 6] |= b
+            out_indices[out_start + n_drawn] = i
+            n_drawn += 1
             fails = 0
-            w_left -= w
-        if drawn < n_wanted:
+            w_left -= weights[i]
+        if n_drawn < n_wanted:
             # Efraimidis–Spirakis keys over the candidates still available.
             n_keyed += 1
             key = keys[tid]
+            ids = cand[tid]
             m = 0
-            for i in range(n_items):
-                if flag[i] == 0:
-                    w = weights[i]
-                    if w > 0.0:
-                        state, f = next_float(state)
-                        key[m] = -np.log(1.0 - f) / w
-                        ids[m] = i
-                        m += 1
-            remaining = n_wanted - drawn
+            for wd in range(n_words):
+                x = weighted[wd] & ~tk[wd]
+                while x != _ZERO:
+                    i = (wd << 6) + np.int64(trailing_zeros(x))
+                    x &= x - _ONE
+                    state, f = next_float(state)
+                    key[m] = -np.log(1.0 - f) / weights[i]
+                    ids[m] = i
+                    m += 1
+            remaining = n_wanted - n_drawn
             select_smallest(key, ids, m, remaining)
             for t in range(remaining):
-                flag[ids[t]] = 2
-                out_indices[out_start + drawn + t] = ids[t]
-        if n_items < _SCAN_FACTOR * n_wanted * np.log2(n_wanted + 1.0):
-            # Emit in order by scanning the flags (branch-free), clearing them as we go.
-            k = 0
-            for i in range(n_items):
-                ids[k] = i
-                k += flag[i] >> 1
-                flag[i] = 0
-            for t in range(n_wanted):
-                out_indices[out_start + t] = ids[t]
+                i = ids[t]
+                b = _bit(i)
+                tk[i >> 6] |= b
+                dr[i >> 6] |= b
+                out_indices[out_start + n_drawn + t] = i
+        if scan:
+            k = out_start
+            for wd in range(n_words):
+                x = dr[wd]
+                if x != _ZERO:
+                    dr[wd] = _ZERO
+                    while x != _ZERO:
+                        out_indices[k] = (wd << 6) + np.int64(trailing_zeros(x))
+                        k += 1
+                        x &= x - _ONE
         else:
             out_indices[out_start : out_start + n_wanted].sort()
             for t in range(out_start, out_start + n_wanted):
-                flag[out_indices[t]] = 0
+                dr[out_indices[t] >> 6] = _ZERO
+        if n_words <= (pos_end - pos_start) + n_wanted:
+            for wd in range(n_words):
+                tk[wd] = _ZERO
+        else:
             for p in range(pos_start, pos_end):
-                flag[indices[p]] = 0
+                tk[indices[p] >> 6] = _ZERO
+            for t in range(out_start, out_start + n_wanted):
+                tk[out_indices[t] >> 6] = _ZERO
     return n_keyed
