@@ -124,18 +124,20 @@ def owner_viewed_counts(user_items: sp.csr_matrix, owner_rows: np.ndarray, neigh
 
 
 def pair_member(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Whether ``matrix[rows[p], cols[p]]`` is stored (binary CSR with sorted indices), bool."""
-    rows = np.asarray(rows, dtype=np.int64)
-    cols = np.asarray(cols, dtype=np.int64)
-    indptr, indices = matrix.indptr, matrix.indices
-    # global search: key = row * n_cols + col over the sorted (row, col) pairs of the CSR
-    n_cols = matrix.shape[1]
-    stored_rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(indptr))
-    keys = stored_rows * n_cols + indices.astype(np.int64)
-    want = rows * n_cols + cols
-    at = np.searchsorted(keys, want)
-    at = np.minimum(at, len(keys) - 1) if len(keys) else at
-    return (keys[at] == want) if len(keys) else np.zeros(len(want), dtype=bool)
+    """Whether ``matrix[rows[p], cols[p]]`` is stored and non-zero, pair by pair (bool).
+
+    Uses scipy's per-entry CSR lookup (binary search in each row), in chunks, so memory stays
+    proportional to the number of pairs, not to the matrix.
+    """
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    cols = np.asarray(cols, dtype=np.int64).ravel()
+    out = np.zeros(len(rows), dtype=bool)
+    if matrix.nnz == 0 or len(rows) == 0:
+        return out
+    for start in range(0, len(rows), _CHUNK_PAIRS):
+        stop = min(start + _CHUNK_PAIRS, len(rows))
+        out[start:stop] = np.asarray(matrix[rows[start:stop], cols[start:stop]]).ravel() != 0
+    return out
 
 
 # --------------------------------------------------------------------------- report
