@@ -1,0 +1,489 @@
+"""Turn a run's records into a Markdown report and PNG plots (matplotlib, Agg backend).
+
+Every ratio in the report is computed from records of the same run: absolute rates drift
+between runs on a shared machine, ratios measured minutes apart much less.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from cfcore.io import atomic_write_text
+
+FAMILY_LEAD = {
+    "squared": "collabfeat-squared",
+    "bpr": "collabfeat-bpr",
+    "warp": "collabfeat-warp",
+    "logistic": "collabfeat-logistic",
+}
+
+#: The issue's targets: (collabfeat method, peer, dataset, minimum ratio, equal-AUC required).
+TARGETS = (
+    ("collabfeat-squared", "libmf-squared", "synth-ml1m", 2.0, False),
+    ("collabfeat-squared", "libmf-squared", "synth-16m", 1.0, False),
+    ("collabfeat-warp", "lightfm-warp", "synth-ml1m", 5.0, True),
+    ("collabfeat-bpr", "implicit-bpr", "synth-ml1m", None, False),
+    ("collabfeat-bpr", "implicit-bpr", "synth-16m", None, False),
+)
+EQUAL_AUC_TOLERANCE = 0.01
+PLOTS = ("thread_scaling.png", "size_scaling.png", "quality_vs_epochs.png", "ceiling_fraction.png")
+
+
+# ---------------------------------------------------------------------- helpers
+def _ok(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status") == "ok" and r.get("kind") == kind]
+
+
+def _fmt(x: float | None, digits: int = 2, scale: float = 1.0) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x / scale:.{digits}f}"
+
+
+def _rate(r: dict[str, Any]) -> float | None:
+    """Updates/s for SGD methods, epochs/s for ALS."""
+    return r.get("updates_per_s") or r.get("epochs_per_s")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _index(fits: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    return {(r["method"], r["dataset"], r["threads"]): r for r in fits}
+
+
+def ceiling_rows(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Ceiling measurements by thread count (the last ceiling record wins)."""
+    out: dict[int, dict[str, Any]] = {}
+    for rec in _ok(records, "ceiling"):
+        for row in rec["rows"]:
+            out[int(row["threads"])] = row
+    return out
+
+
+def table_bytes(r: dict[str, Any]) -> int:
+    return (r["n_users"] + r["n_items"]) * r["factors"] * 4
+
+
+def ceiling_for(r: dict[str, Any], ceilings: dict[int, dict[str, Any]]) -> tuple[float, str] | None:
+    """The bare-loop rate a fit is compared with: same threads; in-cache or DRAM tables."""
+    row = ceilings.get(int(r["threads"]))
+    if row is None:
+        return None
+    l3 = (r.get("machine") or {}).get("l3_bytes") or 32 << 20
+    where = "cache" if table_bytes(r) <= l3 else "dram"
+    best = max(row[f"{where}_updates_per_s"], row[f"{where}_prefetch_updates_per_s"])
+    return best, where
+
+
+def fraction_of_ceiling(r: dict[str, Any], ceilings: dict[int, dict[str, Any]]) -> float | None:
+    c = ceiling_for(r, ceilings)
+    if c is None or not r.get("updates_per_s"):
+        return None
+    return r["updates_per_s"] / c[0]
+
+
+def time_to_auc(r: dict[str, Any], auc: float) -> float | None:
+    """Training seconds until the curve first reaches ``auc`` (None: never)."""
+    for p in sorted(r.get("curve") or [], key=lambda p: p["epoch"]):
+        if p.get("auc", -1) >= auc:
+            return p["seconds"]
+    return None
+
+
+# ---------------------------------------------------------------------- sections
+def targets_section(fits: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    idx = _index(fits)
+    rows, found = [], []
+    threads = sorted({r["threads"] for r in fits})
+    for ours, peer, dataset, goal, equal_auc in TARGETS:
+        for t in threads:
+            a, b = idx.get((ours, dataset, t)), idx.get((peer, dataset, t))
+            if a is None or b is None or not a.get("updates_per_s") or not b.get("updates_per_s"):
+                continue
+            ratio = a["updates_per_s"] / b["updates_per_s"]
+            d_auc = a.get("auc", float("nan")) - b.get("auc", float("nan"))
+            met = None
+            if goal is not None:
+                met = ratio >= goal and (not equal_auc or d_auc >= -EQUAL_AUC_TOLERANCE)
+            tta = ""
+            if equal_auc and a.get("curve") and b.get("curve"):
+                target_auc = min(
+                    max(p.get("auc", 0) for p in a["curve"]),
+                    max(p.get("auc", 0) for p in b["curve"]),
+                )
+                ta, tb = time_to_auc(a, target_auc), time_to_auc(b, target_auc)
+                if ta and tb:
+                    tta = f"{tb / ta:.1f}× (AUC {target_auc:.3f})"
+            found.append(
+                {
+                    "ours": ours,
+                    "peer": peer,
+                    "dataset": dataset,
+                    "threads": t,
+                    "ratio": ratio,
+                    "goal": goal,
+                    "met": met,
+                    "auc_diff": d_auc,
+                }
+            )
+            rows.append(
+                [
+                    f"{ours} ÷ {peer}",
+                    dataset,
+                    str(t),
+                    _fmt(a["updates_per_s"], 2, 1e6),
+                    _fmt(b["updates_per_s"], 2, 1e6),
+                    f"**{ratio:.2f}×**",
+                    "–"
+                    if goal is None
+                    else f"≥ {goal:g}×" + (" at equal AUC" if equal_auc else ""),
+                    f"{a.get('auc', float('nan')):.4f} / {b.get('auc', float('nan')):.4f}",
+                    tta or "–",
+                    "–" if met is None else ("met" if met else "**not met**"),
+                ]
+            )
+    if not rows:
+        return "_No target pairs in this run._", found
+    return _table(
+        [
+            "ratio",
+            "dataset",
+            "threads",
+            "ours M upd/s",
+            "peer M upd/s",
+            "same-run ratio",
+            "goal",
+            "held-out AUC ours / peer",
+            "time to equal AUC",
+            "status",
+        ],
+        rows,
+    ), found
+
+
+def ceiling_section(ceilings: dict[int, dict[str, Any]], prefetch: str) -> str:
+    if not ceilings:
+        return "_No ceiling measured in this run._"
+    rows = []
+    for t, c in sorted(ceilings.items()):
+        rows.append(
+            [
+                str(t),
+                _fmt(c["bandwidth_gbs"], 1),
+                _fmt(c["cache_updates_per_s"], 1, 1e6),
+                _fmt(c["cache_prefetch_updates_per_s"], 1, 1e6),
+                _fmt(c["dram_updates_per_s"], 1, 1e6),
+                _fmt(c["dram_prefetch_updates_per_s"], 1, 1e6),
+            ]
+        )
+    any_c = next(iter(ceilings.values()))
+    cs, ds = any_c.get("cache_shape", ["?", "?"]), any_c.get("dram_shape", ["?", "?"])
+    return (
+        f"Triad bandwidth and the bare 64-factor float32 gather–dot–update loop (M updates/s) "
+        f"on random rows: in cache = {cs[0]:,} × {cs[1]:,} rows, DRAM = {ds[0]:,} × {ds[1]:,} "
+        f"rows; prefetch = {prefetch}.\n\n"
+        + _table(
+            ["threads", "triad GB/s", "cache", "cache + prefetch", "DRAM", "DRAM + prefetch"], rows
+        )
+    )
+
+
+def dataset_section(
+    fits: list[dict[str, Any]], dataset: str, ceilings: dict[int, dict[str, Any]]
+) -> str:
+    rs = [r for r in fits if r["dataset"] == dataset]
+    if not rs:
+        return ""
+    idx = _index(fits)
+    r0 = rs[0]
+    mib = table_bytes(r0) / 2**20
+    c0 = ceiling_for(r0, ceilings)
+    where = c0[1] if c0 else ("cache" if mib < 32 else "dram")
+    head = (
+        f"### {dataset}: {r0['n_users']:,} users × {r0['n_items']:,} items, "
+        f"{r0['train_nnz']:,} training / {r0['test_nnz']:,} held-out interactions\n\n"
+        f"Factor tables {mib:.1f} MiB ({'fit in cache' if where == 'cache' else 'in DRAM'}); "
+        f"metrics on {r0['eval_users']:,} users with held-out items.\n\n"
+    )
+    rows = []
+    for r in sorted(
+        rs, key=lambda r: (r["threads"], r["family"], r["library"] != "collabfeat", r["method"])
+    ):
+        lead = FAMILY_LEAD.get(r["family"])
+        ratio = "–"
+        if lead and lead != r["method"]:
+            a = idx.get((lead, dataset, r["threads"]))
+            if a and a.get("updates_per_s") and r.get("updates_per_s"):
+                ratio = f"{a['updates_per_s'] / r['updates_per_s']:.2f}×"
+        rate = (
+            _fmt(r.get("updates_per_s"), 2, 1e6)
+            if r.get("updates_per_s")
+            else f"{_fmt(r.get('epochs_per_s'), 2)} ep/s"
+        )
+        frac = fraction_of_ceiling(r, ceilings)
+        rows.append(
+            [
+                r["method"],
+                str(r["threads"]),
+                str(r["epochs"]),
+                _fmt(r["seconds_per_epoch"], 3),
+                rate,
+                ratio,
+                "–" if frac is None else f"{frac:.0%}",
+                _fmt(r.get("auc"), 4),
+                _fmt(r.get("pr"), 4),
+                _fmt(r.get("precision@10"), 4),
+                _fmt(r.get("peak_rss_mb"), 0),
+                _fmt(r.get("fit_peak_delta_mb"), 0),
+            ]
+        )
+    return head + _table(
+        [
+            "method",
+            "threads",
+            "epochs",
+            "s/epoch",
+            "M updates/s",
+            "collabfeat ÷ this",
+            "of ceiling",
+            "AUC",
+            "PR",
+            "P@10",
+            "peak RSS MiB",
+            "fit Δ MiB",
+        ],
+        rows,
+    )
+
+
+def scaling_section(fits: list[dict[str, Any]]) -> str:
+    groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in fits:
+        groups[(r["method"], r["dataset"])][r["threads"]] = r
+    threads = sorted({r["threads"] for r in fits})
+    rows = []
+    for (m, d), by_t in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if len(by_t) < 2 or 1 not in by_t:
+            continue
+        base = _rate(by_t[1])
+        cells = [
+            _fmt(_rate(by_t[t]), 2, 1e6 if by_t[t].get("updates_per_s") else 1)
+            if t in by_t
+            else "–"
+            for t in threads
+        ]
+        tmax = max(by_t)
+        eff = _rate(by_t[tmax]) / (tmax * base) if base else None
+        rows.append([m, d, *cells, "–" if eff is None else f"{eff:.0%}"])
+    if not rows:
+        return "_Only one thread count in this run._"
+    return (
+        "Rate (M updates/s; ALS: epochs/s) by thread count and parallel efficiency "
+        "rate(N)/(N·rate(1)) at the largest N.\n\n"
+        + _table(["method", "dataset", *[f"{t} thr" for t in threads], "efficiency"], rows)
+    )
+
+
+def _size_of(dataset: str) -> int | None:
+    from bench.synthetic import parse_count
+
+    if not dataset.startswith("synth-") or dataset == "synth-ml1m":
+        return None
+    return parse_count(dataset[len("synth-") :])
+
+
+def size_section(fits: list[dict[str, Any]]) -> str:
+    top = max((r["threads"] for r in fits), default=None)
+    sized = [r for r in fits if _size_of(r["dataset"]) and r["threads"] == top]
+    sizes = sorted({r["dataset"] for r in sized}, key=_size_of)
+    methods = sorted({r["method"] for r in sized})
+    rows = []
+    for m in methods:
+        by = {r["dataset"]: r for r in sized if r["method"] == m}
+        if len(by) < 2:
+            continue
+        rows.append([m, *[_fmt(_rate(by[d]), 2, 1e6) if d in by else "–" for d in sizes]])
+    if not rows:
+        return "_Fewer than two sizes in this run._"
+    return (
+        f"M updates/s at {top} threads as the synthetic data grows (users = N/80, "
+        f"items = N/160).\n\n" + _table(["method", *sizes], rows)
+    )
+
+
+def quality_section(fits: list[dict[str, Any]]) -> str:
+    rows = []
+    for r in sorted(fits, key=lambda r: (r["dataset"], r["method"])):
+        curve = r.get("curve") or []
+        if len(curve) < 2:
+            continue
+        pts = ", ".join(f"{p['epoch']}: {p.get('auc', float('nan')):.3f}" for p in curve)
+        rows.append(
+            [
+                r["dataset"],
+                r["method"],
+                str(r["threads"]),
+                pts,
+                _fmt(r.get("auc"), 4),
+                _fmt(r.get("precision@10"), 4),
+            ]
+        )
+    if not rows:
+        return "_No quality curves in this run._"
+    return (
+        "Held-out AUC after each checkpoint epoch (`epoch: AUC`), same split for every "
+        "method; methods without a per-epoch hook are refit for each checkpoint.\n\n"
+        + _table(["dataset", "method", "threads", "AUC by epoch", "final AUC", "final P@10"], rows)
+    )
+
+
+def components_section(records: list[dict[str, Any]]) -> str:
+    rows = []
+    for r in _ok(records, "sampler"):
+        rows.append(
+            [
+                f"negative sampler ({r['weighting']}, ratio {r['ratio']:g})",
+                r["dataset"],
+                str(r["threads"]),
+                f"{r['samples_per_s'] / 1e6:.2f} M samples/s",
+                f"{r['seconds']:.3f} s for {r['drawn']:,}",
+            ]
+        )
+    for r in _ok(records, "kmeans"):
+        rows.append(
+            [
+                f"k-means ({r['via']}, spherical, {r['niter']} iter)",
+                f"{r['n']:,} × {r['d']} → K = {r['k']:,}",
+                str(r["threads"]),
+                f"{r['seconds']:.2f} s",
+                "",
+            ]
+        )
+    if not rows:
+        return "_No component lines in this run._"
+    return _table(["engine", "data", "threads", "throughput", "time"], rows)
+
+
+def problems_section(records: list[dict[str, Any]]) -> str:
+    lines = [
+        f"- `{r['id']}`: {r['status']} — {r.get('reason', '')}"
+        for r in records
+        if r.get("status") != "ok"
+    ]
+    return "\n".join(lines) if lines else "_None._"
+
+
+def how_counted(fits: list[dict[str, Any]]) -> str:
+    seen = {}
+    for r in fits:
+        seen.setdefault(r["method"], r["counting"])
+    return "\n".join(f"- `{m}`: {c}" for m, c in sorted(seen.items()))
+
+
+# ---------------------------------------------------------------------- report
+def render(
+    records: list[dict[str, Any]],
+    suite: str = "",
+    command: str = "",
+    elapsed: float | None = None,
+    plots: list[str] | None = None,
+) -> str:
+    """The Markdown report of a run."""
+    fits = _ok(records, "fit")
+    ceilings = ceiling_rows(records)
+    ceil_recs = _ok(records, "ceiling")
+    prefetch = ceil_recs[-1].get("prefetch", "?") if ceil_recs else "?"
+    any_rec = next((r for r in records if r.get("machine")), {})
+    mach = any_rec.get("machine", {})
+    vers = any_rec.get("versions", {})
+    vtext = ", ".join(f"{k} {v}" for k, v in vers.items() if v)
+    parts = [
+        f"# collabfeat benchmark: `{suite}` suite",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M')} on {mach.get('cpu_model', '?')}, "
+        f"{mach.get('cores', '?')} cores"
+        + (f", L3 {mach['l3_bytes'] / 2**20:.0f} MiB" if mach.get("l3_bytes") else "")
+        + (
+            f", {mach['mem_total_bytes'] / 2**30:.0f} GiB RAM"
+            if mach.get("mem_total_bytes")
+            else ""
+        )
+        + (f"; {elapsed / 60:.1f} min." if elapsed else "."),
+        f"Versions: {vtext}.",
+        "",
+        f"Reproduce: `{command}` (or `make bench` / `make bench-full`). 64 factors, float32, "
+        "one process per method, same 80/20 per-user split for every method. Absolute rates "
+        "vary on a shared machine; compare the same-run ratios.",
+        "",
+        "## Targets (same-run ratios of updates/s)",
+        "",
+        targets_section(fits)[0],
+        "",
+        "## Hardware ceiling",
+        "",
+        ceiling_section(ceilings, prefetch),
+        "",
+        "## Throughput and quality by dataset",
+        "",
+        "`collabfeat ÷ this`: the collabfeat method of the same loss family, same threads, "
+        "divided by this row. `of ceiling`: updates/s over the bare loop's at the same threads "
+        "(in cache or DRAM like the tables; best of with/without prefetch). AUC/PR against "
+        "uniform unobserved items, P@10 with training items excluded (`cfcore.metrics`). "
+        "Seconds per epoch are the library's whole fit call divided by epochs.",
+        "",
+    ]
+    for d in sorted({r["dataset"] for r in fits}, key=lambda d: (_size_of(d) or 0, d)):
+        parts += [dataset_section(fits, d, ceilings), ""]
+    parts += [
+        "## Thread scaling",
+        "",
+        scaling_section(fits),
+        "",
+        "## Size scaling",
+        "",
+        size_section(fits),
+        "",
+        "## Quality vs epochs",
+        "",
+        quality_section(fits),
+        "",
+        "## Negative sampler and k-means",
+        "",
+        components_section(records),
+        "",
+        "## How updates are counted",
+        "",
+        how_counted(fits),
+        "",
+        "## Skipped or failed jobs",
+        "",
+        problems_section(records),
+        "",
+    ]
+    if plots:
+        parts += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
+    return "\n".join(parts)
+
+
+def write_report(
+    records: list[dict[str, Any]],
+    out_dir: Path,
+    suite: str = "",
+    command: str = "",
+    elapsed: float | None = None,
+) -> str:
+    """Write ``RESULTS.md`` and the PNG plots into ``out_dir``; return the Markdown."""
+    from bench.plots import write_plots
+
+    plots = write_plots(records, out_dir)
+    md = render(records, suite, command, elapsed, plots)
+    atomic_write_text(out_dir / "RESULTS.md", md)
+    return md

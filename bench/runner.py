@@ -1,0 +1,252 @@
+"""Run a suite: one subprocess per job, one JSON record per job, then the report.
+
+Layout of a run directory (default ``bench/results/<suite>-<YYYYmmdd-HHMMSS>``)::
+
+    records/NNN-<kind>-<what>.json   one record per job (also for skipped and failed jobs)
+    logs/NNN-....log                 the job's stdout/stderr
+    results.json                     every record of the run, in order
+    RESULTS.md                       the Markdown report (tables, ratios, targets)
+    *.png                            thread scaling, size scaling, quality vs epochs, ceiling
+    ../cache/                        dataset splits shared between runs
+
+A job whose library is not installed is not started: its record says ``skipped`` and why,
+and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import suites, system
+from bench.data import estimate_bytes
+from bench.methods import METHODS, missing_reason
+from cfcore.io import atomic_write_text
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PUBLISHED = Path(__file__).resolve().parent / "RESULTS.md"
+DEFAULT_TIMEOUT = 900
+
+
+def _slug(job: dict[str, Any]) -> str:
+    parts = [job["kind"]]
+    for key in ("method", "dataset"):
+        if key in job:
+            parts.append(str(job[key]))
+    if "threads" in job:
+        parts.append(f"t{job['threads']}")
+    return "-".join(parts).replace("/", "_").replace(":", "_")
+
+
+def _env(job: dict[str, Any]) -> dict[str, str]:
+    env = dict(os.environ)
+    t = job.get("threads")
+    if job["kind"] in ("fit", "sampler", "kmeans") and t:
+        for var in (
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "NUMBA_NUM_THREADS",
+        ):
+            env[var] = str(t)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def skip_reason(job: dict[str, Any], failed_datasets: set[str]) -> str | None:
+    """Why ``job`` will not be started (a missing peer, memory, a failed dataset), or None."""
+    if job.get("dataset") in failed_datasets and job["kind"] != "prepare":
+        return f"dataset {job['dataset']} is unavailable (see its prepare record)"
+    if job["kind"] == "fit":
+        method = METHODS.get(job["method"])
+        if method is None:
+            return f"unknown method {job['method']!r}"
+        return missing_reason(method)
+    if job["kind"] == "prepare":
+        need = estimate_bytes(job["dataset"])
+        avail = system.mem_available_bytes()
+        if avail is not None and need > 0.7 * avail:
+            return (
+                f"{job['dataset']}: needs ~{need / 2**30:.1f} GiB, only "
+                f"{avail / 2**30:.1f} GiB available"
+            )
+    return None
+
+
+def _summary(rec: dict[str, Any]) -> str:
+    if rec.get("status") != "ok":
+        return f"{rec.get('status')}: {rec.get('reason', '')}".strip()
+    kind = rec["kind"]
+    if kind == "fit":
+        rate = (
+            f"{rec['updates_per_s'] / 1e6:6.2f} M upd/s"
+            if rec.get("updates_per_s")
+            else f"{rec['epochs_per_s']:.2f} epochs/s"
+        )
+        return (
+            f"{rec['seconds_per_epoch']:.3f} s/epoch  {rate}  AUC {rec.get('auc', float('nan')):.4f}"
+            f"  P@10 {rec.get('precision@10', float('nan')):.4f}  peak {rec['peak_rss_mb']:.0f} MiB"
+        )
+    if kind == "prepare":
+        m = rec["dataset_meta"]
+        return f"{m['n_users']}×{m['n_items']}, {m['nnz']} interactions ({rec['seconds']:.1f} s)"
+    if kind == "sampler":
+        return f"{rec['samples_per_s'] / 1e6:.2f} M samples/s"
+    if kind == "kmeans":
+        return f"{rec['seconds']:.2f} s ({rec['via']})"
+    if kind == "ceiling":
+        return "; ".join(
+            f"t={r['threads']}: {r['bandwidth_gbs']:.1f} GB/s, cache {r['cache_updates_per_s'] / 1e6:.1f}"
+            f" M/s, DRAM+pf {r['dram_prefetch_updates_per_s'] / 1e6:.1f} M/s"
+            for r in rec["rows"]
+        )
+    return ""
+
+
+def run_jobs(
+    job_list: list[dict[str, Any]],
+    out_dir: Path,
+    suite: str,
+    cache_dir: Path,
+    log: Callable[[str], None] = print,
+    timeout: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run every job in its own process; return the records (also written under ``out_dir``)."""
+    (out_dir / "records").mkdir(parents=True, exist_ok=True)
+    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    failed_datasets: set[str] = set()
+    for n, job in enumerate(job_list, 1):
+        job = {**job, "id": f"{n:03d}-{_slug(job)}", "suite": suite, "cache_dir": str(cache_dir)}
+        head = f"[{n:3d}/{len(job_list)}] {_slug(job):48s}"
+        rec_path = out_dir / "records" / f"{job['id']}.json"
+        reason = skip_reason(job, failed_datasets)
+        if reason is not None:
+            rec = {
+                "id": job["id"],
+                "suite": suite,
+                "status": "skipped",
+                "reason": reason,
+                **{k: v for k, v in job.items() if k not in ("cache_dir", "id", "suite")},
+            }
+            if job["kind"] == "prepare":
+                failed_datasets.add(job["dataset"])
+        else:
+            rec = _run_one(job, out_dir, rec_path, timeout or job.get("timeout", DEFAULT_TIMEOUT))
+            if rec["status"] != "ok" and job["kind"] == "prepare":
+                failed_datasets.add(job["dataset"])
+        rec_path.write_text(json.dumps(rec, indent=1))
+        records.append(rec)
+        log(f"{head} {_summary(rec)}")
+    (out_dir / "results.json").write_text(json.dumps(records, indent=1))
+    return records
+
+
+def _run_one(job: dict[str, Any], out_dir: Path, rec_path: Path, timeout: int) -> dict[str, Any]:
+    job_path = out_dir / "logs" / f"{job['id']}.job.json"
+    job_path.write_text(json.dumps(job, indent=1))
+    log_path = out_dir / "logs" / f"{job['id']}.log"
+    base = {k: v for k, v in job.items() if k not in ("cache_dir",)}
+    t0 = time.perf_counter()
+    with open(log_path, "w") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench", "worker", str(job_path), str(rec_path)],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=_env(job),
+            start_new_session=True,
+        )
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the job's own process group only
+            proc.wait()
+            return {
+                **base,
+                "status": "timeout",
+                "reason": f"exceeded {timeout} s",
+                "wall_seconds": time.perf_counter() - t0,
+            }
+    if rc != 0 or not rec_path.exists():
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+        return {
+            **base,
+            "status": "error",
+            "reason": f"exit {rc}: " + " | ".join(tail),
+            "wall_seconds": time.perf_counter() - t0,
+        }
+    return json.loads(rec_path.read_text())
+
+
+def run_suite(
+    suite: str,
+    out_dir: Path | None = None,
+    threads: list[int] | None = None,
+    methods: list[str] | None = None,
+    datasets: list[str] | None = None,
+    publish: bool | None = None,
+    timeout: int | None = None,
+    log: Callable[[str], None] = print,
+    command: str | None = None,
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Run ``suite`` and write records, ``results.json``, ``RESULTS.md`` and the plots.
+
+    Parameters
+    ----------
+    suite : str
+        ``quick``, ``full`` or ``tiny``.
+    out_dir : Path, optional
+        Run directory (default ``bench/results/<suite>-<timestamp>``).
+    threads : list of int, optional
+        Thread counts (default: the suite's).
+    methods, datasets : list of str, optional
+        Keep only fit jobs of these methods / jobs on these datasets.
+    publish : bool, optional
+        Also copy the Markdown report to ``bench/RESULTS.md`` (default: for ``quick`` and
+        ``full`` runs into the default directory).
+    timeout : int, optional
+        Seconds per job (default: the job's own, else 900).
+    """
+    from bench.report import render, write_report
+
+    default_out = out_dir is None
+    if out_dir is None:
+        out_dir = RESULTS_DIR / f"{suite}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = Path(out_dir)
+    job_list = suites.jobs(suite, threads)
+    if methods:
+        job_list = [j for j in job_list if j["kind"] != "fit" or j["method"] in methods]
+    if datasets:
+        job_list = [j for j in job_list if "dataset" not in j or j["dataset"] in datasets]
+    cache_dir = (RESULTS_DIR if default_out else out_dir) / "cache"
+    machine = system.machine()
+    log(f"bench {suite}: {len(job_list)} jobs → {out_dir}")
+    log(
+        f"  {machine['cpu_model']}, {machine['cores']} cores; threads "
+        f"{sorted({j['threads'] for j in job_list if 'threads' in j})}"
+    )
+    t0 = time.perf_counter()
+    records = run_jobs(job_list, out_dir, suite, cache_dir, log, timeout)
+    command = command or f"python -m bench run {suite}"
+    elapsed = time.perf_counter() - t0
+    write_report(records, out_dir, suite=suite, command=command, elapsed=elapsed)
+    if publish if publish is not None else (default_out and suite in ("quick", "full")):
+        md = render(records, suite=suite, command=command, elapsed=elapsed)
+        where = out_dir.resolve()
+        try:
+            where = where.relative_to(PUBLISHED.parent.parent)
+        except ValueError:
+            pass
+        md += f"\nPlots and per-job JSON records of this run: `{where}/` (not committed).\n"
+        atomic_write_text(PUBLISHED, md)
+        log(f"published {PUBLISHED}")
+    log(f"done in {time.perf_counter() - t0:.0f} s: {out_dir / 'RESULTS.md'}")
+    return out_dir, records

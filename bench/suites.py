@@ -1,0 +1,151 @@
+"""Named benchmark suites: which jobs a run consists of.
+
+- ``quick`` (``make bench``; < 10 minutes on 2 cores): the ceiling; the issue's targets —
+  collabfeat vs libmf (squared loss, the same sampled negatives) and vs implicit BPR on
+  MovieLens-1M-sized synthetic data and on 16 M synthetic interactions, collabfeat WARP vs
+  LightFM WARP, each at 1 and 2 threads; the remaining peers once; quality vs epochs on the
+  ML-1M shape and on ml-100k; size scaling 1 M → 4 M → 16 M; sampler and k-means lines.
+- ``full`` (``make bench-full``): every method everywhere it is affordable, threads
+  1, 2, 4, … up to all cores, sizes 1 M → 100 M (as far as memory allows), ml-latest-small.
+- ``tiny`` (the tests): seconds, to check the harness end to end.
+
+``threads`` may be overridden (``--threads 1,2,4``); the largest value is the "max threads"
+used for the single-thread-count jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.system import cpu_count
+
+SUITES = ("quick", "full", "tiny")
+
+CF_TARGETS = (
+    "collabfeat-squared",
+    "libmf-squared",
+    "collabfeat-bpr",
+    "implicit-bpr",
+    "collabfeat-warp",
+    "lightfm-warp",
+)
+OTHERS = ("collabfeat-logistic", "libmf-bpr-row", "implicit-als", "cornac-bpr", "lightfm-bpr")
+LARGE = ("collabfeat-squared", "libmf-squared", "collabfeat-bpr", "implicit-bpr")
+
+
+def default_threads(suite: str) -> list[int]:
+    cores = cpu_count()
+    if suite == "tiny":
+        return [1]
+    if suite == "quick":
+        return sorted({1, min(2, cores)})
+    out, t = [], 1
+    while t < cores:
+        out.append(t)
+        t *= 2
+    return sorted({*out, cores})
+
+
+def _fit(
+    dataset: str,
+    method: str,
+    threads: int,
+    epochs: int,
+    purpose: str,
+    *,
+    curve: tuple[int, ...] = (),
+    eval_users: int = 2000,
+    factors: int = 64,
+    timeout: int = 900,
+) -> dict[str, Any]:
+    return {
+        "kind": "fit",
+        "dataset": dataset,
+        "method": method,
+        "threads": threads,
+        "epochs": epochs,
+        "factors": factors,
+        "curve_epochs": list(curve),
+        "eval_users": eval_users,
+        "purpose": purpose,
+        "timeout": timeout,
+    }
+
+
+def jobs(suite: str, threads: list[int] | None = None) -> list[dict[str, Any]]:
+    """The job list of ``suite`` (without ids; the runner numbers them)."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
+    T = sorted(set(threads or default_threads(suite)))
+    top = T[-1]
+    out: list[dict[str, Any]] = []
+    if suite == "tiny":
+        out.append(
+            {
+                "kind": "ceiling",
+                "threads_list": T,
+                "samples": 200_000,
+                "triad_n": 1 << 20,
+                "dram_shape": [20_000, 10_000],
+            }
+        )
+        out.append({"kind": "prepare", "dataset": "synth-40k"})
+        for m in ("collabfeat-squared", "libmf-squared", "implicit-bpr"):
+            out.append(_fit("synth-40k", m, top, 3, "throughput", curve=(1, 3), eval_users=300))
+        out.append({"kind": "sampler", "dataset": "synth-40k", "threads": top})
+        out.append({"kind": "kmeans", "threads": top, "n": 4000, "d": 16, "k": 40, "niter": 5})
+        return out
+
+    full = suite == "full"
+    ml1m_epochs = 20 if full else 10
+    ml1m_curve = (1, 2, 3, 5, 10, 15, 20) if full else (1, 2, 3, 5, 10)
+    sizes = (
+        ["synth-1m", "synth-4m", "synth-16m", "synth-32m", "synth-64m", "synth-100m"]
+        if full
+        else ["synth-1m", "synth-4m", "synth-16m"]
+    )
+    out.append(
+        {"kind": "ceiling", "threads_list": T, "samples": 20_000_000 if full else 10_000_000}
+    )
+    datasets = ["synth-ml1m", "ml-100k", *sizes] + (["ml-latest-small"] if full else [])
+    for d in datasets:
+        out.append({"kind": "prepare", "dataset": d, "timeout": 1800})
+
+    # MovieLens-1M shape: the targets at every thread count, the other peers once.
+    for t in T:
+        for m in CF_TARGETS + (OTHERS if full else ()):
+            curve = ml1m_curve if t == top else ()
+            out.append(
+                _fit("synth-ml1m", m, t, ml1m_epochs, "targets", curve=curve, eval_users=6040)
+            )
+    if not full:
+        for m in OTHERS:
+            if m == "lightfm-bpr":
+                continue  # ~4 s/epoch here; in the full suite
+            out.append(
+                _fit("synth-ml1m", m, top, ml1m_epochs, "peers", curve=ml1m_curve, eval_users=6040)
+            )
+    # 16 M synthetic: tables in DRAM.
+    big_epochs = 3
+    for t in T:
+        for m in LARGE + (("lightfm-warp", "collabfeat-warp", "cornac-bpr") if full else ()):
+            out.append(_fit("synth-16m", m, t, big_epochs, "targets"))
+    # Size scaling at max threads (16 M is covered above).
+    for d in sizes:
+        if d == "synth-16m":
+            continue
+        for m in LARGE if full else ("collabfeat-squared", "libmf-squared"):
+            out.append(
+                _fit(d, m, top, 3 if d not in ("synth-1m", "synth-4m") else 5, "size", timeout=1800)
+            )
+    # Real data quality at max threads.
+    real = ["ml-100k"] + (["ml-latest-small"] if full else [])
+    for d in real:
+        for m in CF_TARGETS + (OTHERS if full else ()):
+            out.append(_fit(d, m, top, 20, "quality", curve=(1, 2, 5, 10, 20), eval_users=0))
+    for d in ("synth-ml1m", "synth-16m"):
+        for t in T:
+            out.append({"kind": "sampler", "dataset": d, "threads": t})
+    for t in T if full else [top]:
+        out.append({"kind": "kmeans", "threads": t})
+    return out
