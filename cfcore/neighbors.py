@@ -180,6 +180,8 @@ class NeighborIndex:
                 self._quantizer = quantizer  # keep the quantiser alive as long as the index
             index.add(self._unit)
         self.index = index
+        if method == "exact":  # share faiss's copy of the unit vectors instead of keeping two
+            self._unit = faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
 
     def __len__(self) -> int:
         return len(self.items)

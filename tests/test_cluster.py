@@ -227,3 +227,12 @@ def test_cluster_accepts_a_factor_model_file_and_keeps_its_ids(tmp_path, planted
     np.testing.assert_array_equal(result.item_ids, ids)
     assert result.params["source"] == str(p)
     assert normalized_mutual_info(result.labels, group) >= 0.9
+
+
+def test_same_seed_gives_the_same_labels_with_one_or_two_threads():
+    x = np.random.default_rng(0).standard_normal((8000, 8)).astype(np.float32)
+    one = cluster_items(x, 40, seed=4, threads=1, niter=5)
+    two = cluster_items(x, 40, seed=4, threads=2, niter=5)
+    np.testing.assert_array_equal(one.labels, two.labels)
+    np.testing.assert_array_equal(one.centroids, two.centroids)
+    assert (cluster_items(x, 40, seed=5, threads=1, niter=5).labels != one.labels).any()
