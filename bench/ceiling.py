@@ -205,7 +205,7 @@ def bare_update_rate(
     factors: int = 64,
     samples: int = 10_000_000,
     prefetch: bool = False,
-    repeats: int = 3,
+    repeats: int = 2,
     seed: int = 0,
 ) -> float:
     """Bare gather–dot–update steps per second over uniformly random (u, i) pairs.

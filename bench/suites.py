@@ -90,7 +90,7 @@ def jobs(suite: str, threads: list[int] | None = None) -> list[dict[str, Any]]:
             }
         )
         out.append({"kind": "prepare", "dataset": "synth-40k"})
-        for m in ("collabfeat-squared", "libmf-squared", "implicit-bpr"):
+        for m in ("collabfeat-squared", "libmf-squared"):
             out.append(_fit("synth-40k", m, top, 3, "throughput", curve=(1, 3), eval_users=300))
         out.append({"kind": "sampler", "dataset": "synth-40k", "threads": top})
         out.append({"kind": "kmeans", "threads": top, "n": 4000, "d": 16, "k": 40, "niter": 5})
@@ -104,9 +104,7 @@ def jobs(suite: str, threads: list[int] | None = None) -> list[dict[str, Any]]:
         if full
         else ["synth-1m", "synth-4m", "synth-16m"]
     )
-    out.append(
-        {"kind": "ceiling", "threads_list": T, "samples": 20_000_000 if full else 10_000_000}
-    )
+    out.append({"kind": "ceiling", "threads_list": T, "samples": 20_000_000 if full else 4_000_000})
     datasets = ["synth-ml1m", "ml-100k", *sizes] + (["ml-latest-small"] if full else [])
     for d in datasets:
         out.append({"kind": "prepare", "dataset": d, "timeout": 1800})

@@ -24,6 +24,7 @@ so the result depends only on the parameters and the seed, and memory stays boun
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -80,13 +81,17 @@ def _activity(spec: SyntheticSpec, rng: np.random.Generator) -> np.ndarray:
     return counts
 
 
-def power_law_interactions(spec: SyntheticSpec) -> Interactions:
+def power_law_interactions(spec: SyntheticSpec, return_latent: bool = False) -> Any:
     """Generate a users × items binary matrix with power-law skew and topic structure.
 
     Parameters
     ----------
     spec : SyntheticSpec
         Shape (``n_users``, ``n_items``, ``nnz``), skew and topic parameters, and the seed.
+
+    return_latent : bool
+        Also return the latent structure: ``(interactions, item_topic, user_topics)`` with
+        ``item_topic`` (n_items,) and ``user_topics`` (n_users, 2: primary, secondary).
 
     Returns
     -------
@@ -177,7 +182,10 @@ def power_law_interactions(spec: SyntheticSpec) -> Interactions:
     )
     matrix.has_sorted_indices = True
     matrix.has_canonical_format = True
-    return Interactions(matrix)
+    inter = Interactions(matrix)
+    if return_latent:
+        return inter, item_topic, user_topics
+    return inter
 
 
 def _sorted_unique(keys: np.ndarray) -> np.ndarray:

@@ -1,0 +1,206 @@
+"""The benchmark harness: synthetic data generator, suite runner, report, skipped peers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bench import runner
+from bench.methods import METHODS, Method, missing_reason
+from bench.report import render
+from bench.synthetic import SyntheticSpec, parse_count, power_law_interactions, spec_for
+from cfcore.errors import InputError
+
+SPEC = SyntheticSpec(n_users=3000, n_items=1500, nnz=90_000, topics=16, seed=3)
+
+
+@pytest.fixture(scope="module")
+def generated():
+    return power_law_interactions(SPEC, return_latent=True)
+
+
+# ---------------------------------------------------------------------- generator
+def test_generator_is_seeded_and_has_the_requested_shape(generated):
+    inter, _, _ = generated
+    again = power_law_interactions(SPEC)
+    other = power_law_interactions(SyntheticSpec(**{**SPEC.__dict__, "seed": 4}))
+    assert inter.shape == (3000, 1500)
+    assert inter.nnz == 90_000  # exactly: users are topped up until they have their count
+    np.testing.assert_array_equal(inter.user_items.indptr, again.user_items.indptr)
+    np.testing.assert_array_equal(inter.user_items.indices, again.user_items.indices)
+    assert not np.array_equal(inter.user_items.indices[:1000], other.user_items.indices[:1000])
+    # canonical CSR: float32 ones, sorted, no duplicate (user, item)
+    m = inter.user_items
+    assert m.dtype == np.float32 and np.all(m.data == 1)
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    assert np.all(np.diff(rows * m.shape[1] + m.indices) > 0)
+    assert inter.user_activity().min() >= SPEC.min_per_user
+
+
+def test_generator_has_power_law_skew(generated):
+    inter, _, _ = generated
+    pop = np.sort(inter.item_popularity())[::-1]
+    act = np.sort(inter.user_activity())[::-1]
+    # Zipf items: the top 1% of items carry many times their uniform share (1%) ...
+    assert pop[: len(pop) // 100].sum() / inter.nnz > 0.08
+    # ... and log-popularity falls roughly linearly in log-rank with slope ≈ −a (a = 1)
+    ranks = np.arange(20, 400)
+    slope = np.polyfit(np.log(ranks + 1), np.log(pop[ranks]), 1)[0]
+    assert -1.6 < slope < -0.5
+    # log-normal users: heavy right tail, mean well above the median
+    assert act[0] > 8 * np.median(act)
+    assert act.mean() > 1.2 * np.median(act)
+
+
+def test_generator_plants_topics_a_model_can_learn(generated):
+    inter, item_topic, user_topics = generated
+    coo = inter.user_items.tocoo()
+    in_topic = (item_topic[coo.col] == user_topics[coo.row, 0]) | (
+        item_topic[coo.col] == user_topics[coo.row, 1]
+    )
+    # affinity 0.8 of draws come from the user's topics (random: 2/16)
+    assert in_topic.mean() > 0.7
+
+
+def test_named_shapes_and_sizes():
+    ml1m = spec_for("synth-ml1m")
+    assert (ml1m.n_users, ml1m.n_items, ml1m.nnz) == (6040, 3706, 1_000_209)
+    big = spec_for("synth-16m")
+    assert (big.n_users, big.n_items, big.nnz) == (200_000, 100_000, 16_000_000)
+    assert parse_count("250k") == 250_000 and parse_count("100m") == 100_000_000
+    with pytest.raises(InputError, match="size"):
+        parse_count("lots")
+    with pytest.raises(InputError, match="too dense"):
+        power_law_interactions(SyntheticSpec(10, 10, 90))
+
+
+# ---------------------------------------------------------------------- runner
+def test_missing_peer_is_skipped_with_a_message(tmp_path, monkeypatch):
+    fake = Method(
+        "ghost-bpr",
+        "collabfeat_no_such_peer_lib",
+        "ghost-peer",
+        "bpr",
+        "nothing",
+        lambda task: None,
+    )
+    monkeypatch.setitem(METHODS, "ghost-bpr", fake)
+    assert "not installed" in missing_reason(fake)
+    lines: list[str] = []
+    job = {
+        "kind": "fit",
+        "dataset": "synth-40k",
+        "method": "ghost-bpr",
+        "threads": 1,
+        "epochs": 1,
+        "factors": 8,
+    }
+    records = runner.run_jobs([job], tmp_path, "test", tmp_path / "cache", log=lines.append)
+    assert records[0]["status"] == "skipped"
+    assert "pip install ghost-peer" in records[0]["reason"]
+    assert any("ghost-bpr" in line and "skipped" in line for line in lines)
+    saved = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
+    assert saved["status"] == "skipped"
+    assert "skipped" in render(records, suite="test")
+
+
+@pytest.mark.slow
+def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
+    published = runner.PUBLISHED.read_bytes() if runner.PUBLISHED.exists() else None
+    out, records = runner.run_suite("tiny", out_dir=tmp_path / "run", log=lambda s: None)
+    # the committed table is only replaced by quick/full runs into the default directory
+    assert (runner.PUBLISHED.read_bytes() if runner.PUBLISHED.exists() else None) == published
+    assert {r["status"] for r in records} == {"ok"}, [r.get("reason") for r in records]
+    assert json.loads((out / "results.json").read_text()) == records
+    assert len(list((out / "records").glob("*.json"))) == len(records)
+    fits = [r for r in records if r["kind"] == "fit"]
+    assert {r["method"] for r in fits} == {"collabfeat-squared", "libmf-squared"}
+    for r in fits:
+        for key in (
+            "dataset",
+            "threads",
+            "factors",
+            "epochs",
+            "seconds_per_epoch",
+            "updates_per_s",
+            "peak_rss_mb",
+            "auc",
+            "pr",
+            "precision@10",
+        ):
+            assert r[key] is not None and not (isinstance(r[key], float) and math.isnan(r[key]))
+        assert 0.5 < r["auc"] <= 1.0 and abs(r["auc"] + r["pr"] - 1) < 1e-9
+        assert r["machine"]["cpu_model"] and r["versions"]["numpy"]
+        assert r["peak_rss_mb"] > 0 and r["updates_per_s"] > 0
+    ceiling = next(r for r in records if r["kind"] == "ceiling")["rows"][0]
+    assert ceiling["bandwidth_gbs"] > 0 and ceiling["cache_updates_per_s"] > 0
+    sampler = next(r for r in records if r["kind"] == "sampler")
+    assert sampler["samples_per_s"] > 0
+    md = (out / "RESULTS.md").read_text()
+    assert "| method | threads |" in md and "collabfeat-squared" in md
+    assert "libmf-squared" in md and "×" in md  # the same-run ratio column is filled
+    pngs = sorted(out.glob("*.png"))
+    assert pngs
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_states_targets_from_same_run_ratios():
+    def fit(method, family, rate, auc, threads=2, dataset="synth-ml1m"):
+        return {
+            "status": "ok",
+            "kind": "fit",
+            "method": method,
+            "family": family,
+            "library": method.split("-")[0],
+            "dataset": dataset,
+            "threads": threads,
+            "n_users": 6040,
+            "n_items": 3706,
+            "train_nnz": 800_000,
+            "test_nnz": 200_000,
+            "factors": 64,
+            "epochs": 10,
+            "seconds_per_epoch": 1.0,
+            "updates_per_s": rate,
+            "auc": auc,
+            "pr": 1 - auc,
+            "precision@10": 0.2,
+            "peak_rss_mb": 100.0,
+            "eval_users": 6040,
+            "counting": "x",
+            "id": method,
+        }
+
+    records = [
+        fit("collabfeat-squared", "squared", 25e6, 0.90),
+        fit("libmf-squared", "squared", 10e6, 0.89),
+        fit("collabfeat-warp", "warp", 2e6, 0.80),
+        fit("lightfm-warp", "warp", 0.5e6, 0.88),
+        {
+            "status": "ok",
+            "kind": "ceiling",
+            "id": "c",
+            "prefetch": "llvm.prefetch",
+            "rows": [
+                {
+                    "threads": 2,
+                    "bandwidth_gbs": 10.0,
+                    "cache_updates_per_s": 50e6,
+                    "cache_prefetch_updates_per_s": 40e6,
+                    "dram_updates_per_s": 10e6,
+                    "dram_prefetch_updates_per_s": 20e6,
+                }
+            ],
+        },
+    ]
+    md = render(records, suite="test")
+    row = next(line for line in md.splitlines() if line.startswith("| collabfeat-squared ÷"))
+    assert "**2.50×**" in row and "| met |" in row
+    warp = next(line for line in md.splitlines() if line.startswith("| collabfeat-warp ÷"))
+    assert "**4.00×**" in warp and "not met" in warp  # below 5× and a worse AUC
+    # fraction of the in-cache ceiling: 25 M/s of the best bare loop (50 M/s)
+    assert "| 50% |" in md
