@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from cfcore.cluster import faiss_threads
 from cfcore.errors import InputError, ModelFormatError
@@ -30,6 +31,8 @@ from cfcore.io import load_artifact, require_keys, save_artifact
 from cfcore.vectors import ItemVectors, as_item_vectors, check_ids, check_vectors, l2_normalize
 
 ARTIFACT_KIND = "neighbors"
+#: queries per faiss search call (bounds the temporary result and drives the progress bar)
+_QUERY_BATCH = 65_536
 METHODS = ("exact", "ivf", "hnsw")
 
 
@@ -193,13 +196,18 @@ class NeighborIndex:
     def ids(self) -> np.ndarray:
         return self.items.ids
 
-    def positions(self, ids: Any) -> np.ndarray:
-        """Rows of the given raw ids; unknown ids raise :class:`InputError`."""
+    def _position_map(self) -> dict[Any, int]:
         if self._pos is None:
             self._pos = {key: i for i, key in enumerate(self.items.ids.tolist())}
-        raw = np.atleast_1d(np.asarray(ids))
+        return self._pos
+
+    def _lookup(self, ids: Any, strict: bool) -> np.ndarray:
+        """Rows of raw ids (ints given as strings and vice versa are matched); −1 if unknown
+        and not ``strict``, else :class:`InputError`."""
+        pos = self._position_map()
         kind = self.items.ids.dtype.kind
-        out = np.empty(len(raw), dtype=np.int64)
+        raw = np.atleast_1d(np.asarray(ids))
+        out = np.full(len(raw), -1, dtype=np.int64)
         for j, key in enumerate(raw.tolist()):
             if kind in "iu" and isinstance(key, str):
                 try:
@@ -208,11 +216,15 @@ class NeighborIndex:
                     pass
             elif kind == "U" and not isinstance(key, str):
                 key = str(key)
-            try:
-                out[j] = self._pos[key]
-            except KeyError:
-                raise InputError(f"queries: unknown item id {key!r} (not in the indexed vectors)") from None
+            found = pos.get(key, -1)
+            if found < 0 and strict:
+                raise InputError(f"queries: unknown item id {key!r} (not in the indexed vectors)")
+            out[j] = found
         return out
+
+    def positions(self, ids: Any) -> np.ndarray:
+        """Rows of the given raw ids; unknown ids raise :class:`InputError`."""
+        return self._lookup(ids, strict=True)
 
     def search(
         self,
@@ -220,6 +232,7 @@ class NeighborIndex:
         k: int = 10,
         exclude_self: bool = True,
         query_ids: Any = None,
+        progress: bool = True,
     ) -> Neighbors:
         """The ``k`` most cosine-similar indexed items of each query.
 
@@ -238,6 +251,8 @@ class NeighborIndex:
             given ``query_ids``), so an item is not its own nearest neighbour.
         query_ids : array-like, optional
             Ids of vector queries (default ``0..Q-1``; taken from an ItemVectors).
+        progress : bool
+            tqdm bar over query batches (shown only when there is more than one batch).
 
         Returns
         -------
@@ -264,7 +279,7 @@ class NeighborIndex:
                 )
             x = l2_normalize(qv, qids, "queries")
             if query_ids is not None or isinstance(queries, ItemVectors):
-                self_pos = self._maybe_positions(qids)
+                self_pos = self._lookup(qids, strict=False)
                 if (self_pos < 0).all():  # queries are not indexed items: nothing to exclude
                     self_pos = None
         else:
@@ -280,8 +295,14 @@ class NeighborIndex:
             )
         extra = 1 if self_pos is not None else 0
         work = float(len(x)) * len(self) * self.items.dim if self.method == "exact" else None
+        scores = np.empty((len(x), k + extra), dtype=np.float32)
+        pos = np.empty((len(x), k + extra), dtype=np.int64)
+        starts = range(0, len(x), _QUERY_BATCH)
         with faiss_threads(self.threads, work=work):
-            scores, pos = self.index.search(x, k + extra)
+            for start in tqdm(starts, desc="neighbours", unit="batch",
+                              disable=not progress or len(starts) < 2):
+                stop = min(start + _QUERY_BATCH, len(x))
+                scores[start:stop], pos[start:stop] = self.index.search(x[start:stop], k + extra)
             missing = (pos < 0).any(axis=1)
             if missing.any():  # approximate index returned short lists: redo those exactly
                 scores[missing], pos[missing] = self._exact(x[missing], k + extra)
@@ -292,24 +313,6 @@ class NeighborIndex:
         meta = {"method": self.method, "k": k, "exclude_self": bool(exclude_self),
                 "source": str(self.items.meta.get("source", ""))}
         return Neighbors(qids, self.items.ids[pos], scores.astype(np.float32), meta, positions=pos)
-
-    def _maybe_positions(self, ids: np.ndarray) -> np.ndarray:
-        """Rows of ``ids`` in the index, −1 where an id is not indexed."""
-        if self._pos is None:
-            self.positions(self.items.ids[:1])
-        assert self._pos is not None
-        kind = self.items.ids.dtype.kind
-        out = np.full(len(ids), -1, dtype=np.int64)
-        for j, key in enumerate(ids.tolist()):
-            if kind in "iu" and isinstance(key, str):
-                try:
-                    key = int(key)
-                except ValueError:
-                    continue
-            elif kind == "U" and not isinstance(key, str):
-                key = str(key)
-            out[j] = self._pos.get(key, -1)
-        return out
 
     def _exact(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import faiss

@@ -199,3 +199,13 @@ def test_vectors_files_bad_content(tmp_path):
         load_vectors(tmp_path / "x.npz")
     with pytest.raises(InputError, match="unique"):
         ItemVectors(np.array([1, 1]), np.ones((2, 2)))
+
+
+def test_batched_search_equals_one_batch(monkeypatch, random_vectors):
+    import cfcore.neighbors as nb
+
+    whole = NeighborIndex(random_vectors).search(None, k=8)
+    monkeypatch.setattr(nb, "_QUERY_BATCH", 7)
+    batched = NeighborIndex(random_vectors).search(None, k=8, progress=False)
+    np.testing.assert_array_equal(batched.neighbor_ids, whole.neighbor_ids)
+    np.testing.assert_allclose(batched.scores, whole.scores)
