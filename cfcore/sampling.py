@@ -32,7 +32,13 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from cfcore._kernels.sampling import build_alias, negative_counts, sample_into
+from cfcore._kernels.sampling import (
+    DEFAULT_SWITCH,
+    build_alias,
+    negative_counts,
+    sample_into,
+    sample_into_serial,
+)
 from cfcore.errors import InputError, ModelFormatError
 from cfcore.io import load_artifact, require_keys, save_artifact
 
@@ -345,14 +351,16 @@ def sample_negatives(
 
     counts = np.empty(n_users, dtype=np.int64)
     wanted = np.empty(n_users, dtype=np.int64)
-    with _numba_threads(threads):
-        n_short = int(negative_counts(indptr, indices, weights, ratio, counts, wanted))
-        out_indptr = np.zeros(n_users + 1, dtype=np.int64)
-        np.cumsum(counts, out=out_indptr[1:])
-        out_indices = np.empty(int(out_indptr[-1]), dtype=np.int32)
-        sample_into(
+    n_short = int(negative_counts(indptr, indices, weights, ratio, counts, wanted))
+    out_indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(counts, out=out_indptr[1:])
+    out_indices = np.empty(int(out_indptr[-1]), dtype=np.int32)
+    with _numba_threads(threads) as n_threads:
+        # One thread: the serial twin, no parallel region to start (same output).
+        kernel = sample_into_serial if n_threads == 1 else sample_into
+        kernel(
             indptr, indices, weights, alias_prob, alias_idx, seed, epoch,
-            out_indptr, out_indices, numba.get_num_threads(),
+            out_indptr, out_indices, numba.get_num_threads(), DEFAULT_SWITCH,
         )
     requested = int(wanted.sum())
     if n_short and warn_short:

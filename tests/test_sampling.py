@@ -23,6 +23,7 @@ from cfcore._kernels.sampling import (
     build_alias,
     negative_counts,
     sample_into,
+    sample_into_serial,
     select_smallest,
 )
 from cfcore.errors import InputError, ModelFormatError
@@ -94,7 +95,8 @@ def run_kernel(X, weights, ratio, seed=0, epoch=0, switch=4.0, threads=1):
         out_indptr = np.zeros(n_users + 1, dtype=np.int64)
         np.cumsum(counts, out=out_indptr[1:])
         out = np.empty(out_indptr[-1], dtype=np.int32)
-        sample_into(
+        kernel = sample_into_serial if threads == 1 else sample_into
+        kernel(
             indptr, indices, weights, prob, alias, seed, epoch, out_indptr, out,
             threads, float(switch),
         )
@@ -264,6 +266,17 @@ def test_same_seed_same_negatives_on_1_and_2_threads(weighting):
         np.testing.assert_array_equal(a.indptr, other.indptr)
         np.testing.assert_array_equal(a.indices, other.indices)
     assert_valid(X, a.indptr, a.indices, ref_weights(X.getnnz(axis=0), weighting), 2.0, a.n_short)
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_serial_and_parallel_kernels_agree_on_every_path(path):
+    X = power_law_matrix(n_users=300, n_items=700, seed=1)
+    w = np.log1p(X.getnnz(axis=0).astype(float))
+    serial = run_kernel(X, w, 2.0, seed=8, switch=PATHS[path], threads=1)
+    parallel = run_kernel(X, w, 2.0, seed=8, switch=PATHS[path], threads=2)
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert_valid(X, serial[0], serial[1], w, 2.0, serial[2])
 
 
 def test_epochs_and_seeds_give_fresh_reproducible_draws():

@@ -61,6 +61,10 @@ _ONE = np.uint64(1)
 # sorting them (O(n log n)) when n_items / 64 < _SCAN_FACTOR · n · log2(n + 1).
 _SCAN_FACTOR = 2.0
 
+# Default ``switch`` of :func:`sample_into`: rejection trials are a few times cheaper than one
+# candidate's key (a log and a division), so rejection goes on up to 4 trials per item.
+DEFAULT_SWITCH = 4.0
+
 # Give up on rejection after this many consecutive failed trials and finish with keys; this
 # only matters when rounding makes the running estimate of the remaining weight too large.
 _MAX_CONSECUTIVE_REJECTS = 64
@@ -187,7 +191,7 @@ def _count_weighted(weights: np.ndarray) -> int:
     return n
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def negative_counts(
     indptr: np.ndarray,
     indices: np.ndarray,
@@ -218,7 +222,7 @@ def negative_counts(
     n_users = indptr.shape[0] - 1
     n_nonzero = _count_weighted(weights)
     n_short = 0
-    for u in numba.prange(n_users):
+    for u in range(n_users):
         start = indptr[u]
         end = indptr[u + 1]
         n_pos_weighted = 0
@@ -246,6 +250,163 @@ def _has(bits: np.ndarray, i: int) -> bool:
     return (bits[i >> 6] >> np.uint64(i & 63)) & _ONE != _ZERO
 
 
+@numba.njit(cache=True)
+def _scratch(weights: np.ndarray, n_threads: int):
+    """Per-thread scratch and the shared read-only summary of the weights."""
+    n_items = weights.shape[0]
+    n_words = (n_items + 63) >> 6
+    # ``taken`` = positives ∪ drawn (what rejection rejects); ``drawn`` = this user's
+    # negatives, read back in ascending order by a word scan.
+    taken = np.zeros((n_threads, n_words), dtype=np.uint64)
+    drawn = np.zeros((n_threads, n_words), dtype=np.uint64)
+    keys = np.empty((n_threads, n_items), dtype=np.float64)
+    cand = np.empty((n_threads, n_items), dtype=np.int32)
+    weighted = np.zeros(n_words, dtype=np.uint64)  # items with weight > 0
+    total = 0.0
+    for i in range(n_items):
+        total += weights[i]
+        if weights[i] > 0.0:
+            weighted[i >> 6] |= _bit(i)
+    return taken, drawn, keys, cand, weighted, total, _count_weighted(weights)
+
+
+@numba.njit(cache=True)
+def _sample_user(
+    u: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    alias_prob: np.ndarray,
+    alias_idx: np.ndarray,
+    weighted: np.ndarray,
+    total: float,
+    n_nonzero: int,
+    seed: int,
+    epoch: int,
+    out_indptr: np.ndarray,
+    out_indices: np.ndarray,
+    tk: np.ndarray,
+    dr: np.ndarray,
+    key: np.ndarray,
+    ids: np.ndarray,
+    switch: float,
+) -> int:
+    """Draw user ``u``'s negatives into its slice of ``out_indices``; 1 if keys were used.
+
+    ``tk``, ``dr`` (bitmaps) must be all zero on entry and are all zero on return.
+    """
+    out_start = out_indptr[u]
+    n_wanted = out_indptr[u + 1] - out_start
+    if n_wanted <= 0:
+        return 0
+    n_items = weights.shape[0]
+    n_words = tk.shape[0]
+    pos_start = indptr[u]
+    pos_end = indptr[u + 1]
+    # Mark the positives; sum their weight and count the weighted ones.
+    w_pos = 0.0
+    n_pos_weighted = 0
+    for p in range(pos_start, pos_end):
+        i = indices[p]
+        tk[i >> 6] |= _bit(i)
+        w = weights[i]
+        if w > 0.0:
+            w_pos += w
+            n_pos_weighted += 1
+    n_cand = n_nonzero - n_pos_weighted
+    if n_wanted >= n_cand:
+        # Take every candidate, ascending.
+        k = out_start
+        for wd in range(n_words):
+            x = weighted[wd] & ~tk[wd]
+            while x != _ZERO:
+                out_indices[k] = (wd << 6) + np.int64(trailing_zeros(x))
+                k += 1
+                x &= x - _ONE
+        for p in range(pos_start, pos_end):
+            tk[indices[p] >> 6] = _ZERO
+        return 0
+    # Read the result back by scanning the bitmap when that is cheaper than sorting.
+    scan = n_words < _SCAN_FACTOR * n_wanted * np.log2(n_wanted + 1.0)
+    state = stream_seed(seed, epoch, u)
+    budget = switch * n_items
+    n_f = np.float64(n_items)
+    w_left = total - w_pos
+    n_drawn = 0
+    fails = 0
+    keyed = 0
+    # Rejection from the global alias table (Fang eq. 2 restricted by rejecting positives
+    # and repeats = successive sampling without replacement).
+    while n_drawn < n_wanted:
+        if (
+            fails >= _MAX_CONSECUTIVE_REJECTS
+            or w_left <= 0.0
+            or (n_wanted - n_drawn) * total > budget * w_left
+        ):
+            break
+        state, f = next_float(state)
+        x = f * n_f
+        i = np.int64(x)
+        if i >= n_items:
+            i = n_items - 1
+        if x - i >= alias_prob[i]:
+            i = alias_idx[i]
+        if _has(tk, i):
+            fails += 1
+            continue
+        b = _bit(i)
+        tk[i >> 6] |= b
+        dr[i >> 6] |= b
+        out_indices[out_start + n_drawn] = i
+        n_drawn += 1
+        fails = 0
+        w_left -= weights[i]
+    if n_drawn < n_wanted:
+        # Efraimidis–Spirakis keys over the candidates still available.
+        keyed = 1
+        m = 0
+        for wd in range(n_words):
+            x = weighted[wd] & ~tk[wd]
+            while x != _ZERO:
+                i = (wd << 6) + np.int64(trailing_zeros(x))
+                x &= x - _ONE
+                state, f = next_float(state)
+                key[m] = -np.log(1.0 - f) / weights[i]
+                ids[m] = i
+                m += 1
+        remaining = n_wanted - n_drawn
+        select_smallest(key, ids, m, remaining)
+        for t in range(remaining):
+            i = ids[t]
+            b = _bit(i)
+            tk[i >> 6] |= b
+            dr[i >> 6] |= b
+            out_indices[out_start + n_drawn + t] = i
+    if scan:
+        k = out_start
+        for wd in range(n_words):
+            x = dr[wd]
+            if x != _ZERO:
+                dr[wd] = _ZERO
+                while x != _ZERO:
+                    out_indices[k] = (wd << 6) + np.int64(trailing_zeros(x))
+                    k += 1
+                    x &= x - _ONE
+    else:
+        out_indices[out_start : out_start + n_wanted].sort()
+        for t in range(out_start, out_start + n_wanted):
+            dr[out_indices[t] >> 6] = _ZERO
+    if n_words <= (pos_end - pos_start) + n_wanted:
+        for wd in range(n_words):
+            tk[wd] = _ZERO
+    else:
+        for p in range(pos_start, pos_end):
+            tk[indices[p] >> 6] = _ZERO
+        for t in range(out_start, out_start + n_wanted):
+            tk[out_indices[t] >> 6] = _ZERO
+    return keyed
+
+
 @numba.njit(parallel=True, cache=True)
 def sample_into(
     indptr: np.ndarray,
@@ -258,13 +419,15 @@ def sample_into(
     out_indptr: np.ndarray,
     out_indices: np.ndarray,
     n_threads: int,
-    switch: float = 4.0,
+    switch: float = DEFAULT_SWITCH,
 ) -> int:
     """Fill ``out_indices`` with each user's negatives (sorted), per the counts in ``out_indptr``.
 
     User ``j`` receives ``out_indptr[j+1] - out_indptr[j]`` distinct items from ``C_j`` by
     successive weighted sampling without replacement (see the module docstring); the count
-    must not exceed ``|C_j|`` (use :func:`negative_counts`).
+    must not exceed ``|C_j|`` (use :func:`negative_counts`). Parallel over users
+    (``prange``); :func:`sample_into_serial` is the same computation on one thread, with
+    identical output.
 
     Parameters
     ----------
@@ -287,134 +450,41 @@ def sample_into(
     -------
     int : number of users finished (at least partly) with Efraimidis–Spirakis keys.
     """
-    n_users = indptr.shape[0] - 1
-    n_items = weights.shape[0]
-    n_words = (n_items + 63) >> 6
-    # Per-thread bitmaps: ``taken`` = positives ∪ drawn (what rejection rejects), ``drawn``
-    # = this user's negatives (read back in ascending order by a word scan).
-    taken = np.zeros((n_threads, n_words), dtype=np.uint64)
-    drawn = np.zeros((n_threads, n_words), dtype=np.uint64)
-    keys = np.empty((n_threads, n_items), dtype=np.float64)
-    cand = np.empty((n_threads, n_items), dtype=np.int32)
-    weighted = np.zeros(n_words, dtype=np.uint64)  # items with weight > 0
-    total = 0.0
-    n_nonzero = 0
-    for i in range(n_items):
-        total += weights[i]
-        if weights[i] > 0.0:
-            weighted[i >> 6] |= _bit(i)
-            n_nonzero += 1
-    budget = switch * n_items
-    n_f = np.float64(n_items)
+    taken, drawn, keys, cand, weighted, total, n_nonzero = _scratch(weights, n_threads)
     n_keyed = 0
-    for u in numba.prange(n_users):
-        out_start = out_indptr[u]
-        n_wanted = out_indptr[u + 1] - out_start
-        if n_wanted <= 0:
-            continue
+    for u in numba.prange(indptr.shape[0] - 1):
         tid = numba.get_thread_id()
-        tk = taken[tid]
-        dr = drawn[tid]
-        pos_start = indptr[u]
-        pos_end = indptr[u + 1]
-        # Mark the positives; sum their weight and count the weighted ones.
-        w_pos = 0.0
-        n_pos_weighted = 0
-        for p in range(pos_start, pos_end):
-            i = indices[p]
-            tk[i >> 6] |= _bit(i)
-            w = weights[i]
-            if w > 0.0:
-                w_pos += w
-                n_pos_weighted += 1
-        n_cand = n_nonzero - n_pos_weighted
-        if n_wanted >= n_cand:
-            # Take every candidate, ascending.
-            k = out_start
-            for wd in range(n_words):
-                x = weighted[wd] & ~tk[wd]
-                while x != _ZERO:
-                    out_indices[k] = (wd << 6) + np.int64(trailing_zeros(x))
-                    k += 1
-                    x &= x - _ONE
-            for p in range(pos_start, pos_end):
-                tk[indices[p] >> 6] = _ZERO
-            continue
-        # Read the result back by scanning the bitmap when that is cheaper than sorting.
-        scan = n_words < _SCAN_FACTOR * n_wanted * np.log2(n_wanted + 1.0)
-        state = stream_seed(seed, epoch, u)
-        w_left = total - w_pos
-        n_drawn = 0
-        fails = 0
-        # Rejection from the global alias table (Fang eq. 2 restricted by rejecting
-        # positives and repeats = successive sampling without replacement).
-        while n_drawn < n_wanted:
-            if (
-                fails >= _MAX_CONSECUTIVE_REJECTS
-                or w_left <= 0.0
-                or (n_wanted - n_drawn) * total > budget * w_left
-            ):
-                break
-            state, f = next_float(state)
-            x = f * n_f
-            i = np.int64(x)
-            if i >= n_items:
-                i = n_items - 1
-            if x - i >= alias_prob[i]:
-                i = alias_idx[i]
-            if _has(tk, i):
-                fails += 1
-                continue
-            b = _bit(i)
-            tk[i >> 6] |= b
-            dr[i >> 6] |= b
-            out_indices[out_start + n_drawn] = i
-            n_drawn += 1
-            fails = 0
-            w_left -= weights[i]
-        if n_drawn < n_wanted:
-            # Efraimidis–Spirakis keys over the candidates still available.
-            n_keyed += 1
-            key = keys[tid]
-            ids = cand[tid]
-            m = 0
-            for wd in range(n_words):
-                x = weighted[wd] & ~tk[wd]
-                while x != _ZERO:
-                    i = (wd << 6) + np.int64(trailing_zeros(x))
-                    x &= x - _ONE
-                    state, f = next_float(state)
-                    key[m] = -np.log(1.0 - f) / weights[i]
-                    ids[m] = i
-                    m += 1
-            remaining = n_wanted - n_drawn
-            select_smallest(key, ids, m, remaining)
-            for t in range(remaining):
-                i = ids[t]
-                b = _bit(i)
-                tk[i >> 6] |= b
-                dr[i >> 6] |= b
-                out_indices[out_start + n_drawn + t] = i
-        if scan:
-            k = out_start
-            for wd in range(n_words):
-                x = dr[wd]
-                if x != _ZERO:
-                    dr[wd] = _ZERO
-                    while x != _ZERO:
-                        out_indices[k] = (wd << 6) + np.int64(trailing_zeros(x))
-                        k += 1
-                        x &= x - _ONE
-        else:
-            out_indices[out_start : out_start + n_wanted].sort()
-            for t in range(out_start, out_start + n_wanted):
-                dr[out_indices[t] >> 6] = _ZERO
-        if n_words <= (pos_end - pos_start) + n_wanted:
-            for wd in range(n_words):
-                tk[wd] = _ZERO
-        else:
-            for p in range(pos_start, pos_end):
-                tk[indices[p] >> 6] = _ZERO
-            for t in range(out_start, out_start + n_wanted):
-                tk[out_indices[t] >> 6] = _ZERO
+        n_keyed += _sample_user(
+            u, indptr, indices, weights, alias_prob, alias_idx, weighted, total, n_nonzero,
+            seed, epoch, out_indptr, out_indices, taken[tid], drawn[tid], keys[tid], cand[tid],
+            switch,
+        )
+    return n_keyed
+
+
+@numba.njit(cache=True)
+def sample_into_serial(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    alias_prob: np.ndarray,
+    alias_idx: np.ndarray,
+    seed: int,
+    epoch: int,
+    out_indptr: np.ndarray,
+    out_indices: np.ndarray,
+    n_threads: int = 1,
+    switch: float = DEFAULT_SWITCH,
+) -> int:
+    """:func:`sample_into` on the calling thread (no parallel region); same output.
+
+    ``n_threads`` is accepted for a drop-in signature and ignored.
+    """
+    taken, drawn, keys, cand, weighted, total, n_nonzero = _scratch(weights, 1)
+    n_keyed = 0
+    for u in range(indptr.shape[0] - 1):
+        n_keyed += _sample_user(
+            u, indptr, indices, weights, alias_prob, alias_idx, weighted, total, n_nonzero,
+            seed, epoch, out_indptr, out_indices, taken[0], drawn[0], keys[0], cand[0], switch,
+        )
     return n_keyed
