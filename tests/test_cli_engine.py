@@ -124,6 +124,18 @@ def test_recommend_planted_model_raw_ids_and_filters_seen(runner, planted, views
     assert [r[2] for r in kept] == ["101", "102"]
 
 
+def test_recommend_folds_in_new_users(runner, planted, tmp_path):
+    new = _write_udata(tmp_path / "new" / "u.data",
+                       [(50, 101, 5), (50, 102, 5), (50, 103, 4), (50, 104, 5), (51, 999, 3)])
+    result = _run(runner, "recommend", planted, new, 50, "-k", 4)
+    assert result.exit_code == 0, result.output
+    recs = [int(r[2]) for r in _tsv(result.stdout)]
+    assert sorted(recs) == [105, 106, 107, 108]  # the rest of its group, nothing seen
+    assert "folded in 1 user(s)" in result.output
+    _assert_one_line_error(_run(runner, "recommend", planted, new, 51),
+                           "user id '51' is not in the model and none of its items")
+
+
 def test_recommend_json_and_atomic_output_file(runner, planted, views, tmp_path):
     out = tmp_path / "out" / "recs.json"
     result = _run(runner, "recommend", planted, views, 1, "-k", 2, "--json", "-o", out)
@@ -137,6 +149,8 @@ def test_recommend_json_and_atomic_output_file(runner, planted, views, tmp_path)
 def test_recommend_bad_input(runner, planted, views, tmp_path):
     out = tmp_path / "recs.tsv"
     _assert_one_line_error(_run(runner, "recommend", planted, views, 1, 999, "-o", out),
+                           "user id '999' is neither in the model", "nor in")
+    _assert_one_line_error(_run(runner, "recommend", planted, views, 999, "--no-fold-in", "-o", out),
                            "user id '999' is not in the model")
     _assert_one_line_error(_run(runner, "recommend", planted, views, 1, "-k", 17, "-o", out),
                            "-k 17 is larger than the number of items in the model (16)")

@@ -457,6 +457,8 @@ def evaluate(model_path: Path, test_source: str, train_source: str | None, k: in
               help="Recommendations per user.")
 @click.option("--filter-seen/--keep-seen", default=True, show_default=True,
               help="Leave out items the user already has in INPUT.")
+@click.option("--fold-in/--no-fold-in", default=True, show_default=True,
+              help="Fit users the model has not seen from their INPUT interactions.")
 @click.option("--json", "as_json", is_flag=True, help="JSON {user_id: [{rank, item_id, score}]}.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file (atomically) instead of standard output.")
@@ -465,17 +467,20 @@ def evaluate(model_path: Path, test_source: str, train_source: str | None, k: in
 @columns_option
 @data_dir_option
 def recommend(model_path: Path, source: str, user_ids: tuple[str, ...], k: int, filter_seen: bool,
-              as_json: bool, output: Path | None, fmt: str, min_rating: float | None,
+              fold_in: bool, as_json: bool, output: Path | None, fmt: str, min_rating: float | None,
               read_options: dict[str, Any], data_dir: Path | None) -> None:
     """Top-k items for users, by score x_u · y_i (+ item bias), in raw ids.
 
     INPUT holds the users' known interactions (normally the training data):
-    with --filter-seen (the default) those items are never recommended.
+    with --filter-seen (the default) those items are never recommended. A user the
+    model has not seen but INPUT has is folded in (--fold-in, the default): its
+    factors are fit to its INPUT interactions with the item factors held fixed.
 
     \b
     Examples:
       cfcore recommend model.npz ml-100k 1 2 3 -k 5
       cfcore recommend model.npz views.csv alice bob --json -o recs.json
+      cfcore recommend model.npz new_users.csv carol -k 20
 
     Output: TSV with columns user_id, rank, item_id, score (or JSON).
     """
@@ -485,15 +490,27 @@ def recommend(model_path: Path, source: str, user_ids: tuple[str, ...], k: int, 
         _check_output(output)
     model = load_factor_model(model_path)
     _check_k(k, model.n_items, "number of items in the model")
+    inter = load_input(source, fmt, data_dir, min_rating, **read_options)
     rows = id_positions(model.user_ids, list(user_ids))
-    unknown = [u for u, r in zip(user_ids, rows, strict=True) if r < 0]
-    if unknown:
-        raise InputError(f"user id {unknown[0]!r} is not in the model {model_path} "
-                         f"({len(unknown)} unknown of {len(user_ids)})")
-    scores = factor_scorer(model.user_factors, model.item_factors, model.item_bias)(rows)
+    known = project(inter, model).matrix
+    user_factors = model.user_factors
+    new = [u for u, r in zip(user_ids, rows, strict=True) if r < 0]
+    if new:
+        if not fold_in:
+            raise InputError(f"user id {new[0]!r} is not in the model {model_path} "
+                             f"({len(new)} unknown of {len(user_ids)}; --fold-in would fit them "
+                             f"from {source})")
+        new = list(dict.fromkeys(new))
+        factors, seen_new = _fold_in(model, inter, new, source)
+        user_factors = np.vstack([user_factors, factors])
+        known = sp.vstack([known, seen_new]).tocsr()
+        extra = {u: len(model.user_ids) + n for n, u in enumerate(new)}
+        rows = np.array([extra.get(u, r) if r < 0 else r for u, r in zip(user_ids, rows, strict=True)])
+        click.echo(f"note: folded in {len(new)} user(s) the model has not seen, from {source}",
+                   err=True)
+    scores = factor_scorer(user_factors, model.item_factors, model.item_bias)(rows)
     if filter_seen:
-        seen = project(load_input(source, fmt, data_dir, min_rating, **read_options),
-                       model).matrix[rows]
+        seen = known[rows]
         r = np.repeat(np.arange(len(rows)), np.diff(seen.indptr))
         scores[r, seen.indices] = -np.inf
     top, best = _top_k(scores, k)
@@ -505,6 +522,32 @@ def recommend(model_path: Path, source: str, user_ids: tuple[str, ...], k: int, 
                 rank += 1
                 out_rows.append([uid, rank, _id_text(model.item_ids[item]), float(s)])
     _emit_rows(["user_id", "rank", "item_id", "score"], out_rows, as_json, "user_id", output)
+
+
+def _fold_in(model: FactorModel, inter: Any, users: list[str], source: str
+             ) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Factors (and seen items, in model columns) of users unknown to the model, from INPUT."""
+    from cfcore.factorize import Factorizer
+
+    at = id_positions(inter.user_ids, users)
+    missing = [u for u, r in zip(users, at, strict=True) if r < 0]
+    if missing:
+        raise InputError(f"user id {missing[0]!r} is neither in the model {model.path} nor in "
+                         f"{source}")
+    cols = id_positions(model.item_ids, inter.item_ids)
+    sub = inter.user_items[at].tocoo()
+    keep = cols[sub.col] >= 0
+    rows = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32),
+                          (sub.row[keep], cols[sub.col[keep]])), shape=(len(users), model.n_items))
+    empty = [u for u, n in zip(users, np.diff(rows.indptr), strict=True) if n == 0]
+    if empty:
+        raise InputError(f"user id {empty[0]!r} is not in the model and none of its items in "
+                         f"{source} are: nothing to fold in from")
+    fitted = Factorizer.load(model.path)
+    fitted.progress = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fitted.fold_in(rows), rows
 
 
 # ---------------------------------------------------------------------------- similar
