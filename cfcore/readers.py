@@ -96,7 +96,7 @@ def _layout(fmt: str, path: Path, sep: str | None, header: bool | None,
 
 
 def _first_line(path: Path) -> str:
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for line in fh:
             if line.strip():
                 return line.rstrip("\r\n")
@@ -127,7 +127,7 @@ def _scan_for_error(path: Path, lay: _Layout, cols: tuple[int, int, int | None])
     """Slow, exact scan that returns ``"path:line: problem"`` for the first bad line."""
     need = max(c for c in cols if c is not None) + 1
     width: tuple[int, int] | None = None  # (fields, line) of the first line: every line must match
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
             text = line.rstrip("\r\n")
             if not text.strip():

@@ -252,3 +252,12 @@ def test_ml_latest_small_has_610_users(ml_latest_small_path):
     assert inter.n_users == 610
     assert inter.n_items == 9724
     assert inter.nnz == 100836
+
+
+def test_utf8_byte_order_mark(tmp_path):
+    path = tmp_path / "ratings.csv"  # as saved by spreadsheet programs
+    path.write_bytes(b"\xef\xbb\xbfuserId,movieId,rating,timestamp\n1,2,5,0\n")
+    assert _pairs(read_interactions(path)) == {(1, 2)}
+    tab = tmp_path / "u.data"
+    tab.write_bytes(b"\xef\xbb\xbf1\t2\t5\t0\n3\t4\t5\t0\n")
+    assert _pairs(read_interactions(tab)) == {(1, 2), (3, 4)}
