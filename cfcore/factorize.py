@@ -48,7 +48,7 @@ ORDERS = ("grouped", "random")
 WEIGHTINGS = ("popularity", "log-popularity", "uniform")
 
 #: Learning rates that work on MovieLens-sized data at the default initialisation (``lr=None``).
-DEFAULT_LEARNING_RATES = {"squared": 0.05, "logistic": 0.05, "bpr": 0.05, "warp": 0.02}
+DEFAULT_LEARNING_RATES = {"squared": 0.02, "logistic": 0.05, "bpr": 0.05, "warp": 0.002}
 
 #: Work blocks per epoch; fixed so that the partition never depends on the thread count.
 N_BLOCKS = 1024
@@ -114,8 +114,11 @@ class Factorizer(FactorModel):
     neg_weight : {"log-popularity", "popularity", "uniform"}, default "log-popularity"
         Negative sampling weight ``w(p_i)`` of item popularity (Fang eq. 1–2, "in practice"
         the logarithm).
-    resample_negatives : bool, default False
-        Draw fresh negatives every epoch (``(seed, epoch)`` streams) instead of once (the paper).
+    resample_negatives : bool, optional
+        Draw fresh negatives every epoch (``(seed, epoch)`` streams) instead of once. Default
+        (``None``): fixed negatives for the pointwise losses (Fang et al. sample them once),
+        fresh ones for ``bpr`` and ``warp`` (a pairwise loss keeps pushing the same few
+        negatives down otherwise; on ml-100k resampling adds 0.005 AUC to BPR, 0.02 to WARP).
     use_biases : bool, default False
         Learn a user and an item bias (``s_ui = x_u·y_i + b_u + b_i``; pairwise losses only
         learn ``b_i``, a user bias cancels in ``s_ui − s_uj``).
@@ -159,7 +162,7 @@ class Factorizer(FactorModel):
         bias_regularization: float | None = None,
         neg_ratio: float = 2.0,
         neg_weight: str = "log-popularity",
-        resample_negatives: bool = False,
+        resample_negatives: bool | None = None,
         use_biases: bool = False,
         schedule: str = "constant",
         order: str = "grouped",
@@ -313,41 +316,39 @@ class Factorizer(FactorModel):
                 return ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
 
             neg_indptr, neg_indices = negatives(0)
+            resample = self.resample_negatives
+            if resample is None:
+                resample = code in sgd.PAIRWISE
             loss_out = np.zeros(N_BLOCKS, dtype=np.float64)
             count_out = np.zeros(N_BLOCKS, dtype=np.int64)
             f32 = np.float32
-            scalars = dict(reg=f32(p["reg"]), reg_bias=f32(p["reg_bias"]),
-                           use_bias=bool(self.use_biases), margin=f32(p["margin"]),
-                           max_sampled=p["max_sampled"])
+            weights = sgd.warp_weights(n_items, p["max_sampled"])
+            consts = (f32(p["reg"]), f32(p["reg_bias"]), f32(p["margin"]), weights)
+            run = sgd.epoch_kernel(code, bool(self.use_biases), True, threads > 1, self.order)
             bar = self._progress(p["epochs"])
             entries = None
             for epoch in range(p["epochs"]):
                 t0 = time.perf_counter()
-                if self.resample_negatives and epoch > 0:
+                if resample and epoch > 0:
                     neg_indptr, neg_indices = negatives(epoch)
                     entries = None
-                lr = self._lr_at(p["lr"], epoch, p["epochs"])
+                lr = f32(self._lr_at(p["lr"], epoch, p["epochs"]))
                 if self.order == "grouped":
+                    # User order of this epoch (the blocks are slices of it).
                     users = np.random.default_rng([seed, epoch]).permutation(n_users)
-                    run = sgd.epoch_grouped_serial if threads == 1 else sgd.epoch_grouped_parallel
                     run(users.astype(np.int32), pos_indptr, pos_indices, neg_indptr, neg_indices,
-                        X, Y, ub, ib, code, f32(lr), scalars["reg"], scalars["reg_bias"],
-                        scalars["use_bias"], True, scalars["margin"], scalars["max_sampled"],
-                        seed, epoch, loss_out, count_out)
+                        X, Y, ub, ib, lr, *consts, seed, epoch, loss_out, count_out)
                 else:
                     if entries is None:
                         entries = _entry_arrays(pos_indptr, pos_indices, neg_indptr, neg_indices,
                                                 code in sgd.PAIRWISE)
-                    run = sgd.epoch_random_serial if threads == 1 else sgd.epoch_random_parallel
-                    run(len(entries[0]), *entries, pos_indptr, neg_indptr, neg_indices,
-                        X, Y, ub, ib, code, f32(lr), scalars["reg"], scalars["reg_bias"],
-                        scalars["use_bias"], scalars["margin"], scalars["max_sampled"],
-                        seed, epoch, loss_out, count_out)
+                    run(len(entries[0]), *entries, neg_indptr, neg_indices, X, Y, ub, ib, lr,
+                        *consts, seed, epoch, loss_out, count_out)
                 seconds = time.perf_counter() - t0
                 updates = int(count_out.sum())
                 mean_loss = float(loss_out.sum() / max(updates, 1))
-                self._check_divergence(epoch, mean_loss, lr, p["reg"])
-                record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": lr,
+                self._check_divergence(epoch, mean_loss, float(lr), p["reg"])
+                record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": float(lr),
                                           "updates": updates, "seconds": seconds}
                 if val is not None:
                     record.update(self._validate(train, val, val_neg, seed))
@@ -461,15 +462,16 @@ class Factorizer(FactorModel):
         loss_out = np.zeros(min(N_BLOCKS, n_new), dtype=np.float64)
         count_out = np.zeros_like(loss_out, dtype=np.int64)
         f32 = np.float32
+        run = sgd.epoch_kernel(sgd.LOSS_CODES[self.loss], bool(self.use_biases), False, False,
+                               "grouped")
+        weights = sgd.warp_weights(self.n_items, p["max_sampled"])
+        pos_indptr, pos_indices = rows.indptr.astype(np.int64), rows.indices.astype(np.int32)
+        neg_indptr, neg_indices = ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
         for epoch in range(epochs):
             users = np.random.default_rng([p["seed"], epoch, 1]).permutation(n_new).astype(np.int32)
-            sgd.epoch_grouped_serial(
-                users, rows.indptr.astype(np.int64), rows.indices.astype(np.int32),
-                ns.indptr.astype(np.int64), ns.indices.astype(np.int32), X, Y, ub, ib,
-                sgd.LOSS_CODES[self.loss], f32(self._lr_at(p["lr"], epoch, epochs)),
-                f32(p["reg"]), f32(p["reg_bias"]), bool(self.use_biases), False,
-                f32(p["margin"]), p["max_sampled"], p["seed"], epoch, loss_out, count_out,
-            )
+            run(users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, ub, ib,
+                f32(self._lr_at(p["lr"], epoch, epochs)), f32(p["reg"]), f32(p["reg_bias"]),
+                f32(p["margin"]), weights, p["seed"], epoch, loss_out, count_out)
         if not np.all(np.isfinite(X)):
             raise DivergenceError(
                 f"fold_in diverged: lower learning_rate (now {p['lr']:g}) or raise regularization"

@@ -8,40 +8,47 @@ score ``s_ui = x·y_i + b_u + b_i``, learning rate ``η``, regularization ``λ``
 ``λ_b`` (biases). Every step is plain SGD on one term of the objective; the factor 2 of the
 squared terms is absorbed into ``η`` (as libmf does). Regularization is applied on every step
 to the rows that step touches (Fang et al. 2015, eq. 3: ``λ(‖x_j‖² + ‖y_i‖²)`` per entry).
+All arithmetic is float32 (the running loss is summed in float64).
 
 Losses (``loss`` code):
 
 * ``SQUARED`` (Fang eq. 3): ``(v − s_ui)²``, ``v = 1`` for a positive, ``0`` for a sampled
-  negative. Step: ``e = v − s``; ``x += η(e·y_i − λx)``; ``y_i += η(e·x − λy_i)``.
-* ``LOGISTIC``: ``−v log σ(s) − (1−v) log(1 − σ(s))``. Step: as squared with ``e = v − σ(s)``.
+  negative. Step with ``e = v − s``: ``x += η(e·y_i − λx)``; ``y_i += η(e·x − λy_i)``;
+  ``b_u += η(e − λ_b b_u)``; ``b_i += η(e − λ_b b_i)``.
+* ``LOGISTIC``: ``−v log σ(s) − (1−v) log(1 − σ(s))``; the same step with ``e = v − σ(s)``.
 * ``BPR`` (Rendle et al. 2009): ``−log σ(s_ui − s_uj)`` for a positive i and a sampled
   negative j of the same user. With ``g = σ(−(s_ui − s_uj))``: ``x += η(g(y_i − y_j) − λx)``,
   ``y_i += η(g·x − λy_i)``, ``y_j += η(−g·x − λy_j)``, ``b_i += η(g − λ_b b_i)``,
-  ``b_j += η(−g − λ_b b_j)``.
+  ``b_j += η(−g − λ_b b_j)`` (a user bias cancels in ``s_ui − s_uj``).
 * ``WARP`` (Weston et al. 2011, as LightFM): for a positive i draw negatives j until one
   violates the margin, ``s_uj > s_ui − m``, or ``max_sampled`` draws are spent. After n draws
   the rank estimate is ``⌊(N−1)/n⌋`` and the step is that of ``w·(m − s_ui + s_uj)`` with
-  ``w = log(max(1, ⌊(N − 1)/n⌋))`` (N = number of items): the BPR step with ``g = w``.
+  ``w = log(max(1, ⌊(N − 1)/n⌋))`` (N = number of items, :func:`warp_weights`): the BPR
+  step with ``g = w``. No violation within ``max_sampled`` draws: no step.
 
 Work order (the cache): entries are visited *user-grouped*. Each epoch the users are shuffled
 (Python side, from ``(seed, epoch)``) and cut into ``n_blocks`` contiguous slices; a block
 processes its users one after another, and each user's entries — positives and sampled
 negatives — in a freshly shuffled order (Fisher–Yates from the block's stream
-``stream_seed(seed, epoch, block)``). The user row is therefore loaded once per epoch and stays
-in L1 while all of its entries are processed, and only item rows are gathered at random. The
-blocks (not the threads) define the work partition, so the serial driver with one thread is
-the bit-reproducible reference and the parallel driver differs from it only through Hogwild
-races on item rows (Niu et al. 2011): a user row is only ever written by the block that owns
-the user in that epoch. ``*_random`` drivers visit uniformly random entries (with replacement,
-as implicit's BPR) — the classical order, kept for comparison.
+``stream_seed(seed, epoch, block)``). The user row is loaded once per epoch and stays in L1
+while all of its entries are processed; only item rows are gathered at random, and the row
+of the entry :data:`PREFETCH_AHEAD` places ahead is prefetched. The blocks (not the threads)
+define the work partition, so the serial driver is the bit-reproducible reference and the
+parallel driver differs from it only through Hogwild races on item rows (Niu et al. 2011): a
+user row is only ever written by the block that owns the user in that epoch. The ``random``
+drivers visit uniformly random entries with replacement (the classical order, as implicit's
+BPR) and are kept for comparison.
 
-Pairwise losses (BPR, WARP) visit each positive once per epoch and pair it with a negative
-drawn uniformly from the same user's sampled negatives (which were drawn with the sampler's
-popularity weighting, Fang Alg. 1); an epoch is ``nnz`` triples. Pointwise losses (squared,
-logistic) visit every positive and every sampled negative once per epoch.
+Pairwise losses visit each positive once per epoch and pair it with a negative drawn
+uniformly from the same user's sampled negatives (themselves drawn with the sampler's
+popularity weighting, Fang Alg. 1); an epoch is ``nnz`` triples. Pointwise losses visit every
+positive and every sampled negative once per epoch.
 
-Every driver returns ``(loss_sum, n_updates)`` per block in the ``loss_out``/``count_out``
-arrays (float64/int64, length ``n_blocks``) so the caller can report the running loss.
+Specialisation: the loss, the bias switch and whether item rows learn (``False`` for
+fold-in) are compile-time constants of each driver (:func:`epoch_kernel` builds and caches
+one per combination), so the hot loop carries no branch on them and LLVM vectorises the
+loops over factors. Rows are indexed in place (``X[u, f]``): a row *view* would cost an
+atomic reference-count update per access on a counter all threads share.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ import numpy as np
 from numba import prange
 
 from cfcore._kernels.rng import next_below, stream_seed
+from cfcore._kernels.sgd_prefetch import prefetch_row
 
 SQUARED = 0
 LOGISTIC = 1
@@ -62,54 +70,61 @@ WARP = 3
 LOSS_CODES = {"squared": SQUARED, "logistic": LOGISTIC, "bpr": BPR, "warp": WARP}
 PAIRWISE = (BPR, WARP)
 
+#: Entries ahead whose item row is prefetched.
+PREFETCH_AHEAD = 4
+
 _JIT = dict(cache=True, fastmath=True, nogil=True)
+_INLINE = dict(inline="always", **_JIT)
+
+_f32 = np.float32
 
 
-@numba.njit(**_JIT)
-def _dot(x, y):
-    acc = np.float32(0.0)
-    for f in range(x.shape[0]):
-        acc += x[f] * y[f]
+# ----------------------------------------------------------------------------- steps
+@numba.njit(**_INLINE)
+def _dot(X, u, Y, i):
+    """``X[u] · Y[i]``."""
+    acc = _f32(0.0)
+    for f in range(X.shape[1]):
+        acc += X[u, f] * Y[i, f]
     return acc
 
 
-@numba.njit(**_JIT)
-def _softplus(z):
-    """log(1 + exp(z)), stable for both signs."""
-    if z > 0.0:
+@numba.njit(**_INLINE)
+def _log1p_exp(z):
+    """``log(1 + exp(z))`` in float32, stable for both signs."""
+    if z > 0:
         return z + math.log1p(math.exp(-z))
     return math.log1p(math.exp(z))
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INLINE)
 def pointwise_step(
     X, Y, user_bias, item_bias, u, i, target, loss, lr, reg, reg_bias, use_bias, learn_items
 ):
-    """One SGD step on entry (u, i) with target ``target`` (1 or 0). Returns the entry's loss."""
-    x = X[u]
-    y = Y[i]
-    s = _dot(x, y)
+    """One SGD step on entry (u, i) with target 1 or 0 (squared or logistic loss).
+
+    Returns the entry's loss: ``(v − s)²`` or ``log(1 + e^s) − v s``.
+    """
+    s = _dot(X, u, Y, i)
     if use_bias:
         s += user_bias[u] + item_bias[i]
     if loss == SQUARED:
-        e = np.float32(target - s)
-        value = np.float64(e) * np.float64(e)
+        e = target - s
+        value = e * e
     else:
-        z = np.float64(s)
-        p = 1.0 / (1.0 + math.exp(-z))
-        e = np.float32(target - p)
-        value = _softplus(z) - target * z
+        e = target - _f32(1.0) / (_f32(1.0) + math.exp(-s))
+        value = _log1p_exp(s) - target * s
     ge = lr * e
-    decay = np.float32(1.0) - lr * reg
+    decay = _f32(1.0) - lr * reg
     if learn_items:
-        for f in range(x.shape[0]):
-            xf = x[f]
-            yf = y[f]
-            x[f] = decay * xf + ge * yf
-            y[f] = decay * yf + ge * xf
+        for f in range(X.shape[1]):
+            xf = X[u, f]
+            yf = Y[i, f]
+            X[u, f] = decay * xf + ge * yf
+            Y[i, f] = decay * yf + ge * xf
     else:
-        for f in range(x.shape[0]):
-            x[f] = decay * x[f] + ge * y[f]
+        for f in range(X.shape[1]):
+            X[u, f] = decay * X[u, f] + ge * Y[i, f]
     if use_bias:
         user_bias[u] += lr * (e - reg_bias * user_bias[u])
         if learn_items:
@@ -117,76 +132,125 @@ def pointwise_step(
     return value
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INLINE)
 def pairwise_step(X, Y, item_bias, u, i, j, g, lr, reg, reg_bias, use_bias, learn_items):
-    """The step ``x += η(g(y_i − y_j) − λx)``, ``y_i += η(g x − λy_i)``, ``y_j += η(−g x − λy_j)``.
+    """``x += η(g(y_i − y_j) − λx)``, ``y_i += η(g x − λy_i)``, ``y_j += η(−g x − λy_j)``.
 
     ``g = σ(−(s_ui − s_uj))`` for BPR, the rank weight for WARP.
     """
-    x = X[u]
-    yi = Y[i]
-    yj = Y[j]
     gl = lr * g
-    decay = np.float32(1.0) - lr * reg
+    decay = _f32(1.0) - lr * reg
     if learn_items:
-        for f in range(x.shape[0]):
-            xf = x[f]
-            yif = yi[f]
-            yjf = yj[f]
-            x[f] = decay * xf + gl * (yif - yjf)
-            yi[f] = decay * yif + gl * xf
-            yj[f] = decay * yjf - gl * xf
+        for f in range(X.shape[1]):
+            xf = X[u, f]
+            yif = Y[i, f]
+            yjf = Y[j, f]
+            X[u, f] = decay * xf + gl * (yif - yjf)
+            Y[i, f] = decay * yif + gl * xf
+            Y[j, f] = decay * yjf - gl * xf
         if use_bias:
             item_bias[i] += lr * (g - reg_bias * item_bias[i])
             item_bias[j] += lr * (-g - reg_bias * item_bias[j])
     else:
-        for f in range(x.shape[0]):
-            x[f] = decay * x[f] + gl * (yi[f] - yj[f])
+        for f in range(X.shape[1]):
+            X[u, f] = decay * X[u, f] + gl * (Y[i, f] - Y[j, f])
 
 
-@numba.njit(**_JIT)
-def _pair_diff(X, Y, item_bias, u, i, j, use_bias):
-    x = X[u]
-    yi = Y[i]
-    yj = Y[j]
-    acc = np.float32(0.0)
-    for f in range(x.shape[0]):
-        acc += x[f] * (yi[f] - yj[f])
-    if use_bias:
-        acc += item_bias[i] - item_bias[j]
-    return acc
-
-
-@numba.njit(**_JIT)
+@numba.njit(**_INLINE)
 def bpr_step(X, Y, item_bias, u, i, j, lr, reg, reg_bias, use_bias, learn_items):
     """One BPR step on triple (u, i, j). Returns ``−log σ(s_ui − s_uj)``."""
-    d = _pair_diff(X, Y, item_bias, u, i, j, use_bias)
-    g = np.float32(1.0 / (1.0 + math.exp(np.float64(d))))
+    d = _f32(0.0)
+    for f in range(X.shape[1]):
+        d += X[u, f] * (Y[i, f] - Y[j, f])
+    if use_bias:
+        d += item_bias[i] - item_bias[j]
+    t = math.exp(d)
+    g = _f32(1.0) / (_f32(1.0) + t)  # σ(−d)
     pairwise_step(X, Y, item_bias, u, i, j, g, lr, reg, reg_bias, use_bias, learn_items)
-    return _softplus(-np.float64(d))
+    # −log σ(d) = log(1 + e^−d): log1p(t) − d for d ≤ 0, log1p(1/t) otherwise (t = e^d).
+    if d <= 0:
+        return math.log1p(t) - d
+    return math.log1p(_f32(1.0) / t)
 
 
 @numba.njit(**_JIT)
-def warp_weight(n_items, n_trials):
-    """LightFM's rank weight ``log(max(1, ⌊(n_items − 1) / n_trials⌋))``."""
-    rank = (n_items - 1) // n_trials
-    if rank < 1:
-        rank = 1
-    return np.float32(math.log(rank))
+def warp_weights(n_items, max_sampled):
+    """``w[n] = log(max(1, ⌊(n_items − 1)/n⌋))`` for n = 1..max_sampled (``w[0]`` unused)."""
+    out = np.zeros(max_sampled + 1, dtype=np.float32)
+    for n in range(1, max_sampled + 1):
+        rank = (n_items - 1) // n
+        out[n] = math.log(max(rank, 1))
+    return out
 
 
-# ----------------------------------------------------------------------------- one user
-@numba.njit(**_JIT)
-def _user_pointwise(
-    u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias, item_bias,
-    loss, lr, reg, reg_bias, use_bias, learn_items, work,
-):
+@numba.njit(**_INLINE)
+def warp_step(X, Y, item_bias, u, i, first_j, q0, n_neg, neg_indices, state, weights, margin,
+              lr, reg, reg_bias, use_bias, learn_items):
+    """One WARP step for positive i; ``first_j`` is the first negative drawn (pre-drawn so it
+    could be prefetched), later ones come from ``state``. Returns ``(state, loss)``."""
+    si = _dot(X, u, Y, i)
+    if use_bias:
+        si += item_bias[i]
+    j = first_j
+    for trial in range(1, weights.shape[0]):
+        if trial > 1:
+            state, r = next_below(state, n_neg)
+            j = neg_indices[q0 + r]
+        sj = _dot(X, u, Y, j)
+        if use_bias:
+            sj += item_bias[j]
+        if sj > si - margin:
+            w = weights[trial]
+            pairwise_step(X, Y, item_bias, u, i, j, w, lr, reg, reg_bias, use_bias, learn_items)
+            return state, w * (margin - si + sj)
+    return state, _f32(0.0)
+
+
+# ----------------------------------------------------------------------------- drivers
+_DRIVERS: dict[tuple, object] = {}
+
+
+def epoch_kernel(loss: int, use_bias: bool, learn_items: bool, parallel: bool, order: str):
+    """The compiled epoch driver for one combination of compile-time constants.
+
+    ``order="grouped"`` drivers have the signature
+    ``(users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias, item_bias,
+    lr, reg, reg_bias, margin, weights, seed, epoch, loss_out, count_out)``;
+    ``order="random"`` drivers
+    ``(n_draws, entry_user, entry_item, entry_target, neg_indptr, neg_indices, X, Y,
+    user_bias, item_bias, lr, reg, reg_bias, margin, weights, seed, epoch, loss_out,
+    count_out)``.
+
+    Arrays: ``users`` int32 (this epoch's user order), int64 ``*_indptr``, int32 ``*_indices``
+    and ``entry_*``, float32 C-contiguous ``X`` (n_users, k) and ``Y`` (n_items, k), float32
+    biases (always allocated; read only when ``use_bias``), float32 ``entry_target``,
+    float32 ``weights`` (:func:`warp_weights`; any length-2 array for other losses).
+    Scalars: float32 ``lr``, ``reg``, ``reg_bias``, ``margin``; int ``seed``, ``epoch``.
+    The number of blocks is ``len(loss_out)``; block b writes its loss sum (float64) and its
+    number of updates (int64) to ``loss_out[b]``, ``count_out[b]``.
+    """
+    key = (int(loss), bool(use_bias), bool(learn_items), bool(parallel), order)
+    driver = _DRIVERS.get(key)
+    if driver is None:
+        if order == "grouped":
+            driver = _make_grouped(*key[:4])
+        elif order == "random":
+            driver = _make_random(*key[:4])
+        else:
+            raise ValueError(f"order: unknown {order!r}")
+        _DRIVERS[key] = driver
+    return driver
+
+
+@numba.njit(**_INLINE)
+def _user_pointwise(u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y,
+                    user_bias, item_bias, lr, reg, reg_bias, work, loss, use_bias, learn_items):
+    """All entries of user u, shuffled; returns ``(state, loss_sum, n_updates)``."""
     p0 = pos_indptr[u]
     n_pos = pos_indptr[u + 1] - p0
     q0 = neg_indptr[u]
-    n_neg = neg_indptr[u + 1] - q0
-    n = n_pos + n_neg
-    # Encode positives as item, negatives as -(item + 1); Fisher-Yates shuffle as we fill.
+    n = n_pos + neg_indptr[u + 1] - q0
+    # Positives as item, negatives as -(item + 1); inside-out Fisher-Yates while filling.
     for k in range(n):
         if k < n_pos:
             v = np.int64(pos_indices[p0 + k])
@@ -197,227 +261,144 @@ def _user_pointwise(
         work[r] = v
     total = 0.0
     for k in range(n):
+        if k + PREFETCH_AHEAD < n:
+            w = work[k + PREFETCH_AHEAD]
+            prefetch_row(Y, w if w >= 0 else -w - 1)
         v = work[k]
         if v >= 0:
-            total += pointwise_step(X, Y, user_bias, item_bias, u, v, np.float32(1.0), loss,
-                                    lr, reg, reg_bias, use_bias, learn_items)
+            i = v
+            target = _f32(1.0)
         else:
-            total += pointwise_step(X, Y, user_bias, item_bias, u, -v - 1, np.float32(0.0),
-                                    loss, lr, reg, reg_bias, use_bias, learn_items)
+            i = -v - 1
+            target = _f32(0.0)
+        total += pointwise_step(X, Y, user_bias, item_bias, u, i, target, loss, lr, reg,
+                                reg_bias, use_bias, learn_items)
     return state, total, n
 
 
-@numba.njit(**_JIT)
-def _user_pairwise(
-    u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, item_bias,
-    loss, lr, reg, reg_bias, use_bias, learn_items, margin, max_sampled, n_items, work,
-):
+@numba.njit(**_INLINE)
+def _user_pairwise(u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y,
+                   item_bias, lr, reg, reg_bias, margin, weights, work, loss, use_bias,
+                   learn_items):
+    """Every positive of user u once, shuffled, each with a drawn negative."""
     p0 = pos_indptr[u]
     n_pos = pos_indptr[u + 1] - p0
     q0 = neg_indptr[u]
     n_neg = neg_indptr[u + 1] - q0
     if n_neg == 0:
         return state, 0.0, 0
+    # work[:n] = shuffled positives, work[n:2n] = a negative drawn for each.
     for k in range(n_pos):
         state, r = next_below(state, k + 1)
         work[k] = work[r]
         work[r] = pos_indices[p0 + k]
-    total = 0.0
-    x = X[u]
     for k in range(n_pos):
+        state, r = next_below(state, n_neg)
+        work[n_pos + k] = neg_indices[q0 + r]
+    total = 0.0
+    for k in range(n_pos):
+        if k + PREFETCH_AHEAD < n_pos:
+            prefetch_row(Y, work[k + PREFETCH_AHEAD])
+            prefetch_row(Y, work[n_pos + k + PREFETCH_AHEAD])
         i = work[k]
+        j = work[n_pos + k]
         if loss == BPR:
-            state, r = next_below(state, n_neg)
-            j = neg_indices[q0 + r]
-            total += bpr_step(X, Y, item_bias, u, i, j, lr, reg, reg_bias, use_bias, learn_items)
+            total += bpr_step(X, Y, item_bias, u, i, j, lr, reg, reg_bias, use_bias,
+                              learn_items)
         else:
-            si = _dot(x, Y[i])
-            if use_bias:
-                si += item_bias[i]
-            for trial in range(1, max_sampled + 1):
-                state, r = next_below(state, n_neg)
-                j = neg_indices[q0 + r]
-                sj = _dot(x, Y[j])
-                if use_bias:
-                    sj += item_bias[j]
-                if sj > si - margin:
-                    w = warp_weight(n_items, trial)
-                    total += w * (margin - si + sj)
-                    pairwise_step(X, Y, item_bias, u, i, j, w, lr, reg, reg_bias, use_bias,
-                                  learn_items)
-                    break
+            state, value = warp_step(X, Y, item_bias, u, i, j, q0, n_neg, neg_indices,
+                                     state, weights, margin, lr, reg, reg_bias, use_bias,
+                                     learn_items)
+            total += value
     return state, total, n_pos
 
 
-# ----------------------------------------------------------------------------- one block
-@numba.njit(**_JIT)
-def _block(
-    b, n_blocks, users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias,
-    item_bias, loss, lr, reg, reg_bias, use_bias, learn_items, margin, max_sampled, seed, epoch,
-    loss_out, count_out,
-):
-    n_users = users.shape[0]
-    lo = (b * n_users) // n_blocks
-    hi = ((b + 1) * n_users) // n_blocks
+def _make_grouped(loss, use_bias, learn_items, parallel):
     pairwise = loss == BPR or loss == WARP
-    longest = 0
-    for k in range(lo, hi):
-        u = users[k]
-        n = pos_indptr[u + 1] - pos_indptr[u]
-        if not pairwise:
-            n += neg_indptr[u + 1] - neg_indptr[u]
-        if n > longest:
-            longest = n
-    work = np.empty(longest, dtype=np.int64)  # one allocation per block, reused by its users
-    state = stream_seed(seed, epoch, b)
-    total = 0.0
-    count = 0
-    n_items = Y.shape[0]
-    for k in range(lo, hi):
-        u = users[k]
-        if pairwise:
-            state, t, c = _user_pairwise(
-                u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, item_bias,
-                loss, lr, reg, reg_bias, use_bias, learn_items, margin, max_sampled, n_items,
-                work,
-            )
-        else:
-            state, t, c = _user_pointwise(
-                u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias,
-                item_bias, loss, lr, reg, reg_bias, use_bias, learn_items, work,
-            )
-        total += t
-        count += c
-    loss_out[b] = total
-    count_out[b] = count
+
+    @numba.njit(parallel=parallel, **_JIT)
+    def run(users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias,
+              item_bias, lr, reg, reg_bias, margin, weights, seed, epoch, loss_out, count_out):
+        # Numba's cache key hashes the closure cells but not the jit flags: reading
+        # ``parallel`` here makes it a cell, so serial and parallel builds get their own entry.
+        n_blocks = loss_out.shape[0] if parallel else loss_out.shape[0]
+        n_users = users.shape[0]
+        for b in prange(n_blocks):
+            lo = (b * n_users) // n_blocks
+            hi = ((b + 1) * n_users) // n_blocks
+            longest = 0
+            for k in range(lo, hi):
+                u = users[k]
+                n = pos_indptr[u + 1] - pos_indptr[u]
+                if pairwise:
+                    n *= 2
+                else:
+                    n += neg_indptr[u + 1] - neg_indptr[u]
+                longest = max(longest, n)
+            work = np.empty(longest, dtype=np.int64)  # one allocation per block
+            state = stream_seed(seed, epoch, b)
+            total = 0.0
+            count = 0
+            for k in range(lo, hi):
+                u = users[k]
+                if pairwise:
+                    state, t, c = _user_pairwise(u, state, pos_indptr, pos_indices, neg_indptr,
+                                                 neg_indices, X, Y, item_bias, lr, reg, reg_bias,
+                                                 margin, weights, work, loss, use_bias,
+                                                 learn_items)
+                else:
+                    state, t, c = _user_pointwise(u, state, pos_indptr, pos_indices, neg_indptr,
+                                                  neg_indices, X, Y, user_bias, item_bias, lr,
+                                                  reg, reg_bias, work, loss, use_bias,
+                                                  learn_items)
+                total += t
+                count += c
+            loss_out[b] = total
+            count_out[b] = count
+
+    return run
 
 
-@numba.njit(parallel=False, **_JIT)
-def epoch_grouped_serial(
-    users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias, item_bias, loss,
-    lr, reg, reg_bias, use_bias, learn_items, margin, max_sampled, seed, epoch, loss_out,
-    count_out,
-):
-    """One user-grouped epoch, blocks in order: the bit-reproducible reference.
+def _make_random(loss, use_bias, learn_items, parallel):
+    pairwise = loss == BPR or loss == WARP
 
-    ``users`` is this epoch's user order; the number of blocks is ``len(loss_out)``.
-    Arrays: int64 ``*_indptr``, int32 ``*_indices``, float32 C-contiguous ``X`` (n_users, k),
-    ``Y`` (n_items, k), float32 biases. Scalars: float32 ``lr``, ``reg``, ``reg_bias``,
-    ``margin``; int ``loss`` code, ``max_sampled``, ``seed``, ``epoch``; bool ``use_bias``,
-    ``learn_items``. Per-block loss sums and update counts go to ``loss_out``/``count_out``.
-    """
-    n_blocks = loss_out.shape[0]
-    for b in range(n_blocks):
-        _block(
-            b, n_blocks, users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y,
-            user_bias, item_bias, loss, lr, reg, reg_bias, use_bias, learn_items, margin,
-            max_sampled, seed, epoch, loss_out, count_out,
-        )
-
-
-@numba.njit(parallel=True, **_JIT)
-def epoch_grouped_parallel(
-    users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias, item_bias, loss,
-    lr, reg, reg_bias, use_bias, learn_items, margin, max_sampled, seed, epoch, loss_out,
-    count_out,
-):
-    """:func:`epoch_grouped_serial` with the blocks spread over threads (Hogwild).
-
-    The same block kernel on the same partition; only the interleaving of item-row updates
-    between threads differs.
-    """
-    n_blocks = loss_out.shape[0]
-    for b in prange(n_blocks):
-        _block(
-            b, n_blocks, users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y,
-            user_bias, item_bias, loss, lr, reg, reg_bias, use_bias, learn_items, margin,
-            max_sampled, seed, epoch, loss_out, count_out,
-        )
-
-
-# ----------------------------------------------------------------------------- random order
-@numba.njit(**_JIT)
-def _random_block(
-    b, n_blocks, n_draws, entry_user, entry_item, entry_target, pos_indptr, neg_indptr,
-    neg_indices, X, Y, user_bias, item_bias, loss, lr, reg, reg_bias, use_bias, margin,
-    max_sampled, seed, epoch, loss_out, count_out,
-):
-    lo = (b * n_draws) // n_blocks
-    hi = ((b + 1) * n_draws) // n_blocks
-    n_entries = entry_user.shape[0]
-    n_items = Y.shape[0]
-    state = stream_seed(seed, epoch, b)
-    total = 0.0
-    count = 0
-    for _ in range(lo, hi):
-        state, e = next_below(state, n_entries)
-        u = entry_user[e]
-        i = entry_item[e]
-        if loss == SQUARED or loss == LOGISTIC:
-            total += pointwise_step(X, Y, user_bias, item_bias, u, i, entry_target[e], loss, lr,
-                                    reg, reg_bias, use_bias, True)
-            count += 1
-            continue
-        q0 = neg_indptr[u]
-        n_neg = neg_indptr[u + 1] - q0
-        if n_neg == 0:
-            continue
-        if loss == BPR:
-            state, r = next_below(state, n_neg)
-            total += bpr_step(X, Y, item_bias, u, i, neg_indices[q0 + r], lr, reg, reg_bias,
-                              use_bias, True)
-        else:
-            x = X[u]
-            si = _dot(x, Y[i])
-            if use_bias:
-                si += item_bias[i]
-            for trial in range(1, max_sampled + 1):
+    @numba.njit(parallel=parallel, **_JIT)
+    def run(n_draws, entry_user, entry_item, entry_target, neg_indptr, neg_indices, X, Y,
+              user_bias, item_bias, lr, reg, reg_bias, margin, weights, seed, epoch, loss_out,
+              count_out):
+        n_blocks = loss_out.shape[0] if parallel else loss_out.shape[0]  # cache key, see above
+        n_entries = entry_user.shape[0]
+        for b in prange(n_blocks):
+            lo = (b * n_draws) // n_blocks
+            hi = ((b + 1) * n_draws) // n_blocks
+            state = stream_seed(seed, epoch, b)
+            total = 0.0
+            count = 0
+            for _ in range(lo, hi):
+                state, e = next_below(state, n_entries)
+                u = entry_user[e]
+                i = entry_item[e]
+                if not pairwise:
+                    total += pointwise_step(X, Y, user_bias, item_bias, u, i, entry_target[e],
+                                            loss, lr, reg, reg_bias, use_bias, learn_items)
+                    count += 1
+                    continue
+                q0 = neg_indptr[u]
+                n_neg = neg_indptr[u + 1] - q0
+                if n_neg == 0:
+                    continue
                 state, r = next_below(state, n_neg)
                 j = neg_indices[q0 + r]
-                sj = _dot(x, Y[j])
-                if use_bias:
-                    sj += item_bias[j]
-                if sj > si - margin:
-                    w = warp_weight(n_items, trial)
-                    total += w * (margin - si + sj)
-                    pairwise_step(X, Y, item_bias, u, i, j, w, lr, reg, reg_bias, use_bias, True)
-                    break
-        count += 1
-    loss_out[b] = total
-    count_out[b] = count
+                if loss == BPR:
+                    total += bpr_step(X, Y, item_bias, u, i, j, lr, reg, reg_bias, use_bias,
+                                      learn_items)
+                else:
+                    state, value = warp_step(X, Y, item_bias, u, i, j, q0, n_neg, neg_indices,
+                                             state, weights, margin, lr, reg, reg_bias,
+                                             use_bias, learn_items)
+                    total += value
+                count += 1
+            loss_out[b] = total
+            count_out[b] = count
 
-
-@numba.njit(parallel=False, **_JIT)
-def epoch_random_serial(
-    n_draws, entry_user, entry_item, entry_target, pos_indptr, neg_indptr, neg_indices, X, Y,
-    user_bias, item_bias, loss, lr, reg, reg_bias, use_bias, margin, max_sampled, seed, epoch,
-    loss_out, count_out,
-):
-    """``n_draws`` uniformly random entries (with replacement), split over the blocks.
-
-    Pointwise losses draw from all entries (positives and negatives, ``entry_target`` 1/0);
-    pairwise losses draw from the positives and pair each with one of the user's negatives.
-    """
-    n_blocks = loss_out.shape[0]
-    for b in range(n_blocks):
-        _random_block(
-            b, n_blocks, n_draws, entry_user, entry_item, entry_target, pos_indptr, neg_indptr,
-            neg_indices, X, Y, user_bias, item_bias, loss, lr, reg, reg_bias, use_bias, margin,
-            max_sampled, seed, epoch, loss_out, count_out,
-        )
-
-
-@numba.njit(parallel=True, **_JIT)
-def epoch_random_parallel(
-    n_draws, entry_user, entry_item, entry_target, pos_indptr, neg_indptr, neg_indices, X, Y,
-    user_bias, item_bias, loss, lr, reg, reg_bias, use_bias, margin, max_sampled, seed, epoch,
-    loss_out, count_out,
-):
-    """:func:`epoch_random_serial` with the blocks spread over threads (Hogwild)."""
-    n_blocks = loss_out.shape[0]
-    for b in prange(n_blocks):
-        _random_block(
-            b, n_blocks, n_draws, entry_user, entry_item, entry_target, pos_indptr, neg_indptr,
-            neg_indices, X, Y, user_bias, item_bias, loss, lr, reg, reg_bias, use_bias, margin,
-            max_sampled, seed, epoch, loss_out, count_out,
-        )
+    return run

@@ -1,0 +1,225 @@
+"""The SGD kernels against slow, obviously-correct NumPy references.
+
+Each loss's step is ``θ ← θ − η ∂ℓ/∂θ`` for the per-term objective
+
+- squared:  ``ℓ = ½(v − s)² + (λ/2)(‖x‖² + ‖y‖²) + (λ_b/2)(b_u² + b_i²)`` (Fang eq. 3, halved),
+- logistic: ``ℓ = log(1 + e^s) − v s + (same penalty)``,
+- bpr:      ``ℓ = −log σ(s_ui − s_uj) + (λ/2)(‖x‖² + ‖y_i‖² + ‖y_j‖²) + (λ_b/2)(b_i² + b_j²)``,
+- warp:     ``ℓ = w (m − s_ui + s_uj) + (same penalty)`` when j violates the margin.
+
+The tests drive the real epoch kernel on one user with one entry (or triple), compare the
+result with the step computed in float64 NumPy, and check the NumPy gradients themselves by
+finite differences.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cfcore._kernels import sgd
+
+K = 8
+LR, REG, REG_B, MARGIN = 0.1, 0.05, 0.02, 1.0
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _objective(loss, theta, target=1.0, weight=1.0):
+    """Per-term objective ℓ in float64. theta = dict of x, y (or yi, yj), bu, bi (, bj)."""
+    if loss in ("squared", "logistic"):
+        s = theta["x"] @ theta["y"] + theta["bu"] + theta["bi"]
+        data = 0.5 * (target - s) ** 2 if loss == "squared" else math.log1p(math.exp(s)) - target * s
+        penalty = REG / 2 * (theta["x"] @ theta["x"] + theta["y"] @ theta["y"])
+        penalty += REG_B / 2 * (theta["bu"] ** 2 + theta["bi"] ** 2)
+        return data + penalty
+    d = theta["x"] @ (theta["yi"] - theta["yj"]) + theta["bi"] - theta["bj"]
+    data = -math.log(_sigmoid(d)) if loss == "bpr" else weight * (MARGIN - d)
+    penalty = REG / 2 * sum(theta[k] @ theta[k] for k in ("x", "yi", "yj"))
+    penalty += REG_B / 2 * (theta["bi"] ** 2 + theta["bj"] ** 2)
+    return data + penalty
+
+
+def _analytic_gradient(loss, theta, target=1.0, weight=1.0):
+    x = theta["x"]
+    if loss in ("squared", "logistic"):
+        y = theta["y"]
+        s = x @ y + theta["bu"] + theta["bi"]
+        e = target - s if loss == "squared" else target - _sigmoid(s)
+        return {"x": -e * y + REG * x, "y": -e * x + REG * y,
+                "bu": -e + REG_B * theta["bu"], "bi": -e + REG_B * theta["bi"]}
+    yi, yj = theta["yi"], theta["yj"]
+    d = x @ (yi - yj) + theta["bi"] - theta["bj"]
+    g = _sigmoid(-d) if loss == "bpr" else weight
+    return {"x": -g * (yi - yj) + REG * x, "yi": -g * x + REG * yi, "yj": g * x + REG * yj,
+            "bi": -g + REG_B * theta["bi"], "bj": g + REG_B * theta["bj"]}
+
+
+def _finite_difference(loss, theta, eps=1e-6, **kw):
+    """Central differences of :func:`_objective` for every entry of every parameter."""
+    grad = {}
+    for name, value in theta.items():
+        if np.ndim(value) == 0:
+            up = _objective(loss, dict(theta, **{name: value + eps}), **kw)
+            down = _objective(loss, dict(theta, **{name: value - eps}), **kw)
+            grad[name] = (up - down) / (2 * eps)
+            continue
+        g = np.zeros_like(value)
+        for idx in range(value.size):
+            step = np.zeros_like(value)
+            step[idx] = eps
+            up = _objective(loss, dict(theta, **{name: value + step}), **kw)
+            down = _objective(loss, dict(theta, **{name: value - step}), **kw)
+            g[idx] = (up - down) / (2 * eps)
+        grad[name] = g
+    return grad
+
+
+def _tables(n_users=1, n_items=3, seed=0, scale=0.5):
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n_users, K)) * scale).astype(np.float32)
+    Y = (rng.standard_normal((n_items, K)) * scale).astype(np.float32)
+    ub = (rng.standard_normal(n_users) * 0.1).astype(np.float32)
+    ib = (rng.standard_normal(n_items) * 0.1).astype(np.float32)
+    return X, Y, ub, ib
+
+
+def _run_one_user(loss, pos, neg, X, Y, ub, ib, use_bias=True, learn_items=True,
+                  max_sampled=10, parallel=False):
+    """One grouped epoch over a single user 0 with the given positives/negatives."""
+    f32 = np.float32
+    pos_indptr = np.array([0, len(pos)], dtype=np.int64)
+    neg_indptr = np.array([0, len(neg)], dtype=np.int64)
+    loss_out = np.zeros(1)
+    count_out = np.zeros(1, dtype=np.int64)
+    run = sgd.epoch_kernel(sgd.LOSS_CODES[loss], use_bias, learn_items, parallel, "grouped")
+    run(np.zeros(1, dtype=np.int32), pos_indptr, np.array(pos, dtype=np.int32), neg_indptr,
+        np.array(neg, dtype=np.int32), X, Y, ub, ib, f32(LR), f32(REG), f32(REG_B), f32(MARGIN),
+        sgd.warp_weights(Y.shape[0], max_sampled), 7, 0, loss_out, count_out)
+    return float(loss_out[0]), int(count_out[0])
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+@pytest.mark.parametrize("target", [1.0, 0.0])
+def test_pointwise_step_is_the_gradient_step(loss, target):
+    X, Y, ub, ib = _tables()
+    item = 2
+    theta = {"x": X[0].astype(np.float64), "y": Y[item].astype(np.float64),
+             "bu": float(ub[0]), "bi": float(ib[item])}
+    grad = _analytic_gradient(loss, theta, target)
+    numeric = _finite_difference(loss, theta, target=target)
+    for name in grad:
+        np.testing.assert_allclose(grad[name], numeric[name], rtol=1e-5, atol=1e-7)
+    s = theta["x"] @ theta["y"] + theta["bu"] + theta["bi"]
+    expected_loss = (target - s) ** 2 if loss == "squared" else math.log1p(math.exp(s)) - target * s
+    Y_before = Y.copy()
+    pos, neg = ([item], []) if target == 1.0 else ([], [item])
+    value, count = _run_one_user(loss, pos, neg, X, Y, ub, ib)
+    assert count == 1
+    assert value == pytest.approx(expected_loss, rel=1e-5)
+    np.testing.assert_allclose(X[0], theta["x"] - LR * grad["x"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Y[item], theta["y"] - LR * grad["y"], rtol=1e-5, atol=1e-6)
+    assert ub[0] == pytest.approx(theta["bu"] - LR * grad["bu"], rel=1e-5)
+    assert ib[item] == pytest.approx(theta["bi"] - LR * grad["bi"], rel=1e-5)
+    untouched = [r for r in range(Y.shape[0]) if r != item]
+    np.testing.assert_array_equal(Y[untouched], Y_before[untouched])
+
+
+def test_bpr_step_is_the_gradient_step():
+    X, Y, ub, ib = _tables()
+    i, j = 0, 2
+    theta = {"x": X[0].astype(np.float64), "yi": Y[i].astype(np.float64),
+             "yj": Y[j].astype(np.float64), "bi": float(ib[i]), "bj": float(ib[j])}
+    grad = _analytic_gradient("bpr", theta)
+    numeric = _finite_difference("bpr", theta)
+    for name in grad:
+        np.testing.assert_allclose(grad[name], numeric[name], rtol=1e-5, atol=1e-7)
+    d = theta["x"] @ (theta["yi"] - theta["yj"]) + theta["bi"] - theta["bj"]
+    value, count = _run_one_user("bpr", [i], [j], X, Y, ub, ib)
+    assert count == 1
+    assert value == pytest.approx(-math.log(_sigmoid(d)), rel=1e-5)
+    np.testing.assert_allclose(X[0], theta["x"] - LR * grad["x"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Y[i], theta["yi"] - LR * grad["yi"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Y[j], theta["yj"] - LR * grad["yj"], rtol=1e-5, atol=1e-6)
+    assert ib[i] == pytest.approx(theta["bi"] - LR * grad["bi"], rel=1e-5)
+    assert ib[j] == pytest.approx(theta["bj"] - LR * grad["bj"], rel=1e-5)
+
+
+def test_warp_step_is_the_rank_weighted_gradient_step():
+    X, Y, ub, ib = _tables(n_items=50)
+    i, j = 0, 1
+    Y[j] = Y[i] + 0.1 * X[0]  # s_uj > s_ui - margin: the first draw violates
+    theta = {"x": X[0].astype(np.float64), "yi": Y[i].astype(np.float64),
+             "yj": Y[j].astype(np.float64), "bi": float(ib[i]), "bj": float(ib[j])}
+    weight = math.log((50 - 1) // 1)  # rank estimate after one draw: floor((N-1)/1)
+    grad = _analytic_gradient("warp", theta, weight=weight)
+    numeric = _finite_difference("warp", theta, weight=weight)
+    for name in grad:
+        np.testing.assert_allclose(grad[name], numeric[name], rtol=1e-5, atol=1e-7)
+    d = theta["x"] @ (theta["yi"] - theta["yj"]) + theta["bi"] - theta["bj"]
+    value, count = _run_one_user("warp", [i], [j], X, Y, ub, ib)
+    assert count == 1
+    assert value == pytest.approx(weight * (MARGIN - d), rel=1e-5)
+    np.testing.assert_allclose(X[0], theta["x"] - LR * grad["x"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Y[i], theta["yi"] - LR * grad["yi"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Y[j], theta["yj"] - LR * grad["yj"], rtol=1e-5, atol=1e-6)
+
+
+def test_warp_without_violation_makes_no_step():
+    X, Y, ub, ib = _tables(n_items=5)
+    i, j = 0, 1
+    Y[j] = Y[i] - 10.0 * X[0] / (X[0] @ X[0])  # s_uj = s_ui - 10: never within the margin
+    before = (X.copy(), Y.copy(), ib.copy())
+    value, count = _run_one_user("warp", [i], [j], X, Y, ub, ib, max_sampled=5)
+    assert value == 0.0 and count == 1
+    for a, b in zip((X, Y, ib), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_warp_weights_match_lightfm_formula():
+    w = sgd.warp_weights(1000, 10)
+    for n in range(1, 11):
+        assert w[n] == pytest.approx(math.log(max(1, (1000 - 1) // n)), rel=1e-6)
+    assert sgd.warp_weights(2, 3)[3] == 0.0  # floor(1/3) = 0 → max(1, ·) → log 1
+
+
+def test_fold_in_kernel_leaves_items_alone():
+    X, Y, ub, ib = _tables()
+    Y0, ib0 = Y.copy(), ib.copy()
+    theta = {"x": X[0].astype(np.float64), "y": Y[1].astype(np.float64),
+             "bu": float(ub[0]), "bi": float(ib[1])}
+    grad = _analytic_gradient("squared", theta, 1.0)
+    _run_one_user("squared", [1], [], X, Y, ub, ib, learn_items=False)
+    np.testing.assert_array_equal(Y, Y0)
+    np.testing.assert_array_equal(ib, ib0)
+    np.testing.assert_allclose(X[0], theta["x"] - LR * grad["x"], rtol=1e-5, atol=1e-6)
+
+
+def test_parallel_driver_equals_serial_on_disjoint_work():
+    """Users that share no item: no Hogwild race, so both drivers give the same tables."""
+    n_users, n_items = 16, 32
+    rng = np.random.default_rng(3)
+    X = (rng.standard_normal((n_users, K)) * 0.3).astype(np.float32)
+    Y = (rng.standard_normal((n_items, K)) * 0.3).astype(np.float32)
+    pos_indptr = np.arange(0, 2 * n_users + 1, 2, dtype=np.int64)
+    pos_indices = np.arange(2 * n_users, dtype=np.int32)  # user u owns items 2u, 2u+1
+    neg_indptr = np.zeros(n_users + 1, dtype=np.int64)
+    users = rng.permutation(n_users).astype(np.int32)
+    out = []
+    for parallel in (False, True):
+        Xc, Yc = X.copy(), Y.copy()
+        run = sgd.epoch_kernel(sgd.SQUARED, False, True, parallel, "grouped")
+        loss_out, count_out = np.zeros(8), np.zeros(8, dtype=np.int64)
+        f32 = np.float32
+        run(users, pos_indptr, pos_indices, neg_indptr,
+            np.zeros(0, np.int32), Xc, Yc, np.zeros(n_users, f32), np.zeros(n_items, f32),
+            f32(0.1), f32(0.01), f32(0.01), f32(1), sgd.warp_weights(n_items, 2), 0, 0,
+            loss_out, count_out)
+        assert count_out.sum() == 2 * n_users
+        out.append((Xc, Yc, loss_out))
+    for a, b in zip(out[0], out[1], strict=True):
+        np.testing.assert_array_equal(a, b)
