@@ -36,6 +36,7 @@ from cfcore._kernels.sampling import (
     DEFAULT_SWITCH,
     build_alias,
     negative_counts,
+    pack_alias,
     sample_into,
     sample_into_serial,
 )
@@ -346,6 +347,8 @@ def sample_negatives(
     alias_prob = np.empty(n_items, dtype=np.float64)
     alias_idx = np.empty(n_items, dtype=np.int32)
     build_alias(weights, alias_prob, alias_idx)
+    alias_table = np.empty(n_items, dtype=np.uint64)
+    pack_alias(alias_prob, alias_idx, alias_table)
     indptr = positives.indptr.astype(np.int64, copy=False)
     indices = positives.indices.astype(np.int32, copy=False)
 
@@ -359,7 +362,7 @@ def sample_negatives(
         # One thread: the serial twin, no parallel region to start (same output).
         kernel = sample_into_serial if n_threads == 1 else sample_into
         kernel(
-            indptr, indices, weights, alias_prob, alias_idx, seed, epoch,
+            indptr, indices, weights, alias_table, seed, epoch,
             out_indptr, out_indices, numba.get_num_threads(), DEFAULT_SWITCH,
         )
     requested = int(wanted.sum())

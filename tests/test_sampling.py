@@ -22,6 +22,7 @@ from scipy import stats
 from cfcore._kernels.sampling import (
     build_alias,
     negative_counts,
+    pack_alias,
     sample_into,
     sample_into_serial,
     select_smallest,
@@ -86,6 +87,8 @@ def run_kernel(X, weights, ratio, seed=0, epoch=0, switch=4.0, threads=1):
     prob = np.empty(n_items, dtype=np.float64)
     alias = np.empty(n_items, dtype=np.int32)
     build_alias(weights, prob, alias)
+    table = np.empty(n_items, dtype=np.uint64)
+    pack_alias(prob, alias, table)
     counts = np.empty(n_users, dtype=np.int64)
     wanted = np.empty(n_users, dtype=np.int64)
     previous = numba.get_num_threads()
@@ -97,7 +100,7 @@ def run_kernel(X, weights, ratio, seed=0, epoch=0, switch=4.0, threads=1):
         out = np.empty(out_indptr[-1], dtype=np.int32)
         kernel = sample_into_serial if threads == 1 else sample_into
         kernel(
-            indptr, indices, weights, prob, alias, seed, epoch, out_indptr, out,
+            indptr, indices, weights, table, seed, epoch, out_indptr, out,
             threads, float(switch),
         )
     finally:
@@ -145,6 +148,15 @@ def test_alias_table_reproduces_the_weights(w):
     np.add.at(implied, alias, (1.0 - prob) / n)
     np.testing.assert_allclose(implied, w / w.sum(), atol=1e-12)
     assert np.all(prob[w == 0] == 0) and np.all(w[alias[w == 0]] > 0)
+    # The packed form the kernel reads: keep slot i when 32 random bits < threshold.
+    table = np.empty(n, dtype=np.uint64)
+    pack_alias(prob, alias, table)
+    thr = (table & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2.0**32
+    to = (table >> np.uint64(32)).astype(np.int64)
+    packed = thr / n
+    np.add.at(packed, to, (1.0 - thr) / n)
+    np.testing.assert_allclose(packed, w / w.sum(), atol=1e-9)
+    assert np.all(packed[w == 0] == 0)
 
 
 @given(st.integers(1, 60), st.integers(0, 2**32 - 1), st.data())

@@ -4,12 +4,13 @@ Fang, Jin, Yang, Mech & Wang (2015), *Collaborative Feature Learning from Social
 Algorithm 1 and eq. 1–2: for every user ``j`` draw ``n_j`` items ``j`` has not viewed, with
 ``P_ij ∝ w(p_i)`` over the non-viewed items (``P_ij = 0`` for viewed ones), without
 replacement. The Python API (:mod:`cfcore.sampling`) validates the input, turns the item
-weights into the cumulative table these kernels take and calls them in two passes:
+weights into a packed alias table (:func:`build_alias`, :func:`pack_alias`) and calls:
 
-1. :func:`negative_counts` — ``n_j = min(round(ratio · |positives_j|), candidates_j)`` per
-   user and the number of users that got fewer than requested (the shortfall);
-2. :func:`sample_into` — fills a CSR (``out_indptr`` = prefix sum of the counts) in parallel,
-   each user's indices sorted ascending.
+1. :func:`negative_counts` — ``n_j = min(round(ratio · |positives_j|), |C_j|)`` per user and
+   the number of users that got fewer than requested (the shortfall);
+2. :func:`sample_into` (parallel over users) or :func:`sample_into_serial` (same output, no
+   parallel region) — fills a CSR whose ``out_indptr`` is the prefix sum of the counts, each
+   user's indices sorted ascending, with no allocation inside the loop over users.
 
 The distribution
 ----------------
@@ -19,31 +20,37 @@ items with ``w_i > 0`` the user has not interacted with, ``W_j = Σ_{i∈C_j} w_
 ∝ ``w`` over ``C_j`` minus the first, and so on. So a single draw is exactly Fang's eq. 2,
 and a set ``S`` drawn in order ``s_1, s_2, …`` has probability
 ``Π_t w_{s_t} / (W_j − w_{s_1} − … − w_{s_{t−1}})``. Items of weight 0 are never drawn.
+(Inclusion probabilities are therefore less skewed than ``w`` once ``n_j`` is a sizeable
+share of ``|C_j|``: heavy items are taken early and cannot be taken twice.)
 Two exact implementations of that one distribution are mixed per user:
 
 * rejection — draw ``i`` ∝ ``w`` over all items from a global alias table (Walker 1977,
-  Vose 1991: O(1) per draw) and reject it when it is a positive or already drawn. Conditioned on
-  acceptance the draw is ∝ ``w`` over the remaining candidates, i.e. the next step of
-  successive sampling. Expected cost per accepted draw: ``W / W_remaining`` trials.
+  Vose 1991: O(1) per draw) and reject it when it is a positive or already drawn.
+  Conditioned on acceptance the draw is ∝ ``w`` over the remaining candidates, i.e. the next
+  step of successive sampling. Expected trials per accepted draw: ``W / W_remaining``.
 * Efraimidis–Spirakis (2006) keys — every remaining candidate gets ``k_i = E_i / w_i`` with
   ``E_i ~ Exp(1)``; the ``r`` smallest keys are the next ``r`` items of successive sampling
-  (as a set). Cost ``O(n_items)``; used when rejection would need more trials than that
-  (the user's positives hold most of the weight, or ``n_j`` is close to ``|C_j|``). Because
-  successive sampling is Markov in the remaining set, switching from rejection to keys in
-  the middle of a user keeps the distribution exact.
+  (as a set). Cost O(n_items); taken over once a user's rejection has failed
+  ``switch · n_items`` trials (its positives hold most of the weight, or ``n_j`` is close to
+  ``|C_j|``), which bounds every user's cost by O(n_j + n_items). Successive sampling is
+  Markov in the remaining set, so switching in the middle of a user keeps the law exact.
 
 When ``n_j ≥ |C_j|`` the user gets all of ``C_j`` (no randomness).
+
+Numerics: alias slots are chosen by Lemire's multiply-shift made exactly uniform by
+rejection, the alias coin has 32 bits (probabilities exact to ~2**-32 per slot), the keys
+use 53-bit uniforms. Weights are float64 (popularity sums overflow float32's mantissa).
 
 Random numbers: user ``j``'s stream is ``stream_seed(seed, epoch, j)``
 (:mod:`cfcore._kernels.rng`), so the output depends on ``(seed, epoch)`` and the data only —
 never on the number of threads or on which thread served which user.
 
-Memory: per thread, two bitmaps of ``n_items`` bits (positives ∪ drawn, and drawn), and
-``n_items`` float64 keys and int32 candidate ids for the keys path (≈ 12.25 bytes ×
-``n_items`` × threads), allocated once per call, outside the loop over users. The bitmaps
-keep the per-user working set small (a 100k-item catalogue is 12.5 kB), and reading the
-drawn bitmap word by word yields each user's negatives already sorted.
-Weights are float64: popularity sums overflow float32's 24-bit mantissa.
+Memory: per thread, a bitmap of ``n_items`` bits (the current user's positives ∪ drawn
+negatives; a 100k-item catalogue is 12.5 kB, so it stays in L1/L2), plus ``n_items`` float64
+keys and int32 candidate ids for the keys path (≈ 12.1 bytes × ``n_items`` × threads), all
+allocated once per call, outside the loop over users. Reading the bitmap word by word (with
+the sorted positives masked out) yields each user's negatives already sorted; users with
+few negatives in a large catalogue sort their slice instead.
 """
 
 from __future__ import annotations
@@ -52,22 +59,21 @@ import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from cfcore._kernels.rng import next_float, stream_seed
+from cfcore._kernels.rng import next_float, next_u64, stream_seed
 
 _ZERO = np.uint64(0)
 _ONE = np.uint64(1)
+_S32 = np.uint64(32)
+_LOW32 = np.uint64(0xFFFFFFFF)
 
 # Read a user's n negatives back in order by scanning its bitmap (O(n_items / 64)) rather than
 # sorting them (O(n log n)) when n_items / 64 < _SCAN_FACTOR · n · log2(n + 1).
 _SCAN_FACTOR = 2.0
 
-# Default ``switch`` of :func:`sample_into`: rejection trials are a few times cheaper than one
-# candidate's key (a log and a division), so rejection goes on up to 4 trials per item.
+# Default ``switch`` of :func:`sample_into`: a failed rejection trial is a few times cheaper
+# than one candidate's key (a log and a division), so a user may fail 4 trials per catalogue
+# item before its remaining draws are done with keys.
 DEFAULT_SWITCH = 4.0
-
-# Give up on rejection after this many consecutive failed trials and finish with keys; this
-# only matters when rounding makes the running estimate of the remaining weight too large.
-_MAX_CONSECUTIVE_REJECTS = 64
 
 
 @numba.njit(cache=True)
@@ -182,6 +188,42 @@ def build_alias(weights: np.ndarray, out_prob: np.ndarray, out_alias: np.ndarray
     return total
 
 
+@numba.njit(cache=True)
+def pack_alias(prob: np.ndarray, alias: np.ndarray, out_table: np.ndarray) -> None:
+    """Pack an alias table into one ``uint64`` per slot: ``alias << 32 | threshold``.
+
+    ``threshold = round(prob · 2**32)`` (at most ``2**32 − 1``); slot ``i`` keeps ``i`` when
+    32 random bits are below it and yields the alias otherwise. One load per draw instead of
+    two (measured 4× faster than separate float/int arrays); the coin is quantised to
+    ``2**-32``. Slots with ``prob = 1`` are their own alias, so the cap does not matter.
+    """
+    for i in range(prob.shape[0]):
+        thr = np.floor(prob[i] * 4294967296.0 + 0.5)
+        if thr > 4294967295.0:
+            thr = 4294967295.0
+        out_table[i] = (np.uint64(alias[i]) << _S32) | np.uint64(thr)
+
+
+@numba.njit(inline="always", cache=True)
+def _draw_alias(state: np.uint64, table: np.ndarray, n: np.uint64, reject_below: np.uint64):
+    """One draw ``i ∝ w`` from a packed alias table; returns ``(state, i)``.
+
+    The slot is Lemire's (2019) multiply-shift of the high 32 random bits, made exactly
+    uniform by rejecting the ``(2**32 − n) mod n`` biased values (``reject_below``); the low
+    32 bits are the coin.
+    """
+    while True:
+        state, z = next_u64(state)
+        m = (z >> _S32) * n
+        if (m & _LOW32) < reject_below:
+            continue
+        slot = m >> _S32
+        e = table[slot]
+        if (z & _LOW32) < (e & _LOW32):
+            return state, np.int64(slot)
+        return state, np.int64(e >> _S32)
+
+
 @numba.njit(inline="always", cache=True)
 def _count_weighted(weights: np.ndarray) -> int:
     n = 0
@@ -255,19 +297,17 @@ def _scratch(weights: np.ndarray, n_threads: int):
     """Per-thread scratch and the shared read-only summary of the weights."""
     n_items = weights.shape[0]
     n_words = (n_items + 63) >> 6
-    # ``taken`` = positives ∪ drawn (what rejection rejects); ``drawn`` = this user's
-    # negatives, read back in ascending order by a word scan.
+    # ``taken``: one bitmap per thread of the current user's positives ∪ drawn negatives.
     taken = np.zeros((n_threads, n_words), dtype=np.uint64)
-    drawn = np.zeros((n_threads, n_words), dtype=np.uint64)
     keys = np.empty((n_threads, n_items), dtype=np.float64)
     cand = np.empty((n_threads, n_items), dtype=np.int32)
     weighted = np.zeros(n_words, dtype=np.uint64)  # items with weight > 0
-    total = 0.0
+    n_nonzero = 0
     for i in range(n_items):
-        total += weights[i]
         if weights[i] > 0.0:
             weighted[i >> 6] |= _bit(i)
-    return taken, drawn, keys, cand, weighted, total, _count_weighted(weights)
+            n_nonzero += 1
+    return taken, keys, cand, weighted, n_nonzero
 
 
 @numba.njit(cache=True)
@@ -276,24 +316,21 @@ def _sample_user(
     indptr: np.ndarray,
     indices: np.ndarray,
     weights: np.ndarray,
-    alias_prob: np.ndarray,
-    alias_idx: np.ndarray,
+    alias_table: np.ndarray,
     weighted: np.ndarray,
-    total: float,
     n_nonzero: int,
     seed: int,
     epoch: int,
     out_indptr: np.ndarray,
     out_indices: np.ndarray,
     tk: np.ndarray,
-    dr: np.ndarray,
     key: np.ndarray,
     ids: np.ndarray,
     switch: float,
 ) -> int:
     """Draw user ``u``'s negatives into its slice of ``out_indices``; 1 if keys were used.
 
-    ``tk``, ``dr`` (bitmaps) must be all zero on entry and are all zero on return.
+    ``tk`` (bitmap) must be all zero on entry and is all zero on return.
     """
     out_start = out_indptr[u]
     n_wanted = out_indptr[u + 1] - out_start
@@ -303,15 +340,12 @@ def _sample_user(
     n_words = tk.shape[0]
     pos_start = indptr[u]
     pos_end = indptr[u + 1]
-    # Mark the positives; sum their weight and count the weighted ones.
-    w_pos = 0.0
+    # Mark the positives and count the weighted ones.
     n_pos_weighted = 0
     for p in range(pos_start, pos_end):
         i = indices[p]
         tk[i >> 6] |= _bit(i)
-        w = weights[i]
-        if w > 0.0:
-            w_pos += w
+        if weights[i] > 0.0:
             n_pos_weighted += 1
     n_cand = n_nonzero - n_pos_weighted
     if n_wanted >= n_cand:
@@ -326,41 +360,27 @@ def _sample_user(
         for p in range(pos_start, pos_end):
             tk[indices[p] >> 6] = _ZERO
         return 0
-    # Read the result back by scanning the bitmap when that is cheaper than sorting.
-    scan = n_words < _SCAN_FACTOR * n_wanted * np.log2(n_wanted + 1.0)
     state = stream_seed(seed, epoch, u)
-    budget = switch * n_items
-    n_f = np.float64(n_items)
-    w_left = total - w_pos
+    n_u = np.uint64(n_items)
+    reject_below = ((_LOW32 - n_u) + _ONE) % n_u  # (2**32 - n) mod n
+    fail_budget = switch * n_items
     n_drawn = 0
     fails = 0
     keyed = 0
     # Rejection from the global alias table (Fang eq. 2 restricted by rejecting positives
-    # and repeats = successive sampling without replacement).
+    # and repeats = successive sampling without replacement). Failed trials are capped at
+    # ``switch · n_items`` — about the cost of the keys pass — so no user costs more than
+    # O(n_wanted + n_items) whatever share of the weight its positives hold.
     while n_drawn < n_wanted:
-        if (
-            fails >= _MAX_CONSECUTIVE_REJECTS
-            or w_left <= 0.0
-            or (n_wanted - n_drawn) * total > budget * w_left
-        ):
-            break
-        state, f = next_float(state)
-        x = f * n_f
-        i = np.int64(x)
-        if i >= n_items:
-            i = n_items - 1
-        if x - i >= alias_prob[i]:
-            i = alias_idx[i]
+        state, i = _draw_alias(state, alias_table, n_u, reject_below)
         if _has(tk, i):
             fails += 1
+            if fails > fail_budget:
+                break
             continue
-        b = _bit(i)
-        tk[i >> 6] |= b
-        dr[i >> 6] |= b
+        tk[i >> 6] |= _bit(i)
         out_indices[out_start + n_drawn] = i
         n_drawn += 1
-        fails = 0
-        w_left -= weights[i]
     if n_drawn < n_wanted:
         # Efraimidis–Spirakis keys over the candidates still available.
         keyed = 1
@@ -378,28 +398,26 @@ def _sample_user(
         select_smallest(key, ids, m, remaining)
         for t in range(remaining):
             i = ids[t]
-            b = _bit(i)
-            tk[i >> 6] |= b
-            dr[i >> 6] |= b
+            tk[i >> 6] |= _bit(i)
             out_indices[out_start + n_drawn + t] = i
-    if scan:
+    if n_words < _SCAN_FACTOR * n_wanted * np.log2(n_wanted + 1.0):
+        # Read the negatives back in order: scan the bitmap word by word, masking out the
+        # positives (rows are sorted, so they are walked alongside), clearing as we go.
         k = out_start
+        p = pos_start
         for wd in range(n_words):
-            x = dr[wd]
+            x = tk[wd]
             if x != _ZERO:
-                dr[wd] = _ZERO
+                tk[wd] = _ZERO
+                while p < pos_end and (indices[p] >> 6) == wd:
+                    x &= ~_bit(indices[p])
+                    p += 1
                 while x != _ZERO:
                     out_indices[k] = (wd << 6) + np.int64(trailing_zeros(x))
                     k += 1
                     x &= x - _ONE
     else:
         out_indices[out_start : out_start + n_wanted].sort()
-        for t in range(out_start, out_start + n_wanted):
-            dr[out_indices[t] >> 6] = _ZERO
-    if n_words <= (pos_end - pos_start) + n_wanted:
-        for wd in range(n_words):
-            tk[wd] = _ZERO
-    else:
         for p in range(pos_start, pos_end):
             tk[indices[p] >> 6] = _ZERO
         for t in range(out_start, out_start + n_wanted):
@@ -412,8 +430,7 @@ def sample_into(
     indptr: np.ndarray,
     indices: np.ndarray,
     weights: np.ndarray,
-    alias_prob: np.ndarray,
-    alias_idx: np.ndarray,
+    alias_table: np.ndarray,
     seed: int,
     epoch: int,
     out_indptr: np.ndarray,
@@ -431,9 +448,11 @@ def sample_into(
 
     Parameters
     ----------
-    indptr, indices : the users' positives (CSR, int64 / int32; no duplicates within a row)
+    indptr, indices : the users' positives (CSR, int64 / int32; each row sorted ascending
+        without duplicates — scipy's canonical format)
     weights : float64 array (n_items), non-negative item weights
-    alias_prob, alias_idx : the alias table of ``weights`` (:func:`build_alias`)
+    alias_table : uint64 array (n_items), the packed alias table of ``weights``
+        (:func:`build_alias` then :func:`pack_alias`)
     seed, epoch : int, non-negative; user ``j`` uses ``stream_seed(seed, epoch, j)``
     out_indptr : int64 array (n_users + 1), prefix sum of the wanted counts
     out_indices : int32 array (out_indptr[-1]), written
@@ -441,23 +460,21 @@ def sample_into(
         ``numba.get_num_threads()`` at the call (rows of per-thread scratch; thread ids are
         below it). Passed in because calling it inside the kernel defeats Numba's cache.
     switch : float
-        Cost ratio steering the per-user choice between rejection and keys: rejection goes
-        on while ``remaining · W / W_remaining ≤ switch · n_items`` (expected trials left
-        against one pass over the catalogue). ``0`` forces keys, ``inf`` forces rejection
-        (exact either way; a knob for tests and tuning).
+        A user's rejection stops after ``switch · n_items`` failed trials and its remaining
+        draws are done with keys (one pass over the catalogue). ``0`` forces keys, ``inf``
+        forces rejection (exact either way; a knob for tests and tuning).
 
     Returns
     -------
     int : number of users finished (at least partly) with Efraimidis–Spirakis keys.
     """
-    taken, drawn, keys, cand, weighted, total, n_nonzero = _scratch(weights, n_threads)
+    taken, keys, cand, weighted, n_nonzero = _scratch(weights, n_threads)
     n_keyed = 0
     for u in numba.prange(indptr.shape[0] - 1):
         tid = numba.get_thread_id()
         n_keyed += _sample_user(
-            u, indptr, indices, weights, alias_prob, alias_idx, weighted, total, n_nonzero,
-            seed, epoch, out_indptr, out_indices, taken[tid], drawn[tid], keys[tid], cand[tid],
-            switch,
+            u, indptr, indices, weights, alias_table, weighted, n_nonzero, seed, epoch,
+            out_indptr, out_indices, taken[tid], keys[tid], cand[tid], switch,
         )
     return n_keyed
 
@@ -467,8 +484,7 @@ def sample_into_serial(
     indptr: np.ndarray,
     indices: np.ndarray,
     weights: np.ndarray,
-    alias_prob: np.ndarray,
-    alias_idx: np.ndarray,
+    alias_table: np.ndarray,
     seed: int,
     epoch: int,
     out_indptr: np.ndarray,
@@ -480,11 +496,11 @@ def sample_into_serial(
 
     ``n_threads`` is accepted for a drop-in signature and ignored.
     """
-    taken, drawn, keys, cand, weighted, total, n_nonzero = _scratch(weights, 1)
+    taken, keys, cand, weighted, n_nonzero = _scratch(weights, 1)
     n_keyed = 0
     for u in range(indptr.shape[0] - 1):
         n_keyed += _sample_user(
-            u, indptr, indices, weights, alias_prob, alias_idx, weighted, total, n_nonzero,
-            seed, epoch, out_indptr, out_indices, taken[0], drawn[0], keys[0], cand[0], switch,
+            u, indptr, indices, weights, alias_table, weighted, n_nonzero, seed, epoch,
+            out_indptr, out_indices, taken[0], keys[0], cand[0], switch,
         )
     return n_keyed
