@@ -192,7 +192,9 @@ def _as_positives(user_items: Any) -> sp.csr_matrix:
         raise InputError(f"user_items: expected a 2-D matrix, got shape {matrix.shape}")
     csr = matrix.tocsr() if matrix.format != "csr" else matrix
     data = csr.data
-    if not csr.has_canonical_format or (data.size and not np.all(data != 0)):
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise InputError("user_items: contains NaN or inf")
+    if not csr.has_canonical_format or np.count_nonzero(data) != data.size:
         csr = csr.copy()
         csr.sum_duplicates()
         csr.eliminate_zeros()

@@ -419,7 +419,10 @@ def test_bad_arguments_raise_input_error_naming_them(kwargs, name):
         sample_negatives(X_SMALL, **kwargs)
 
 
-@pytest.mark.parametrize("matrix", [np.eye(3), [[1, 0]], "file.csv", None])
+@pytest.mark.parametrize(
+    "matrix",
+    [np.eye(3), [[1, 0]], "file.csv", None, sp.csr_matrix(np.array([[1.0, np.nan]]))],
+)
 def test_bad_user_items_raise_input_error(matrix):
     with pytest.raises(InputError, match="^user_items"):
         sample_negatives(matrix)

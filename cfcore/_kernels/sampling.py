@@ -42,7 +42,8 @@ rejection, the alias coin has 32 bits (probabilities exact to ~2**-32 per slot),
 use 53-bit uniforms. Weights are float64 (popularity sums overflow float32's mantissa).
 
 Random numbers: user ``j``'s stream is ``stream_seed(seed, epoch, j)``
-(:mod:`cfcore._kernels.rng`), so the output depends on ``(seed, epoch)`` and the data only —
+(:mod:`cfcore._kernels.rng`) XOR a sampler-specific constant (so it is not the SGD kernel's
+stream for block ``j``), so the output depends on ``(seed, epoch)`` and the data only —
 never on the number of threads or on which thread served which user.
 
 Memory: per thread, a bitmap of ``n_items`` bits (the current user's positives ∪ drawn
@@ -65,6 +66,10 @@ _ZERO = np.uint64(0)
 _ONE = np.uint64(1)
 _S32 = np.uint64(32)
 _LOW32 = np.uint64(0xFFFFFFFF)
+# XORed into every user's stream state so the sampler's streams never coincide with another
+# kernel's for the same (seed, epoch, index) — the SGD kernel draws from
+# ``stream_seed(seed, epoch, block)`` with the same seed and epoch.
+_STREAM_DOMAIN = np.uint64(0x6E65676174697665)  # "negative"
 
 # Read a user's n negatives back in order by scanning its bitmap (O(n_items / 64)) rather than
 # sorting them (O(n log n)) when n_items / 64 < _SCAN_FACTOR · n · log2(n + 1).
@@ -360,7 +365,7 @@ def _sample_user(
         for p in range(pos_start, pos_end):
             tk[indices[p] >> 6] = _ZERO
         return 0
-    state = stream_seed(seed, epoch, u)
+    state = stream_seed(seed, epoch, u) ^ _STREAM_DOMAIN
     n_u = np.uint64(n_items)
     reject_below = ((_LOW32 - n_u) + _ONE) % n_u  # (2**32 - n) mod n
     fail_budget = switch * n_items
@@ -453,7 +458,8 @@ def sample_into(
     weights : float64 array (n_items), non-negative item weights
     alias_table : uint64 array (n_items), the packed alias table of ``weights``
         (:func:`build_alias` then :func:`pack_alias`)
-    seed, epoch : int, non-negative; user ``j`` uses ``stream_seed(seed, epoch, j)``
+    seed, epoch : int, non-negative; user ``j`` uses ``stream_seed(seed, epoch, j)`` (XOR
+        ``_STREAM_DOMAIN``)
     out_indptr : int64 array (n_users + 1), prefix sum of the wanted counts
     out_indices : int32 array (out_indptr[-1]), written
     n_threads : int
