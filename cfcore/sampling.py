@@ -13,7 +13,11 @@ read here as ``w = log(1 + p)``. Those entries then become ``V_ij = 0`` for the 
 >>> neg.save("negatives.npz")
 
 For resampling every epoch pass ``epoch=e``: each (seed, epoch) pair gives fresh,
-reproducible negatives. The kernels live in :mod:`cfcore._kernels.sampling`.
+reproducible negatives, identical for any number of threads. The kernels live in
+:mod:`cfcore._kernels.sampling` (alias-table rejection with an Efraimidis–Spirakis fallback;
+see there for the exact distribution and the numerics). Speed, one busy 2-core machine,
+MovieLens-1M shape (1M positives → 2M negatives): ~45–70 M samples per CPU-second per
+thread, so an epoch's resampling costs a fraction of an SGD epoch over the same entries.
 """
 
 from __future__ import annotations
@@ -313,7 +317,9 @@ def sample_negatives(
         Non-negative. User ``j`` draws from the stream ``(seed, epoch, j)``, so the result
         does not depend on ``threads``.
     threads : int, default 0
-        Numba threads (0 = all available); the previous setting is restored afterwards.
+        Numba threads (0 = all available, more are capped at ``NUMBA_NUM_THREADS``); the
+        previous setting is restored afterwards. 1 runs the serial kernel (no parallel
+        region to start: fastest for small inputs).
     popularity : ndarray, shape (n_items,), optional
         ``p_i ≥ 0``; default: the column counts of ``user_items`` (number of viewers).
     epoch : int, default 0
@@ -346,6 +352,8 @@ def sample_negatives(
     else:
         p = _check_popularity(popularity, n_items)
     weights = item_weights(p, weighting)
+    if not np.isfinite(weights.sum()):
+        raise InputError("popularity: values so large that the item weights overflow float64")
     alias_prob = np.empty(n_items, dtype=np.float64)
     alias_idx = np.empty(n_items, dtype=np.int32)
     build_alias(weights, alias_prob, alias_idx)

@@ -173,14 +173,19 @@ def test_select_smallest_puts_the_k_smallest_first(m, seed, data):
 
 
 # ----------------------------------------------------------------------------- distribution
-@pytest.mark.parametrize("path", ["rejection", "keys"])
+@pytest.mark.parametrize("path", ["rejection", "keys", "api"])
 @pytest.mark.parametrize("weighting", WEIGHTINGS)
 def test_single_draw_frequencies_match_weights_over_non_positives(weighting, path):
     popularity = np.array([0.0, 1.0, 2.0, 3.0, 5.0, 9.0, 20.0])
     w = ref_weights(popularity, weighting)
     per_item = 4000
     X = one_positive_users(len(w), per_item)
-    out_indptr, out, _, _ = run_kernel(X, w, 1.0, seed=11, switch=PATHS[path])
+    if path == "api":
+        neg = sample_negatives(X, 1.0, weighting, seed=11, popularity=popularity, threads=1,
+                               warn_short=False)
+        out_indptr, out = neg.indptr, neg.indices
+    else:
+        out_indptr, out, _, _ = run_kernel(X, w, 1.0, seed=11, switch=PATHS[path])
     assert np.all(np.diff(out_indptr) == 1 if weighting == "uniform" else np.diff(out_indptr) <= 1)
     for g in range(len(w)):
         users = slice(g * per_item, (g + 1) * per_item)
@@ -412,6 +417,7 @@ X_SMALL = sp.csr_matrix(np.eye(3, dtype=np.float32))
         ({"popularity": np.array([1.0, -1.0, 0.0])}, "popularity"),
         ({"popularity": np.array([1.0, np.nan, 0.0])}, "popularity"),
         ({"popularity": ["a", "b", "c"]}, "popularity"),
+        ({"popularity": np.full(3, 1e308), "weighting": "popularity"}, "popularity"),
     ],
 )
 def test_bad_arguments_raise_input_error_naming_them(kwargs, name):
