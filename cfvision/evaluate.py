@@ -13,19 +13,19 @@ Fang et al. §4.3–4.4:
   penalty picked on a held-out quarter of the training part). Single-label: accuracy;
   multi-label (e.g. MovieLens genres): mean average precision over classes.
 
-The neighbour search and the retrieval measures come from ``cfcore.neighbors`` and
-``cfcore.retrieval`` when that module offers them; otherwise an exact inner-product search
-(faiss ``IndexFlatIP``) and the NumPy measures below are used — the same definitions.
+The neighbour search is cfcore's :class:`~cfcore.neighbors.NeighborIndex` (exact cosine,
+faiss) and the measures are :func:`cfcore.retrieval.retrieval_report`, so features and item
+factors are scored by the same code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from cfcore.errors import InputError
 
@@ -57,160 +57,6 @@ def mean_average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """Mean of :func:`average_precision` over classes that have a positive."""
     ap = average_precision(y_true, y_score)
     return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
-
-
-# ----------------------------------------------------------------------------- neighbours
-def nearest_neighbors(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` cosine neighbours of each query row among the ``base`` rows.
-
-    Returns
-    -------
-    indices : int64 (Q, k) rows of ``base``, best first; scores : float32 (Q, k) cosines.
-    """
-    if k > len(base):
-        raise InputError(f"k = {k} neighbours requested but only {len(base)} train items")
-    q = _unit(queries)
-    b = _unit(base)
-    try:
-        from cfcore.neighbors import NeighborIndex  # the cluster helper's index, when present
-
-        index = NeighborIndex(metric="cosine").fit(b)
-        scores, idx = index.search(q, k)
-        return np.asarray(idx, dtype=np.int64), np.asarray(scores, dtype=np.float32)
-    except (ImportError, AttributeError, TypeError):
-        pass
-    import faiss
-
-    index = faiss.IndexFlatIP(b.shape[1])
-    index.add(b)
-    scores, idx = index.search(q, k)
-    return idx.astype(np.int64), scores.astype(np.float32)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-# ----------------------------------------------------------------------------- retrieval
-def _binary_rows(item_users: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
-    m = item_users[rows].tocsr()
-    m.data = np.ones_like(m.data, dtype=np.float32)
-    return m
-
-
-def shared_viewer_curve(item_users: sp.csr_matrix, query_rows: np.ndarray,
-                        neighbor_rows: np.ndarray) -> np.ndarray:
-    """Mean Jaccard similarity of viewer sets at each rank (Fang §4.3, Fig. 5).
-
-    Parameters
-    ----------
-    item_users : csr (n_items, n_users)
-        Who viewed each item (any non-zero counts as a view).
-    query_rows : int (Q,)
-        Rows of the query items.
-    neighbor_rows : int (Q, R)
-        Rows of each query's neighbours, best first.
-
-    Returns
-    -------
-    ndarray (R,)
-        ``curve[r] = mean_q |V(q) ∩ V(n_qr)| / |V(q) ∪ V(n_qr)|`` (0 when both sets are empty).
-    """
-    q = _binary_rows(item_users, query_rows)
-    flat = neighbor_rows.reshape(-1)
-    uniq, inverse = np.unique(flat, return_inverse=True)
-    n = _binary_rows(item_users, uniq)
-    inter = (q @ n.T).toarray()  # (Q, |uniq|)
-    q_size = np.asarray(q.sum(axis=1)).ravel()
-    n_size = np.asarray(n.sum(axis=1)).ravel()
-    cols = inverse.reshape(neighbor_rows.shape)
-    i = np.take_along_axis(inter, cols, axis=1)
-    union = q_size[:, None] + n_size[cols] - i
-    jac = np.divide(i, union, out=np.zeros_like(i, dtype=np.float64), where=union > 0)
-    return jac.mean(axis=0)
-
-
-def owner_viewed_count(user_items: sp.csr_matrix, owner_rows: np.ndarray,
-                       neighbor_rows: np.ndarray) -> float:
-    """Mean over queries of how many neighbours the query's owner viewed (Fang §4.3).
-
-    ``owner_rows[q]`` is the user row of query q's owner (``-1``: no owner, query skipped).
-    """
-    keep = owner_rows >= 0
-    if not keep.any():
-        return float("nan")
-    ui = user_items.tocsr()
-    counts = [np.isin(neighbor_rows[q], ui.indices[ui.indptr[u]:ui.indptr[u + 1]]).sum()
-              for q, u in zip(np.flatnonzero(keep), owner_rows[keep], strict=True)]
-    return float(np.mean(counts))
-
-
-@dataclass
-class RetrievalResult:
-    """Shared-viewer curve of one feature set, its random baseline and owner counts."""
-
-    curve: np.ndarray
-    baseline: np.ndarray
-    n_queries: int
-    n_base: int
-    owner_viewed: float = float("nan")
-    owner_viewed_random: float = float("nan")
-
-    def summary(self) -> dict[str, Any]:
-        r = len(self.curve)
-        out = {
-            "queries": self.n_queries, "base_items": self.n_base, "R": r,
-            "shared_viewers@1": float(self.curve[0]),
-            "shared_viewers@10": float(self.curve[: min(10, r)].mean()),
-            f"shared_viewers@{r}": float(self.curve.mean()),
-            "random_baseline": float(self.baseline.mean()),
-        }
-        if np.isfinite(self.owner_viewed):
-            out["owner_viewed"] = self.owner_viewed
-            out["owner_viewed_random"] = self.owner_viewed_random
-        return out
-
-
-def retrieval_eval(vectors: np.ndarray, item_rows: np.ndarray, item_users: sp.csr_matrix,
-                   query_mask: np.ndarray, R: int = 100, owner_rows: np.ndarray | None = None,
-                   user_items: sp.csr_matrix | None = None, seed: int = 0) -> RetrievalResult:
-    """Test items (``query_mask``) query the other items by cosine similarity of ``vectors``.
-
-    Parameters
-    ----------
-    vectors : (n, d)
-        Features of n items.
-    item_rows : int (n,)
-        Row of each item in ``item_users``.
-    item_users : csr (n_items_total, n_users)
-    query_mask : bool (n,)
-        True for test (query) items; the rest is the searchable train set.
-    R : int
-        Ranks of the curve (paper: 100).
-    owner_rows : int (n,), optional
-        User row of each item's owner (−1: none), with ``user_items`` for the owner count.
-    seed : int
-        Seed of the random-pairs baseline (uniform train items per query, Fang §4.3).
-    """
-    query_mask = np.asarray(query_mask, dtype=bool)
-    qi, bi = np.flatnonzero(query_mask), np.flatnonzero(~query_mask)
-    if len(qi) == 0 or len(bi) == 0:
-        raise InputError(f"need query and train items, got {len(qi)} and {len(bi)}")
-    R = min(R, len(bi))
-    nn_idx, _ = nearest_neighbors(vectors[qi], vectors[bi], R)
-    nn_rows = item_rows[bi][nn_idx]
-    q_rows = item_rows[qi]
-    curve = shared_viewer_curve(item_users, q_rows, nn_rows)
-    rng = np.random.default_rng(seed)
-    rand_rows = item_rows[bi][rng.integers(0, len(bi), size=(len(qi), R))]
-    baseline = shared_viewer_curve(item_users, q_rows, rand_rows)
-    res = RetrievalResult(curve, baseline, len(qi), len(bi))
-    if owner_rows is not None and user_items is not None:
-        res.owner_viewed = owner_viewed_count(user_items, owner_rows[qi], nn_rows)
-        res.owner_viewed_random = owner_viewed_count(user_items, owner_rows[qi], rand_rows)
-    return res
 
 
 # ----------------------------------------------------------------------------- linear probe
@@ -320,7 +166,8 @@ def _as_feature_set(entry: Any) -> FeatureSet:
     return str(entry), ids, vecs
 
 
-def _owner_rows(path: Any, items: Sequence[str], interactions: Any) -> np.ndarray:
+def _read_owners(path: Any) -> dict[str, str]:
+    """CSV ``item_id,owner`` (header optional)."""
     import csv
 
     from cfvision.data import _normalise_id
@@ -333,8 +180,51 @@ def _owner_rows(path: Any, items: Sequence[str], interactions: Any) -> np.ndarra
             if len(row) < 2:
                 raise InputError(f"{path}:{lineno}: expected item_id,owner")
             owner[_normalise_id(row[0])] = row[1].strip()
-    users = {str(u): r for r, u in enumerate(interactions.user_ids.tolist())}
-    return np.asarray([users.get(owner.get(i, "\0"), -1) for i in items], dtype=np.int64)
+    if not owner:
+        raise InputError(f"{path}: no owners")
+    return owner
+
+
+def retrieval_eval(item_ids: Sequence[str], vectors: np.ndarray, query_mask: np.ndarray,
+                   interactions: Any, R: int = 100, owners: dict[str, str] | None = None,
+                   genres: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0) -> Any:
+    """Test items (``query_mask``) query the other items by cosine similarity (Fang §4.3).
+
+    Parameters
+    ----------
+    item_ids : sequence of str
+        Ids of the rows of ``vectors`` (all among ``interactions``' items).
+    vectors : (n, d)
+    query_mask : bool (n,)
+        True for query (test) items; the others are searched (and are the random baseline's
+        candidates).
+    interactions : cfcore.Interactions
+        Viewer sets.
+    R : int
+        Neighbours per query (paper: 100; capped at the number of searched items).
+    owners, genres
+        Passed to :func:`cfcore.retrieval.retrieval_report`.
+
+    Returns
+    -------
+    cfcore.retrieval.RetrievalReport
+    """
+    from cfcore.neighbors import NeighborIndex
+    from cfcore.retrieval import retrieval_report
+    from cfvision.data import ids_to_array
+
+    query_mask = np.asarray(query_mask, dtype=bool)
+    ids = ids_to_array(item_ids)
+    if interactions.item_ids.dtype.kind == "U":
+        ids = ids.astype(str)
+    qi, bi = np.flatnonzero(query_mask), np.flatnonzero(~query_mask)
+    if len(qi) == 0 or len(bi) == 0:
+        raise InputError(f"need query and train items, got {len(qi)} and {len(bi)}")
+    R = min(R, len(bi))  # noqa: N806 - the paper's name
+    index = NeighborIndex(np.asarray(vectors[bi], dtype=np.float32), ids[bi])
+    nn = index.search(np.asarray(vectors[qi], dtype=np.float32), k=R, query_ids=ids[qi])
+    return retrieval_report(nn, interactions, R, owners=owners, genres=genres,
+                            candidates=ids[bi], seed=seed, on_empty="skip")
 
 
 def compare_features(feature_sets: Sequence[Any], interactions: Any,
@@ -387,9 +277,7 @@ def compare_features(feature_sets: Sequence[Any], interactions: Any,
         n_q = max(1, int(round(len(common) * test_fraction)))
         query = np.zeros(len(common), dtype=bool)
         query[rng.choice(len(common), n_q, replace=False)] = True
-    item_rows = np.asarray([inter_cols[i] for i in common], dtype=np.int64)
-    item_users = interactions.item_users()
-    owner_rows = _owner_rows(owners, common, interactions) if owners is not None else None
+    owner_map = _read_owners(owners) if owners is not None else None
     lab: Labels | None = None
     if labels is not None:
         lab = labels if isinstance(labels, Labels) else load_labels(labels)
@@ -399,59 +287,48 @@ def compare_features(feature_sets: Sequence[Any], interactions: Any,
             raise InputError(f"only {len(probe_items)} items have both features and a label in "
                              f"{lab.source}: do the ids come from the same dataset?")
         lab = lab.subset(probe_items)
+    genres = None
+    if lab is not None:
+        from cfvision.data import ids_to_array
+
+        onehot = lab.targets if lab.multilabel else np.eye(lab.n_classes, dtype=np.float32)[lab.targets]
+        genres = (ids_to_array(lab.item_ids), onehot)
     results: dict[str, Any] = {}
-    curves = {}
-    baseline = None
+    reports = {}
     for name, ids, vecs in sets:
         pos = {i: r for r, i in enumerate(ids)}
         x = vecs[[pos[i] for i in common]]
-        ret = retrieval_eval(x, item_rows, item_users, query, R, owner_rows,
-                             interactions.user_items if owner_rows is not None else None, seed)
-        entry: dict[str, Any] = {**ret.summary(), "curve": ret.curve.tolist()}
-        curves[name], baseline = ret.curve, ret.baseline
+        rep = retrieval_eval(common, x, query, interactions, R, owner_map, genres, seed)
+        reports[name] = rep
+        entry: dict[str, Any] = rep.to_dict()
         if lab is not None:
-            xp = x[[common.index(i) for i in lab.item_ids]] if len(lab) != len(common) else x
+            row = {i: r for r, i in enumerate(common)}
+            xp = x[[row[i] for i in lab.item_ids]]
             entry["probe"] = linear_probe(xp, lab.targets, lab.multilabel, seed=seed).summary()
         results[name] = entry
-    table = _table(results, int(query.sum()), len(common) - int(query.sum()))
+    n_q = int(query.sum())
+    table = _table(results, n_q, len(common) - n_q)
     if plot is not None:
-        _plot_curves(plot, curves, baseline)
-    return {"items": len(common), "queries": int(query.sum()), "R": min(R, len(common) - int(query.sum())),
-            "results": results, "table": table}
+        from cfcore.retrieval import plot_reports
+
+        plot_reports(plot, {Path(n).stem if n.endswith(".npz") else n: r for n, r in reports.items()})
+    return {"items": len(common), "queries": n_q, "results": results, "table": table}
 
 
 def _table(results: dict[str, Any], n_q: int, n_b: int) -> list[str]:
-    lines = [f"{n_q} query items vs {n_b} train items"]
-    head = f"{'features':<40} {'sv@1':>7} {'sv@10':>7} {'sv@R':>7} {'random':>7} {'probe':>12}"
-    lines.append(head)
+    lines = [f"{n_q} query items vs {n_b} train items (shared viewers: mean Jaccard of viewer sets)"]
+    lines.append(f"{'features':<32} {'sv@1':>7} {'sv mean':>8} {'random':>7} {'lift':>6} "
+                 f"{'genre@1':>8} {'probe':>14}")
     for name, e in results.items():
-        r = e["R"]
+        s = e["summary"]
         probe = f"{e['probe']['metric']} {e['probe']['score']:.4f}" if "probe" in e else "-"
-        lines.append(f"{name[-40:]:<40} {e['shared_viewers@1']:7.4f} {e['shared_viewers@10']:7.4f} "
-                     f"{e[f'shared_viewers@{r}']:7.4f} {e['random_baseline']:7.4f} {probe:>12}")
-        if "owner_viewed" in e:
-            lines.append(f"{'':<40} owner viewed {e['owner_viewed']:.2f} of top-{r} "
-                         f"(random {e['owner_viewed_random']:.2f})")
+        genre = f"{s['genre_agreement@1']:.3f}" if "genre_agreement@1" in s else "-"
+        lift = f"{s['shared_viewers_lift']:.2f}" if s.get("shared_viewers_lift") else "-"
+        lines.append(f"{str(name)[-32:]:<32} {s['shared_viewers@1']:7.4f} "
+                     f"{s['shared_viewers_mean']:8.4f} {s['shared_viewers_random_mean']:7.4f} "
+                     f"{lift:>6} {genre:>8} {probe:>14}")
+        r = s["R"]
+        if f"owner_viewed@{r}" in s:
+            lines.append(f"{'':<32} owner viewed {s[f'owner_viewed@{r}']:.2f} of the top {r} "
+                         f"(random {s[f'owner_viewed_random@{r}']:.2f})")
     return lines
-
-
-def _plot_curves(path: Any, curves: dict[str, np.ndarray], baseline: np.ndarray | None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cfcore.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, curve in curves.items():
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=str(name)[-40:])
-    if baseline is not None:
-        ax.axhline(float(baseline.mean()), color="grey", linestyle="--", label="random pairs")
-    ax.set_xlabel("neighbour rank r")
-    ax.set_ylabel("shared viewers (Jaccard)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)

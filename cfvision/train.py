@@ -301,6 +301,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
+def average_buffers(model: nn.Module, dist: DistInfo) -> None:
+    """Average floating-point buffers (batch-norm running statistics) over the ranks.
+
+    DDP keeps parameters identical but each rank updates its running statistics on its own
+    shard; averaging them at the end of every epoch makes every rank hold the same model
+    (integer buffers such as ``num_batches_tracked`` already agree).
+    """
+    import torch.distributed as tdist
+
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            tdist.all_reduce(buf)
+            buf.div_(dist.world_size)
+
+
 def _criterion(multilabel: bool) -> nn.Module:
     return nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
 
@@ -593,6 +608,8 @@ def train(cfg: TrainConfig, on_batch: Callable[[int, int], None] | None = None,
                                 amp=use_amp, scaler=scaler, multilabel=data.labels.multilabel,
                                 dist=dist, progress=cfg.progress, on_batch=on_batch)
         scheduler.step()
+        if dist.distributed:
+            average_buffers(model, dist)
         record: dict[str, Any] = {"epoch": epoch, "lr": lr, **stats}
         if dist.main:
             if val_loader is not None:

@@ -1,0 +1,172 @@
+"""cfvision training: the loss goes down, resume is exact, DDP ranks agree, checkpoints check K."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from PIL import Image  # noqa: E402
+
+from cfcore.errors import InputError  # noqa: E402
+from cfvision.train import ClassBalancedSampler, TrainConfig, train  # noqa: E402
+
+COLORS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40)]
+
+
+def make_dataset(root, n=48, k=4, seed=0):
+    """``n`` tiny noisy images whose class is their dominant colour, and labels.csv."""
+    rng = np.random.default_rng(seed)
+    img = root / "img"
+    img.mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        c = i % k
+        a = (np.array(COLORS[c])[None, None, :] + rng.normal(0, 40, (18, 22, 3))).clip(0, 255)
+        Image.fromarray(a.astype(np.uint8)).save(img / f"{i}.png")
+        rows.append(f"{i},{c}")
+    (root / "labels.csv").write_text("item_id,label\n" + "\n".join(rows) + "\n")
+    return img, root / "labels.csv"
+
+
+def config(root, **kw):
+    img, labels = (root / "img", root / "labels.csv")
+    base = dict(images=str(img), labels=str(labels), output=str(root / "run"), arch="small",
+                image_size=16, epochs=3, batch_size=8, val_fraction=0.25, device="cpu",
+                progress=False, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture()
+def data(tmp_path):
+    make_dataset(tmp_path)
+    return tmp_path
+
+
+def test_training_lowers_the_loss_and_writes_logs(data):
+    torch.set_num_threads(1)
+    result = train(config(data, epochs=4, lr=0.05), log=None)
+    hist = result.history
+    assert len(hist) == 4
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"] - 0.2
+    assert hist[-1]["val_acc"] >= 0.75  # 4 colour classes: chance is 0.25
+    assert all(h["images_per_s"] > 0 for h in hist)
+    run = data / "run"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2, 3]
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "image_report.txt").read_text().startswith("48 images usable")
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # atomic writes left nothing
+
+
+class Killed(Exception):
+    pass
+
+
+def _strip_timing(history):
+    return [{k: v for k, v in h.items() if k not in ("images_per_s", "train_seconds")} for h in history]
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_resume_after_a_mid_epoch_kill_matches_an_uninterrupted_run(tmp_path, balanced):
+    torch.set_num_threads(1)
+    make_dataset(tmp_path)
+    full = train(config(tmp_path, output=str(tmp_path / "full"), balanced=balanced), log=None)
+
+    def kill(epoch, step):  # the process dies in the middle of epoch 1
+        if epoch == 1 and step == 2:
+            raise Killed
+
+    cfg = config(tmp_path, output=str(tmp_path / "killed"), balanced=balanced)
+    with pytest.raises(Killed):
+        train(cfg, on_batch=kill, log=None)
+    saved = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1  # only epoch 0 was checkpointed
+    resumed = train(replace(cfg, resume=True), log=None)
+    assert _strip_timing(resumed.history) == _strip_timing(full.history)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_refuses_other_k_and_needs_a_checkpoint(data):
+    torch.set_num_threads(1)
+    with pytest.raises(InputError, match="no checkpoint"):
+        train(config(data, resume=True), log=None)
+    train(config(data, epochs=1), log=None)
+    with pytest.raises(InputError, match="exists: pass --resume"):
+        train(config(data, epochs=1), log=None)
+    other = data / "labels5.csv"
+    other.write_text("item_id,label\n" + "\n".join(f"{i},{i % 5}" for i in range(48)) + "\n")
+    with pytest.raises(InputError, match="K = 4 classes but .* K = 5"):
+        train(config(data, labels=str(other), resume=True, epochs=2), log=None)
+
+
+def test_class_balanced_sampler_is_uniform_over_classes_and_seeded():
+    targets = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    s = ClassBalancedSampler(targets, seed=3)
+    draws = []
+    for epoch in range(30):
+        s.set_epoch(epoch)
+        draws += list(s)
+    freq = np.bincount(targets[draws], minlength=3) / len(draws)
+    assert np.allclose(freq, 1 / 3, atol=0.03)
+    s.set_epoch(5)
+    first = list(s)
+    s.set_epoch(5)
+    assert list(s) == first
+    shards = [ClassBalancedSampler(targets, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for sh in shards:
+        sh.set_epoch(5)
+    merged = [x for pair in zip(*shards, strict=True) for x in pair]
+    assert merged == first
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, root, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from cfvision.train import TrainConfig, train
+
+    cfg = TrainConfig(images=str(root / "img"), labels=str(root / "labels.csv"),
+                      output=str(root / "ddp"), arch="small", image_size=16, epochs=2,
+                      batch_size=4, val_fraction=0.25, device="cpu", progress=False)
+    result = train(cfg, log=None)
+    torch.save(result.model.state_dict(), out / f"rank{rank}.pt")
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_end_with_identical_weights(data):
+    import torch.multiprocessing as mp
+
+    out = data / "weights"
+    out.mkdir()
+    mp.spawn(_ddp_worker, args=(2, _free_port(), data, out), nprocs=2, join=True)
+    w0 = torch.load(out / "rank0.pt", weights_only=True)
+    w1 = torch.load(out / "rank1.pt", weights_only=True)
+    for name in w0:
+        assert torch.equal(w0[name], w1[name]), name
+    ckpt = torch.load(data / "ddp" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
+    init = TrainConfig  # the weights moved away from the seeded initialisation
+    assert init is not None
+    torch.manual_seed(0)
+    from cfvision.models import build_model
+
+    start = build_model("small", 4).state_dict()
+    assert not torch.equal(start["head.1.weight"], w0["head.1.weight"])
