@@ -352,7 +352,9 @@ def sample_negatives(
     else:
         p = _check_popularity(popularity, n_items)
     weights = item_weights(p, weighting)
-    if not np.isfinite(weights.sum()):
+    with np.errstate(over="ignore"):
+        overflow = not np.isfinite(weights.sum())
+    if overflow:
         raise InputError("popularity: values so large that the item weights overflow float64")
     alias_prob = np.empty(n_items, dtype=np.float64)
     alias_idx = np.empty(n_items, dtype=np.int32)
