@@ -113,6 +113,8 @@ def targets_section(fits: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any
             met = None
             if goal is not None:
                 met = ratio >= goal and (not equal_auc or d_auc >= -EQUAL_AUC_TOLERANCE)
+            sa, sb = a.get("steady_updates_per_s"), b.get("steady_updates_per_s")
+            steady = f"{sa / sb:.2f}×" if sa and sb else "–"
             tta = ""
             if equal_auc and a.get("curve") and b.get("curve"):
                 target_auc = min(
@@ -142,6 +144,7 @@ def targets_section(fits: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any
                     _fmt(a["updates_per_s"], 2, 1e6),
                     _fmt(b["updates_per_s"], 2, 1e6),
                     f"**{ratio:.2f}×**",
+                    steady,
                     "–"
                     if goal is None
                     else f"≥ {goal:g}×" + (" at equal AUC" if equal_auc else ""),
@@ -160,6 +163,7 @@ def targets_section(fits: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any
             "ours M upd/s",
             "peer M upd/s",
             "same-run ratio",
+            "steady-state ratio",
             "goal",
             "held-out AUC ours / peer",
             "time to equal AUC",
@@ -232,6 +236,11 @@ def dataset_section(
             else f"{_fmt(r.get('epochs_per_s'), 2)} ep/s"
         )
         frac = fraction_of_ceiling(r, ceilings)
+        steady = r.get("steady_updates_per_s")
+        if steady is None and r.get("steady_seconds_per_epoch"):
+            steady_txt = f"{1 / r['steady_seconds_per_epoch']:.2f} ep/s"
+        else:
+            steady_txt = _fmt(steady, 2, 1e6)
         rows.append(
             [
                 r["method"],
@@ -239,6 +248,7 @@ def dataset_section(
                 str(r["epochs"]),
                 _fmt(r["seconds_per_epoch"], 3),
                 rate,
+                steady_txt,
                 ratio,
                 "–" if frac is None else f"{frac:.0%}",
                 _fmt(r.get("auc"), 4),
@@ -255,6 +265,7 @@ def dataset_section(
             "epochs",
             "s/epoch",
             "M updates/s",
+            "steady M upd/s",
             "collabfeat ÷ this",
             "of ceiling",
             "AUC",
@@ -440,7 +451,9 @@ def render(
         "divided by this row. `of ceiling`: updates/s over the bare loop's at the same threads "
         "(in cache or DRAM like the tables; best of with/without prefetch). AUC/PR against "
         "uniform unobserved items, P@10 with training items excluded (`cfcore.metrics`). "
-        "Seconds per epoch are the library's whole fit call divided by epochs.",
+        "Seconds per epoch are the library's whole fit call divided by epochs; `steady` "
+        "leaves out the set-up and first epoch (epochs 2…E from per-epoch timestamps, or the "
+        "difference of an E-epoch and a 1-epoch fit for methods without a per-epoch hook).",
         "",
     ]
     for d in sorted({r["dataset"] for r in fits}, key=lambda d: (_size_of(d) or 0, d)):

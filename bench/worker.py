@@ -59,13 +59,19 @@ def run_fit(job: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
     curve: list[dict[str, Any]] = []
     segment_peaks: list[float] = []
 
+    stamps: dict[int, float] = {}
+    eval_time = [0.0]
+
     def on_epoch(epoch: int, tables) -> None:
+        t0 = time.perf_counter()
+        stamps[epoch] = t0 - eval_time[0]  # training clock (our evaluations removed)
         if epoch not in curve_at:
             return
         segment_peaks.append(system.peak_rss_mb())  # the fit's peak so far, before we allocate
         point = {"epoch": epoch, **_evaluate(tables(), split.train, split.test, users)}
         curve.append(point)
         system.reset_peak_rss()
+        eval_time[0] += time.perf_counter() - t0
 
     task = FitTask(
         split.train,
@@ -73,17 +79,18 @@ def run_fit(job: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
         epochs=epochs,
         threads=threads,
         seed=int(job.get("seed", 0)),
-        callback=on_epoch if (curve_at and method.callbacks) else None,
+        callback=on_epoch if method.callbacks else None,
     )
     rss_before = system.rss_mb()
     reset_ok = system.reset_peak_rss()
     result = method.fit(task)
     peak = max([system.peak_rss_mb(), *segment_peaks])
-    metrics = _evaluate(result.tables, split.train, split.test, users)
-    if curve and curve[-1]["epoch"] == result.epochs:
-        curve[-1].update(metrics)
-    elif curve_at:
-        curve.append({"epoch": result.epochs, **metrics})
+    if curve and curve[-1]["epoch"] == result.epochs:  # evaluated in the last callback
+        metrics = {k: v for k, v in curve[-1].items() if k in METRIC_KEYS}
+    else:
+        metrics = _evaluate(result.tables, split.train, split.test, users)
+        if curve_at:
+            curve.append({"epoch": result.epochs, **metrics})
     # Methods without callbacks: refit from scratch for the earlier checkpoints.
     if curve_at and not method.callbacks:
         for e in curve_at:
@@ -102,6 +109,23 @@ def run_fit(job: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
                 }
             )
         curve.sort(key=lambda p: p["epoch"])
+    # Steady-state pace: epochs 2..E only, without the fit call's set-up and first epoch
+    # (per-epoch stamps, or for methods without a hook a second fit of one epoch).
+    steady = None
+    if result.epochs >= 2:
+        if method.callbacks and 1 in stamps and result.epochs in stamps:
+            steady = (stamps[result.epochs] - stamps[1]) / (result.epochs - 1)
+        elif not method.callbacks:
+            one = next((p["refit_seconds"] for p in curve if p["epoch"] == 1), None)
+            if one is None:
+                one = method.fit(
+                    FitTask(
+                        split.train, factors=task.factors, epochs=1, threads=threads, seed=task.seed
+                    )
+                ).seconds
+            steady = (result.seconds - one) / (result.epochs - 1)
+        if steady is not None and steady <= 0:
+            steady = None
     seconds_per_epoch = result.seconds / max(result.epochs, 1)
     for p in curve:  # training seconds to reach this point, at the measured pace
         p["seconds"] = p.get("refit_seconds", seconds_per_epoch * p["epoch"])
@@ -125,6 +149,10 @@ def run_fit(job: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
         "prep_seconds": result.prep_seconds,
         "seconds_per_epoch": seconds_per_epoch,
         "epochs_per_s": result.epochs / result.seconds if result.seconds > 0 else None,
+        "steady_seconds_per_epoch": steady,
+        "steady_updates_per_s": (
+            None if steady is None or updates_per_epoch is None else updates_per_epoch / steady
+        ),
         "updates_per_epoch": updates_per_epoch,
         "updates_per_s": None if result.updates is None else result.updates / result.seconds,
         "rss_before_mb": rss_before,
