@@ -312,7 +312,7 @@ class Factorizer(FactorModel):
 
             def negatives(epoch: int):
                 ns = sample_negatives(train, p["neg_ratio"], self.neg_weight, seed=seed,
-                                      threads=threads, epoch=epoch)
+                                      threads=threads, epoch=epoch, warn_short=epoch == 0)
                 return ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
 
             neg_indptr, neg_indices = negatives(0)

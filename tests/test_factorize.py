@@ -1,0 +1,190 @@
+"""Factorizer: reproducibility, validation during fit, schedules, divergence, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from test_model_contract import planted
+
+from cfcore.errors import DivergenceError, InputError
+from cfcore.factorize import DEFAULT_LEARNING_RATES, Factorizer
+from cfcore.interactions import Interactions
+
+FAST = dict(factors=8, epochs=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted()
+
+
+@pytest.fixture(scope="module")
+def split(data):
+    """Planted data with 3 entries of every user held out."""
+    rng = np.random.default_rng(1)
+    train, test = data.tolil(copy=True), sp.lil_matrix(data.shape, dtype=np.float32)
+    for u in range(data.shape[0]):
+        for i in rng.choice(data[u].indices, 3, replace=False):
+            train[u, i] = 0
+            test[u, i] = 1
+    train = sp.csr_matrix(train)
+    train.eliminate_zeros()
+    return train, sp.csr_matrix(test)
+
+
+@pytest.mark.parametrize("loss", ["squared", "bpr", "warp", "logistic"])
+def test_one_thread_is_bit_reproducible(data, loss):
+    a = Factorizer(loss=loss, threads=1, seed=3, **FAST).fit(data)
+    b = Factorizer(loss=loss, threads=1, seed=3, **FAST).fit(data)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
+    assert [h["loss"] for h in a.history_] == [h["loss"] for h in b.history_]
+    c = Factorizer(loss=loss, threads=1, seed=4, **FAST).fit(data)
+    assert not np.array_equal(a.item_factors_, c.item_factors_)
+
+
+def test_threads_change_results_only_through_races(data):
+    """Same partition of the work: every update is still made once, the loss stays close."""
+    one = Factorizer(loss="squared", threads=1, **FAST).fit(data)
+    two = Factorizer(loss="squared", threads=2, **FAST).fit(data)
+    assert [h["updates"] for h in one.history_] == [h["updates"] for h in two.history_]
+    assert two.history_[-1]["loss"] == pytest.approx(one.history_[-1]["loss"], rel=0.05)
+
+
+def test_fit_on_interactions_keeps_raw_ids(data, tmp_path):
+    users = np.array([f"u{k}" for k in range(data.shape[0])])
+    items = np.arange(data.shape[1]) * 10 + 7
+    model = Factorizer(**FAST).fit(Interactions(data, users, items))
+    np.testing.assert_array_equal(model.user_ids_, users)
+    np.testing.assert_array_equal(model.item_ids_, items)
+    np.testing.assert_array_equal(model.user_rows(["u3", "u0"]), [3, 0])
+    np.testing.assert_array_equal(model.item_rows([17, 7]), [1, 0])
+    with pytest.raises(InputError, match="unknown id"):
+        model.user_rows(["nobody"])
+    with pytest.raises(InputError, match="item_ids"):
+        model.item_rows([8])
+    loaded = Factorizer.load(model.save(tmp_path / "m.npz"))
+    np.testing.assert_array_equal(loaded.user_ids_, users)
+    np.testing.assert_array_equal(loaded.item_ids_, items)
+    bare = Factorizer(**FAST).fit(data)
+    np.testing.assert_array_equal(bare.item_ids_, np.arange(data.shape[1]))
+
+
+def test_validation_metrics_per_epoch_and_callback(split):
+    train, test = split
+    seen = []
+
+    def callback(epoch, model, metrics):
+        seen.append((epoch, metrics["auc"]))
+        return epoch < 7  # stop after the eighth epoch
+
+    model = Factorizer(loss="bpr", factors=8, epochs=20, learning_rate=0.1, progress=False)
+    model.fit(train, validation=test, callback=callback)
+    assert [e for e, _ in seen] == list(range(8))
+    assert len(model.history_) == 8
+    for record in model.history_:
+        assert {"epoch", "loss", "lr", "updates", "seconds", "rmse", "pr", "auc"} <= set(record)
+        assert 0 <= record["pr"] <= 1 and 0 <= record["auc"] <= 1 and record["rmse"] > 0
+        assert record["updates"] == train.nnz
+    assert model.history_[-1]["auc"] > 0.85  # planted structure is easy
+    assert model.history_[-1]["pr"] < 0.15  # Fang's PR on sampled negatives, lower is better
+
+
+def test_validation_must_match(split):
+    train, test = split
+    with pytest.raises(InputError, match="validation"):
+        Factorizer(**FAST).fit(train, validation=test[:, :-1])
+    with pytest.raises(InputError, match="validation"):
+        Factorizer(**FAST).fit(train, validation=sp.csr_matrix(test.shape, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [("constant", [0.1] * 4), ("linear", [0.1, 0.075, 0.05, 0.025]),
+     ("inverse-sqrt", [0.1 / math.sqrt(1 + e) for e in range(4)])],
+)
+def test_learning_rate_schedules(data, schedule, expected):
+    model = Factorizer(learning_rate=0.1, schedule=schedule, **FAST).fit(data)
+    np.testing.assert_allclose([h["lr"] for h in model.history_], expected, rtol=1e-6)
+
+
+def test_default_learning_rate_depends_on_loss(data):
+    for loss, lr in DEFAULT_LEARNING_RATES.items():
+        model = Factorizer(loss=loss, **{**FAST, "epochs": 1}).fit(data)
+        assert model.history_[0]["lr"] == pytest.approx(lr)
+
+
+def test_random_order_also_learns(data):
+    model = Factorizer(loss="bpr", order="random", learning_rate=0.1,
+                       **{**FAST, "epochs": 20}).fit(data)
+    ids, _ = model.recommend(np.arange(0, 80, 20), data[::20], N=3)
+    assert np.all(ids // 25 == np.arange(4)[:, None])
+
+
+def test_divergence_is_reported_with_advice(data):
+    with pytest.raises(DivergenceError, match=r"lower learning_rate \(now 1000\)"):
+        Factorizer(learning_rate=1000.0, **FAST).fit(data)
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [({"factors": 0}, "factors"), ({"factors": 2.5}, "factors"), ({"loss": "hinge"}, "loss"),
+     ({"learning_rate": 0.0}, "learning_rate"), ({"learning_rate": -0.1}, "learning_rate"),
+     ({"learning_rate": float("nan")}, "learning_rate"), ({"regularization": -1}, "regularization"),
+     ({"epochs": -1}, "epochs"), ({"neg_ratio": 0}, "neg_ratio"), ({"neg_weight": "log"}, "neg_weight"),
+     ({"schedule": "cosine"}, "schedule"), ({"order": "blocked"}, "order"),
+     ({"threads": -2}, "threads"), ({"seed": -1}, "seed"), ({"max_sampled": 0}, "max_sampled"),
+     ({"init_scale": 0}, "init_scale")],
+)
+def test_bad_parameters_are_named_at_fit(data, params, name):
+    model = Factorizer(**{**FAST, **params})  # the constructor only stores them
+    with pytest.raises(InputError, match=name):
+        model.fit(data)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [([[1, 0], [0, 1]], "scipy.sparse"), (sp.csr_matrix((3, 4), dtype=np.float32), "no interactions"),
+     (sp.csr_matrix(np.array([[np.nan, 1.0]])), "NaN")],
+)
+def test_bad_inputs_are_named(bad, message):
+    with pytest.raises(InputError, match=message):
+        Factorizer(**FAST).fit(bad)
+
+
+def test_unfitted_model_says_so():
+    with pytest.raises(InputError, match="not fitted"):
+        Factorizer().recommend(0, None, filter_already_liked_items=False)
+
+
+def test_sklearn_params_contract():
+    model = Factorizer(factors=16, loss="bpr")
+    params = model.get_params()
+    assert params["factors"] == 16 and params["loss"] == "bpr"
+    assert Factorizer(**params).get_params() == params
+    assert model.set_params(factors=32, epochs=3) is model
+    assert model.factors == 32 and model.epochs == 3
+    with pytest.raises(InputError, match="learningrate"):
+        model.set_params(learningrate=0.1)
+    assert "factors=32" in repr(model)
+
+
+def test_fold_in_recovers_a_training_users_preferences(data):
+    model = Factorizer(loss="squared", factors=8, epochs=30, learning_rate=0.05,
+                       progress=False).fit(data)
+    folded = model.fold_in(data[[5, 45]])
+    scores = folded @ model.item_factors_.T
+    trained = model.user_factors_[[5, 45]] @ model.item_factors_.T
+    for row in range(2):  # the same items rank on top as for the trained rows
+        top_f = set(np.argsort(-scores[row])[:10])
+        top_t = set(np.argsort(-trained[row])[:10])
+        assert len(top_f & top_t) >= 7
+
+
+def test_progress_bar_shows_running_loss(data, capsys):
+    Factorizer(factors=4, epochs=2, progress=True).fit(data)
+    err = capsys.readouterr().err
+    assert "loss" in err
