@@ -287,6 +287,9 @@ def evaluate(vectors: tuple[Path, ...], inter_source: str, test_items: Path | No
     from cfvision.train import resolve_device
 
     resolve_device(device)  # validates the choice; the measures run in NumPy/faiss
+    for path in vectors:
+        if not path.is_file():
+            raise click.ClickException(f"vectors file {path}: no such file")
     inter = load_input(inter_source, "auto", data_dir)
     result = compare_features(
         list(vectors), inter, test_items=_read_id_list(test_items) if test_items else None,
