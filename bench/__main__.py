@@ -73,7 +73,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import write_report
 
     run = Path(args.run_dir)
-    records = json.loads((run / "results.json").read_text())
+    if (run / "results.json").exists():
+        records = json.loads((run / "results.json").read_text())
+    else:  # an interrupted run: the per-job records
+        records = [json.loads(p.read_text()) for p in sorted((run / "records").glob("*.json"))]
     write_report(
         records,
         run,

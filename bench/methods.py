@@ -193,9 +193,11 @@ def _sampled_negatives(train: sp.csr_matrix, seed: int, threads: int) -> sp.csr_
 
 
 def _libmf(fun: int, with_negatives: bool) -> Callable[[FitTask], FitResult]:
-    # libmf's own defaults: eta 0.1; L2 0.1 on P and Q (the CLI's documented default; the
-    # Python binding's default is L1 0.04, which drives one-class factors to exactly zero).
-    l2 = 0.1 if fun == 0 else 0.01
+    # libmf's default step (eta 0.1) and an L2 penalty on P and Q. libmf's CLI default L2 (0.1)
+    # over-regularises squared loss on 2:1 sampled negatives (held-out AUC 0.72 vs 0.88 at 0.05
+    # on synth-ml1m, same speed); the Python binding's default is an L1 penalty of 0.04, which
+    # drives one-class factors to exactly zero. So: L2 0.05 (squared), 0.01 (one-class BPR).
+    l2 = 0.05 if fun == 0 else 0.01
 
     def fit(task: FitTask) -> FitResult:
         mf = _quiet_import_libmf()

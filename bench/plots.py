@@ -45,7 +45,9 @@ def thread_scaling(records: list[dict[str, Any]], path: Path) -> bool:
     groups = {d: ms for d, ms in groups.items() if ms}
     if not groups:
         return False
-    fig, axes = plt.subplots(2, len(groups), figsize=(5.5 * len(groups), 7.5), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(groups), figsize=(5.5 * len(groups), 7.5), squeeze=False, constrained_layout=True
+    )
     for col, (dataset, methods) in enumerate(sorted(groups.items())):
         ax, eff = axes[0, col], axes[1, col]
         for m, by_t in sorted(methods.items()):
@@ -59,6 +61,8 @@ def thread_scaling(records: list[dict[str, Any]], path: Path) -> bool:
         ax.set_ylabel("M updates/s")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+        ax.set_xticks(sorted({t for v in methods.values() for t in v}))
+        eff.set_xticks(ax.get_xticks())
         eff.set_title("parallel efficiency rate(N) / (N · rate(1))")
         eff.set_xlabel("threads")
         eff.set_ylim(0, 1.3)
@@ -121,7 +125,9 @@ def quality_vs_epochs(records: list[dict[str, Any]], path: Path) -> bool:
             groups[r["dataset"]].append(r)
     if not groups:
         return False
-    fig, axes = plt.subplots(2, len(groups), figsize=(5.5 * len(groups), 7.5), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(groups), figsize=(5.5 * len(groups), 7.5), squeeze=False, constrained_layout=True
+    )
     for col, (dataset, rs) in enumerate(sorted(groups.items())):
         ax, tx = axes[0, col], axes[1, col]
         for r in sorted(rs, key=lambda r: r["method"]):

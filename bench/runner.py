@@ -145,8 +145,8 @@ def run_jobs(
                 failed_datasets.add(job["dataset"])
         rec_path.write_text(json.dumps(rec, indent=1))
         records.append(rec)
+        atomic_write_text(out_dir / "results.json", json.dumps(records, indent=1))
         log(f"{head} {_summary(rec)}")
-    (out_dir / "results.json").write_text(json.dumps(records, indent=1))
     return records
 
 
