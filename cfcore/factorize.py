@@ -48,7 +48,7 @@ ORDERS = ("grouped", "random")
 WEIGHTINGS = ("popularity", "log-popularity", "uniform")
 
 #: Learning rates that work on MovieLens-sized data at the default initialisation (``lr=None``).
-DEFAULT_LEARNING_RATES = {"squared": 0.02, "logistic": 0.05, "bpr": 0.05, "warp": 0.002}
+DEFAULT_LEARNING_RATES = {"squared": 0.02, "logistic": 0.05, "bpr": 0.05, "warp": 0.005}
 
 #: Work blocks per epoch; fixed so that the partition never depends on the thread count.
 N_BLOCKS = 1024
@@ -132,6 +132,14 @@ class Factorizer(FactorModel):
         WARP: negatives drawn per positive before giving up (LightFM's default).
     margin : float, default 1.0
         WARP margin m.
+    max_norm : float, optional
+        Constrain every factor row to ``‖·‖ ≤ max_norm``: after each epoch, longer rows are
+        scaled back onto the ball (Weston et al. 2011 and Denton et al. 2015 bound embedding
+        norms instead of, or besides, an L2 penalty). Default (``None``): 1.0 for ``warp`` —
+        without it WARP's rank-weighted steps inflate popular items' norms and held-out AUC
+        slides after a few epochs (ml-100k, 64 factors: 0.929 at epoch 10 falling to 0.88 at
+        30; with it 0.937 and stable) — no constraint for the other losses. Projecting after
+        every *step* instead held WARP back (0.93). ``math.inf`` switches it off.
     init_scale : float, default 0.1
         Factors start as ``N(0, init_scale² / √factors)`` — i.e. std ``init_scale / factors**0.25``
         — so that initial scores have std ``init_scale`` whatever ``factors``; biases start at 0.
@@ -168,6 +176,7 @@ class Factorizer(FactorModel):
         order: str = "grouped",
         max_sampled: int = 10,
         margin: float = 1.0,
+        max_norm: float | None = None,
         init_scale: float = 0.1,
         threads: int = 0,
         seed: int = 0,
@@ -187,6 +196,7 @@ class Factorizer(FactorModel):
         self.order = order
         self.max_sampled = max_sampled
         self.margin = margin
+        self.max_norm = max_norm
         self.init_scale = init_scale
         self.threads = threads
         self.seed = seed
@@ -218,10 +228,21 @@ class Factorizer(FactorModel):
             "neg_ratio": _positive_number(self.neg_ratio, "neg_ratio"),
             "max_sampled": _integer(self.max_sampled, "max_sampled", 1),
             "margin": _positive_number(self.margin, "margin", allow_zero=True),
+            "max_norm": self._max_norm(),
             "init_scale": _positive_number(self.init_scale, "init_scale"),
             "threads": _integer(self.threads, "threads", 0),
             "seed": _integer(self.seed, "seed", 0),
         }
+
+    def _max_norm(self) -> float:
+        """The row-norm bound (``inf`` = unconstrained)."""
+        if self.max_norm is None:
+            return 1.0 if self.loss == "warp" else math.inf
+        if isinstance(self.max_norm, bool) or not isinstance(self.max_norm, numbers.Real) or not (
+            self.max_norm > 0
+        ):
+            raise InputError(f"max_norm: expected a number > 0 (or None), got {self.max_norm!r}")
+        return float(self.max_norm)
 
     def _lr_at(self, lr: float, epoch: int, epochs: int) -> float:
         if self.schedule == "linear":
@@ -311,6 +332,8 @@ class Factorizer(FactorModel):
                 val_neg = self._validation_negatives(train, val, p)
 
             def negatives(epoch: int):
+                if code == sgd.WARP:  # WARP draws its candidates from the catalogue table
+                    return np.zeros(n_users + 1, np.int64), np.zeros(0, np.int32)
                 ns = sample_negatives(train, p["neg_ratio"], self.neg_weight, seed=seed,
                                       threads=threads, epoch=epoch, warn_short=epoch == 0)
                 return ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
@@ -318,12 +341,12 @@ class Factorizer(FactorModel):
             neg_indptr, neg_indices = negatives(0)
             resample = self.resample_negatives
             if resample is None:
-                resample = code != sgd.SQUARED
+                resample = code not in (sgd.SQUARED, sgd.WARP)
             loss_out = np.zeros(N_BLOCKS, dtype=np.float64)
             count_out = np.zeros(N_BLOCKS, dtype=np.int64)
             f32 = np.float32
-            weights = sgd.warp_weights(n_items, p["max_sampled"])
-            consts = (f32(p["reg"]), f32(p["reg_bias"]), f32(p["margin"]), weights)
+            consts = (f32(p["reg"]), f32(p["reg_bias"]), f32(p["margin"]),
+                      *self._warp_tables(code, n_items, p["max_sampled"]))
             run = sgd.epoch_kernel(code, bool(self.use_biases), True, threads > 1, self.order)
             bar = self._progress(p["epochs"])
             entries = None
@@ -342,8 +365,11 @@ class Factorizer(FactorModel):
                     if entries is None:
                         entries = _entry_arrays(pos_indptr, pos_indices, neg_indptr, neg_indices,
                                                 code in sgd.PAIRWISE)
-                    run(len(entries[0]), *entries, neg_indptr, neg_indices, X, Y, ub, ib, lr,
+                    run(len(entries[0]), *entries, pos_indptr, pos_indices, neg_indptr,
+                        neg_indices, X, Y, ub, ib, lr,
                         *consts, seed, epoch, loss_out, count_out)
+                _project_rows(X, p["max_norm"])
+                _project_rows(Y, p["max_norm"])
                 seconds = time.perf_counter() - t0
                 updates = int(count_out.sum())
                 mean_loss = float(loss_out.sum() / max(updates, 1))
@@ -364,6 +390,24 @@ class Factorizer(FactorModel):
         finally:
             numba.set_num_threads(old_threads)
         return self
+
+    def _warp_tables(self, code: int, n_items: int, max_sampled: int):
+        """``(weights, alias_prob, alias_idx)``: WARP's rank weights and its candidate table,
+        an alias table over the sampler's item weights ``w(p_i)`` (dummies for other losses)."""
+        from cfcore._kernels.sampling import build_alias
+        from cfcore.sampling import item_weights
+
+        weights = sgd.warp_weights(n_items, max_sampled)
+        if code != sgd.WARP:
+            return weights, np.ones(1, np.float64), np.zeros(1, np.int32)
+        popularity = getattr(self, "item_popularity_", None)
+        if popularity is None:
+            popularity = np.ones(n_items, dtype=np.int64)
+        w = item_weights(popularity, self.neg_weight)
+        prob, alias = np.empty(n_items, np.float64), np.empty(n_items, np.int32)
+        if build_alias(w, prob, alias) <= 0:
+            raise InputError(f"neg_weight={self.neg_weight!r}: every item has weight 0")
+        return weights, prob, alias
 
     def _progress(self, total: int):
         if not self.progress:
@@ -454,24 +498,28 @@ class Factorizer(FactorModel):
         popularity = getattr(self, "item_popularity_", None)
         if popularity is None or self.neg_weight == "uniform":
             popularity = np.ones(self.n_items, dtype=np.int64)
-        ns = sample_negatives(rows, p["neg_ratio"], self.neg_weight, seed=p["seed"], threads=1,
-                              popularity=popularity, warn_short=False)
+        code = sgd.LOSS_CODES[self.loss]
+        if code == sgd.WARP:
+            neg_indptr, neg_indices = np.zeros(n_new + 1, np.int64), np.zeros(0, np.int32)
+        else:
+            ns = sample_negatives(rows, p["neg_ratio"], self.neg_weight, seed=p["seed"],
+                                  threads=1, popularity=popularity, warn_short=False)
+            neg_indptr, neg_indices = ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
         Y = self.item_factors_
         ub = np.zeros(n_new, dtype=np.float32)
         ib = self.item_bias_ if self.item_bias_ is not None else np.zeros(self.n_items, np.float32)
         loss_out = np.zeros(min(N_BLOCKS, n_new), dtype=np.float64)
         count_out = np.zeros_like(loss_out, dtype=np.int64)
         f32 = np.float32
-        run = sgd.epoch_kernel(sgd.LOSS_CODES[self.loss], bool(self.use_biases), False, False,
-                               "grouped")
-        weights = sgd.warp_weights(self.n_items, p["max_sampled"])
+        run = sgd.epoch_kernel(code, bool(self.use_biases), False, False, "grouped")
+        tables = self._warp_tables(code, self.n_items, p["max_sampled"])
         pos_indptr, pos_indices = rows.indptr.astype(np.int64), rows.indices.astype(np.int32)
-        neg_indptr, neg_indices = ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
         for epoch in range(epochs):
             users = np.random.default_rng([p["seed"], epoch, 1]).permutation(n_new).astype(np.int32)
             run(users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, ub, ib,
                 f32(self._lr_at(p["lr"], epoch, epochs)), f32(p["reg"]), f32(p["reg_bias"]),
-                f32(p["margin"]), weights, p["seed"], epoch, loss_out, count_out)
+                f32(p["margin"]), *tables, p["seed"], epoch, loss_out, count_out)
+            _project_rows(X, p["max_norm"])
         if not np.all(np.isfinite(X)):
             raise DivergenceError(
                 f"fold_in diverged: lower learning_rate (now {p['lr']:g}) or raise regularization"
@@ -487,6 +535,16 @@ class Factorizer(FactorModel):
 
     def _load_extra(self, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
         self.item_popularity_ = arrays.get("item_popularity")
+
+
+def _project_rows(table: np.ndarray, max_norm: float) -> None:
+    """Scale the rows of ``table`` longer than ``max_norm`` back to that norm (in place)."""
+    if not math.isfinite(max_norm):
+        return
+    norms = np.sqrt(np.einsum("ij,ij->i", table, table))
+    long = np.flatnonzero(norms > max_norm)
+    if len(long):
+        table[long] *= (max_norm / norms[long]).astype(np.float32)[:, None]
 
 
 def _entry_arrays(pos_indptr, pos_indices, neg_indptr, neg_indices, pairwise: bool):

@@ -165,7 +165,7 @@ class TestBPR(FactorModelContract):
 
 
 class TestWARP(FactorModelContract):
-    params = dict(loss="warp", learning_rate=0.005)
+    params = dict(loss="warp")
 
 
 class TestBPRThreaded(FactorModelContract):

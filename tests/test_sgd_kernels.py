@@ -88,9 +88,21 @@ def _tables(n_users=1, n_items=3, seed=0, scale=0.5):
     return X, Y, ub, ib
 
 
+def _warp_tables(n_items, max_sampled):
+    """Rank weights and a uniform candidate table (alias: every slot keeps itself)."""
+    prob = np.ones(n_items, dtype=np.float64)
+    return sgd.warp_weights(n_items, max_sampled), prob, np.arange(n_items, dtype=np.int32)
+
+
 def _run_one_user(loss, pos, neg, X, Y, ub, ib, use_bias=True, learn_items=True,
-                  max_sampled=10, parallel=False):
-    """One grouped epoch over a single user 0 with the given positives/negatives."""
+                  max_sampled=10, parallel=False, candidates=None):
+    """One grouped epoch over a single user 0 with the given positives/negatives.
+
+    ``candidates``: WARP draws only this item (an alias table whose every slot aliases it).
+    """
+    tables = _warp_tables(Y.shape[0], max_sampled)
+    if candidates is not None:
+        tables = (tables[0], np.zeros(Y.shape[0]), np.full(Y.shape[0], candidates, np.int32))
     f32 = np.float32
     pos_indptr = np.array([0, len(pos)], dtype=np.int64)
     neg_indptr = np.array([0, len(neg)], dtype=np.int64)
@@ -99,7 +111,7 @@ def _run_one_user(loss, pos, neg, X, Y, ub, ib, use_bias=True, learn_items=True,
     run = sgd.epoch_kernel(sgd.LOSS_CODES[loss], use_bias, learn_items, parallel, "grouped")
     run(np.zeros(1, dtype=np.int32), pos_indptr, np.array(pos, dtype=np.int32), neg_indptr,
         np.array(neg, dtype=np.int32), X, Y, ub, ib, f32(LR), f32(REG), f32(REG_B), f32(MARGIN),
-        sgd.warp_weights(Y.shape[0], max_sampled), 7, 0, loss_out, count_out)
+        *tables, 7, 0, loss_out, count_out)
     return float(loss_out[0]), int(count_out[0])
 
 
@@ -161,7 +173,7 @@ def test_warp_step_is_the_rank_weighted_gradient_step():
     for name in grad:
         np.testing.assert_allclose(grad[name], numeric[name], rtol=1e-5, atol=1e-7)
     d = theta["x"] @ (theta["yi"] - theta["yj"]) + theta["bi"] - theta["bj"]
-    value, count = _run_one_user("warp", [i], [j], X, Y, ub, ib)
+    value, count = _run_one_user("warp", [i], [], X, Y, ub, ib, candidates=j)
     assert count == 1
     assert value == pytest.approx(weight * (MARGIN - d), rel=1e-5)
     np.testing.assert_allclose(X[0], theta["x"] - LR * grad["x"], rtol=1e-5, atol=1e-6)
@@ -174,10 +186,21 @@ def test_warp_without_violation_makes_no_step():
     i, j = 0, 1
     Y[j] = Y[i] - 10.0 * X[0] / (X[0] @ X[0])  # s_uj = s_ui - 10: never within the margin
     before = (X.copy(), Y.copy(), ib.copy())
-    value, count = _run_one_user("warp", [i], [j], X, Y, ub, ib, max_sampled=5)
+    value, count = _run_one_user("warp", [i], [], X, Y, ub, ib, max_sampled=5, candidates=j)
     assert value == 0.0 and count == 1
     for a, b in zip((X, Y, ib), before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_warp_rejects_the_users_positives():
+    """A candidate that is a positive is never stepped against (and counts as a draw)."""
+    X, Y, ub, ib = _tables(n_items=5)
+    Y[1] = Y[0] + 0.1 * X[0]  # item 1 would violate the margin, but it is a positive
+    before = (X.copy(), Y.copy())
+    value, count = _run_one_user("warp", [0, 1], [], X, Y, ub, ib, max_sampled=3, candidates=1)
+    assert value == 0.0 and count == 2
+    np.testing.assert_array_equal(X, before[0])
+    np.testing.assert_array_equal(Y, before[1])
 
 
 def test_warp_weights_match_lightfm_formula():
@@ -217,7 +240,7 @@ def test_parallel_driver_equals_serial_on_disjoint_work():
         f32 = np.float32
         run(users, pos_indptr, pos_indices, neg_indptr,
             np.zeros(0, np.int32), Xc, Yc, np.zeros(n_users, f32), np.zeros(n_items, f32),
-            f32(0.1), f32(0.01), f32(0.01), f32(1), sgd.warp_weights(n_items, 2), 0, 0,
+            f32(0.1), f32(0.01), f32(0.01), f32(1), *_warp_tables(n_items, 2), 0, 0,
             loss_out, count_out)
         assert count_out.sum() == 2 * n_users
         out.append((Xc, Yc, loss_out))

@@ -20,11 +20,14 @@ Losses (``loss`` code):
   negative j of the same user. With ``g = σ(−(s_ui − s_uj))``: ``x += η(g(y_i − y_j) − λx)``,
   ``y_i += η(g·x − λy_i)``, ``y_j += η(−g·x − λy_j)``, ``b_i += η(g − λ_b b_i)``,
   ``b_j += η(−g − λ_b b_j)`` (a user bias cancels in ``s_ui − s_uj``).
-* ``WARP`` (Weston et al. 2011, as LightFM): for a positive i draw negatives j until one
-  violates the margin, ``s_uj > s_ui − m``, or ``max_sampled`` draws are spent. After n draws
-  the rank estimate is ``⌊(N−1)/n⌋`` and the step is that of ``w·(m − s_ui + s_uj)`` with
-  ``w = log(max(1, ⌊(N − 1)/n⌋))`` (N = number of items, :func:`warp_weights`): the BPR
-  step with ``g = w``. No violation within ``max_sampled`` draws: no step.
+* ``WARP`` (Weston et al. 2011, as LightFM): for a positive i draw candidates j from the
+  catalogue until one violates the margin, ``s_uj > s_ui − m``, or ``max_sampled`` draws are
+  spent (a draw that is one of the user's positives is rejected and counts, as in LightFM).
+  After n draws the rank estimate is ``⌊(N−1)/n⌋`` and the step is that of
+  ``w·(m − s_ui + s_uj)`` with ``w = log(max(1, ⌊(N − 1)/n⌋))`` (N = number of items,
+  :func:`warp_weights`): the BPR step with ``g = w``. No violation: no step. Candidates come
+  from an alias table over the sampler's item weights ``w(p_i)`` (:func:`draw_item`); with
+  ``uniform`` weights this is exactly LightFM's draw and the rank estimate is unbiased.
 
 Work order (the cache): entries are visited *user-grouped*. Each epoch the users are shuffled
 (Python side, from ``(seed, epoch)``) and cut into ``n_blocks`` contiguous slices; a block
@@ -39,10 +42,11 @@ user row is only ever written by the block that owns the user in that epoch. The
 drivers visit uniformly random entries with replacement (the classical order, as implicit's
 BPR) and are kept for comparison.
 
-Pairwise losses visit each positive once per epoch and pair it with a negative drawn
+Pairwise losses visit each positive once per epoch; BPR pairs it with a negative drawn
 uniformly from the same user's sampled negatives (themselves drawn with the sampler's
-popularity weighting, Fang Alg. 1); an epoch is ``nnz`` triples. Pointwise losses visit every
-positive and every sampled negative once per epoch.
+popularity weighting, Fang Alg. 1), WARP searches the catalogue table; an epoch is ``nnz``
+triples (for WARP: ``nnz`` positives, each costing up to ``max_sampled`` dot products).
+Pointwise losses visit every positive and every sampled negative once per epoch.
 
 Specialisation: the loss, the bias switch and whether item rows learn (``False`` for
 fold-in) are compile-time constants of each driver (:func:`epoch_kernel` builds and caches
@@ -59,7 +63,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from cfcore._kernels.rng import next_below, stream_seed
+from cfcore._kernels.rng import next_below, next_float, stream_seed
 from cfcore._kernels.sgd_prefetch import prefetch_row
 
 SQUARED = 0
@@ -184,18 +188,51 @@ def warp_weights(n_items, max_sampled):
 
 
 @numba.njit(**_INLINE)
-def warp_step(X, Y, item_bias, u, i, first_j, q0, n_neg, neg_indices, state, weights, margin,
-              lr, reg, reg_bias, use_bias, learn_items):
-    """One WARP step for positive i; ``first_j`` is the first negative drawn (pre-drawn so it
-    could be prefetched), later ones come from ``state``. Returns ``(state, loss)``."""
+def draw_item(state, alias_prob, alias_idx):
+    """One item ``i ∝ w_i`` from a Walker alias table (``cfcore._kernels.sampling.build_alias``
+    over the sampler's weights). Returns ``(state, i)``."""
+    n = alias_prob.shape[0]
+    state, r = next_float(state)
+    x = r * n
+    i = min(np.int64(x), n - 1)
+    if x - i >= alias_prob[i]:
+        i = np.int64(alias_idx[i])
+    return state, i
+
+
+@numba.njit(**_INLINE)
+def is_positive(pos_indices, p0, n_pos, j):
+    """Whether item j is among the user's positives ``pos_indices[p0:p0+n_pos]`` (sorted)."""
+    lo = p0
+    hi = p0 + n_pos
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        v = pos_indices[mid]
+        if v < j:
+            lo = mid + 1
+        elif v > j:
+            hi = mid
+        else:
+            return True
+    return False
+
+
+@numba.njit(**_INLINE)
+def warp_step(X, Y, item_bias, u, i, first_j, pos_indices, p0, n_pos, alias_prob, alias_idx,
+              state, weights, margin, lr, reg, reg_bias, use_bias, learn_items):
+    """One WARP step for positive i. Candidates are drawn from the catalogue by the alias
+    table (the sampler's weighting; ``uniform`` is LightFM's choice); a draw that is one of
+    the user's positives is rejected and counts as a trial, as in LightFM. ``first_j`` is the
+    first draw, made in advance so its row could be prefetched. Returns ``(state, loss)``."""
     si = _dot(X, u, Y, i)
     if use_bias:
         si += item_bias[i]
     j = first_j
     for trial in range(1, weights.shape[0]):
         if trial > 1:
-            state, r = next_below(state, n_neg)
-            j = neg_indices[q0 + r]
+            state, j = draw_item(state, alias_prob, alias_idx)
+        if is_positive(pos_indices, p0, n_pos, j):
+            continue
         sj = _dot(X, u, Y, j)
         if use_bias:
             sj += item_bias[j]
@@ -215,16 +252,19 @@ def epoch_kernel(loss: int, use_bias: bool, learn_items: bool, parallel: bool, o
 
     ``order="grouped"`` drivers have the signature
     ``(users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias, item_bias,
-    lr, reg, reg_bias, margin, weights, seed, epoch, loss_out, count_out)``;
-    ``order="random"`` drivers
-    ``(n_draws, entry_user, entry_item, entry_target, neg_indptr, neg_indices, X, Y,
-    user_bias, item_bias, lr, reg, reg_bias, margin, weights, seed, epoch, loss_out,
-    count_out)``.
+    lr, reg, reg_bias, margin, weights, alias_prob, alias_idx, seed, epoch, loss_out,
+    count_out)``; ``order="random"`` drivers
+    ``(n_draws, entry_user, entry_item, entry_target, pos_indptr, pos_indices, neg_indptr,
+    neg_indices, X, Y, user_bias, item_bias, lr, reg, reg_bias, margin, weights, alias_prob,
+    alias_idx, seed, epoch, loss_out, count_out)``.
 
     Arrays: ``users`` int32 (this epoch's user order), int64 ``*_indptr``, int32 ``*_indices``
     and ``entry_*``, float32 C-contiguous ``X`` (n_users, k) and ``Y`` (n_items, k), float32
     biases (always allocated; read only when ``use_bias``), float32 ``entry_target``,
-    float32 ``weights`` (:func:`warp_weights`; any length-2 array for other losses).
+    float32 ``weights`` (:func:`warp_weights`; any length-2 array for other losses), the
+    WARP candidate table ``alias_prob`` (float64) / ``alias_idx`` (int32) from
+    ``cfcore._kernels.sampling.build_alias`` (length-1 dummies for other losses). Positives
+    must be sorted within each user (WARP rejects candidates by binary search).
     Scalars: float32 ``lr``, ``reg``, ``reg_bias``, ``margin``; int ``seed``, ``epoch``.
     The number of blocks is ``len(loss_out)``; block b writes its loss sum (float64) and its
     number of updates (int64) to ``loss_out[b]``, ``count_out[b]``.
@@ -278,23 +318,27 @@ def _user_pointwise(u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, 
 
 @numba.njit(**_INLINE)
 def _user_pairwise(u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y,
-                   item_bias, lr, reg, reg_bias, margin, weights, work, loss, use_bias,
-                   learn_items):
+                   item_bias, lr, reg, reg_bias, margin, weights, alias_prob, alias_idx,
+                   work, loss, use_bias, learn_items):
     """Every positive of user u once, shuffled, each with a drawn negative."""
     p0 = pos_indptr[u]
     n_pos = pos_indptr[u + 1] - p0
     q0 = neg_indptr[u]
     n_neg = neg_indptr[u + 1] - q0
-    if n_neg == 0:
+    if n_neg == 0 and loss == BPR:
         return state, 0.0, 0
-    # work[:n] = shuffled positives, work[n:2n] = a negative drawn for each.
+    # work[:n] = shuffled positives, work[n:2n] = a negative drawn for each (BPR: from the
+    # user's sampled negatives; WARP: its first candidate, from the catalogue table).
     for k in range(n_pos):
         state, r = next_below(state, k + 1)
         work[k] = work[r]
         work[r] = pos_indices[p0 + k]
     for k in range(n_pos):
-        state, r = next_below(state, n_neg)
-        work[n_pos + k] = neg_indices[q0 + r]
+        if loss == BPR:
+            state, r = next_below(state, n_neg)
+            work[n_pos + k] = neg_indices[q0 + r]
+        else:
+            state, work[n_pos + k] = draw_item(state, alias_prob, alias_idx)
     total = 0.0
     for k in range(n_pos):
         if k + PREFETCH_AHEAD < n_pos:
@@ -306,9 +350,9 @@ def _user_pairwise(u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X
             total += bpr_step(X, Y, item_bias, u, i, j, lr, reg, reg_bias, use_bias,
                               learn_items)
         else:
-            state, value = warp_step(X, Y, item_bias, u, i, j, q0, n_neg, neg_indices,
-                                     state, weights, margin, lr, reg, reg_bias, use_bias,
-                                     learn_items)
+            state, value = warp_step(X, Y, item_bias, u, i, j, pos_indices, p0, n_pos,
+                                     alias_prob, alias_idx, state, weights, margin, lr, reg,
+                                     reg_bias, use_bias, learn_items)
             total += value
     return state, total, n_pos
 
@@ -317,8 +361,9 @@ def _make_grouped(loss, use_bias, learn_items, parallel):
     pairwise = loss == BPR or loss == WARP
 
     @numba.njit(parallel=parallel, **_JIT)
-    def run(users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias,
-              item_bias, lr, reg, reg_bias, margin, weights, seed, epoch, loss_out, count_out):
+    def run(users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias, item_bias,
+            lr, reg, reg_bias, margin, weights, alias_prob, alias_idx, seed, epoch, loss_out,
+            count_out):
         # Numba's cache key hashes the closure cells but not the jit flags: reading
         # ``parallel`` here makes it a cell, so serial and parallel builds get their own entry.
         n_blocks = loss_out.shape[0] if parallel else loss_out.shape[0]
@@ -342,15 +387,15 @@ def _make_grouped(loss, use_bias, learn_items, parallel):
             for k in range(lo, hi):
                 u = users[k]
                 if pairwise:
-                    state, t, c = _user_pairwise(u, state, pos_indptr, pos_indices, neg_indptr,
-                                                 neg_indices, X, Y, item_bias, lr, reg, reg_bias,
-                                                 margin, weights, work, loss, use_bias,
-                                                 learn_items)
+                    state, t, c = _user_pairwise(
+                        u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y,
+                        item_bias, lr, reg, reg_bias, margin, weights, alias_prob, alias_idx,
+                        work, loss, use_bias, learn_items)
                 else:
-                    state, t, c = _user_pointwise(u, state, pos_indptr, pos_indices, neg_indptr,
-                                                  neg_indices, X, Y, user_bias, item_bias, lr,
-                                                  reg, reg_bias, work, loss, use_bias,
-                                                  learn_items)
+                    state, t, c = _user_pointwise(
+                        u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y,
+                        user_bias, item_bias, lr, reg, reg_bias, work, loss, use_bias,
+                        learn_items)
                 total += t
                 count += c
             loss_out[b] = total
@@ -363,9 +408,9 @@ def _make_random(loss, use_bias, learn_items, parallel):
     pairwise = loss == BPR or loss == WARP
 
     @numba.njit(parallel=parallel, **_JIT)
-    def run(n_draws, entry_user, entry_item, entry_target, neg_indptr, neg_indices, X, Y,
-              user_bias, item_bias, lr, reg, reg_bias, margin, weights, seed, epoch, loss_out,
-              count_out):
+    def run(n_draws, entry_user, entry_item, entry_target, pos_indptr, pos_indices, neg_indptr,
+            neg_indices, X, Y, user_bias, item_bias, lr, reg, reg_bias, margin, weights,
+            alias_prob, alias_idx, seed, epoch, loss_out, count_out):
         n_blocks = loss_out.shape[0] if parallel else loss_out.shape[0]  # cache key, see above
         n_entries = entry_user.shape[0]
         for b in prange(n_blocks):
@@ -378,26 +423,28 @@ def _make_random(loss, use_bias, learn_items, parallel):
                 state, e = next_below(state, n_entries)
                 u = entry_user[e]
                 i = entry_item[e]
+                count += 1
                 if not pairwise:
                     total += pointwise_step(X, Y, user_bias, item_bias, u, i, entry_target[e],
                                             loss, lr, reg, reg_bias, use_bias, learn_items)
-                    count += 1
-                    continue
-                q0 = neg_indptr[u]
-                n_neg = neg_indptr[u + 1] - q0
-                if n_neg == 0:
-                    continue
-                state, r = next_below(state, n_neg)
-                j = neg_indices[q0 + r]
-                if loss == BPR:
+                elif loss == BPR:
+                    q0 = neg_indptr[u]
+                    n_neg = neg_indptr[u + 1] - q0
+                    if n_neg == 0:
+                        count -= 1
+                        continue
+                    state, r = next_below(state, n_neg)
+                    j = neg_indices[q0 + r]
                     total += bpr_step(X, Y, item_bias, u, i, j, lr, reg, reg_bias, use_bias,
                                       learn_items)
                 else:
-                    state, value = warp_step(X, Y, item_bias, u, i, j, q0, n_neg, neg_indices,
+                    p0 = pos_indptr[u]
+                    state, j = draw_item(state, alias_prob, alias_idx)
+                    state, value = warp_step(X, Y, item_bias, u, i, j, pos_indices, p0,
+                                             pos_indptr[u + 1] - p0, alias_prob, alias_idx,
                                              state, weights, margin, lr, reg, reg_bias,
                                              use_bias, learn_items)
                     total += value
-                count += 1
             loss_out[b] = total
             count_out[b] = count
 
