@@ -148,6 +148,10 @@ def train(images: str, labels: Path, output: Path, arch: str, weights: Path | No
     result = run(cfg, log=click.echo)
     if result.dist.main:
         click.echo(f"checkpoint: {result.checkpoint}")
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- extract

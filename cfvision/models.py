@@ -148,8 +148,8 @@ def build_model(arch: str, num_classes: int, weights: str | os.PathLike[str] | N
         state = dict(_read_state_dict(path))
         own = net.state_dict()
         if any(k.startswith(("trunk.", "head.")) for k in state):  # a cfvision checkpoint
-            raise InputError(f"{path}: a cfvision checkpoint; use it with `cfvision extract "
-                             "--checkpoint` (or --init-from) rather than --weights")
+            raise InputError(f"{path}: a cfvision checkpoint, not backbone weights; use it with "
+                             "`cfvision extract --checkpoint` or `cfvision train --resume`")
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not usable:
             raise ModelFormatError(f"{path}: no tensor matches a {arch} backbone "

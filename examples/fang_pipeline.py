@@ -97,8 +97,9 @@ def main() -> dict:
     try:
         from cfcore.factorize import Factorizer
 
+        # threads=1: bit-reproducible factors (Hogwild races would change the pseudo-classes)
         model = Factorizer(factors=args.factors, epochs=args.mf_epochs, seed=args.seed,
-                           progress=False).fit(train_views)
+                           threads=1, progress=False).fit(train_views)
         item_factors, factor_source = model.item_factors_, "cfcore.Factorizer (squared, eq. 3)"
     except ImportError:  # before cfcore.factorize existed: a truncated SVD stand-in
         from scipy.sparse.linalg import svds
@@ -113,7 +114,7 @@ def main() -> dict:
 
     train_ids = train_views.item_ids
     keep = np.asarray([str(i) in index for i in train_ids.tolist()])
-    labels = cluster_items(item_factors[keep], args.k, ids=train_ids[keep], seed=args.seed)
+    labels = cluster_items(item_factors[keep], args.k, ids=train_ids[keep], seed=args.seed, threads=1)
     labels.save(work / "labels.npz")
     timings["cluster_s"] = time.perf_counter() - t
     print(f"factors: {factor_source}; {len(labels.labels)} train posters in K = {labels.k} "

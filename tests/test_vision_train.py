@@ -64,6 +64,18 @@ def test_training_lowers_the_loss_and_writes_logs(data):
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # atomic writes left nothing
 
 
+def test_multilabel_training_reports_map(data):
+    torch.set_num_threads(1)
+    multi = data / "multi.csv"
+    names = ["red", "green", "blue", "yellow"]
+    multi.write_text("item_id,labels\n" + "".join(f"{i},{names[i % 4]}|bright\n" for i in range(48)))
+    result = train(config(data, labels=str(multi), epochs=2, lr=0.05), log=None)
+    assert result.data.labels.multilabel and result.model.num_classes == 5
+    assert 0.0 <= result.history[-1]["val_map"] <= 1.0
+    with pytest.raises(InputError, match="single-label"):
+        train(config(data, labels=str(multi), output=str(data / "b"), balanced=True), log=None)
+
+
 class Killed(Exception):
     pass
 
