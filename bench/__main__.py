@@ -3,7 +3,7 @@
 Examples
 --------
 ``python -m bench run quick`` (``make bench``) · ``python -m bench run full --threads 1,2,4``
-· ``python -m bench run quick --methods collabfeat-squared,libmf-squared --datasets synth-ml1m``
+· ``python -m bench run quick --methods collabfeat-squared,libmf-squared --datasets file:u.data``
 · ``python -m bench list`` · ``python -m bench report bench/results/quick-20260101-120000``
 """
 
@@ -102,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="run directory")
     p.add_argument("--threads", type=_threads, default=None, help="e.g. 1,2,4")
     p.add_argument("--methods", default=None, help="comma-separated method names")
-    p.add_argument("--datasets", default=None, help="comma-separated dataset names")
+    p.add_argument(
+        "--datasets",
+        default=None,
+        help="run the per-dataset block on these instead (e.g. ml-1m,file:ratings.csv)",
+    )
     p.add_argument("--timeout", type=int, default=None, help="seconds per job")
     p.add_argument(
         "--publish",

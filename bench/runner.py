@@ -207,8 +207,11 @@ def run_suite(
         Run directory (default ``bench/results/<suite>-<timestamp>``).
     threads : list of int, optional
         Thread counts (default: the suite's).
-    methods, datasets : list of str, optional
-        Keep only fit jobs of these methods / jobs on these datasets.
+    methods : list of str, optional
+        Keep only the fit jobs of these methods.
+    datasets : list of str, optional
+        Run the suite's per-dataset block on these datasets instead of its standard list
+        (see :func:`bench.suites.jobs`).
     publish : bool, optional
         Also copy the Markdown report to ``bench/RESULTS.md`` (default: for ``quick`` and
         ``full`` runs into the default directory).
@@ -221,11 +224,9 @@ def run_suite(
     if out_dir is None:
         out_dir = RESULTS_DIR / f"{suite}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = Path(out_dir)
-    job_list = suites.jobs(suite, threads)
+    job_list = suites.jobs(suite, threads, datasets)
     if methods:
         job_list = [j for j in job_list if j["kind"] != "fit" or j["method"] in methods]
-    if datasets:
-        job_list = [j for j in job_list if "dataset" not in j or j["dataset"] in datasets]
     cache_dir = (RESULTS_DIR if default_out else out_dir) / "cache"
     machine = system.machine()
     log(f"bench {suite}: {len(job_list)} jobs → {out_dir}")

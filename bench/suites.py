@@ -72,8 +72,16 @@ def _fit(
     }
 
 
-def jobs(suite: str, threads: list[int] | None = None) -> list[dict[str, Any]]:
-    """The job list of ``suite`` (without ids; the runner numbers them)."""
+def jobs(
+    suite: str, threads: list[int] | None = None, datasets: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The job list of ``suite`` (without ids; the runner numbers them).
+
+    With ``datasets``, the suite runs its per-dataset block — every target method at every
+    thread count (quality curve at the largest), the other peers once, the sampler — on those
+    datasets (e.g. ``file:ratings.csv``) instead of its standard list; the ceiling and
+    k-means lines stay.
+    """
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
     T = sorted(set(threads or default_threads(suite)))
@@ -89,10 +97,11 @@ def jobs(suite: str, threads: list[int] | None = None) -> list[dict[str, Any]]:
                 "dram_shape": [20_000, 10_000],
             }
         )
-        out.append({"kind": "prepare", "dataset": "synth-40k"})
-        for m in ("collabfeat-squared", "libmf-squared"):
-            out.append(_fit("synth-40k", m, top, 3, "throughput", curve=(1, 3), eval_users=300))
-        out.append({"kind": "sampler", "dataset": "synth-40k", "threads": top})
+        for d in datasets or ["synth-40k"]:
+            out.append({"kind": "prepare", "dataset": d})
+            for m in ("collabfeat-squared", "libmf-squared"):
+                out.append(_fit(d, m, top, 3, "throughput", curve=(1, 3), eval_users=300))
+            out.append({"kind": "sampler", "dataset": d, "threads": top})
         out.append({"kind": "kmeans", "threads": top, "n": 4000, "d": 16, "k": 40, "niter": 5})
         return out
 
@@ -106,6 +115,22 @@ def jobs(suite: str, threads: list[int] | None = None) -> list[dict[str, Any]]:
         else ["synth-1m", "synth-4m", "synth-16m"]
     )
     out.append({"kind": "ceiling", "threads_list": T, "samples": 20_000_000 if full else 4_000_000})
+    if datasets:
+        for d in datasets:
+            out.append({"kind": "prepare", "dataset": d, "timeout": 1800})
+            for t in T:
+                for m in CF_TARGETS + (OTHERS if full else ()):
+                    curve = ml1m_curve if t == top else ()
+                    out.append(_fit(d, m, t, ml1m_epochs, "custom", curve=curve, eval_users=1500))
+            if not full:
+                for m in OTHERS:
+                    out.append(
+                        _fit(d, m, top, ml1m_epochs, "custom", curve=ml1m_curve, eval_users=1500)
+                    )
+            for t in T:
+                out.append({"kind": "sampler", "dataset": d, "threads": t})
+        out.append({"kind": "kmeans", "threads": top})
+        return out
     datasets = ["synth-ml1m", "ml-100k", *sizes] + (["ml-latest-small"] if full else [])
     for d in datasets:
         out.append({"kind": "prepare", "dataset": d, "timeout": 1800})

@@ -204,3 +204,22 @@ def test_report_states_targets_from_same_run_ratios():
     assert "**4.00×**" in warp and "not met" in warp  # below 5× and a worse AUC
     # fraction of the in-cache ceiling: 25 M/s of the best bare loop (50 M/s)
     assert "| 50% |" in md
+
+
+def test_user_file_dataset_is_split_and_cached(tmp_path):
+    from bench.data import load_split
+
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 60, 2000), rng.integers(0, 40, 2000)
+    path = tmp_path / "views.csv"
+    path.write_text(
+        "user,item\n" + "".join(f"u{u},i{i}\n" for u, i in zip(users, items, strict=True))
+    )
+    split = load_split(f"file:{path}", seed=0, cache_dir=tmp_path / "cache")
+    assert split.train.shape == split.test.shape == (60, 40)
+    assert split.train.nnz + split.test.nnz == len(set(zip(users, items, strict=True)))
+    assert split.train.multiply(split.test).nnz == 0  # disjoint
+    cached = load_split(f"file:{path}", seed=0, cache_dir=tmp_path / "cache")
+    assert (cached.train != split.train).nnz == 0 and (cached.test != split.test).nnz == 0
+    with pytest.raises(InputError, match="unknown dataset"):
+        load_split("no-such-dataset", cache_dir=None)
