@@ -251,8 +251,9 @@ def _libmf(fun: int, with_negatives: bool) -> Callable[[FitTask], FitResult]:
 
 
 def _pad(a: np.ndarray, n: int) -> np.ndarray:
-    """libmf sizes its tables by the largest index seen; rows past it never trained."""
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    """libmf sizes its tables by the largest index seen and marks rows without any entry NaN
+    (its cold-start convention); those rows never trained, so they score 0 here."""
+    a = np.nan_to_num(np.ascontiguousarray(a, dtype=np.float32), nan=0.0)
     if len(a) >= n:
         return a[:n]
     return np.vstack([a, np.zeros((n - len(a), a.shape[1]), dtype=np.float32)])

@@ -410,6 +410,17 @@ def how_counted(fits: list[dict[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------------- report
+def _load_text(records: list[dict[str, Any]]) -> str:
+    load = next((r["run_load_average"] for r in records if r.get("run_load_average")), None)
+    if not load or not load.get("start") or not load.get("end"):
+        return ""
+    return (
+        f"Load average (1 min) at start / end of the run: {load['start'][0]:.1f} / "
+        f"{load['end'][0]:.1f} — other work shared the cores when this exceeds the thread "
+        "count."
+    )
+
+
 def render(
     records: list[dict[str, Any]],
     suite: str = "",
@@ -439,6 +450,7 @@ def render(
         )
         + (f"; {elapsed / 60:.1f} min." if elapsed else "."),
         f"Versions: {vtext}.",
+        _load_text(records),
         "",
         f"Reproduce: `{command}` (or `make bench` / `make bench-full`). 64 factors, float32, "
         "one process per method, same 80/20 per-user split for every method. Absolute rates "

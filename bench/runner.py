@@ -176,11 +176,11 @@ def _run_one(job: dict[str, Any], out_dir: Path, rec_path: Path, timeout: int) -
                 "wall_seconds": time.perf_counter() - t0,
             }
     if rc != 0 or not rec_path.exists():
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+        lines = log_path.read_text(errors="replace").strip().splitlines()
         return {
             **base,
             "status": "error",
-            "reason": f"exit {rc}: " + " | ".join(tail),
+            "reason": f"exit {rc}: {lines[-1] if lines else 'no output'} (log: {log_path})",
             "wall_seconds": time.perf_counter() - t0,
         }
     return json.loads(rec_path.read_text())
@@ -235,7 +235,11 @@ def run_suite(
         f"{sorted({j['threads'] for j in job_list if 'threads' in j})}"
     )
     t0 = time.perf_counter()
+    load_start = system.load_average()
     records = run_jobs(job_list, out_dir, suite, cache_dir, log, timeout)
+    load = {"start": load_start, "end": system.load_average()}
+    for rec in records:
+        rec.setdefault("run_load_average", load)
     command = command or f"python -m bench run {suite}"
     elapsed = time.perf_counter() - t0
     write_report(records, out_dir, suite=suite, command=command, elapsed=elapsed)

@@ -114,6 +114,14 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages (``/proc/loadavg``): how busy the machine was."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
 def reset_peak_rss() -> bool:
     """Reset this process's ``VmHWM`` to its current RSS (Linux ≥ 4.0). False if unsupported."""
     try:
