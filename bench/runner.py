@@ -240,6 +240,7 @@ def run_suite(
     load = {"start": load_start, "end": system.load_average()}
     for rec in records:
         rec.setdefault("run_load_average", load)
+    atomic_write_text(out_dir / "results.json", json.dumps(records, indent=1))
     command = command or f"python -m bench run {suite}"
     elapsed = time.perf_counter() - t0
     write_report(records, out_dir, suite=suite, command=command, elapsed=elapsed)
