@@ -111,9 +111,11 @@ class Factorizer(FactorModel):
         λ_b on the biases (default: ``regularization``).
     neg_ratio : float, default 2.0
         Sampled negatives per positive, per user (Fang: 2).
-    neg_weight : {"log-popularity", "popularity", "uniform"}, default "log-popularity"
+    neg_weight : {"log-popularity", "popularity", "uniform"}, optional
         Negative sampling weight ``w(p_i)`` of item popularity (Fang eq. 1–2, "in practice"
-        the logarithm).
+        the logarithm). Default (``None``): ``"log-popularity"`` (Fang), except for ``warp``,
+        whose candidates are drawn ``"uniform"``-ly from the catalogue as in LightFM, the
+        draw its rank estimate ``⌊(N−1)/n⌋`` assumes (ml-100k: 0.936 vs 0.933 AUC).
     resample_negatives : bool, optional
         Draw fresh negatives every epoch (``(seed, epoch)`` streams) instead of once. Default
         (``None``): fixed negatives for ``squared`` (Fang et al. sample them once), fresh ones
@@ -169,7 +171,7 @@ class Factorizer(FactorModel):
         regularization: float = 0.01,
         bias_regularization: float | None = None,
         neg_ratio: float = 2.0,
-        neg_weight: str = "log-popularity",
+        neg_weight: str | None = None,
         resample_negatives: bool | None = None,
         use_biases: bool = False,
         schedule: str = "constant",
@@ -211,7 +213,7 @@ class Factorizer(FactorModel):
             raise InputError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
         if self.order not in ORDERS:
             raise InputError(f"order: expected one of {ORDERS}, got {self.order!r}")
-        if self.neg_weight not in WEIGHTINGS:
+        if self.neg_weight is not None and self.neg_weight not in WEIGHTINGS:
             raise InputError(f"neg_weight: expected one of {WEIGHTINGS}, got {self.neg_weight!r}")
         lr = self.learning_rate
         lr = DEFAULT_LEARNING_RATES[self.loss] if lr is None else _positive_number(lr, "learning_rate")
@@ -233,6 +235,12 @@ class Factorizer(FactorModel):
             "threads": _integer(self.threads, "threads", 0),
             "seed": _integer(self.seed, "seed", 0),
         }
+
+    def _weighting(self) -> str:
+        """The negative weighting in force (``neg_weight`` or the loss's default)."""
+        if self.neg_weight is None:
+            return "uniform" if self.loss == "warp" else "log-popularity"
+        return self.neg_weight
 
     def _max_norm(self) -> float:
         """The row-norm bound (``inf`` = unconstrained)."""
@@ -334,7 +342,7 @@ class Factorizer(FactorModel):
             def negatives(epoch: int):
                 if code == sgd.WARP:  # WARP draws its candidates from the catalogue table
                     return np.zeros(n_users + 1, np.int64), np.zeros(0, np.int32)
-                ns = sample_negatives(train, p["neg_ratio"], self.neg_weight, seed=seed,
+                ns = sample_negatives(train, p["neg_ratio"], self._weighting(), seed=seed,
                                       threads=threads, epoch=epoch, warn_short=epoch == 0)
                 return ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
 
@@ -403,10 +411,10 @@ class Factorizer(FactorModel):
         popularity = getattr(self, "item_popularity_", None)
         if popularity is None:
             popularity = np.ones(n_items, dtype=np.int64)
-        w = item_weights(popularity, self.neg_weight)
+        w = item_weights(popularity, self._weighting())
         prob, alias = np.empty(n_items, np.float64), np.empty(n_items, np.int32)
         if build_alias(w, prob, alias) <= 0:
-            raise InputError(f"neg_weight={self.neg_weight!r}: every item has weight 0")
+            raise InputError(f"neg_weight={self._weighting()!r}: every item has weight 0")
         return weights, prob, alias
 
     def _progress(self, total: int):
@@ -436,7 +444,7 @@ class Factorizer(FactorModel):
         (same weighting, training popularity), never a training or held-out positive."""
         from cfcore.sampling import sample_negatives
 
-        ns = sample_negatives(val, p["neg_ratio"], self.neg_weight, seed=p["seed"],
+        ns = sample_negatives(val, p["neg_ratio"], self._weighting(), seed=p["seed"],
                               threads=0, popularity=self.item_popularity_,
                               epoch=2**31 - 1, warn_short=False)
         neg = ns.to_csr()
@@ -496,13 +504,13 @@ class Factorizer(FactorModel):
         if rows.nnz == 0 or n_new == 0:
             return X
         popularity = getattr(self, "item_popularity_", None)
-        if popularity is None or self.neg_weight == "uniform":
+        if popularity is None or self._weighting() == "uniform":
             popularity = np.ones(self.n_items, dtype=np.int64)
         code = sgd.LOSS_CODES[self.loss]
         if code == sgd.WARP:
             neg_indptr, neg_indices = np.zeros(n_new + 1, np.int64), np.zeros(0, np.int32)
         else:
-            ns = sample_negatives(rows, p["neg_ratio"], self.neg_weight, seed=p["seed"],
+            ns = sample_negatives(rows, p["neg_ratio"], self._weighting(), seed=p["seed"],
                                   threads=1, popularity=popularity, warn_short=False)
             neg_indptr, neg_indices = ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
         Y = self.item_factors_
