@@ -185,11 +185,15 @@ def open_rgb(path: str | os.PathLike[str]):  # -> PIL.Image.Image
     OSError, ValueError
         Truncated or corrupt data (Pillow's own errors; :func:`check_images` reports them).
     """
+    return _open(path)[0]
+
+
+def _open(path: str | os.PathLike[str]):  # -> (PIL.Image.Image, original mode)
     from PIL import Image
 
     with Image.open(path) as img:
         img.load()  # decode now: a truncated file fails here, not inside a DataLoader worker
-        return img.convert("RGB") if img.mode != "RGB" else img.copy()
+        return (img.convert("RGB") if img.mode != "RGB" else img.copy()), img.mode
 
 
 def check_images(index: dict[str, Path], items: Sequence[str] | None = None,
@@ -212,7 +216,7 @@ def check_images(index: dict[str, Path], items: Sequence[str] | None = None,
     """
     if on_bad_image not in ("skip", "fail"):
         raise InputError(f"on_bad_image must be 'skip' or 'fail', got {on_bad_image!r}")
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     report = ImageReport()
     wanted = list(index) if items is None else list(items)
@@ -230,9 +234,7 @@ def check_images(index: dict[str, Path], items: Sequence[str] | None = None,
             report.missing[item] = f"{path}: no such file"
             continue
         try:
-            with Image.open(path) as raw:
-                mode = raw.mode
-            img = open_rgb(path)
+            img, mode = _open(path)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             report.unreadable[item] = f"{path}: {type(exc).__name__}: {exc}"
             continue

@@ -16,7 +16,14 @@ from cfcore.interactions import Interactions  # noqa: E402
 from cfcore.io import load_artifact  # noqa: E402
 from cfvision.cli import cli  # noqa: E402
 from cfvision.data import load_image_index  # noqa: E402
-from cfvision.evaluate import average_precision, compare_features, linear_probe  # noqa: E402
+from cfvision.evaluate import (  # noqa: E402
+    average_precision,
+    compare_features,
+    linear_probe,
+    paired_bootstrap,
+    per_query_shared_viewers,
+    retrieval_eval,
+)
 from cfvision.extract import extract_features, save_item_vectors  # noqa: E402
 from cfvision.models import build_model  # noqa: E402
 
@@ -144,6 +151,14 @@ def test_compare_features_ranks_informative_features_above_noise(tmp_path):
     assert good["summary"]["shared_viewers_mean"] > bad["summary"]["shared_viewers_mean"]
     assert good["probe"]["score"] > 0.9 > bad["probe"]["score"]
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    query = np.zeros(len(ids), dtype=bool)
+    query[::4] = True
+    per_q = per_query_shared_viewers(ids, informative, query, inter, R=10)
+    rep = retrieval_eval(ids, informative, query, inter, R=10)
+    assert per_q.shape == (15,)
+    assert per_q.mean() == pytest.approx(rep.summary()["shared_viewers_mean"])
+    gain, low, high = paired_bootstrap(per_q, per_query_shared_viewers(ids, noise, query, inter, R=10))
+    assert 0 < low < gain < high
     with pytest.raises(InputError, match="same dataset"):
         compare_features([("x", ["a", "b"], noise[:2])], inter)
 
