@@ -9,8 +9,14 @@ users × items matrix of positives, with negatives drawn by :func:`cfcore.sampli
 - ``"logistic"`` — the same entries with the log loss of ``σ(x_u·y_i)``;
 - ``"bpr"`` — Rendle et al. 2009, ``−log σ(s_ui − s_uj)``, each positive paired with one of the
   user's sampled negatives;
-- ``"warp"`` — Weston et al. 2011 as in LightFM: draw the user's negatives until one violates
-  the margin, step weighted by ``log ⌊(N − 1)/draws⌋``.
+- ``"warp"`` — Weston et al. 2011 as in LightFM: draw catalogue items (the user's positives
+  rejected) until one violates the margin, step weighted by ``log ⌊(N − 1)/draws⌋``; factor
+  rows are kept within ``max_norm`` (1.0).
+
+Work order: users are visited in a fresh random order every epoch and each user's entries
+together, shuffled ("user-grouped"), so the user row stays in L1 and only item rows are
+gathered (and prefetched); on ml-100k this order gives the same or better held-out AUC than
+uniformly random entries (``order="random"``), and 4× the speed once the tables leave the cache.
 
 >>> from cfcore import load_movielens, holdout_split, Factorizer
 >>> train, test = holdout_split(load_movielens("ml-100k"), 0.2, seed=0)
