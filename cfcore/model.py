@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,7 @@ class FactorModel:
         return order[pos].astype(np.int64)
 
     # ------------------------------------------------------------------ scoring
-    def scorer(self):
+    def scorer(self) -> Callable[[np.ndarray], np.ndarray]:
         """A scorer for :mod:`cfcore.metrics`: user rows → ``x_u · Yᵀ + b`` (float32)."""
         from cfcore.metrics import factor_scorer
 
