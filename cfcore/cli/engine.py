@@ -281,10 +281,16 @@ def _epoch_line(row: dict[str, Any]) -> str:
               help="L2 regularisation λ(‖x‖² + ‖y‖²) (Fang et al.: 0.01).")
 @click.option("--neg-ratio", type=click.FloatRange(min=0, min_open=True), default=2.0,
               show_default=True, help="Sampled negatives per positive (Fang et al.: 2).")
-@click.option("--neg-weight", type=click.Choice(WEIGHTINGS), default="log-popularity",
-              show_default=True, help="Negative sampling weight w(p_i) of item popularity.")
-@click.option("--resample/--fixed-negatives", "resample", default=False, show_default=True,
-              help="Draw fresh negatives every epoch, or keep one draw (the paper).")
+@click.option("--neg-weight", type=click.Choice(WEIGHTINGS), default=None,
+              help="Negative sampling weight w(p_i) of item popularity [default: log-popularity "
+              "(Fang et al.); warp draws its candidates uniformly, as LightFM].")
+@click.option("--resample/--fixed-negatives", "resample", default=None,
+              help="Draw fresh negatives every epoch, or keep one draw [default: fixed for "
+              "squared (the paper), fresh for the other losses].")
+@click.option("--schedule", type=click.Choice(["constant", "linear", "inverse-sqrt"]), default=None,
+              help="Learning-rate schedule over epochs [default: linear decay for warp, else constant].")
+@click.option("--max-norm", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Bound every factor row's norm after each epoch [default: 1 for warp, else none].")
 @click.option("--biases/--no-biases", "biases", default=False, show_default=True,
               help="Learn user and item biases.")
 @click.option("--validation", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
@@ -299,7 +305,8 @@ def _epoch_line(row: dict[str, Any]) -> str:
 @columns_option
 @data_dir_option
 def factorize(source: str, output: Path, loss: str, factors: int, epochs: int, lr: float | None,
-              reg: float, neg_ratio: float, neg_weight: str, resample: bool, biases: bool,
+              reg: float, neg_ratio: float, neg_weight: str | None, resample: bool | None,
+              schedule: str | None, max_norm: float | None, biases: bool,
               validation: float | None, threads: int, seed: int, quiet: bool, fmt: str,
               min_rating: float | None, read_options: dict[str, Any],
               data_dir: Path | None) -> None:
@@ -337,7 +344,8 @@ def factorize(source: str, output: Path, loss: str, factors: int, epochs: int, l
                              "any out; use a larger fraction or no validation")
     params: dict[str, Any] = dict(
         factors=factors, loss=loss, epochs=epochs, regularization=reg, neg_ratio=neg_ratio,
-        neg_weight=neg_weight, resample_negatives=resample, use_biases=biases, threads=threads,
+        neg_weight=neg_weight, resample_negatives=resample, schedule=schedule, max_norm=max_norm,
+        use_biases=biases, threads=threads,
         seed=seed, progress=not quiet,
     )
     if lr is not None:
