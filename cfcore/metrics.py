@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
+from cfcore._kernels.metrics import auc_complement, auc_explicit
 from cfcore.errors import InputError
 
 Scorer = Callable[[np.ndarray], np.ndarray]
@@ -104,6 +105,14 @@ def _scores(scorer: Scorer, rows: np.ndarray, n_items: int) -> np.ndarray:
     return s
 
 
+def _without(m: sp.csr_matrix, remove: sp.csr_matrix) -> sp.csr_matrix:
+    """Entries of ``m`` that are not in ``remove`` (same shape), sorted."""
+    out = sp.csr_matrix(m - m.multiply(remove))
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
+
+
 def _row_mask(m: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     """Dense boolean (len(rows), n_items) mask of the stored entries of ``rows``."""
     sub = m[rows]
@@ -167,33 +176,30 @@ def pairwise_ranking(
     for start in range(0, len(candidates), batch_size):
         rows = candidates[start : start + batch_size]
         scores = _scores(scorer, rows, n_items)
-        pmask = _row_mask(pos, rows)
-        if neg is not None:
-            nmask = _row_mask(neg, rows) & ~pmask
-        else:
-            nmask = ~pmask
+        p_rows = pos[rows]
+        out = np.empty(len(rows), dtype=np.float64)
+        if neg is None and n_negatives is not None:
+            # n_negatives uniform draws without replacement among each row's candidates:
+            # keep the candidates with the n smallest random keys.
+            cand = ~_row_mask(pos, rows)
             if excl is not None:
-                nmask &= ~_row_mask(excl, rows)
-            if n_negatives is not None:
-                # n_negatives uniform draws without replacement among each row's candidates:
-                # keep the candidates with the n smallest random keys.
-                keys = np.where(nmask, rng.random(nmask.shape), np.inf)
-                kth = np.partition(keys, min(n_negatives, n_items) - 1, axis=1)[:, min(n_negatives, n_items) - 1]
-                nmask &= keys <= kth[:, None]
-        n_pos, n_neg = pmask.sum(1), nmask.sum(1)
-        ok = (n_pos > 0) & (n_neg > 0)
-        if not ok.any():
-            continue
-        scores, pmask, nmask = scores[ok], pmask[ok], nmask[ok]
-        n_pos, n_neg = n_pos[ok], n_neg[ok]
-        # Items that are neither positive nor negative sink below every candidate, so the
-        # rank of a candidate among candidates is its overall rank minus their count.
-        ignored = ~(pmask | nmask)
-        ranked = np.where(ignored, -np.inf, scores.astype(np.float64))
-        ranks = rankdata(ranked, axis=1) - ignored.sum(1, keepdims=True)
-        pos_rank_sum = np.where(pmask, ranks, 0.0).sum(1)
-        aucs.append((pos_rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-    if not aucs:
+                cand &= ~_row_mask(excl, rows)
+            keys = np.where(cand, rng.random(cand.shape), np.inf)
+            m = min(n_negatives, n_items) - 1
+            kth = np.partition(keys, m, axis=1)[:, m]
+            n_rows = sp.csr_matrix(cand & (keys <= kth[:, None]), dtype=np.float32)
+        elif neg is not None:
+            n_rows = _without(neg[rows], p_rows)
+        else:
+            n_rows = None
+        if n_rows is not None:
+            auc_explicit(scores, p_rows.indptr, p_rows.indices, n_rows.indptr, n_rows.indices, out)
+        else:
+            e_rows = _without(excl[rows], p_rows) if excl is not None else sp.csr_matrix(p_rows.shape, dtype=np.float32)
+            auc_complement(scores, np.sort(scores, axis=1), p_rows.indptr, p_rows.indices,
+                           e_rows.indptr, e_rows.indices, out)
+        aucs.append(out[~np.isnan(out)])
+    if not aucs or not sum(len(a) for a in aucs):
         raise InputError("pairwise_ranking: no user has both a positive and a negative")
     auc = np.concatenate(aucs)
     return {"auc": float(auc.mean()), "pr": float((1.0 - auc).mean()), "users": int(len(auc))}
