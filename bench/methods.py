@@ -143,13 +143,14 @@ class _Clock:
 
 
 # ---------------------------------------------------------------------- collabfeat
-def _collabfeat(loss: str) -> Callable[[FitTask], FitResult]:
+def _collabfeat(loss: str, order: str = "grouped") -> Callable[[FitTask], FitResult]:
     def fit(task: FitTask) -> FitResult:
         from cfcore.factorize import Factorizer
 
         model = Factorizer(
             factors=task.factors,
             loss=loss,
+            order=order,
             epochs=task.epochs,
             threads=task.threads,
             seed=task.seed,
@@ -431,6 +432,14 @@ METHODS: dict[str, Method] = {
             "squared",
             "positives + sampled negatives per epoch (own counter)",
             _collabfeat("squared"),
+        ),
+        Method(
+            "collabfeat-squared-random",
+            "cfcore.factorize",
+            _CF,
+            "squared",
+            "as collabfeat-squared; entries visited in uniformly random order (order='random')",
+            _collabfeat("squared", "random"),
         ),
         Method(
             "collabfeat-logistic",

@@ -26,6 +26,8 @@ TARGETS = (
     ("collabfeat-squared", "libmf-squared", "synth-ml1m", 2.0, False),
     ("collabfeat-squared", "libmf-squared", "synth-16m", 1.0, False),
     ("collabfeat-warp", "lightfm-warp", "synth-ml1m", 5.0, True),
+    ("collabfeat-squared", "collabfeat-squared-random", "synth-ml1m", None, False),
+    ("collabfeat-squared", "collabfeat-squared-random", "synth-16m", None, False),
     ("collabfeat-bpr", "implicit-bpr", "synth-ml1m", None, False),
     ("collabfeat-bpr", "implicit-bpr", "synth-16m", None, False),
 )

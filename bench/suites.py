@@ -29,7 +29,14 @@ CF_TARGETS = (
     "collabfeat-warp",
     "lightfm-warp",
 )
-OTHERS = ("collabfeat-logistic", "libmf-bpr-row", "implicit-als", "cornac-bpr", "lightfm-bpr")
+OTHERS = (
+    "collabfeat-squared-random",
+    "collabfeat-logistic",
+    "libmf-bpr-row",
+    "implicit-als",
+    "cornac-bpr",
+    "lightfm-bpr",
+)
 LARGE = ("collabfeat-squared", "libmf-squared", "collabfeat-bpr", "implicit-bpr")
 
 
@@ -165,6 +172,12 @@ def jobs(
             if m == "implicit-bpr" and not full and t != top:
                 continue  # not a target; ~1 min per run here
             out.append(_fit("synth-16m", m, t, big_epochs, "targets", eval_users=big_users))
+    # the cache-friendly order vs the classical random order, where it matters most
+    out.append(
+        _fit(
+            "synth-16m", "collabfeat-squared-random", top, big_epochs, "order", eval_users=big_users
+        )
+    )
     # Size scaling at max threads (16 M is covered above).
     for d in sizes:
         if d == "synth-16m":
