@@ -15,8 +15,10 @@ Two numbers bound any factorization kernel on this machine:
   requested early (``llvm.prefetch``; where that intrinsic cannot be built, a "look-ahead
   touch" that loads one float of each of their cache lines).
 
-A method's *fraction of the ceiling* is its updates/s divided by the bare loop's at the same
-threads, on tables that fit in cache (or not) like the method's dataset. A bare update touches
+The same loop over DRAM-sized tables with the samples sorted by user ("grouped", the order of
+collabfeat's factorizer) is reported beside it: it is not the ceiling, it shows what the order
+alone buys. A method's *fraction of the ceiling* is its updates/s divided by the random-row bare
+loop's at the same threads, on tables that fit in cache (or not) like the method's dataset. A bare update touches
 two rows; a BPR/WARP triple touches three, so pairwise methods cannot reach 1.0.
 """
 
@@ -207,6 +209,7 @@ def bare_update_rate(
     prefetch: bool = False,
     repeats: int = 2,
     seed: int = 0,
+    grouped: bool = False,
 ) -> float:
     """Bare gather–dot–update steps per second over uniformly random (u, i) pairs.
 
@@ -222,12 +225,17 @@ def bare_update_rate(
         Steps per timed pass.
     prefetch : bool
         Request the rows ``PREFETCH_DISTANCE`` steps ahead (see the module docstring).
+    grouped : bool
+        Visit the samples user by user (users sorted): the order collabfeat's factorizer uses.
+        Not part of the ceiling; it shows what the order alone buys.
     """
     numba.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((shape[0], factors), dtype=np.float32) * 0.1
     Y = rng.standard_normal((shape[1], factors), dtype=np.float32) * 0.1
     users = rng.integers(0, shape[0], samples).astype(np.int32)
+    if grouped:  # each user's samples consecutive: its row stays in L1, only items are random
+        users.sort()
     items = rng.integers(0, shape[1], samples).astype(np.int32)
     lr, reg = np.float32(0.01), np.float32(0.01)
     if prefetch:
@@ -257,5 +265,8 @@ def measure(
                 key = f"{where}{'_prefetch' if pf else ''}_updates_per_s"
                 rec[key] = bare_update_rate(t, shape, samples=samples, prefetch=pf)
             rec[f"{where}_shape"] = list(shape)
+        rec["dram_grouped_prefetch_updates_per_s"] = bare_update_rate(
+            t, dram_shape, samples=samples, prefetch=True, grouped=True
+        )
         out.append(rec)
     return out
