@@ -69,15 +69,15 @@ def skip_reason(job: dict[str, Any], failed_datasets: set[str]) -> str | None:
         method = METHODS.get(job["method"])
         if method is None:
             return f"unknown method {job['method']!r}"
-        return missing_reason(method)
-    if job["kind"] == "prepare":
-        need = estimate_bytes(job["dataset"])
+        missing = missing_reason(method)
+        if missing is not None:
+            return missing
+    if job["kind"] in ("prepare", "fit"):
+        need = estimate_bytes(job["dataset"], job.get("method", "prepare"))
         avail = system.mem_available_bytes()
-        if avail is not None and need > 0.7 * avail:
-            return (
-                f"{job['dataset']}: needs ~{need / 2**30:.1f} GiB, only "
-                f"{avail / 2**30:.1f} GiB available"
-            )
+        if need is not None and avail is not None and need > 0.7 * avail:
+            what = f"{job['method']} on {job['dataset']}" if "method" in job else job["dataset"]
+            return f"{what}: needs ~{need / 2**30:.1f} GiB, only {avail / 2**30:.1f} GiB available"
     return None
 
 

@@ -107,6 +107,25 @@ def test_missing_peer_is_skipped_with_a_message(tmp_path, monkeypatch):
     assert "skipped" in render(records, suite="test")
 
 
+def test_jobs_that_would_not_fit_in_memory_are_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner.system, "mem_available_bytes", lambda: 4 << 30)
+    jobs = [
+        {"kind": "prepare", "dataset": "synth-100m"},
+        {
+            "kind": "fit",
+            "dataset": "synth-100m",
+            "method": "collabfeat-squared",
+            "threads": 1,
+            "epochs": 1,
+            "factors": 8,
+        },
+    ]
+    records = runner.run_jobs(jobs, tmp_path, "test", tmp_path / "cache", log=lambda s: None)
+    assert [r["status"] for r in records] == ["skipped", "skipped"]
+    assert "GiB available" in records[0]["reason"]
+    assert "unavailable" in records[1]["reason"]  # its dataset was never prepared
+
+
 @pytest.mark.slow
 def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
     published = runner.PUBLISHED.read_bytes() if runner.PUBLISHED.exists() else None
