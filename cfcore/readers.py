@@ -75,24 +75,51 @@ def _layout(fmt: str, path: Path, sep: str | None, header: bool | None,
         # columns chosen by name imply a header line that names them
         header = bool(named) or _sniff_header(path, sep)
     if header:
-        names = _header_names(path, sep)
-        lowered = [n.lower() for n in names]
-
-        def pick(given: int | str | None, candidates: tuple[str, ...], pos: int | None) -> int | str | None:
-            if given is not None:
-                return given
-            for cand in candidates:
-                if cand in lowered:
-                    return names[lowered.index(cand)]
-            return pos if pos is not None and pos < len(names) else None
-
-        u = pick(user_col, _USER_NAMES, 0)
-        i = pick(item_col, _ITEM_NAMES, 1)
-        r = pick(rating_col, _RATING_NAMES, None)
-        assert u is not None and i is not None
+        u, i, r = _resolve_columns(path, _header_names(path, sep), user_col, item_col, rating_col)
         return _Layout(sep, True, u, i, r, False)
     return _Layout(sep, False, 0 if user_col is None else user_col,
                    1 if item_col is None else item_col, rating_col, False)
+
+
+def _resolve_columns(
+    path: Path, names: list[str], user_col: int | str | None, item_col: int | str | None,
+    rating_col: int | str | None,
+) -> tuple[str, str, str | None]:
+    """Names of the user, item and (optional) rating columns among the header ``names``.
+
+    A column given by position or name is checked; one not given is found by a well-known
+    name (``userId``, ``item_id``, ``rating``...), else users are column 0 and items column 1.
+    """
+    lowered = [n.lower() for n in names]
+
+    def pick(given: int | str | None, candidates: tuple[str, ...], pos: int | None,
+             what: str) -> str | None:
+        if isinstance(given, str) and given.isdigit() and given not in names:
+            given = int(given)
+        if isinstance(given, int):
+            if not 0 <= given < len(names):
+                raise InputError(f"{path}: no column {given} for {what} (the file has {len(names)}: {names})")
+            return names[given]
+        if given is not None:
+            if given not in names:
+                raise InputError(f"{path}: no column {given!r} for {what} (columns: {names})")
+            return given
+        for cand in candidates:
+            if cand in lowered:
+                return names[lowered.index(cand)]
+        return names[pos] if pos is not None and pos < len(names) else None
+
+    u, i = pick(user_col, _USER_NAMES, 0, "users"), pick(item_col, _ITEM_NAMES, 1, "items")
+    r = pick(rating_col, _RATING_NAMES, None, "ratings")
+    if u is None or i is None:
+        raise InputError(f"{path}: needs a user and an item column (columns: {names})")
+    if len({u, i} | ({r} if r else set())) < (3 if r else 2):
+        raise InputError(
+            f"{path}: user, item and rating columns must differ, got {u!r}, {i!r}, {r!r} "
+            f"(columns: {names}); choose them with user_col/item_col/rating_col "
+            "(--user-col/--item-col/--rating-col)"
+        )
+    return u, i, r
 
 
 def _first_line(path: Path) -> str:
@@ -230,27 +257,7 @@ def _read_parquet(path: Path, user_col: int | str | None, item_col: int | str | 
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for a non-parquet file
         raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
-    names = table.column_names
-    lowered = [n.lower() for n in names]
-
-    def pick(given: int | str | None, candidates: tuple[str, ...], pos: int | None) -> str | None:
-        if isinstance(given, str) and given.isdigit() and given not in names:
-            given = int(given)
-        if isinstance(given, int):
-            if not 0 <= given < len(names):
-                raise InputError(f"{path}: no column {given} (the file has {len(names)}: {names})")
-            return names[given]
-        if given is not None:
-            if given not in names:
-                raise InputError(f"{path}: no column {given!r} (columns: {names})")
-            return given
-        for cand in candidates:
-            if cand in lowered:
-                return names[lowered.index(cand)]
-        return names[pos] if pos is not None and pos < len(names) else None
-
-    u, i = pick(user_col, _USER_NAMES, 0), pick(item_col, _ITEM_NAMES, 1)
-    r = pick(rating_col, _RATING_NAMES, None)
+    u, i, r = _resolve_columns(path, table.column_names, user_col, item_col, rating_col)
     if table.num_rows == 0:
         raise InputError(f"{path}: no rows")
     out = []

@@ -261,3 +261,11 @@ def test_utf8_byte_order_mark(tmp_path):
     tab = tmp_path / "u.data"
     tab.write_bytes(b"\xef\xbb\xbf1\t2\t5\t0\n3\t4\t5\t0\n")
     assert _pairs(read_interactions(tab)) == {(1, 2), (3, 4)}
+
+
+def test_header_without_a_user_column_is_a_clear_error(tmp_path):
+    # a labels file (item_id,label) passed where interactions are expected
+    path = tmp_path / "labels.csv"
+    path.write_text("item_id,label\n1,3\n2,4\n")
+    with pytest.raises(InputError, match="user, item and rating columns must differ"):
+        read_interactions(path)
