@@ -209,7 +209,7 @@ def test_unknown_columns(tmp_path):
         read_interactions(path, user_col="who")
     with pytest.raises(InputError, match="no column 'stars' for ratings"):
         read_interactions(path, rating_col="stars")
-    with pytest.raises(InputError, match="column 5 does not exist"):
+    with pytest.raises(InputError, match="no column 5 for items"):
         read_interactions(path, item_col=5)
     with pytest.raises(InputError, match="no rating column"):
         read_interactions(path, min_rating=3)
