@@ -132,11 +132,13 @@ def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
     out, records = runner.run_suite("tiny", out_dir=tmp_path / "run", log=lambda s: None)
     # the committed table is only replaced by quick/full runs into the default directory
     assert (runner.PUBLISHED.read_bytes() if runner.PUBLISHED.exists() else None) == published
-    assert {r["status"] for r in records} == {"ok"}, [r.get("reason") for r in records]
+    for r in records:  # a peer that is not installed is skipped, everything else runs
+        assert r["status"] == "ok" or "not installed" in r.get("reason", ""), r.get("reason")
+    ran = {r["method"] for r in records if r["kind"] == "fit" and r["status"] == "ok"}
     assert json.loads((out / "results.json").read_text()) == records
     assert len(list((out / "records").glob("*.json"))) == len(records)
-    fits = [r for r in records if r["kind"] == "fit"]
-    assert {r["method"] for r in fits} == {"collabfeat-squared", "libmf-squared"}
+    fits = [r for r in records if r["kind"] == "fit" and r["status"] == "ok"]
+    assert "collabfeat-squared" in ran
     for r in fits:
         for key in (
             "dataset",
@@ -160,7 +162,8 @@ def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
     assert sampler["samples_per_s"] > 0
     md = (out / "RESULTS.md").read_text()
     assert "| method | threads |" in md and "collabfeat-squared" in md
-    assert "libmf-squared" in md and "×" in md  # the same-run ratio column is filled
+    if "libmf-squared" in ran:
+        assert "libmf-squared" in md and "×" in md  # the same-run ratio column is filled
     pngs = sorted(out.glob("*.png"))
     assert pngs
     for png in pngs:
