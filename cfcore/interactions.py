@@ -17,22 +17,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from cfcore.errors import InputError
+from cfcore.ids import as_ids, id_positions
 from cfcore.io import load_artifact, require_keys, save_artifact
 
 ARTIFACT_KIND = "interactions"
-
-
-def _as_id_array(ids: Any, name: str, n: int) -> np.ndarray:
-    if ids is None:
-        return np.arange(n, dtype=np.int64)
-    arr = np.asarray(ids)
-    if arr.ndim != 1 or len(arr) != n:
-        raise InputError(f"{name}: expected {n} ids, got shape {arr.shape}")
-    if arr.dtype == object:
-        arr = arr.astype(str)
-    if arr.dtype.kind in "iu":
-        arr = arr.astype(np.int64)
-    return arr
 
 
 def binarize(matrix: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
@@ -91,13 +79,8 @@ class Interactions:
             raise InputError("user_items: contains NaN or inf")
         self.user_items = binarize(user_items)
         n_users, n_items = self.user_items.shape
-        self.user_ids = _as_id_array(user_ids, "user_ids", n_users)
-        self.item_ids = _as_id_array(item_ids, "item_ids", n_items)
-        for name, ids in (("user_ids", self.user_ids), ("item_ids", self.item_ids)):
-            if len(np.unique(ids)) != len(ids):
-                raise InputError(f"{name}: ids must be unique")
-        self._user_pos: dict[Any, int] | None = None
-        self._item_pos: dict[Any, int] | None = None
+        self.user_ids = as_ids(user_ids, n_users, "user_ids")
+        self.item_ids = as_ids(item_ids, n_items, "item_ids")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -183,41 +166,13 @@ class Interactions:
         )
 
     # ------------------------------------------------------------------ id lookup
-    def _positions(self, which: str) -> dict[Any, int]:
-        attr = f"_{which}_pos"
-        pos = getattr(self, attr)
-        if pos is None:
-            ids = self.user_ids if which == "user" else self.item_ids
-            pos = {k: i for i, k in enumerate(ids.tolist())}
-            setattr(self, attr, pos)
-        return pos
-
-    def _lookup(self, which: str, ids: Any) -> np.ndarray:
-        pos = self._positions(which)
-        raw = np.atleast_1d(np.asarray(ids))
-        kind = self.user_ids.dtype.kind if which == "user" else self.item_ids.dtype.kind
-        out = np.empty(len(raw), dtype=np.int64)
-        for n, key in enumerate(raw.tolist()):
-            if kind in "iu" and isinstance(key, str):
-                try:
-                    key = int(key)
-                except ValueError:
-                    pass
-            elif kind == "U" and not isinstance(key, str):
-                key = str(key)
-            try:
-                out[n] = pos[key]
-            except KeyError:
-                raise InputError(f"unknown {which} id {key!r}") from None
-        return out
-
     def user_index(self, user_ids: Any) -> np.ndarray:
         """Rows of the given raw user ids (raises :class:`InputError` for unknown ids)."""
-        return self._lookup("user", user_ids)
+        return id_positions(self.user_ids, user_ids, unknown="unknown user id")
 
     def item_index(self, item_ids: Any) -> np.ndarray:
         """Columns of the given raw item ids (raises :class:`InputError` for unknown ids)."""
-        return self._lookup("item", item_ids)
+        return id_positions(self.item_ids, item_ids, unknown="unknown item id")
 
     # ------------------------------------------------------------------ subsets
     def subset(

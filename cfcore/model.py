@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cfcore.errors import InputError, ModelFormatError
+from cfcore.ids import id_positions
 from cfcore.io import load_artifact, require_keys, save_artifact
 
 ARTIFACT_KIND = "factor-model"
@@ -137,21 +138,7 @@ class FactorModel:
 
     def _lookup(self, known: np.ndarray, ids: Any, name: str) -> np.ndarray:
         self._check_fitted()
-        ids = np.atleast_1d(np.asarray(ids))
-        if known.dtype.kind in "iu" and ids.dtype.kind in "US":
-            try:
-                ids = ids.astype(np.int64)
-            except ValueError:
-                raise InputError(f"{name}: {ids[0]!r} is not an id of this model") from None
-        elif known.dtype.kind in "US":
-            ids = ids.astype(str)
-        order = np.argsort(known, kind="stable")
-        pos = np.searchsorted(known[order], ids)
-        pos = np.minimum(pos, len(known) - 1)
-        found = known[order][pos] == ids
-        if not found.all():
-            raise InputError(f"{name}: unknown id {ids[~found][0]!r}")
-        return order[pos].astype(np.int64)
+        return id_positions(known, ids, unknown=f"{name}: unknown id")
 
     # ------------------------------------------------------------------ scoring
     def scorer(self) -> Callable[[np.ndarray], np.ndarray]:

@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from cfcore.cluster import faiss_threads
 from cfcore.errors import InputError, ModelFormatError
+from cfcore.ids import as_ids, id_positions
 from cfcore.io import load_artifact, require_keys, save_artifact
-from cfcore.vectors import ItemVectors, as_item_vectors, check_ids, check_vectors, l2_normalize
+from cfcore.vectors import ItemVectors, as_item_vectors, check_vectors, l2_normalize
 
 ARTIFACT_KIND = "neighbors"
 #: queries per faiss search call (bounds the temporary result and drives the progress bar)
@@ -158,7 +159,6 @@ class NeighborIndex:
         self.threads = int(threads)
         self._unit = l2_normalize(self.items.vectors, self.items.ids, "vectors")
         n, d = self._unit.shape
-        self._pos: dict[Any, int] | None = None
         with faiss_threads(self.threads, work=float(n) * d * (1 if method == "exact" else 1000)):
             if method == "exact":
                 index = faiss.IndexFlatIP(d)
@@ -196,31 +196,10 @@ class NeighborIndex:
     def ids(self) -> np.ndarray:
         return self.items.ids
 
-    def _position_map(self) -> dict[Any, int]:
-        if self._pos is None:
-            self._pos = {key: i for i, key in enumerate(self.items.ids.tolist())}
-        return self._pos
-
     def _lookup(self, ids: Any, strict: bool) -> np.ndarray:
-        """Rows of raw ids (ints given as strings and vice versa are matched); −1 if unknown
-        and not ``strict``, else :class:`InputError`."""
-        pos = self._position_map()
-        kind = self.items.ids.dtype.kind
-        raw = np.atleast_1d(np.asarray(ids))
-        out = np.full(len(raw), -1, dtype=np.int64)
-        for j, key in enumerate(raw.tolist()):
-            if kind in "iu" and isinstance(key, str):
-                try:
-                    key = int(key)
-                except ValueError:
-                    pass
-            elif kind == "U" and not isinstance(key, str):
-                key = str(key)
-            found = pos.get(key, -1)
-            if found < 0 and strict:
-                raise InputError(f"queries: unknown item id {key!r} (not in the indexed vectors)")
-            out[j] = found
-        return out
+        """Rows of raw ids; −1 if unknown and not ``strict``, else :class:`InputError`."""
+        unknown = "queries: unknown item id" if strict else None
+        return id_positions(self.items.ids, ids, unknown=unknown)
 
     def positions(self, ids: Any) -> np.ndarray:
         """Rows of the given raw ids; unknown ids raise :class:`InputError`."""
@@ -272,7 +251,7 @@ class NeighborIndex:
                 qv, qids = queries.vectors, queries.ids
             else:
                 qv = check_vectors(queries, "queries")
-                qids = check_ids(query_ids, len(qv), "query_ids")
+                qids = as_ids(query_ids, len(qv), "query_ids")
             if qv.shape[1] != self.items.dim:
                 raise InputError(
                     f"queries: dimension {qv.shape[1]} does not match the index's {self.items.dim}"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from cfcore.errors import InputError, ModelFormatError
+from cfcore.ids import as_ids
 from cfcore.io import load_artifact, save_artifact
 
 VECTORS_KIND = "item-vectors"
@@ -47,7 +48,7 @@ class ItemVectors:
 
     def __post_init__(self) -> None:
         self.vectors = check_vectors(self.vectors, "vectors")
-        self.ids = check_ids(self.ids, len(self.vectors), "ids")
+        self.ids = as_ids(self.ids, len(self.vectors), "ids")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -85,28 +86,6 @@ def check_vectors(vectors: Any, name: str = "vectors") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def check_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
-    """Return ``ids`` as a 1-D int64 or str array of length ``n`` with unique entries.
-
-    ``None`` gives ``arange(n)``.
-    """
-    if ids is None:
-        return np.arange(n, dtype=np.int64)
-    arr = np.asarray(ids)
-    if arr.ndim != 1 or len(arr) != n:
-        raise InputError(f"{name}: expected {n} ids (one per row), got shape {arr.shape}")
-    if arr.dtype == object:
-        arr = arr.astype(str)
-    if arr.dtype.kind in "iu":
-        arr = arr.astype(np.int64)
-    elif arr.dtype.kind not in "U":
-        raise InputError(f"{name}: ids must be integers or strings, got dtype {arr.dtype}")
-    uniq, counts = np.unique(arr, return_counts=True)
-    if len(uniq) != n:
-        raise InputError(f"{name}: ids must be unique; {uniq[counts > 1][0].item()!r} appears more than once")
-    return arr
-
-
 def save_vectors(
     path: str | os.PathLike[str],
     ids: Any,
@@ -127,7 +106,7 @@ def save_vectors(
         JSON-serialisable metadata (e.g. ``{"source": "resnet18 pool"}``).
     """
     vectors = check_vectors(vectors)
-    ids = check_ids(ids, len(vectors))
+    ids = as_ids(ids, len(vectors))
     meta = {k: v for k, v in (meta or {}).items() if k not in ("kind", "version")}
     return save_artifact(path, VECTORS_KIND, {"item_ids": ids, "vectors": vectors}, meta)
 
@@ -162,7 +141,7 @@ def load_vectors(path: str | os.PathLike[str]) -> ItemVectors:
     if vec_key not in arrays:
         raise ModelFormatError(f"{path}: missing array {vec_key!r}")
     vectors = check_vectors(arrays[vec_key], f"{path}: {vec_key}")
-    ids = check_ids(arrays.get(id_key), len(vectors), f"{path}: {id_key}")
+    ids = as_ids(arrays.get(id_key), len(vectors), f"{path}: {id_key}")
     meta = {k: v for k, v in header.items() if k not in ("params", "history")}
     meta["source"] = str(path)
     return ItemVectors(ids, vectors, meta)

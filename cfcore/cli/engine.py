@@ -28,6 +28,7 @@ from cfcore.cli.common import (
     threads_option,
 )
 from cfcore.errors import InputError, ModelFormatError
+from cfcore.ids import id_positions
 
 MODEL_KIND = "factor-model"
 LOSSES = ("squared", "bpr", "warp", "logistic")
@@ -99,26 +100,6 @@ def load_factor_model(path: str | Path) -> FactorModel:
         None if bias is None else bias.astype(np.float32),
         header,
     )
-
-
-def _comparable(model_ids: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bring both id arrays to one dtype: ints stay ints, anything else compares as text."""
-    raw = np.asarray(raw)
-    if model_ids.dtype.kind in "iu" and raw.dtype.kind in "iu":
-        return model_ids.astype(np.int64), raw.astype(np.int64)
-    return model_ids.astype(str), raw.astype(str)
-
-
-def id_positions(model_ids: np.ndarray, raw: np.ndarray | list[Any]) -> np.ndarray:
-    """Row of each raw id in ``model_ids`` (int64), ``-1`` where the model does not know it."""
-    ids, wanted = _comparable(np.asarray(model_ids), np.asarray(raw))
-    if len(wanted) == 0:
-        return np.empty(0, dtype=np.int64)
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    pos = np.clip(np.searchsorted(sorted_ids, wanted), 0, max(len(ids) - 1, 0))
-    found = (sorted_ids[pos] == wanted) if len(ids) else np.zeros(len(wanted), dtype=bool)
-    return np.where(found, order[pos], -1).astype(np.int64)
 
 
 @dataclass(frozen=True)
