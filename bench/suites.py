@@ -115,7 +115,7 @@ def jobs(
     full = suite == "full"
     ml1m_epochs = 20 if full else 10
     ml1m_users = 6040 if full else 1500  # evaluation dominates the quick suite's time otherwise
-    ml1m_curve = (1, 2, 5, 10, 15, 20) if full else (1, 2, 5, 10)
+    ml1m_curve = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20) if full else (1, 2, 3, 4, 5, 6, 8, 10)
     sizes = (
         ["synth-1m", "synth-4m", "synth-16m", "synth-32m", "synth-64m", "synth-100m"]
         if full
