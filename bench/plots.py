@@ -21,7 +21,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cfcore.io import atomic_path  # noqa: E402
 
-
 # More methods than the default 10-colour cycle: tab20 keeps every line distinct.
 plt.rcParams["axes.prop_cycle"] = plt.cycler(color=plt.get_cmap("tab20").colors)
 
