@@ -29,7 +29,8 @@ SHA256 = "2b77ada182ccd768a8d7643ab3cfcd8b6e855db09087f7cc7329bd63316697a8"
 def index_url() -> str:
     out = subprocess.run(
         [sys.executable, "-m", "pip", "config", "get", "global.index-url"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if out.returncode == 0 and out.stdout.strip():
         return out.stdout.strip().rstrip("/")

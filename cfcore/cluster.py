@@ -112,7 +112,9 @@ def normalized_mutual_info(labels_a: Any, labels_b: Any) -> float:
     a = np.asarray(labels_a)
     b = np.asarray(labels_b)
     if a.ndim != 1 or a.shape != b.shape:
-        raise InputError(f"labels: expected two 1-D arrays of equal length, got {a.shape} and {b.shape}")
+        raise InputError(
+            f"labels: expected two 1-D arrays of equal length, got {a.shape} and {b.shape}"
+        )
     n = len(a)
     if n == 0:
         raise InputError("labels: empty")
@@ -151,8 +153,11 @@ def imbalance_stats(sizes: np.ndarray) -> dict[str, float | int]:
         "median": float(np.median(sizes)) if len(sizes) else 0.0,
         "empty": int((sizes == 0).sum()),
         "gini": round(gini(sizes), 6),
-        "imbalance_factor": round(float(len(sizes) * np.sum(sizes.astype(np.float64) ** 2) / n**2), 6)
-        if n else 0.0,
+        "imbalance_factor": round(
+            float(len(sizes) * np.sum(sizes.astype(np.float64) ** 2) / n**2), 6
+        )
+        if n
+        else 0.0,
     }
 
 
@@ -214,7 +219,9 @@ class PseudoLabels:
                 raise InputError(f"vectors: expected dimension {a.shape[1]}, got {x.shape[1]}")
             x = np.ascontiguousarray(x @ a.T + b, dtype=np.float32)
         elif x.shape[1] != self.centroids.shape[1]:
-            raise InputError(f"vectors: expected dimension {self.centroids.shape[1]}, got {x.shape[1]}")
+            raise InputError(
+                f"vectors: expected dimension {self.centroids.shape[1]}, got {x.shape[1]}"
+            )
         if self.params.get("spherical", True):
             x = l2_normalize(x)
         return x
@@ -255,7 +262,10 @@ class PseudoLabels:
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write ``item_id,label`` rows (with that header), atomically."""
         lines = ["item_id,label"]
-        lines += [f"{i},{lab}" for i, lab in zip(self.item_ids.tolist(), self.labels.tolist(), strict=True)]
+        lines += [
+            f"{i},{lab}"
+            for i, lab in zip(self.item_ids.tolist(), self.labels.tolist(), strict=True)
+        ]
         atomic_write_text(path, "\n".join(lines) + "\n")
         return Path(path)
 
@@ -292,8 +302,10 @@ def _whiten(x: np.ndarray, dim: int | None) -> tuple[np.ndarray, tuple[np.ndarra
     b = faiss.vector_to_array(pca.b).astype(np.float32)
     y = pca.apply(x)
     if not np.all(np.isfinite(y)):
-        raise InputError("pca: whitening produced NaN/inf (rank-deficient vectors?); "
-                         "use a smaller pca_dim or no whitening")
+        raise InputError(
+            "pca: whitening produced NaN/inf (rank-deficient vectors?); "
+            "use a smaller pca_dim or no whitening"
+        )
     return np.ascontiguousarray(y, dtype=np.float32), (a, b)
 
 
@@ -405,9 +417,15 @@ def cluster_items(
 
     mppc = math.ceil(n / k) if max_points_per_centroid is None else int(max_points_per_centroid)
     km = faiss.Kmeans(
-        x.shape[1], k,
-        niter=int(niter), nredo=int(nredo), seed=int(seed) & 0x7FFFFFFF, spherical=bool(spherical),
-        max_points_per_centroid=mppc, min_points_per_centroid=1, verbose=bool(verbose),
+        x.shape[1],
+        k,
+        niter=int(niter),
+        nredo=int(nredo),
+        seed=int(seed) & 0x7FFFFFFF,
+        spherical=bool(spherical),
+        max_points_per_centroid=mppc,
+        min_points_per_centroid=1,
+        verbose=bool(verbose),
     )
     with faiss_threads(threads, work=float(min(n, k * mppc)) * k * x.shape[1] * niter * nredo):
         objective = float(km.train(x))
@@ -427,9 +445,15 @@ def cluster_items(
             stacklevel=2,
         )
     params = {
-        "k": k, "seed": int(seed), "spherical": bool(spherical), "pca": bool(pca),
-        "pca_dim": None if not pca else int(x.shape[1]), "niter": int(niter), "nredo": int(nredo),
-        "max_points_per_centroid": max_points_per_centroid, "objective": objective,
+        "k": k,
+        "seed": int(seed),
+        "spherical": bool(spherical),
+        "pca": bool(pca),
+        "pca_dim": None if not pca else int(x.shape[1]),
+        "niter": int(niter),
+        "nredo": int(nredo),
+        "max_points_per_centroid": max_points_per_centroid,
+        "objective": objective,
         "source": str(iv.meta.get("source", "")),
     }
     return PseudoLabels(iv.ids, labels, centroids.astype(np.float32), sizes, params, transform)

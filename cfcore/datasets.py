@@ -41,16 +41,24 @@ class Dataset:
 
 DATASETS: dict[str, Dataset] = {
     "ml-100k": Dataset(
-        "ml-100k", "ml-100k.zip", "u.data",
+        "ml-100k",
+        "ml-100k.zip",
+        "u.data",
         "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
         "MovieLens 100K: 100,000 ratings of 1,682 movies by 943 users, with demographics",
     ),
     "ml-latest-small": Dataset(
-        "ml-latest-small", "ml-latest-small.zip", "ratings.csv", None,
+        "ml-latest-small",
+        "ml-latest-small.zip",
+        "ratings.csv",
+        None,
         "MovieLens latest-small: 100,836 ratings and 3,683 tags, 9,742 movies, 610 users",
     ),
     "ml-1m": Dataset(
-        "ml-1m", "ml-1m.zip", "ratings.dat", None,
+        "ml-1m",
+        "ml-1m.zip",
+        "ratings.dat",
+        None,
         "MovieLens 1M: 1,000,209 ratings of 3,706 movies by 6,040 users",
     ),
 }
@@ -79,7 +87,9 @@ def dataset_path(name: str, directory: str | os.PathLike[str] | None = None) -> 
         With the command that downloads it.
     """
     if name not in DATASETS and name != "movielens-posters":
-        raise InputError(f"unknown dataset {name!r}; known: {', '.join([*DATASETS, 'movielens-posters'])}")
+        raise InputError(
+            f"unknown dataset {name!r}; known: {', '.join([*DATASETS, 'movielens-posters'])}"
+        )
     root = data_dir(directory)
     path = root / name
     marker = DATASETS[name].marker if name in DATASETS else "poster_index.csv"
@@ -89,7 +99,9 @@ def dataset_path(name: str, directory: str | os.PathLike[str] | None = None) -> 
             if name in DATASETS
             else "the posters are not publicly downloadable; point COLLABFEAT_DATA at a copy"
         )
-        raise DatasetNotFoundError(f"dataset {name!r} not found in {root} ({path / marker} missing): {hint}")
+        raise DatasetNotFoundError(
+            f"dataset {name!r} not found in {root} ({path / marker} missing): {hint}"
+        )
     return path
 
 
@@ -146,7 +158,9 @@ def download(
         if spec.sha256 is not None:
             digest = hashlib.sha256((found / spec.marker).read_bytes()).hexdigest()
             if digest != spec.sha256:
-                raise InputError(f"{url}: {spec.marker} checksum mismatch (got {digest}, expected {spec.sha256})")
+                raise InputError(
+                    f"{url}: {spec.marker} checksum mismatch (got {digest}, expected {spec.sha256})"
+                )
         if target.exists():  # move the old copy aside first: the swap is two renames
             os.replace(target, Path(tmp) / "previous")
         os.replace(found, target)
@@ -154,8 +168,11 @@ def download(
 
 
 # ---------------------------------------------------------------------- MovieLens helpers
-def load_movielens(name: str = "ml-100k", directory: str | os.PathLike[str] | None = None,
-                   min_rating: float | None = None) -> Interactions:
+def load_movielens(
+    name: str = "ml-100k",
+    directory: str | os.PathLike[str] | None = None,
+    min_rating: float | None = None,
+) -> Interactions:
     """Ratings of a MovieLens dataset as binary views (or likes with ``min_rating``)."""
     from cfcore.readers import read_interactions
 
@@ -177,18 +194,26 @@ class ItemGenres:
 def movielens_100k_genres(directory: str | os.PathLike[str] | None = None) -> ItemGenres:
     """Genres and titles of the ml-100k items from ``u.item`` (19 genre flags)."""
     path = dataset_path("ml-100k", directory)
-    names = [line.split("|")[0] for line in (path / "u.genre").read_text(encoding="latin-1").splitlines() if line.strip()]
+    names = [
+        line.split("|")[0]
+        for line in (path / "u.genre").read_text(encoding="latin-1").splitlines()
+        if line.strip()
+    ]
     ids, titles, rows = [], [], []
     for lineno, line in enumerate((path / "u.item").read_text(encoding="latin-1").splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split("|")
         if len(fields) != 5 + len(names):
-            raise InputError(f"{path / 'u.item'}:{lineno}: expected {5 + len(names)} fields, got {len(fields)}")
+            raise InputError(
+                f"{path / 'u.item'}:{lineno}: expected {5 + len(names)} fields, got {len(fields)}"
+            )
         ids.append(int(fields[0]))
         titles.append(fields[1])
         rows.append([int(f) for f in fields[5:]])
-    return ItemGenres(np.asarray(ids, dtype=np.int64), names, np.asarray(rows, dtype=np.int8), titles)
+    return ItemGenres(
+        np.asarray(ids, dtype=np.int64), names, np.asarray(rows, dtype=np.int8), titles
+    )
 
 
 @dataclass(frozen=True)
@@ -215,12 +240,17 @@ def movielens_100k_users(directory: str | os.PathLike[str] | None = None) -> Use
         for c, f in zip(cols, fields, strict=True):
             c.append(f)
     return UserDemographics(
-        np.asarray(cols[0], dtype=np.int64), np.asarray(cols[1], dtype=np.int64),
-        np.asarray(cols[2]), np.asarray(cols[3]), np.asarray(cols[4]),
+        np.asarray(cols[0], dtype=np.int64),
+        np.asarray(cols[1], dtype=np.int64),
+        np.asarray(cols[2]),
+        np.asarray(cols[3]),
+        np.asarray(cols[4]),
     )
 
 
-def movielens_posters(directory: str | os.PathLike[str] | None = None) -> tuple[Path, list[dict[str, str]]]:
+def movielens_posters(
+    directory: str | os.PathLike[str] | None = None,
+) -> tuple[Path, list[dict[str, str]]]:
     """The poster folder and the rows of its ``poster_index.csv`` (movieId, file, ml100k_item_ids…)."""
     import csv
 

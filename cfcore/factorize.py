@@ -225,10 +225,16 @@ class Factorizer(FactorModel):
         if self.neg_weight is not None and self.neg_weight not in WEIGHTINGS:
             raise InputError(f"neg_weight: expected one of {WEIGHTINGS}, got {self.neg_weight!r}")
         lr = self.learning_rate
-        lr = DEFAULT_LEARNING_RATES[self.loss] if lr is None else _positive_number(lr, "learning_rate")
+        lr = (
+            DEFAULT_LEARNING_RATES[self.loss]
+            if lr is None
+            else _positive_number(lr, "learning_rate")
+        )
         reg = _positive_number(self.regularization, "regularization", allow_zero=True)
-        breg = reg if self.bias_regularization is None else _positive_number(
-            self.bias_regularization, "bias_regularization", allow_zero=True
+        breg = (
+            reg
+            if self.bias_regularization is None
+            else _positive_number(self.bias_regularization, "bias_regularization", allow_zero=True)
         )
         return {
             "factors": _integer(self.factors, "factors", 1),
@@ -255,8 +261,10 @@ class Factorizer(FactorModel):
         """The row-norm bound (``inf`` = unconstrained)."""
         if self.max_norm is None:
             return 1.0 if self.loss == "warp" else math.inf
-        if isinstance(self.max_norm, bool) or not isinstance(self.max_norm, numbers.Real) or not (
-            self.max_norm > 0
+        if (
+            isinstance(self.max_norm, bool)
+            or not isinstance(self.max_norm, numbers.Real)
+            or not (self.max_norm > 0)
         ):
             raise InputError(f"max_norm: expected a number > 0 (or None), got {self.max_norm!r}")
         return float(self.max_norm)
@@ -352,8 +360,15 @@ class Factorizer(FactorModel):
             def negatives(epoch: int):
                 if code == sgd.WARP:  # WARP draws its candidates from the catalogue table
                     return np.zeros(n_users + 1, np.int64), np.zeros(0, np.int32)
-                ns = sample_negatives(train, p["neg_ratio"], self._weighting(), seed=seed,
-                                      threads=threads, epoch=epoch, warn_short=epoch == 0)
+                ns = sample_negatives(
+                    train,
+                    p["neg_ratio"],
+                    self._weighting(),
+                    seed=seed,
+                    threads=threads,
+                    epoch=epoch,
+                    warn_short=epoch == 0,
+                )
                 return ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
 
             neg_indptr, neg_indices = negatives(0)
@@ -363,8 +378,12 @@ class Factorizer(FactorModel):
             loss_out = np.zeros(N_BLOCKS, dtype=np.float64)
             count_out = np.zeros(N_BLOCKS, dtype=np.int64)
             f32 = np.float32
-            consts = (f32(p["reg"]), f32(p["reg_bias"]), f32(p["margin"]),
-                      *self._warp_tables(code, n_items, p["max_sampled"]))
+            consts = (
+                f32(p["reg"]),
+                f32(p["reg_bias"]),
+                f32(p["margin"]),
+                *self._warp_tables(code, n_items, p["max_sampled"]),
+            )
             run = sgd.epoch_kernel(code, bool(self.use_biases), True, threads > 1, self.order)
             bar = self._progress(p["epochs"])
             entries = None
@@ -377,30 +396,71 @@ class Factorizer(FactorModel):
                 if self.order == "grouped":
                     # User order of this epoch (the blocks are slices of it).
                     users = np.random.default_rng([seed, epoch]).permutation(n_users)
-                    run(users.astype(np.int32), pos_indptr, pos_indices, neg_indptr, neg_indices,
-                        X, Y, ub, ib, lr, *consts, seed, epoch, loss_out, count_out)
+                    run(
+                        users.astype(np.int32),
+                        pos_indptr,
+                        pos_indices,
+                        neg_indptr,
+                        neg_indices,
+                        X,
+                        Y,
+                        ub,
+                        ib,
+                        lr,
+                        *consts,
+                        seed,
+                        epoch,
+                        loss_out,
+                        count_out,
+                    )
                 else:
                     if entries is None:
-                        entries = _entry_arrays(pos_indptr, pos_indices, neg_indptr, neg_indices,
-                                                code in sgd.PAIRWISE)
-                    run(len(entries[0]), *entries, pos_indptr, pos_indices, neg_indptr,
-                        neg_indices, X, Y, ub, ib, lr,
-                        *consts, seed, epoch, loss_out, count_out)
+                        entries = _entry_arrays(
+                            pos_indptr, pos_indices, neg_indptr, neg_indices, code in sgd.PAIRWISE
+                        )
+                    run(
+                        len(entries[0]),
+                        *entries,
+                        pos_indptr,
+                        pos_indices,
+                        neg_indptr,
+                        neg_indices,
+                        X,
+                        Y,
+                        ub,
+                        ib,
+                        lr,
+                        *consts,
+                        seed,
+                        epoch,
+                        loss_out,
+                        count_out,
+                    )
                 _project_rows(X, p["max_norm"])
                 _project_rows(Y, p["max_norm"])
                 seconds = time.perf_counter() - t0
                 updates = int(count_out.sum())
                 mean_loss = float(loss_out.sum() / max(updates, 1))
                 self._check_divergence(epoch, mean_loss, float(lr), p["reg"])
-                record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": float(lr),
-                                          "updates": updates, "seconds": seconds}
+                record: dict[str, Any] = {
+                    "epoch": epoch + 1,
+                    "loss": mean_loss,
+                    "lr": float(lr),
+                    "updates": updates,
+                    "seconds": seconds,
+                }
                 if val is not None:
                     record.update(self._validate(train, val, val_neg, seed))
                 self.history_.append(record)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix({k_: round(v, 4) for k_, v in record.items()
-                                     if k_ in ("loss", "auc", "rmse")})
+                    bar.set_postfix(
+                        {
+                            k_: round(v, 4)
+                            for k_, v in record.items()
+                            if k_ in ("loss", "auc", "rmse")
+                        }
+                    )
                 if callback is not None and callback(epoch, self, record) is False:
                     break
             if bar is not None:
@@ -448,22 +508,31 @@ class Factorizer(FactorModel):
             )
 
     # ------------------------------------------------------------------ validation
-    def _validation_negatives(self, train: sp.csr_matrix, val: sp.csr_matrix,
-                              p: dict[str, Any]) -> sp.csr_matrix:
+    def _validation_negatives(
+        self, train: sp.csr_matrix, val: sp.csr_matrix, p: dict[str, Any]
+    ) -> sp.csr_matrix:
         """``neg_ratio`` negatives per held-out positive, drawn like the training negatives
         (same weighting, training popularity), never a training or held-out positive."""
         from cfcore.sampling import sample_negatives
 
-        ns = sample_negatives(val, p["neg_ratio"], self._weighting(), seed=p["seed"],
-                              threads=0, popularity=self.item_popularity_,
-                              epoch=2**31 - 1, warn_short=False)
+        ns = sample_negatives(
+            val,
+            p["neg_ratio"],
+            self._weighting(),
+            seed=p["seed"],
+            threads=0,
+            popularity=self.item_popularity_,
+            epoch=2**31 - 1,
+            warn_short=False,
+        )
         neg = ns.to_csr()
         neg = neg - neg.multiply(train)
         neg.eliminate_zeros()
         return neg.tocsr()
 
-    def _validate(self, train: sp.csr_matrix, val: sp.csr_matrix, val_neg: sp.csr_matrix,
-                  seed: int) -> dict[str, float]:
+    def _validate(
+        self, train: sp.csr_matrix, val: sp.csr_matrix, val_neg: sp.csr_matrix, seed: int
+    ) -> dict[str, float]:
         from cfcore.metrics import pairwise_ranking, rmse
 
         pos, neg = val.tocoo(), val_neg.tocoo()
@@ -475,8 +544,9 @@ class Factorizer(FactorModel):
         out["pr"] = pairwise_ranking(score, val, negatives=val_neg)["pr"]
         candidates = np.flatnonzero(np.diff(val.indptr) > 0)
         if len(candidates) > VALIDATION_USERS:
-            candidates = np.sort(np.random.default_rng(seed).choice(
-                candidates, VALIDATION_USERS, replace=False))
+            candidates = np.sort(
+                np.random.default_rng(seed).choice(candidates, VALIDATION_USERS, replace=False)
+            )
         out["auc"] = pairwise_ranking(score, val, exclude=train, users=candidates)["auc"]
         return out
 
@@ -510,7 +580,9 @@ class Factorizer(FactorModel):
         epochs = p["epochs"] if epochs is None else _integer(epochs, "epochs", 0)
         n_new, k = rows.shape[0], self.item_factors_.shape[1]
         rng = np.random.default_rng([p["seed"], 1])
-        X = rng.standard_normal((n_new, k), dtype=np.float32) * np.float32(p["init_scale"] / k**0.25)
+        X = rng.standard_normal((n_new, k), dtype=np.float32) * np.float32(
+            p["init_scale"] / k**0.25
+        )
         if rows.nnz == 0 or n_new == 0:
             return X
         popularity = getattr(self, "item_popularity_", None)
@@ -520,8 +592,15 @@ class Factorizer(FactorModel):
         if code == sgd.WARP:
             neg_indptr, neg_indices = np.zeros(n_new + 1, np.int64), np.zeros(0, np.int32)
         else:
-            ns = sample_negatives(rows, p["neg_ratio"], self._weighting(), seed=p["seed"],
-                                  threads=1, popularity=popularity, warn_short=False)
+            ns = sample_negatives(
+                rows,
+                p["neg_ratio"],
+                self._weighting(),
+                seed=p["seed"],
+                threads=1,
+                popularity=popularity,
+                warn_short=False,
+            )
             neg_indptr, neg_indices = ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
         Y = self.item_factors_
         ub = np.zeros(n_new, dtype=np.float32)
@@ -534,9 +613,26 @@ class Factorizer(FactorModel):
         pos_indptr, pos_indices = rows.indptr.astype(np.int64), rows.indices.astype(np.int32)
         for epoch in range(epochs):
             users = np.random.default_rng([p["seed"], epoch, 1]).permutation(n_new).astype(np.int32)
-            run(users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, ub, ib,
-                f32(self._lr_at(p["lr"], epoch, epochs)), f32(p["reg"]), f32(p["reg_bias"]),
-                f32(p["margin"]), *tables, p["seed"], epoch, loss_out, count_out)
+            run(
+                users,
+                pos_indptr,
+                pos_indices,
+                neg_indptr,
+                neg_indices,
+                X,
+                Y,
+                ub,
+                ib,
+                f32(self._lr_at(p["lr"], epoch, epochs)),
+                f32(p["reg"]),
+                f32(p["reg_bias"]),
+                f32(p["margin"]),
+                *tables,
+                p["seed"],
+                epoch,
+                loss_out,
+                count_out,
+            )
             _project_rows(X, p["max_norm"])
         if not np.all(np.isfinite(X)):
             raise DivergenceError(

@@ -32,7 +32,9 @@ def as_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
         raise InputError(f"{name}: ids must be integers or strings, got dtype {arr.dtype}")
     uniq, counts = np.unique(arr, return_counts=True)
     if len(uniq) != n:
-        raise InputError(f"{name}: ids must be unique; {uniq[counts > 1][0].item()!r} appears more than once")
+        raise InputError(
+            f"{name}: ids must be unique; {uniq[counts > 1][0].item()!r} appears more than once"
+        )
     return arr
 
 

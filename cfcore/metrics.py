@@ -34,9 +34,7 @@ def factor_scorer(
     users = np.ascontiguousarray(user_factors, dtype=np.float32)
     items = np.ascontiguousarray(item_factors, dtype=np.float32)
     if users.ndim != 2 or items.ndim != 2 or users.shape[1] != items.shape[1]:
-        raise InputError(
-            f"factor shapes do not match: users {users.shape}, items {items.shape}"
-        )
+        raise InputError(f"factor shapes do not match: users {users.shape}, items {items.shape}")
     bias = None if item_bias is None else np.asarray(item_bias, dtype=np.float32)
 
     def score(rows: np.ndarray) -> np.ndarray:
@@ -81,7 +79,9 @@ def auc_score(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _csr(m: sp.spmatrix | None, name: str, shape: tuple[int, int] | None = None) -> sp.csr_matrix | None:
+def _csr(
+    m: sp.spmatrix | None, name: str, shape: tuple[int, int] | None = None
+) -> sp.csr_matrix | None:
     if m is None:
         return None
     if hasattr(m, "user_items"):  # an Interactions
@@ -195,9 +195,20 @@ def pairwise_ranking(
         if n_rows is not None:
             auc_explicit(scores, p_rows.indptr, p_rows.indices, n_rows.indptr, n_rows.indices, out)
         else:
-            e_rows = _without(excl[rows], p_rows) if excl is not None else sp.csr_matrix(p_rows.shape, dtype=np.float32)
-            auc_complement(scores, np.sort(scores, axis=1), p_rows.indptr, p_rows.indices,
-                           e_rows.indptr, e_rows.indices, out)
+            e_rows = (
+                _without(excl[rows], p_rows)
+                if excl is not None
+                else sp.csr_matrix(p_rows.shape, dtype=np.float32)
+            )
+            auc_complement(
+                scores,
+                np.sort(scores, axis=1),
+                p_rows.indptr,
+                p_rows.indices,
+                e_rows.indptr,
+                e_rows.indices,
+                out,
+            )
         aucs.append(out[~np.isnan(out)])
     if not aucs or not sum(len(a) for a in aucs):
         raise InputError("pairwise_ranking: no user has both a positive and a negative")
@@ -264,7 +275,9 @@ def top_k_metrics(
     if n == 0:
         raise InputError("top_k_metrics: no user has a relevant item")
     names = ("precision", "recall", "accuracy", "map", "ndcg")
-    out: dict[str, float] = {f"{name}@{k}": float(v / n) for name, v in zip(names, sums, strict=True)}
+    out: dict[str, float] = {
+        f"{name}@{k}": float(v / n) for name, v in zip(names, sums, strict=True)
+    }
     out["users"] = n
     return out
 
@@ -280,7 +293,9 @@ def evaluate(
 ) -> dict[str, float]:
     """Held-out evaluation of a recommender: AUC/PR against uniform unobserved items (train
     excluded) plus :func:`top_k_metrics` with training items filtered out."""
-    out = pairwise_ranking(scorer, test, exclude=train, n_negatives=n_negatives, users=users, seed=seed)
+    out = pairwise_ranking(
+        scorer, test, exclude=train, n_negatives=n_negatives, users=users, seed=seed
+    )
     out.update(top_k_metrics(scorer, test, k=k, exclude=train, users=users))
     return out
 

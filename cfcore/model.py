@@ -52,8 +52,10 @@ def _rows_argument(values: Any, n: int, name: str) -> tuple[np.ndarray, bool]:
 def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the ``n`` largest scores per row, best first (ties: lower index)."""
     n = min(n, scores.shape[1])
-    part = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else (
-        np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
+    part = (
+        np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        if n < scores.shape[1]
+        else (np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy())
     )
     vals = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -vals), axis=1) if part.size else part
@@ -101,7 +103,9 @@ class FactorModel:
         valid = set(self._param_names())
         for name, value in params.items():
             if name not in valid:
-                raise InputError(f"{name}: not a parameter of {type(self).__name__} ({sorted(valid)})")
+                raise InputError(
+                    f"{name}: not a parameter of {type(self).__name__} ({sorted(valid)})"
+                )
             setattr(self, name, value)
         return self
 

@@ -89,7 +89,8 @@ class Neighbors:
         """Write a ``"neighbors"`` artifact (``query_ids``, ``neighbor_ids``, ``scores``)."""
         meta = {k: v for k, v in self.meta.items() if k not in ("kind", "version")}
         return save_artifact(
-            path, ARTIFACT_KIND,
+            path,
+            ARTIFACT_KIND,
             {"query_ids": self.query_ids, "neighbor_ids": self.neighbor_ids, "scores": self.scores},
             meta,
         )
@@ -100,8 +101,12 @@ class Neighbors:
         arrays, header = load_artifact(path, ARTIFACT_KIND)
         require_keys(path, arrays, ["query_ids", "neighbor_ids", "scores"])
         try:
-            return cls(arrays["query_ids"], arrays["neighbor_ids"], arrays["scores"],
-                       {k: v for k, v in header.items() if k not in ("kind", "version")})
+            return cls(
+                arrays["query_ids"],
+                arrays["neighbor_ids"],
+                arrays["scores"],
+                {k: v for k, v in header.items() if k not in ("kind", "version")},
+            )
         except InputError as exc:
             raise ModelFormatError(f"{path}: {exc}") from None
 
@@ -172,7 +177,9 @@ class NeighborIndex:
                 if nlist is None:
                     nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
                 if not 1 <= nlist <= n:
-                    raise InputError(f"nlist: must be between 1 and the number of items {n}, got {nlist}")
+                    raise InputError(
+                        f"nlist: must be between 1 and the number of items {n}, got {nlist}"
+                    )
                 quantizer = faiss.IndexFlatIP(d)
                 index = faiss.IndexIVFFlat(quantizer, d, int(nlist), faiss.METRIC_INNER_PRODUCT)
                 index.cp.seed = int(seed) & 0x7FFFFFFF
@@ -278,8 +285,9 @@ class NeighborIndex:
         pos = np.empty((len(x), k + extra), dtype=np.int64)
         starts = range(0, len(x), _QUERY_BATCH)
         with faiss_threads(self.threads, work=work):
-            for start in tqdm(starts, desc="neighbours", unit="batch",
-                              disable=not progress or len(starts) < 2):
+            for start in tqdm(
+                starts, desc="neighbours", unit="batch", disable=not progress or len(starts) < 2
+            ):
                 stop = min(start + _QUERY_BATCH, len(x))
                 scores[start:stop], pos[start:stop] = self.index.search(x[start:stop], k + extra)
             missing = (pos < 0).any(axis=1)
@@ -289,8 +297,12 @@ class NeighborIndex:
             pos, scores = _drop_self(pos, scores, self_pos, k)
         pos = pos[:, :k]
         scores = scores[:, :k]
-        meta = {"method": self.method, "k": k, "exclude_self": bool(exclude_self),
-                "source": str(self.items.meta.get("source", ""))}
+        meta = {
+            "method": self.method,
+            "k": k,
+            "exclude_self": bool(exclude_self),
+            "source": str(self.items.meta.get("source", "")),
+        }
         return Neighbors(qids, self.items.ids[pos], scores.astype(np.float32), meta, positions=pos)
 
     def _exact(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +313,9 @@ class NeighborIndex:
         return flat.search(x, k)
 
 
-def _drop_self(pos: np.ndarray, scores: np.ndarray, self_pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _drop_self(
+    pos: np.ndarray, scores: np.ndarray, self_pos: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Remove each row's own position (wherever it ranks); keep the first k of the rest.
 
     Duplicate vectors tie with the query, so the query is not always ranked first.

@@ -22,7 +22,9 @@ from cfcore.io import atomic_path
 Series = tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]
 
 
-def new_figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] | None = None) -> tuple[Any, Any]:
+def new_figure(
+    ncols: int = 1, nrows: int = 1, size: tuple[float, float] | None = None
+) -> tuple[Any, Any]:
     """A fresh Agg-backed ``Figure`` and its axes (an array when more than one panel)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -61,7 +63,9 @@ def draw_lines(
     for name, (x, y) in series.items():
         ax.plot(np.asarray(x), np.asarray(y), label=name, linewidth=1.6)
     for name, (x, y) in (baselines or {}).items():
-        ax.plot(np.asarray(x), np.asarray(y), label=name, color="black", linestyle="--", linewidth=1.2)
+        ax.plot(
+            np.asarray(x), np.asarray(y), label=name, color="black", linestyle="--", linewidth=1.2
+        )
     for name, level in (hlines or {}).items():
         ax.axhline(float(level), color="black", linestyle="--", linewidth=1.2, label=name)
     if logy:

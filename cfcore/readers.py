@@ -18,7 +18,16 @@ import numpy as np
 from cfcore.errors import InputError
 from cfcore.interactions import Interactions
 
-FORMATS = ("auto", "movielens-100k", "movielens-dat", "movielens-csv", "csv", "tsv", "parquet", "npz")
+FORMATS = (
+    "auto",
+    "movielens-100k",
+    "movielens-dat",
+    "movielens-csv",
+    "csv",
+    "tsv",
+    "parquet",
+    "npz",
+)
 
 _USER_NAMES = ("userid", "user_id", "user", "uid", "users")
 _ITEM_NAMES = ("movieid", "itemid", "item_id", "item", "movie_id", "iid", "items")
@@ -59,9 +68,15 @@ def guess_format(path: str | os.PathLike[str]) -> str:
     )
 
 
-def _layout(fmt: str, path: Path, sep: str | None, header: bool | None,
-            user_col: int | str | None, item_col: int | str | None,
-            rating_col: int | str | None) -> _Layout:
+def _layout(
+    fmt: str,
+    path: Path,
+    sep: str | None,
+    header: bool | None,
+    user_col: int | str | None,
+    item_col: int | str | None,
+    rating_col: int | str | None,
+) -> _Layout:
     if fmt == "movielens-100k":
         return _Layout("\t", False, 0, 1, 2, True)
     if fmt == "movielens-dat":
@@ -70,19 +85,29 @@ def _layout(fmt: str, path: Path, sep: str | None, header: bool | None,
         return _Layout(",", True, "userId", "movieId", "rating", True)
     sep = sep or ("\t" if fmt == "tsv" else ",")
     if header is None:
-        named = [c for c in (user_col, item_col, rating_col)
-                 if isinstance(c, str) and not c.isdigit()]
+        named = [
+            c for c in (user_col, item_col, rating_col) if isinstance(c, str) and not c.isdigit()
+        ]
         # columns chosen by name imply a header line that names them
         header = bool(named) or _sniff_header(path, sep)
     if header:
         u, i, r = _resolve_columns(path, _header_names(path, sep), user_col, item_col, rating_col)
         return _Layout(sep, True, u, i, r, False)
-    return _Layout(sep, False, 0 if user_col is None else user_col,
-                   1 if item_col is None else item_col, rating_col, False)
+    return _Layout(
+        sep,
+        False,
+        0 if user_col is None else user_col,
+        1 if item_col is None else item_col,
+        rating_col,
+        False,
+    )
 
 
 def _resolve_columns(
-    path: Path, names: list[str], user_col: int | str | None, item_col: int | str | None,
+    path: Path,
+    names: list[str],
+    user_col: int | str | None,
+    item_col: int | str | None,
     rating_col: int | str | None,
 ) -> tuple[str, str, str | None]:
     """Names of the user, item and (optional) rating columns among the header ``names``.
@@ -92,13 +117,16 @@ def _resolve_columns(
     """
     lowered = [n.lower() for n in names]
 
-    def pick(given: int | str | None, candidates: tuple[str, ...], pos: int | None,
-             what: str) -> str | None:
+    def pick(
+        given: int | str | None, candidates: tuple[str, ...], pos: int | None, what: str
+    ) -> str | None:
         if isinstance(given, str) and given.isdigit() and given not in names:
             given = int(given)
         if isinstance(given, int):
             if not 0 <= given < len(names):
-                raise InputError(f"{path}: no column {given} for {what} (the file has {len(names)}: {names})")
+                raise InputError(
+                    f"{path}: no column {given} for {what} (the file has {len(names)}: {names})"
+                )
             return names[given]
         if given is not None:
             if given not in names:
@@ -203,8 +231,10 @@ def _read_delimited(path: Path, lay: _Layout) -> tuple[np.ndarray, np.ndarray, n
     n_fields = len(_first_line(path).split(lay.sep))  # raises on an empty file
     if max(c for c in cols if c is not None) >= n_fields:
         if lay.header:
-            raise InputError(f"{path}: column {max(c for c in cols if c is not None)} does not "
-                             f"exist (the header has {n_fields} columns: {names})")
+            raise InputError(
+                f"{path}: column {max(c for c in cols if c is not None)} does not "
+                f"exist (the header has {n_fields} columns: {names})"
+            )
         raise InputError(_scan_for_error(path, lay, cols))
     source: str | io.BytesIO = str(path)
     delimiter = lay.sep
@@ -249,8 +279,9 @@ def _read_delimited(path: Path, lay: _Layout) -> tuple[np.ndarray, np.ndarray, n
     return users, items, ratings
 
 
-def _read_parquet(path: Path, user_col: int | str | None, item_col: int | str | None,
-                  rating_col: int | str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _read_parquet(
+    path: Path, user_col: int | str | None, item_col: int | str | None, rating_col: int | str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     import pyarrow.parquet as pq
 
     try:

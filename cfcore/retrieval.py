@@ -76,7 +76,9 @@ def pair_jaccard(rows: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarra
         return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
 
 
-def shared_viewer_curve(item_users: sp.csr_matrix, query_pos: np.ndarray, neighbor_pos: np.ndarray) -> np.ndarray:
+def shared_viewer_curve(
+    item_users: sp.csr_matrix, query_pos: np.ndarray, neighbor_pos: np.ndarray
+) -> np.ndarray:
     """Fang §4.3 (1): mean Jaccard of viewer sets at each rank.
 
     Parameters
@@ -100,7 +102,9 @@ def shared_viewer_curve(item_users: sp.csr_matrix, query_pos: np.ndarray, neighb
     return jac.mean(axis=0)
 
 
-def owner_viewed_counts(user_items: sp.csr_matrix, owner_rows: np.ndarray, neighbor_pos: np.ndarray) -> np.ndarray:
+def owner_viewed_counts(
+    user_items: sp.csr_matrix, owner_rows: np.ndarray, neighbor_pos: np.ndarray
+) -> np.ndarray:
     """Fang §4.3 (2): for each query, how many of its ranked neighbours its owner viewed.
 
     Parameters
@@ -205,8 +209,16 @@ class RetrievalReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: the summary, every curve as a list, and meta."""
         curves = {}
-        for name in ("shared_viewers", "shared_viewers_random", "owner_viewed", "owner_viewed_random",
-                     "genre_agreement", "genre_agreement_random", "genre_jaccard", "genre_jaccard_random"):
+        for name in (
+            "shared_viewers",
+            "shared_viewers_random",
+            "owner_viewed",
+            "owner_viewed_random",
+            "genre_agreement",
+            "genre_agreement_random",
+            "genre_jaccard",
+            "genre_jaccard_random",
+        ):
             value = getattr(self, name)
             if value is not None:
                 curves[name] = [round(float(v), 8) for v in value]
@@ -243,20 +255,32 @@ def plot_reports(path: str | os.PathLike[str], reports: Mapping[str, RetrievalRe
     axes = np.atleast_1d(axes)
     for ax, panel in zip(axes, panels, strict=True):
         if panel == "shared":
-            draw_lines(ax, {n: (r.ranks, r.shared_viewers) for n, r in reports.items()},
-                       hlines={"random pairs": float(first.shared_viewers_random.mean())},
-                       xlabel="rank of neighbour", ylabel="shared viewers (Jaccard)",
-                       title="(a) common viewers of query and NN")
+            draw_lines(
+                ax,
+                {n: (r.ranks, r.shared_viewers) for n, r in reports.items()},
+                hlines={"random pairs": float(first.shared_viewers_random.mean())},
+                xlabel="rank of neighbour",
+                ylabel="shared viewers (Jaccard)",
+                title="(a) common viewers of query and NN",
+            )
         elif panel == "owner":
-            draw_lines(ax, {n: (r.ranks, r.owner_viewed) for n, r in reports.items()},
-                       baselines={"random pairs": (first.ranks, first.owner_viewed_random)},
-                       xlabel="top r neighbours", ylabel="viewed by the query's owner",
-                       title="(b) NNs viewed by the owner")
+            draw_lines(
+                ax,
+                {n: (r.ranks, r.owner_viewed) for n, r in reports.items()},
+                baselines={"random pairs": (first.ranks, first.owner_viewed_random)},
+                xlabel="top r neighbours",
+                ylabel="viewed by the query's owner",
+                title="(b) NNs viewed by the owner",
+            )
         else:
-            draw_lines(ax, {n: (r.ranks, r.genre_agreement) for n, r in reports.items()},
-                       hlines={"random pairs": float(first.genre_agreement_random.mean())},
-                       xlabel="rank of neighbour", ylabel="share ≥ 1 genre",
-                       title="genre agreement")
+            draw_lines(
+                ax,
+                {n: (r.ranks, r.genre_agreement) for n, r in reports.items()},
+                hlines={"random pairs": float(first.genre_agreement_random.mean())},
+                xlabel="rank of neighbour",
+                ylabel="share ≥ 1 genre",
+                title="genre agreement",
+            )
     return save_figure(fig, path)
 
 
@@ -278,7 +302,9 @@ def _positions_of(ids: np.ndarray, inter: Interactions, what: str) -> np.ndarray
         try:
             ids = ids.astype(np.int64)
         except ValueError:
-            raise InputError(f"{what}: ids {ids[:3].tolist()}… are not integers like the interactions' item ids") from None
+            raise InputError(
+                f"{what}: ids {ids[:3].tolist()}… are not integers like the interactions' item ids"
+            ) from None
     elif item_ids.dtype.kind == "U" and ids.dtype.kind != "U":
         ids = ids.astype(str)
     order = np.argsort(item_ids, kind="stable")
@@ -318,8 +344,10 @@ def _label_matrix(genres: Any, inter: Interactions) -> tuple[sp.csr_matrix, np.n
     elif isinstance(genres, tuple) and len(genres) == 2:
         g_ids, g_lab = np.asarray(genres[0]), genres[1]
     else:
-        raise InputError("genres: expected an object with item_ids and labels (e.g. "
-                         "cfcore.datasets.movielens_100k_genres()) or a tuple (item_ids, labels)")
+        raise InputError(
+            "genres: expected an object with item_ids and labels (e.g. "
+            "cfcore.datasets.movielens_100k_genres()) or a tuple (item_ids, labels)"
+        )
     g_lab = binarize(g_lab)
     if g_lab.shape[0] != len(g_ids):
         raise InputError(f"genres: {len(g_ids)} ids for {g_lab.shape[0]} label rows")
@@ -341,7 +369,9 @@ def _label_matrix(genres: Any, inter: Interactions) -> tuple[sp.csr_matrix, np.n
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     counts = mask.sum(axis=0)
-    return np.where(counts > 0, np.where(mask, values, 0.0).sum(axis=0) / np.maximum(counts, 1), np.nan)
+    return np.where(
+        counts > 0, np.where(mask, values, 0.0).sum(axis=0) / np.maximum(counts, 1), np.nan
+    )
 
 
 def retrieval_report(
@@ -388,7 +418,9 @@ def retrieval_report(
     if isinstance(neighbors, (str, os.PathLike)):
         neighbors = Neighbors.load(neighbors)
     if not isinstance(neighbors, Neighbors):
-        raise InputError(f"neighbors: expected a Neighbors or a path, got {type(neighbors).__name__}")
+        raise InputError(
+            f"neighbors: expected a Neighbors or a path, got {type(neighbors).__name__}"
+        )
     if on_empty not in ("error", "skip"):
         raise InputError(f"on_empty: expected 'error' or 'skip', got {on_empty!r}")
     inter = _as_interactions(interactions)
@@ -427,9 +459,17 @@ def retrieval_report(
     shared = shared_viewer_curve(item_users, qpos, npos)
     shared_rnd = shared_viewer_curve(item_users, qpos, rpos)
     report = RetrievalReport(
-        np.arange(1, R + 1), shared, shared_rnd, q,
-        meta={"seed": int(seed), "skipped_empty_queries": skipped, "k": k,
-              "neighbors": dict(neighbors.meta), "candidates": int(len(cand))},
+        np.arange(1, R + 1),
+        shared,
+        shared_rnd,
+        q,
+        meta={
+            "seed": int(seed),
+            "skipped_empty_queries": skipped,
+            "k": k,
+            "neighbors": dict(neighbors.meta),
+            "candidates": int(len(cand)),
+        },
     )
 
     if owners is not None:
@@ -465,8 +505,12 @@ def retrieval_report(
             b = pos.ravel()
             inter_g = pair_intersections(labels, a, b).reshape(q, R)
             jac = pair_jaccard(labels, a, b).reshape(q, R)
-            mask = (has_label[qpos][:, None] & has_label[pos])
-            setattr(report, f"genre_agreement{suffix}", _masked_mean((inter_g > 0).astype(np.float64), mask))
+            mask = has_label[qpos][:, None] & has_label[pos]
+            setattr(
+                report,
+                f"genre_agreement{suffix}",
+                _masked_mean((inter_g > 0).astype(np.float64), mask),
+            )
             setattr(report, f"genre_jaccard{suffix}", _masked_mean(np.nan_to_num(jac), mask))
         report.meta["genre_queries"] = int(has_label[qpos].sum())
     return report

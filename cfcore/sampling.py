@@ -167,8 +167,17 @@ class NegativeSample:
             or (indices.size and (indices.min() < 0 or indices.max() >= n_items))
         ):
             raise ModelFormatError(f"{path}: indptr/indices do not form a {n_users}×{n_items} CSR")
-        known = {"kind", "version", "shape", "n_short", "requested", "weighting", "ratio",
-                 "seed", "epoch"}
+        known = {
+            "kind",
+            "version",
+            "shape",
+            "n_short",
+            "requested",
+            "weighting",
+            "ratio",
+            "seed",
+            "epoch",
+        }
         return cls(
             indptr=indptr,
             indices=indices,
@@ -230,9 +239,7 @@ def _check_weighting(weighting: Any) -> str:
     return name
 
 
-def item_weights(
-    popularity: np.ndarray, weighting: str = "log-popularity"
-) -> np.ndarray:
+def item_weights(popularity: np.ndarray, weighting: str = "log-popularity") -> np.ndarray:
     """Sampling weight of every item (float64), Fang eq. 2 up to normalisation.
 
     Parameters
@@ -374,8 +381,16 @@ def sample_negatives(
         # One thread: the serial twin, no parallel region to start (same output).
         kernel = sample_into_serial if n_threads == 1 else sample_into
         kernel(
-            indptr, indices, weights, alias_table, seed, epoch,
-            out_indptr, out_indices, numba.get_num_threads(), DEFAULT_SWITCH,
+            indptr,
+            indices,
+            weights,
+            alias_table,
+            seed,
+            epoch,
+            out_indptr,
+            out_indices,
+            numba.get_num_threads(),
+            DEFAULT_SWITCH,
         )
     requested = int(wanted.sum())
     if n_short and warn_short:

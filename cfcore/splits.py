@@ -18,7 +18,9 @@ from cfcore.errors import InputError
 from cfcore.interactions import Interactions
 
 
-def _split_rows(inter: Interactions, n_test: np.ndarray, seed: int) -> tuple[Interactions, Interactions]:
+def _split_rows(
+    inter: Interactions, n_test: np.ndarray, seed: int
+) -> tuple[Interactions, Interactions]:
     """Move ``n_test[u]`` random entries of each row u to the test matrix."""
     m = inter.user_items
     rng = np.random.default_rng(seed)
@@ -53,11 +55,15 @@ def holdout_split(
     if not 0.0 < test_fraction < 1.0:
         raise InputError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     counts = inter.user_activity()
-    n_test = np.minimum(np.rint(counts * test_fraction).astype(np.int64), np.maximum(counts - min_train, 0))
+    n_test = np.minimum(
+        np.rint(counts * test_fraction).astype(np.int64), np.maximum(counts - min_train, 0)
+    )
     return _split_rows(inter, n_test, seed)
 
 
-def leave_k_out(inter: Interactions, k: int = 1, seed: int = 0) -> tuple[Interactions, Interactions]:
+def leave_k_out(
+    inter: Interactions, k: int = 1, seed: int = 0
+) -> tuple[Interactions, Interactions]:
     """Hold out ``k`` random entries of every user that has more than ``k``.
 
     Returns
@@ -105,4 +111,6 @@ def item_split(inter: Interactions, test_fraction: float = 0.05, seed: int = 0) 
         raise InputError(f"test_fraction {test_fraction} leaves no train items")
     test_items = np.sort(perm[:n_test])
     train_items = np.sort(perm[n_test:])
-    return ItemSplit(inter.subset(items=train_items), inter.subset(items=test_items), train_items, test_items)
+    return ItemSplit(
+        inter.subset(items=train_items), inter.subset(items=test_items), train_items, test_items
+    )

@@ -72,7 +72,9 @@ def check_vectors(vectors: Any, name: str = "vectors") -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name}: not a numeric array ({exc})") from None
     if arr.ndim != 2:
-        raise InputError(f"{name}: expected a 2-D array (items × dimensions), got shape {arr.shape}")
+        raise InputError(
+            f"{name}: expected a 2-D array (items × dimensions), got shape {arr.shape}"
+        )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"{name}: empty array of shape {arr.shape}")
     finite = np.isfinite(arr)
@@ -155,12 +157,15 @@ def as_item_vectors(obj: Any, ids: Any = None) -> ItemVectors:
         return load_vectors(obj)
     if hasattr(obj, "item_factors_"):
         model_ids = getattr(obj, "item_ids_", None)
-        return ItemVectors(model_ids if ids is None else ids, obj.item_factors_,
-                           {"source": type(obj).__name__})
+        return ItemVectors(
+            model_ids if ids is None else ids, obj.item_factors_, {"source": type(obj).__name__}
+        )
     return ItemVectors(ids, obj)
 
 
-def l2_normalize(vectors: np.ndarray, ids: np.ndarray | None = None, name: str = "vectors") -> np.ndarray:
+def l2_normalize(
+    vectors: np.ndarray, ids: np.ndarray | None = None, name: str = "vectors"
+) -> np.ndarray:
     """Rows divided by their L2 norm (float32 copy); a zero row raises :class:`InputError`.
 
     Cosine similarity is undefined for a zero vector, so it is refused rather than silently

@@ -39,22 +39,44 @@ def cli() -> None:
 
 
 def device_option(f):
-    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-                        show_default=True, help="auto = CUDA when available, else CPU.")(f)
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="auto = CUDA when available, else CPU.",
+    )(f)
 
 
 def images_options(f):
-    f = click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip",
-                     show_default=True,
-                     help="Missing/unreadable images: leave them out (listed in a report) or stop.")(f)
-    f = click.option("--id-space", type=click.Choice(["ml-100k", "movielens"]), default="ml-100k",
-                     show_default=True,
-                     help="Poster folder only: key posters by ml-100k item id or MovieLens movieId.")(f)
-    f = click.option("--image-size", type=click.IntRange(min=8), default=None,
-                     help="Crop size (paper: 224 after resizing the short side to 256; the resize "
-                     "scales with it) [train default: 224; extract default: the checkpoint's].")(f)
-    f = click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="DataLoader worker processes.")(f)
+    f = click.option(
+        "--on-bad-image",
+        type=click.Choice(["skip", "fail"]),
+        default="skip",
+        show_default=True,
+        help="Missing/unreadable images: leave them out (listed in a report) or stop.",
+    )(f)
+    f = click.option(
+        "--id-space",
+        type=click.Choice(["ml-100k", "movielens"]),
+        default="ml-100k",
+        show_default=True,
+        help="Poster folder only: key posters by ml-100k item id or MovieLens movieId.",
+    )(f)
+    f = click.option(
+        "--image-size",
+        type=click.IntRange(min=8),
+        default=None,
+        help="Crop size (paper: 224 after resizing the short side to 256; the resize "
+        "scales with it) [train default: 224; extract default: the checkpoint's].",
+    )(f)
+    f = click.option(
+        "--workers",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="DataLoader worker processes.",
+    )(f)
     return f
 
 
@@ -79,32 +101,70 @@ def _torch_threads() -> None:
 @cli.command()
 @click.argument("images")
 @click.argument("labels", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run folder: checkpoint.pt, metrics.jsonl, curves.png, image_report.txt.")
-@click.option("--arch", type=click.Choice(["alexnet", "resnet18", "mobilenet_v3_small",
-                                           "regnet_y_400mf", "small"]),
-              default="resnet18", show_default=True, help="Backbone (alexnet is the paper's).")
-@click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="Local torchvision state dict to start from (e.g. ImageNet); default random init.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder: checkpoint.pt, metrics.jsonl, curves.png, image_report.txt.",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(["alexnet", "resnet18", "mobilenet_v3_small", "regnet_y_400mf", "small"]),
+    default="resnet18",
+    show_default=True,
+    help="Backbone (alexnet is the paper's).",
+)
+@click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Local torchvision state dict to start from (e.g. ImageNet); default random init.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Per process.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Per process."
+)
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="[default: 0.1·batch/256 for SGD, 1e-3 for AdamW]")
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="[default: 0.1·batch/256 for SGD, 1e-3 for AdamW]",
+)
 @click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
-              help="[default: 5e-4 for SGD, 0.05 for AdamW]")
-@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine",
-              show_default=True)
-@click.option("--step-size", type=click.IntRange(min=1), default=None,
-              help="Step schedule: epochs between decays [default: epochs/3].")
+@click.option(
+    "--weight-decay",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="[default: 5e-4 for SGD, 0.05 for AdamW]",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(["cosine", "step", "constant"]),
+    default="cosine",
+    show_default=True,
+)
+@click.option(
+    "--step-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Step schedule: epochs between decays [default: epochs/3].",
+)
 @click.option("--gamma", type=float, default=0.1, show_default=True, help="Step schedule factor.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True)
-@click.option("--balanced", is_flag=True,
-              help="Sample uniformly over classes, then items (DeepCluster).")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
-              show_default=True, help="Labelled items held out for validation metrics.")
+@click.option(
+    "--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True
+)
+@click.option(
+    "--balanced", is_flag=True, help="Sample uniformly over classes, then items (DeepCluster)."
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Labelled items held out for validation metrics.",
+)
 @click.option("--cache-images", is_flag=True, help="Keep decoded, resized images in memory.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA.")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.pt.")
@@ -113,12 +173,36 @@ def _torch_threads() -> None:
 @device_option
 @seed_option
 @data_dir_option
-def train(images: str, labels: Path, output: Path, arch: str, weights: Path | None, epochs: int,
-          batch_size: int, optimizer: str, lr: float | None, momentum: float,
-          weight_decay: float | None, schedule: str, step_size: int | None, gamma: float,
-          dropout: float, balanced: bool, val_fraction: float, cache_images: bool, amp: bool,
-          resume: bool, quiet: bool, on_bad_image: str, id_space: str, image_size: int | None,
-          workers: int, device: str, seed: int, data_dir: Path | None) -> None:
+def train(
+    images: str,
+    labels: Path,
+    output: Path,
+    arch: str,
+    weights: Path | None,
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
+    lr: float | None,
+    momentum: float,
+    weight_decay: float | None,
+    schedule: str,
+    step_size: int | None,
+    gamma: float,
+    dropout: float,
+    balanced: bool,
+    val_fraction: float,
+    cache_images: bool,
+    amp: bool,
+    resume: bool,
+    quiet: bool,
+    on_bad_image: str,
+    id_space: str,
+    image_size: int | None,
+    workers: int,
+    device: str,
+    seed: int,
+    data_dir: Path | None,
+) -> None:
     """Train a CNN to predict the (pseudo-)class of each item's image.
 
     LABELS is a pseudo-labels .npz from `cfcore cluster`, or a CSV item_id,label
@@ -138,13 +222,34 @@ def train(images: str, labels: Path, output: Path, arch: str, weights: Path | No
     if not labels.exists():
         raise click.ClickException(f"labels file {labels}: no such file")
     cfg = TrainConfig(
-        images=_images_path(images, data_dir), labels=str(labels), output=str(output), arch=arch,
-        weights=str(weights) if weights else None, image_size=image_size or 224, epochs=epochs,
-        batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
-        weight_decay=weight_decay, schedule=schedule, step_size=step_size, gamma=gamma,
-        dropout=dropout, balanced=balanced, val_fraction=val_fraction, workers=workers,
-        cache_images=cache_images, on_bad_image=on_bad_image, id_space=id_space, device=device,
-        amp=amp, seed=seed, resume=resume, progress=not quiet)
+        images=_images_path(images, data_dir),
+        labels=str(labels),
+        output=str(output),
+        arch=arch,
+        weights=str(weights) if weights else None,
+        image_size=image_size or 224,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        step_size=step_size,
+        gamma=gamma,
+        dropout=dropout,
+        balanced=balanced,
+        val_fraction=val_fraction,
+        workers=workers,
+        cache_images=cache_images,
+        on_bad_image=on_bad_image,
+        id_space=id_space,
+        device=device,
+        amp=amp,
+        seed=seed,
+        resume=resume,
+        progress=not quiet,
+    )
     result = run(cfg, log=click.echo)
     if result.dist.main:
         click.echo(f"checkpoint: {result.checkpoint}")
@@ -176,29 +281,68 @@ def _read_id_list(path: Path) -> list[str]:
 
 @cli.command()
 @click.argument("images")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output .npz (item-vectors: item_ids, vectors).")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="A cfvision checkpoint (from `cfvision train`).")
-@click.option("--arch", type=click.Choice(["alexnet", "resnet18", "mobilenet_v3_small",
-                                           "regnet_y_400mf", "small"]), default=None,
-              help="Without --checkpoint: this backbone at random init (seeded) or with --weights.")
-@click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="With --arch: a local torchvision state dict (ImageNet features).")
-@click.option("--items", "items_file", type=click.Path(path_type=Path), default=None,
-              help="Only these items (first column of a CSV, or a labels .npz).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output .npz (item-vectors: item_ids, vectors).",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A cfvision checkpoint (from `cfvision train`).",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(["alexnet", "resnet18", "mobilenet_v3_small", "regnet_y_400mf", "small"]),
+    default=None,
+    help="Without --checkpoint: this backbone at random init (seeded) or with --weights.",
+)
+@click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --arch: a local torchvision state dict (ImageNet features).",
+)
+@click.option(
+    "--items",
+    "items_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Only these items (first column of a CSV, or a labels .npz).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the bad-image report here.")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the bad-image report here.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @images_options
 @device_option
 @seed_option
 @data_dir_option
-def extract(images: str, output: Path, checkpoint: Path | None, arch: str | None,
-            weights: Path | None, items_file: Path | None, batch_size: int, report: Path | None,
-            quiet: bool, on_bad_image: str, id_space: str, image_size: int | None, workers: int,
-            device: str, seed: int, data_dir: Path | None) -> None:
+def extract(
+    images: str,
+    output: Path,
+    checkpoint: Path | None,
+    arch: str | None,
+    weights: Path | None,
+    items_file: Path | None,
+    batch_size: int,
+    report: Path | None,
+    quiet: bool,
+    on_bad_image: str,
+    id_space: str,
+    image_size: int | None,
+    workers: int,
+    device: str,
+    seed: int,
+    data_dir: Path | None,
+) -> None:
     """Penultimate-layer features (AlexNet FC6, ResNet pooled), L2-normalised, to an .npz.
 
     \b
@@ -217,8 +361,10 @@ def extract(images: str, output: Path, checkpoint: Path | None, arch: str | None
 
     _torch_threads()
     if (checkpoint is None) == (arch is None):
-        raise click.ClickException("give exactly one of --checkpoint (a trained model) or --arch "
-                                   "(random init, or --weights)")
+        raise click.ClickException(
+            "give exactly one of --checkpoint (a trained model) or --arch "
+            "(random init, or --weights)"
+        )
     if weights is not None and arch is None:
         raise click.ClickException("--weights needs --arch")
     dev = resolve_device(device)
@@ -231,8 +377,12 @@ def extract(images: str, output: Path, checkpoint: Path | None, arch: str | None
     else:
         model = build_model(arch, 1, weights)
         size = image_size or 224
-        meta = {"source": str(weights) if weights else "random-init", "arch": arch,
-                "init": "weights" if weights else "random", "seed": seed}
+        meta = {
+            "source": str(weights) if weights else "random-init",
+            "arch": arch,
+            "init": "weights" if weights else "random",
+            "seed": seed,
+        }
     index = load_image_index(_images_path(images, data_dir), id_space)
     wanted = _read_id_list(items_file) if items_file else list(index)
     rep = check_images(index, wanted, on_bad_image, progress=not quiet)
@@ -242,40 +392,87 @@ def extract(images: str, output: Path, checkpoint: Path | None, arch: str | None
         rep.write(report)
     if not rep.ok:
         raise click.ClickException("no readable image for the requested items")
-    vectors = extract_features(model, rep.ok, index, size, dev, batch_size, workers,
-                               progress=not quiet)
-    save_item_vectors(output, rep.ok, vectors, {**meta, "image_size": size,
-                                                 "feature_dim": int(vectors.shape[1])})
+    vectors = extract_features(
+        model, rep.ok, index, size, dev, batch_size, workers, progress=not quiet
+    )
+    save_item_vectors(
+        output, rep.ok, vectors, {**meta, "image_size": size, "feature_dim": int(vectors.shape[1])}
+    )
     click.echo(f"{len(rep.ok)} × {vectors.shape[1]} features -> {output}")
 
 
 # ----------------------------------------------------------------------------- evaluate
 @cli.command()
 @click.argument("vectors", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--interactions", "inter_source", required=True,
-              help="Who viewed what: an interaction file or a dataset name (ml-100k).")
-@click.option("--test-items", type=click.Path(path_type=Path), default=None,
-              help="Query items (first column of a CSV); the others are searched.")
-@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.05, show_default=True,
-              help="Without --test-items: random fraction of items used as queries (Fang §4.1).")
-@click.option("-R", "--ranks", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Neighbours per query (curve length).")
-@click.option("--labels", type=click.Path(path_type=Path), default=None,
-              help="Labels for the linear probe (CSV item_id,label or item_id,labels; or .npz).")
-@click.option("--owners", type=click.Path(path_type=Path), default=None,
-              help="CSV item_id,owner (user id) for the owner-viewed count.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the report as JSON.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PNG of the shared-viewer curves (Fang Fig. 5).")
+@click.option(
+    "--interactions",
+    "inter_source",
+    required=True,
+    help="Who viewed what: an interaction file or a dataset name (ml-100k).",
+)
+@click.option(
+    "--test-items",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Query items (first column of a CSV); the others are searched.",
+)
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="Without --test-items: random fraction of items used as queries (Fang §4.1).",
+)
+@click.option(
+    "-R",
+    "--ranks",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Neighbours per query (curve length).",
+)
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Labels for the linear probe (CSV item_id,label or item_id,labels; or .npz).",
+)
+@click.option(
+    "--owners",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV item_id,owner (user id) for the owner-viewed count.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report as JSON.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG of the shared-viewer curves (Fang Fig. 5).",
+)
 @device_option
 @seed_option
 @data_dir_option
-def evaluate(vectors: tuple[Path, ...], inter_source: str, test_items: Path | None,
-             test_fraction: float, ranks: int, labels: Path | None, owners: Path | None,
-             output: Path | None, plot: Path | None, device: str, seed: int,
-             data_dir: Path | None) -> None:
+def evaluate(
+    vectors: tuple[Path, ...],
+    inter_source: str,
+    test_items: Path | None,
+    test_fraction: float,
+    ranks: int,
+    labels: Path | None,
+    owners: Path | None,
+    output: Path | None,
+    plot: Path | None,
+    device: str,
+    seed: int,
+    data_dir: Path | None,
+) -> None:
     """Score feature files: shared-viewer curve, owner-viewed count, linear probe.
 
     Every VECTORS file (item-vectors from `cfvision extract`, or a factor model) is scored on
@@ -296,14 +493,22 @@ def evaluate(vectors: tuple[Path, ...], inter_source: str, test_items: Path | No
             raise click.ClickException(f"vectors file {path}: no such file")
     inter = load_input(inter_source, "auto", data_dir)
     result = compare_features(
-        list(vectors), inter, test_items=_read_id_list(test_items) if test_items else None,
-        test_fraction=test_fraction, R=ranks, labels=labels, owners=owners,
-        seed=seed, plot=plot)
+        list(vectors),
+        inter,
+        test_items=_read_id_list(test_items) if test_items else None,
+        test_fraction=test_fraction,
+        R=ranks,
+        labels=labels,
+        owners=owners,
+        seed=seed,
+        plot=plot,
+    )
     for line in result["table"]:
         click.echo(line)
     if output is not None:
         from cfcore.io import atomic_write_text
 
-        atomic_write_text(output, json.dumps({k: v for k, v in result.items() if k != "table"},
-                                             indent=2) + "\n")
+        atomic_write_text(
+            output, json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2) + "\n"
+        )
         click.echo(f"report -> {output}")

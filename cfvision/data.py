@@ -61,8 +61,10 @@ def _index_from_dir(folder: Path) -> dict[str, Path]:
     for entry in sorted(folder.iterdir()):
         if entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS:
             if entry.stem in index:
-                raise InputError(f"{folder}: two images for item {entry.stem!r} "
-                                 f"({index[entry.stem].name}, {entry.name})")
+                raise InputError(
+                    f"{folder}: two images for item {entry.stem!r} "
+                    f"({index[entry.stem].name}, {entry.name})"
+                )
             index[entry.stem] = entry
     if not index:
         raise InputError(f"{folder}: no image files (<item_id>{'|'.join(IMAGE_EXTENSIONS)})")
@@ -164,8 +166,10 @@ class ImageReport:
         return {**self.missing, **self.unreadable}
 
     def lines(self) -> list[str]:
-        out = [f"{len(self.ok)} images usable, {len(self.missing)} missing, "
-               f"{len(self.unreadable)} unreadable, {len(self.converted)} converted to RGB"]
+        out = [
+            f"{len(self.ok)} images usable, {len(self.missing)} missing, "
+            f"{len(self.unreadable)} unreadable, {len(self.converted)} converted to RGB"
+        ]
         out += [f"missing    {k}: {v}" for k, v in self.missing.items()]
         out += [f"unreadable {k}: {v}" for k, v in self.unreadable.items()]
         out += [f"converted  {k}: mode {v} -> RGB" for k, v in self.converted.items()]
@@ -196,9 +200,14 @@ def _open(path: str | os.PathLike[str]):  # -> (PIL.Image.Image, original mode)
         return (img.convert("RGB") if img.mode != "RGB" else img.copy()), img.mode
 
 
-def check_images(index: dict[str, Path], items: Sequence[str] | None = None,
-                 on_bad_image: str = "skip", cache: dict[str, Any] | None = None,
-                 cache_size: int | None = None, progress: bool = False) -> ImageReport:
+def check_images(
+    index: dict[str, Path],
+    items: Sequence[str] | None = None,
+    on_bad_image: str = "skip",
+    cache: dict[str, Any] | None = None,
+    cache_size: int | None = None,
+    progress: bool = False,
+) -> ImageReport:
     """Open every image once; list the missing and unreadable ones.
 
     Parameters
@@ -246,8 +255,10 @@ def check_images(index: dict[str, Path], items: Sequence[str] | None = None,
     if on_bad_image == "fail" and report.bad:
         first = "; ".join(f"{k}: {v}" for k, v in list(report.bad.items())[:5])
         more = f" (and {len(report.bad) - 5} more)" if len(report.bad) > 5 else ""
-        raise InputError(f"{len(report.bad)} bad image(s): {first}{more} "
-                         "(use --on-bad-image skip to leave them out)")
+        raise InputError(
+            f"{len(report.bad)} bad image(s): {first}{more} "
+            "(use --on-bad-image skip to leave them out)"
+        )
     return report
 
 
@@ -291,7 +302,9 @@ class Labels:
     def subset(self, items: Sequence[str]) -> Labels:
         pos = {k: i for i, k in enumerate(self.item_ids)}
         rows = np.asarray([pos[i] for i in items], dtype=np.int64)
-        return Labels(list(items), self.targets[rows], self.class_names, self.multilabel, self.source)
+        return Labels(
+            list(items), self.targets[rows], self.class_names, self.multilabel, self.source
+        )
 
     def class_counts(self) -> np.ndarray:
         if self.multilabel:
@@ -307,8 +320,10 @@ def _labels_from_npz(path: Path) -> Labels:
     except ModelFormatError as exc:
         raise InputError(str(exc)) from None
     if "item_ids" not in arrays or "labels" not in arrays:
-        raise InputError(f"{path}: a {header.get('kind')!r} file has no item_ids/labels arrays; "
-                         "expected a pseudo-labels file from `cfcore cluster`")
+        raise InputError(
+            f"{path}: a {header.get('kind')!r} file has no item_ids/labels arrays; "
+            "expected a pseudo-labels file from `cfcore cluster`"
+        )
     ids = [_normalise_id(i) for i in arrays["item_ids"].tolist()]
     labels = np.asarray(arrays["labels"])
     if labels.ndim == 2:  # a multi-label indicator matrix
@@ -337,8 +352,9 @@ def _labels_from_csv(path: Path) -> Labels:
     if header and header[0] in ("item_id", "item", "id"):
         start = 1
         if len(header) < 2 or header[1] not in ("label", "labels", "class", "classes"):
-            raise InputError(f"{path}: expected a header item_id,label or item_id,labels, "
-                             f"got {rows[0]!r}")
+            raise InputError(
+                f"{path}: expected a header item_id,label or item_id,labels, got {rows[0]!r}"
+            )
         multilabel = header[1] in ("labels", "classes")
     ids: list[str] = []
     raw: list[list[str]] = []
@@ -358,8 +374,10 @@ def _labels_from_csv(path: Path) -> Labels:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise InputError(f"{path}: item {dup!r} is listed more than once")
-    names = sorted({p for parts in raw for p in parts},
-                   key=lambda s: (0, int(s)) if s.lstrip("-").isdigit() else (1, s))
+    names = sorted(
+        {p for parts in raw for p in parts},
+        key=lambda s: (0, int(s)) if s.lstrip("-").isdigit() else (1, s),
+    )
     pos = {n: i for i, n in enumerate(names)}
     if multilabel:
         targets = np.zeros((len(ids), len(names)), dtype=np.float32)
@@ -403,8 +421,10 @@ def match_items(index: dict[str, Path], labels: Labels, what: str = "labels") ->
     if not common:
         ex_l = ", ".join(labels.item_ids[:3])
         ex_i = ", ".join(list(index)[:3])
-        raise InputError(f"no item of the {what} ({labels.source}; e.g. {ex_l}) has an image "
-                         f"(image ids e.g. {ex_i}): do the ids come from the same dataset?")
+        raise InputError(
+            f"no item of the {what} ({labels.source}; e.g. {ex_l}) has an image "
+            f"(image ids e.g. {ex_i}): do the ids come from the same dataset?"
+        )
     return common
 
 
@@ -418,25 +438,29 @@ def train_transform(image_size: int = PAPER_CROP) -> Callable:
     """Fang §4.1: resize the short side to 256·s/224, random ``s``×``s`` crop, horizontal flip."""
     from torchvision import transforms as T
 
-    return T.Compose([
-        T.Resize(resize_size(image_size)),
-        T.RandomCrop(image_size),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return T.Compose(
+        [
+            T.Resize(resize_size(image_size)),
+            T.RandomCrop(image_size),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def eval_transform(image_size: int = PAPER_CROP) -> Callable:
     """Resize the short side to 256·s/224, center crop ``s``×``s`` (deterministic)."""
     from torchvision import transforms as T
 
-    return T.Compose([
-        T.Resize(resize_size(image_size)),
-        T.CenterCrop(image_size),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return T.Compose(
+        [
+            T.Resize(resize_size(image_size)),
+            T.CenterCrop(image_size),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 # ------------------------------------------------------------------------------ dataset
@@ -458,8 +482,14 @@ class ItemImageDataset:
         every epoch.
     """
 
-    def __init__(self, items: Sequence[str], index: dict[str, Path], targets: np.ndarray | None,
-                 transform: Callable, cache: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        items: Sequence[str],
+        index: dict[str, Path],
+        targets: np.ndarray | None,
+        transform: Callable,
+        cache: dict[str, Any] | None = None,
+    ) -> None:
         self.items = list(items)
         self.paths = [index[i] for i in self.items]
         self.targets = targets

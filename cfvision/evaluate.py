@@ -70,8 +70,13 @@ class ProbeResult:
     per_class: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {"metric": self.metric, "score": self.score, "l2": self.l2,
-                "train": self.n_train, "test": self.n_test}
+        return {
+            "metric": self.metric,
+            "score": self.score,
+            "l2": self.l2,
+            "train": self.n_train,
+            "test": self.n_test,
+        }
 
 
 def _fit_logistic(x, y, multilabel: bool, l2: float, iters: int = 200):
@@ -82,8 +87,9 @@ def _fit_logistic(x, y, multilabel: bool, l2: float, iters: int = 200):
     w = torch.zeros(x.shape[1], n_out, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(n_out, dtype=torch.float64, requires_grad=True)
     loss_fn = torch.nn.BCEWithLogitsLoss() if multilabel else torch.nn.CrossEntropyLoss()
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iters, history_size=20,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b], lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         opt.zero_grad()
@@ -102,9 +108,14 @@ def _probe_score(scores: np.ndarray, y: np.ndarray, multilabel: bool) -> tuple[f
     return float((scores.argmax(axis=1) == y).mean()), np.array([])
 
 
-def linear_probe(features: np.ndarray, targets: np.ndarray, multilabel: bool | None = None,
-                 test_fraction: float = 0.2, seed: int = 0,
-                 l2_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1)) -> ProbeResult:
+def linear_probe(
+    features: np.ndarray,
+    targets: np.ndarray,
+    multilabel: bool | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    l2_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1),
+) -> ProbeResult:
     """Linear classifier on frozen features, ``1 − test_fraction`` / ``test_fraction`` split.
 
     Features are standardised with the training part's mean and deviation; the L2 penalty is
@@ -148,8 +159,14 @@ def linear_probe(features: np.ndarray, targets: np.ndarray, multilabel: bool | N
 
     best = max(l2_grid, key=lambda l2: run(fit_part, val_part, l2)[0])
     score, per_class = run(train, test, best)
-    return ProbeResult("mAP" if multilabel else "accuracy", score, float(best), len(train),
-                       len(test), [float(v) for v in per_class])
+    return ProbeResult(
+        "mAP" if multilabel else "accuracy",
+        score,
+        float(best),
+        len(train),
+        len(test),
+        [float(v) for v in per_class],
+    )
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -185,9 +202,16 @@ def _read_owners(path: Any) -> dict[str, str]:
     return owner
 
 
-def retrieval_eval(item_ids: Sequence[str], vectors: np.ndarray, query_mask: np.ndarray,
-                   interactions: Any, R: int = 100, owners: dict[str, str] | None = None,
-                   genres: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0) -> Any:
+def retrieval_eval(
+    item_ids: Sequence[str],
+    vectors: np.ndarray,
+    query_mask: np.ndarray,
+    interactions: Any,
+    R: int = 100,
+    owners: dict[str, str] | None = None,
+    genres: tuple[np.ndarray, np.ndarray] | None = None,
+    seed: int = 0,
+) -> Any:
     """Test items (``query_mask``) query the other items by cosine similarity (Fang §4.3).
 
     Parameters
@@ -223,12 +247,25 @@ def retrieval_eval(item_ids: Sequence[str], vectors: np.ndarray, query_mask: np.
     R = min(R, len(bi))  # noqa: N806 - the paper's name
     index = NeighborIndex(np.asarray(vectors[bi], dtype=np.float32), ids[bi])
     nn = index.search(np.asarray(vectors[qi], dtype=np.float32), k=R, query_ids=ids[qi])
-    return retrieval_report(nn, interactions, R, owners=owners, genres=genres,
-                            candidates=ids[bi], seed=seed, on_empty="skip")
+    return retrieval_report(
+        nn,
+        interactions,
+        R,
+        owners=owners,
+        genres=genres,
+        candidates=ids[bi],
+        seed=seed,
+        on_empty="skip",
+    )
 
 
-def per_query_shared_viewers(item_ids: Sequence[str], vectors: np.ndarray, query_mask: np.ndarray,
-                             interactions: Any, R: int = 100) -> np.ndarray:
+def per_query_shared_viewers(
+    item_ids: Sequence[str],
+    vectors: np.ndarray,
+    query_mask: np.ndarray,
+    interactions: Any,
+    R: int = 100,
+) -> np.ndarray:
     """Each query's mean viewer-set Jaccard over its top ``R`` neighbours, shape (Q,).
 
     The mean of this vector is the mean of the shared-viewer curve; per query it allows paired
@@ -244,14 +281,16 @@ def per_query_shared_viewers(item_ids: Sequence[str], vectors: np.ndarray, query
     qi, bi = np.flatnonzero(query_mask), np.flatnonzero(~query_mask)
     R = min(R, len(bi))  # noqa: N806 - the paper's name
     nn = NeighborIndex(np.asarray(vectors[bi], dtype=np.float32)).search(
-        np.asarray(vectors[qi], dtype=np.float32), k=R, exclude_self=False)
+        np.asarray(vectors[qi], dtype=np.float32), k=R, exclude_self=False
+    )
     nrows = rows[bi][nn.positions]
     jac = pair_jaccard(interactions.item_users(), np.repeat(rows[qi], R), nrows.ravel())
     return jac.reshape(len(qi), R).mean(axis=1)
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0
-                     ) -> tuple[float, float, float]:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean of ``a − b`` over paired rows and its 95% bootstrap interval (rows resampled)."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     d = d[np.isfinite(d)]
@@ -261,10 +300,17 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int
     return float(d.mean()), float(low), float(high)
 
 
-def compare_features(feature_sets: Sequence[Any], interactions: Any,
-                     test_items: Sequence[str] | None = None, test_fraction: float = 0.05,
-                     R: int = 100, labels: Any = None, owners: Any = None, seed: int = 0,
-                     plot: Any = None) -> dict[str, Any]:
+def compare_features(
+    feature_sets: Sequence[Any],
+    interactions: Any,
+    test_items: Sequence[str] | None = None,
+    test_fraction: float = 0.05,
+    R: int = 100,
+    labels: Any = None,
+    owners: Any = None,
+    seed: int = 0,
+    plot: Any = None,
+) -> dict[str, Any]:
     """Score several feature sets on the same items, query split and probe split.
 
     Parameters
@@ -299,8 +345,10 @@ def compare_features(feature_sets: Sequence[Any], interactions: Any,
         have = set(ids)
         common = [i for i in common if i in have]
     if not common:
-        raise InputError("no item is in every feature file and in the interactions: "
-                         "do the ids come from the same dataset?")
+        raise InputError(
+            "no item is in every feature file and in the interactions: "
+            "do the ids come from the same dataset?"
+        )
     if test_items is not None:
         wanted = {str(i) for i in test_items}
         query = np.asarray([i in wanted for i in common])
@@ -318,14 +366,18 @@ def compare_features(feature_sets: Sequence[Any], interactions: Any,
         have = set(lab.item_ids)
         probe_items = [i for i in common if i in have]
         if len(probe_items) < 10:
-            raise InputError(f"only {len(probe_items)} items have both features and a label in "
-                             f"{lab.source}: do the ids come from the same dataset?")
+            raise InputError(
+                f"only {len(probe_items)} items have both features and a label in "
+                f"{lab.source}: do the ids come from the same dataset?"
+            )
         lab = lab.subset(probe_items)
     genres = None
     if lab is not None:
         from cfvision.data import ids_to_array
 
-        onehot = lab.targets if lab.multilabel else np.eye(lab.n_classes, dtype=np.float32)[lab.targets]
+        onehot = (
+            lab.targets if lab.multilabel else np.eye(lab.n_classes, dtype=np.float32)[lab.targets]
+        )
         genres = (ids_to_array(lab.item_ids), onehot)
     results: dict[str, Any] = {}
     reports = {}
@@ -345,24 +397,34 @@ def compare_features(feature_sets: Sequence[Any], interactions: Any,
     if plot is not None:
         from cfcore.retrieval import plot_reports
 
-        plot_reports(plot, {Path(n).stem if n.endswith(".npz") else n: r for n, r in reports.items()})
+        plot_reports(
+            plot, {Path(n).stem if n.endswith(".npz") else n: r for n, r in reports.items()}
+        )
     return {"items": len(common), "queries": n_q, "results": results, "table": table}
 
 
 def _table(results: dict[str, Any], n_q: int, n_b: int) -> list[str]:
-    lines = [f"{n_q} query items vs {n_b} train items (shared viewers: mean Jaccard of viewer sets)"]
-    lines.append(f"{'features':<32} {'sv@1':>7} {'sv mean':>8} {'random':>7} {'lift':>6} "
-                 f"{'genre@1':>8} {'probe':>14}")
+    lines = [
+        f"{n_q} query items vs {n_b} train items (shared viewers: mean Jaccard of viewer sets)"
+    ]
+    lines.append(
+        f"{'features':<32} {'sv@1':>7} {'sv mean':>8} {'random':>7} {'lift':>6} "
+        f"{'genre@1':>8} {'probe':>14}"
+    )
     for name, e in results.items():
         s = e["summary"]
         probe = f"{e['probe']['metric']} {e['probe']['score']:.4f}" if "probe" in e else "-"
         genre = f"{s['genre_agreement@1']:.3f}" if "genre_agreement@1" in s else "-"
         lift = f"{s['shared_viewers_lift']:.2f}" if s.get("shared_viewers_lift") else "-"
-        lines.append(f"{str(name)[-32:]:<32} {s['shared_viewers@1']:7.4f} "
-                     f"{s['shared_viewers_mean']:8.4f} {s['shared_viewers_random_mean']:7.4f} "
-                     f"{lift:>6} {genre:>8} {probe:>14}")
+        lines.append(
+            f"{str(name)[-32:]:<32} {s['shared_viewers@1']:7.4f} "
+            f"{s['shared_viewers_mean']:8.4f} {s['shared_viewers_random_mean']:7.4f} "
+            f"{lift:>6} {genre:>8} {probe:>14}"
+        )
         r = s["R"]
         if f"owner_viewed@{r}" in s:
-            lines.append(f"{'':<32} owner viewed {s[f'owner_viewed@{r}']:.2f} of the top {r} "
-                         f"(random {s[f'owner_viewed_random@{r}']:.2f})")
+            lines.append(
+                f"{'':<32} owner viewed {s[f'owner_viewed@{r}']:.2f} of the top {r} "
+                f"(random {s[f'owner_viewed_random@{r}']:.2f})"
+            )
     return lines

@@ -23,10 +23,17 @@ ARTIFACT_KIND = "item-vectors"
 
 
 @torch.no_grad()
-def extract_features(model: FeatureClassifier, items: Sequence[str], index: dict[str, Path],
-                     image_size: int, device: torch.device | str = "cpu", batch_size: int = 128,
-                     workers: int = 0, cache: dict[str, Any] | None = None,
-                     progress: bool = True) -> np.ndarray:
+def extract_features(
+    model: FeatureClassifier,
+    items: Sequence[str],
+    index: dict[str, Path],
+    image_size: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 128,
+    workers: int = 0,
+    cache: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> np.ndarray:
     """L2-normalised features of ``items``, one row each, in order.
 
     Parameters
@@ -47,8 +54,13 @@ def extract_features(model: FeatureClassifier, items: Sequence[str], index: dict
     device = torch.device(device)
     model = model.to(device).eval()
     ds = ItemImageDataset(items, index, None, eval_transform(image_size), cache)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     it: Any = loader
     if progress:
         from tqdm import tqdm
@@ -62,21 +74,28 @@ def extract_features(model: FeatureClassifier, items: Sequence[str], index: dict
             x = x.contiguous(memory_format=torch.channels_last)
         f = model.features(x).float()
         f = torch.nn.functional.normalize(f, p=2, dim=1, eps=1e-12)
-        out[row:row + len(f)] = f.cpu().numpy()
+        out[row : row + len(f)] = f.cpu().numpy()
         row += len(f)
     return out
 
 
-def save_item_vectors(path: str | os.PathLike[str], item_ids: Sequence[str], vectors: np.ndarray,
-                      meta: dict[str, Any] | None = None) -> Path:
+def save_item_vectors(
+    path: str | os.PathLike[str],
+    item_ids: Sequence[str],
+    vectors: np.ndarray,
+    meta: dict[str, Any] | None = None,
+) -> Path:
     """Write an ``item-vectors`` artifact atomically (ids as int64 when they are integers)."""
     from cfcore.io import save_artifact
 
     if len(item_ids) != len(vectors):
         raise ValueError(f"{len(item_ids)} ids but {len(vectors)} vectors")
-    return save_artifact(path, ARTIFACT_KIND,
-                         {"item_ids": ids_to_array(item_ids), "vectors": np.asarray(vectors, np.float32)},
-                         {"normalized": True, **(meta or {})})
+    return save_artifact(
+        path,
+        ARTIFACT_KIND,
+        {"item_ids": ids_to_array(item_ids), "vectors": np.asarray(vectors, np.float32)},
+        {"normalized": True, **(meta or {})},
+    )
 
 
 def load_item_vectors(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray, dict[str, Any]]:

@@ -60,12 +60,21 @@ class SmallCNN(nn.Module):
         super().__init__()
 
         def block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
-            layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                                       nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            layers: list[nn.Module] = [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
             return layers + ([nn.MaxPool2d(2)] if pool else [])
 
-        self.body = nn.Sequential(*block(3, 16, True), *block(16, 32, True), *block(32, 64, True),
-                                  *block(64, 128, False), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.body = nn.Sequential(
+            *block(3, 16, True),
+            *block(16, 32, True),
+            *block(32, 64, True),
+            *block(64, 128, False),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.fc = nn.Sequential(nn.Linear(128, width), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,24 +92,40 @@ def _wrap(arch: str, net: nn.Module, num_classes: int, dropout: float) -> Featur
     if arch == "alexnet":
         # FC6 (Fang §4.1): convs → pool → dropout → Linear(9216, 4096) → ReLU.
         trunk = nn.Sequential(net.features, net.avgpool, nn.Flatten(), *net.classifier[:3])
-        head = nn.Sequential(nn.Dropout(dropout), net.classifier[4], nn.ReLU(inplace=True),
-                             nn.Linear(4096, num_classes))
+        head = nn.Sequential(
+            nn.Dropout(dropout),
+            net.classifier[4],
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
         return FeatureClassifier(arch, trunk, head, 4096)
     if arch == "resnet18":
         dim = net.fc.in_features
         net.fc = nn.Identity()
-        return FeatureClassifier(arch, net, nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes)), dim)
+        return FeatureClassifier(
+            arch, net, nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes)), dim
+        )
     if arch == "regnet_y_400mf":
         dim = net.fc.in_features
         net.fc = nn.Identity()
-        return FeatureClassifier(arch, net, nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes)), dim)
+        return FeatureClassifier(
+            arch, net, nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes)), dim
+        )
     if arch == "mobilenet_v3_small":
         dim = net.classifier[0].out_features
-        trunk = nn.Sequential(net.features, net.avgpool, nn.Flatten(), net.classifier[0], net.classifier[1])
-        return FeatureClassifier(arch, trunk, nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes)), dim)
+        trunk = nn.Sequential(
+            net.features, net.avgpool, nn.Flatten(), net.classifier[0], net.classifier[1]
+        )
+        return FeatureClassifier(
+            arch, trunk, nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes)), dim
+        )
     if arch == "small":
-        return FeatureClassifier(arch, net, nn.Sequential(nn.Dropout(dropout), nn.Linear(net.fc[0].out_features, num_classes)),
-                                 net.fc[0].out_features)
+        return FeatureClassifier(
+            arch,
+            net,
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(net.fc[0].out_features, num_classes)),
+            net.fc[0].out_features,
+        )
     raise InputError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
 
@@ -110,8 +135,10 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, unsafe globals
-        raise ModelFormatError(f"{path}: not a torch weights file loadable with weights_only=True "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise ModelFormatError(
+            f"{path}: not a torch weights file loadable with weights_only=True "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # a training checkpoint (cfvision's or torchvision's reference script)
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -119,8 +146,9 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     return obj
 
 
-def build_model(arch: str, num_classes: int, weights: str | os.PathLike[str] | None = None,
-                dropout: float = 0.5) -> FeatureClassifier:
+def build_model(
+    arch: str, num_classes: int, weights: str | os.PathLike[str] | None = None, dropout: float = 0.5
+) -> FeatureClassifier:
     """A backbone with a fresh K-way head.
 
     Parameters
@@ -148,32 +176,44 @@ def build_model(arch: str, num_classes: int, weights: str | os.PathLike[str] | N
         state = dict(_read_state_dict(path))
         own = net.state_dict()
         if any(k.startswith(("trunk.", "head.")) for k in state):  # a cfvision checkpoint
-            raise InputError(f"{path}: a cfvision checkpoint, not backbone weights; use it with "
-                             "`cfvision extract --checkpoint` or `cfvision train --resume`")
+            raise InputError(
+                f"{path}: a cfvision checkpoint, not backbone weights; use it with "
+                "`cfvision extract --checkpoint` or `cfvision train --resume`"
+            )
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not usable:
-            raise ModelFormatError(f"{path}: no tensor matches a {arch} backbone "
-                                   f"(first keys: {list(state)[:3]})")
+            raise ModelFormatError(
+                f"{path}: no tensor matches a {arch} backbone (first keys: {list(state)[:3]})"
+            )
         skipped = sorted(set(own) - set(usable))
         # Only the final classifier may be absent or of another shape (1000 ImageNet classes).
-        final = {"alexnet": "classifier.6.", "resnet18": "fc.", "regnet_y_400mf": "fc.",
-                 "mobilenet_v3_small": "classifier.3.", "small": "\0"}[arch]
+        final = {
+            "alexnet": "classifier.6.",
+            "resnet18": "fc.",
+            "regnet_y_400mf": "fc.",
+            "mobilenet_v3_small": "classifier.3.",
+            "small": "\0",
+        }[arch]
         missing = [k for k in skipped if not k.startswith(final)]
         if missing:
-            raise ModelFormatError(f"{path}: does not fit {arch}: {len(missing)} tensors missing "
-                                   f"or of another shape (e.g. {missing[:3]})")
+            raise ModelFormatError(
+                f"{path}: does not fit {arch}: {len(missing)} tensors missing "
+                f"or of another shape (e.g. {missing[:3]})"
+            )
         net.load_state_dict(usable, strict=False)
     return _wrap(arch, net, num_classes, dropout)
 
 
-def model_from_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str] = "checkpoint"
-                          ) -> FeatureClassifier:
+def model_from_checkpoint(
+    state: Mapping[str, Any], path: str | os.PathLike[str] = "checkpoint"
+) -> FeatureClassifier:
     """Rebuild the model stored in a cfvision checkpoint (``arch``, ``num_classes``, ``model``)."""
     for key in ("arch", "num_classes", "model"):
         if key not in state:
             raise ModelFormatError(f"{path}: not a cfvision checkpoint (no {key!r})")
-    model = build_model(str(state["arch"]), int(state["num_classes"]),
-                        dropout=float(state.get("dropout", 0.5)))
+    model = build_model(
+        str(state["arch"]), int(state["num_classes"]), dropout=float(state.get("dropout", 0.5))
+    )
     model.load_state_dict(state["model"])
     return model
 
@@ -186,8 +226,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise ModelFormatError(f"{path}: not a cfvision checkpoint "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise ModelFormatError(
+            f"{path}: not a cfvision checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
         raise ModelFormatError(f"{path}: not a cfvision checkpoint (no 'model'/'arch' entries)")
     return state

@@ -107,10 +107,18 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}"),
-            (self.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw, got {self.optimizer!r}"),
-            (self.schedule in ("cosine", "step", "constant"),
-             f"schedule must be cosine, step or constant, got {self.schedule!r}"),
-            (0.0 <= self.val_fraction < 1.0, f"val_fraction must lie in [0, 1), got {self.val_fraction}"),
+            (
+                self.optimizer in ("sgd", "adamw"),
+                f"optimizer must be sgd or adamw, got {self.optimizer!r}",
+            ),
+            (
+                self.schedule in ("cosine", "step", "constant"),
+                f"schedule must be cosine, step or constant, got {self.schedule!r}",
+            ),
+            (
+                0.0 <= self.val_fraction < 1.0,
+                f"val_fraction must lie in [0, 1), got {self.val_fraction}",
+            ),
             (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
         ]
@@ -194,7 +202,9 @@ def split_items(items: list[str], val_fraction: float, seed: int) -> tuple[list[
     perm = rng.permutation(len(items))
     n_val = max(1, int(round(len(items) * val_fraction)))
     if n_val >= len(items):
-        raise InputError(f"val_fraction {val_fraction} leaves no training items ({len(items)} items)")
+        raise InputError(
+            f"val_fraction {val_fraction} leaves no training items ({len(items)} items)"
+        )
     val = sorted(perm[:n_val].tolist())
     train = sorted(perm[n_val:].tolist())
     return [items[i] for i in train], [items[i] for i in val]
@@ -206,22 +216,41 @@ def build_data(cfg: TrainConfig) -> TrainData:
     labels = load_labels(cfg.labels)
     common = match_items(index, labels)
     cache: dict[str, Any] | None = {} if cfg.cache_images else None
-    report = check_images(index, common, cfg.on_bad_image, cache=cache,
-                          cache_size=resize_size(cfg.image_size), progress=cfg.progress)
+    report = check_images(
+        index,
+        common,
+        cfg.on_bad_image,
+        cache=cache,
+        cache_size=resize_size(cfg.image_size),
+        progress=cfg.progress,
+    )
     usable = report.ok
     if len(usable) < 2:
         raise InputError(f"only {len(usable)} labelled item(s) have a readable image")
     labels = labels.subset(usable)
     train_items, val_items = split_items(usable, cfg.val_fraction, cfg.seed)
     lab_train = labels.subset(train_items)
-    train_ds = ItemImageDataset(train_items, index, lab_train.targets,
-                                train_transform(cfg.image_size), cache)
+    train_ds = ItemImageDataset(
+        train_items, index, lab_train.targets, train_transform(cfg.image_size), cache
+    )
     val_ds = None
     if val_items:
-        val_ds = ItemImageDataset(val_items, index, labels.subset(val_items).targets,
-                                  eval_transform(cfg.image_size), cache)
-    return TrainData(train_ds, val_ds, labels, report, train_items, val_items,
-                     n_unlabelled_images=len(index) - len(common))
+        val_ds = ItemImageDataset(
+            val_items,
+            index,
+            labels.subset(val_items).targets,
+            eval_transform(cfg.image_size),
+            cache,
+        )
+    return TrainData(
+        train_ds,
+        val_ds,
+        labels,
+        report,
+        train_items,
+        val_items,
+        n_unlabelled_images=len(index) - len(common),
+    )
 
 
 class ClassBalancedSampler(Sampler[int]):
@@ -233,7 +262,9 @@ class ClassBalancedSampler(Sampler[int]):
     ``world_size``-th draw, like :class:`~torch.utils.data.DistributedSampler`.
     """
 
-    def __init__(self, targets: np.ndarray, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, targets: np.ndarray, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         targets = np.asarray(targets)
         if targets.ndim != 1:
             raise InputError("class-balanced sampling needs single-label targets")
@@ -251,29 +282,52 @@ class ClassBalancedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        draws = torch.multinomial(self.weights, self.num_samples * self.world_size, True, generator=g)
-        return iter(draws[self.rank::self.world_size].tolist())
+        draws = torch.multinomial(
+            self.weights, self.num_samples * self.world_size, True, generator=g
+        )
+        return iter(draws[self.rank :: self.world_size].tolist())
 
 
-def build_loaders(data: TrainData, cfg: TrainConfig, dist: DistInfo, device: torch.device
-                  ) -> tuple[DataLoader, DataLoader | None]:
+def build_loaders(
+    data: TrainData, cfg: TrainConfig, dist: DistInfo, device: torch.device
+) -> tuple[DataLoader, DataLoader | None]:
     """Training loader (shuffled or class-balanced, sharded across ranks) and validation loader."""
     from torch.utils.data import DistributedSampler
 
     if cfg.balanced:
-        sampler: Any = ClassBalancedSampler(data.train.targets, cfg.seed, dist.rank, dist.world_size)
+        sampler: Any = ClassBalancedSampler(
+            data.train.targets, cfg.seed, dist.rank, dist.world_size
+        )
     else:
         # DistributedSampler also serves one process: a seeded permutation per epoch.
-        sampler = DistributedSampler(data.train, num_replicas=dist.world_size, rank=dist.rank,
-                                     shuffle=True, seed=cfg.seed, drop_last=False)
+        sampler = DistributedSampler(
+            data.train,
+            num_replicas=dist.world_size,
+            rank=dist.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=False,
+        )
     pin = device.type == "cuda"
-    train = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler,
-                       num_workers=cfg.workers, pin_memory=pin, drop_last=len(data.train) > cfg.batch_size,
-                       persistent_workers=False, generator=torch.Generator())
+    train = DataLoader(
+        data.train,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=pin,
+        drop_last=len(data.train) > cfg.batch_size,
+        persistent_workers=False,
+        generator=torch.Generator(),
+    )
     val = None
     if data.val is not None:
-        val = DataLoader(data.val, batch_size=cfg.batch_size, shuffle=False,
-                         num_workers=cfg.workers, pin_memory=pin)
+        val = DataLoader(
+            data.val,
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            num_workers=cfg.workers,
+            pin_memory=pin,
+        )
     return train, val
 
 
@@ -284,14 +338,18 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.effective_weight_decay()},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.effective_weight_decay()},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.effective_lr(), momentum=cfg.momentum)
     return torch.optim.AdamW(groups, lr=cfg.effective_lr())
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-epoch schedule: cosine to 0 over ``epochs``, step (×gamma every ``step_size``), or constant."""
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -337,11 +395,21 @@ def _correct(logits: torch.Tensor, target: torch.Tensor, multilabel: bool, k: in
     return float((logits.topk(k, dim=1).indices == target[:, None]).any(dim=1).sum())
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
-                    optimizer: torch.optim.Optimizer, device: torch.device, *,
-                    epoch: int, amp: bool = True, scaler: Any = None, multilabel: bool = False,
-                    dist: DistInfo = DistInfo(), progress: bool = True,
-                    on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    epoch: int,
+    amp: bool = True,
+    scaler: Any = None,
+    multilabel: bool = False,
+    dist: DistInfo = DistInfo(),
+    progress: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict[str, float]:
     """One pass over ``loader``; returns mean loss, top-1 accuracy and images/s (all ranks)."""
     model.train()
     channels_last = device.type == "cuda"
@@ -365,8 +433,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
         if not torch.isfinite(loss):
             from cfcore.errors import DivergenceError
 
-            raise DivergenceError(f"epoch {epoch} batch {step}: loss is {loss.item()}; "
-                                  "try a lower --lr")
+            raise DivergenceError(
+                f"epoch {epoch} batch {step}: loss is {loss.item()}; try a lower --lr"
+            )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -391,13 +460,24 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
 
         tdist.all_reduce(totals)
     loss_sum, correct, seen = totals.tolist()
-    return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-            "images_per_s": seen / max(elapsed, 1e-9), "train_seconds": elapsed}
+    return {
+        "train_loss": loss_sum / max(seen, 1),
+        "train_acc": correct / max(seen, 1),
+        "images_per_s": seen / max(elapsed, 1e-9),
+        "train_seconds": elapsed,
+    }
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device, *,
-             amp: bool = True, multilabel: bool = False) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    device: torch.device,
+    *,
+    amp: bool = True,
+    multilabel: bool = False,
+) -> dict[str, float]:
     """Validation loss, top-1 and top-5 accuracy (multi-label: hit@1 and mAP)."""
     model.eval()
     loss_sum = top1 = top5 = seen = 0.0
@@ -431,14 +511,22 @@ def _rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            *map(float, np_state[2:]),
+        ],
         "python": _py_state_to_tensor(random.getstate()),
     }
 
 
 def _py_state_to_tensor(state: tuple) -> dict[str, Any]:
     version, internal, gauss = state
-    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
+    return {
+        "version": version,
+        "internal": torch.tensor(internal, dtype=torch.int64),
+        "gauss": gauss,
+    }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -446,15 +534,23 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name,  # noqa: NPY002
-                          keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    numpy_state = (name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached))
+    np.random.set_state(numpy_state)  # noqa: NPY002 (DataLoader workers use the global state)
     py = state["python"]
     random.setstate((py["version"], tuple(py["internal"].tolist()), py["gauss"]))
 
 
-def save_checkpoint(path: Path, model: FeatureClassifier, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, scaler: Any, epoch: int, history: list[dict[str, Any]],
-                    cfg: TrainConfig, labels: Labels) -> None:
+def save_checkpoint(
+    path: Path,
+    model: FeatureClassifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    epoch: int,
+    history: list[dict[str, Any]],
+    cfg: TrainConfig,
+    labels: Labels,
+) -> None:
     """Write the checkpoint atomically (temporary file, then rename)."""
     from cfcore.io import atomic_path
 
@@ -479,18 +575,29 @@ def save_checkpoint(path: Path, model: FeatureClassifier, optimizer: torch.optim
         torch.save(state, tmp)
 
 
-def restore(path: Path, model: FeatureClassifier, optimizer: torch.optim.Optimizer, scheduler: Any,
-            scaler: Any, cfg: TrainConfig, labels: Labels) -> tuple[int, list[dict[str, Any]]]:
+def restore(
+    path: Path,
+    model: FeatureClassifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    cfg: TrainConfig,
+    labels: Labels,
+) -> tuple[int, list[dict[str, Any]]]:
     """Load a checkpoint into the run; returns (next epoch, history)."""
     state = load_checkpoint(path)
     if int(state["num_classes"]) != labels.n_classes:
-        raise InputError(f"{path}: the checkpoint has K = {state['num_classes']} classes but "
-                         f"{cfg.labels} has K = {labels.n_classes}; use the same labels file "
-                         "or another --output folder")
+        raise InputError(
+            f"{path}: the checkpoint has K = {state['num_classes']} classes but "
+            f"{cfg.labels} has K = {labels.n_classes}; use the same labels file "
+            "or another --output folder"
+        )
     for key in ("arch", "image_size"):
         if state.get(key) != getattr(cfg, key):
-            raise InputError(f"{path}: the checkpoint has {key} = {state.get(key)!r}, "
-                             f"this run {getattr(cfg, key)!r}")
+            raise InputError(
+                f"{path}: the checkpoint has {key} = {state.get(key)!r}, "
+                f"this run {getattr(cfg, key)!r}"
+            )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -536,8 +643,11 @@ class TrainResult:
     dist: DistInfo = field(default_factory=DistInfo)
 
 
-def train(cfg: TrainConfig, on_batch: Callable[[int, int], None] | None = None,
-          log: Callable[[str], None] | None = print) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    on_batch: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = print,
+) -> TrainResult:
     """Train ``cfg.arch`` on ``cfg.labels`` over the images of ``cfg.images``.
 
     Parameters
@@ -557,12 +667,14 @@ def train(cfg: TrainConfig, on_batch: Callable[[int, int], None] | None = None,
     cfg.validate()
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     dist = setup_distributed(device)
-    say = (log if (log is not None and dist.main) else (lambda _m: None))
+    say = log if (log is not None and dist.main) else (lambda _m: None)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     ckpt = output / CHECKPOINT
     if ckpt.exists() and not cfg.resume:
-        raise InputError(f"{ckpt} exists: pass --resume to continue that run, or choose another --output")
+        raise InputError(
+            f"{ckpt} exists: pass --resume to continue that run, or choose another --output"
+        )
     if cfg.resume and not ckpt.exists():
         raise InputError(f"--resume: no checkpoint at {ckpt}")
 
@@ -571,9 +683,11 @@ def train(cfg: TrainConfig, on_batch: Callable[[int, int], None] | None = None,
     if dist.main:
         data.report.write(output / REPORT)
     bad = data.report.bad
-    say(f"{len(data.train_items)} train / {len(data.val_items)} val items, "
+    say(
+        f"{len(data.train_items)} train / {len(data.val_items)} val items, "
         f"K = {data.labels.n_classes}; {len(bad)} bad image(s)"
-        + (f" (listed in {output / REPORT})" if bad else ""))
+        + (f" (listed in {output / REPORT})" if bad else "")
+    )
     if cfg.balanced and data.labels.multilabel:
         raise InputError("--balanced needs single-label classes (a pseudo-labels file)")
 
@@ -584,7 +698,9 @@ def train(cfg: TrainConfig, on_batch: Callable[[int, int], None] | None = None,
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     use_amp = cfg.amp and device.type == "cuda"
-    scaler = (torch.amp.GradScaler("cuda") if use_amp and not torch.cuda.is_bf16_supported() else None)
+    scaler = (
+        torch.amp.GradScaler("cuda") if use_amp and not torch.cuda.is_bf16_supported() else None
+    )
     start_epoch, history = 0, []
     if cfg.resume:
         start_epoch, history = restore(ckpt, model, optimizer, scheduler, scaler, cfg, data.labels)
@@ -604,21 +720,47 @@ def train(cfg: TrainConfig, on_batch: Callable[[int, int], None] | None = None,
         train_loader.generator.manual_seed(s)  # worker seeds
         train_loader.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        stats = train_one_epoch(net, train_loader, criterion, optimizer, device, epoch=epoch,
-                                amp=use_amp, scaler=scaler, multilabel=data.labels.multilabel,
-                                dist=dist, progress=cfg.progress, on_batch=on_batch)
+        stats = train_one_epoch(
+            net,
+            train_loader,
+            criterion,
+            optimizer,
+            device,
+            epoch=epoch,
+            amp=use_amp,
+            scaler=scaler,
+            multilabel=data.labels.multilabel,
+            dist=dist,
+            progress=cfg.progress,
+            on_batch=on_batch,
+        )
         scheduler.step()
         if dist.distributed:
             average_buffers(model, dist)
         record: dict[str, Any] = {"epoch": epoch, "lr": lr, **stats}
         if dist.main:
             if val_loader is not None:
-                record.update(evaluate(model, val_loader, criterion, device, amp=use_amp,
-                                       multilabel=data.labels.multilabel))
+                record.update(
+                    evaluate(
+                        model,
+                        val_loader,
+                        criterion,
+                        device,
+                        amp=use_amp,
+                        multilabel=data.labels.multilabel,
+                    )
+                )
             history.append(record)
-            save_checkpoint(ckpt, model, optimizer, scheduler, scaler, epoch + 1, history, cfg, data.labels)
+            save_checkpoint(
+                ckpt, model, optimizer, scheduler, scaler, epoch + 1, history, cfg, data.labels
+            )
             write_metrics(output, history)
-            say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            say(
+                " ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in record.items()
+                )
+            )
         if dist.distributed:
             import torch.distributed as tdist
 

@@ -40,18 +40,26 @@ import numpy as np
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", type=Path, default=Path("runs/fang_pipeline"))
-    p.add_argument("--data-dir", type=Path, default=None, help="default: cfcore.datasets.data_dir()")
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="default: cfcore.datasets.data_dir()"
+    )
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--factors", type=int, default=64)
     p.add_argument("--mf-epochs", type=int, default=30)
-    p.add_argument("--k", type=int, default=16, help="pseudo-classes (faiss wants >= 39 items each)")
+    p.add_argument(
+        "--k", type=int, default=16, help="pseudo-classes (faiss wants >= 39 items each)"
+    )
     p.add_argument("--arch", default="small")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weights", type=Path, default=None,
-                   help="local ImageNet state dict of --arch: adds the ImageNet-features row")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="local ImageNet state dict of --arch: adds the ImageNet-features row",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -84,8 +92,9 @@ def main() -> dict:
     has_poster = np.asarray([str(i) in index for i in item_ids.tolist()])
     rng = np.random.default_rng(args.seed)  # the item split (Fang §4.1), seeded
     poster_cols = np.flatnonzero(has_poster)
-    test_cols = np.sort(rng.choice(poster_cols, int(round(len(poster_cols) * args.test_fraction)),
-                                   replace=False))
+    test_cols = np.sort(
+        rng.choice(poster_cols, int(round(len(poster_cols) * args.test_fraction)), replace=False)
+    )
     train_cols = np.setdiff1d(np.arange(views.n_items), test_cols)
     train_views = views.subset(items=train_cols)
     test_ids = [str(i) for i in item_ids[test_cols].tolist()]
@@ -98,13 +107,16 @@ def main() -> dict:
         from cfcore.factorize import Factorizer
 
         # threads=1: bit-reproducible factors (Hogwild races would change the pseudo-classes)
-        model = Factorizer(factors=args.factors, epochs=args.mf_epochs, seed=args.seed,
-                           threads=1, progress=False).fit(train_views)
+        model = Factorizer(
+            factors=args.factors, epochs=args.mf_epochs, seed=args.seed, threads=1, progress=False
+        ).fit(train_views)
         item_factors, factor_source = model.item_factors_, "cfcore.Factorizer (squared, eq. 3)"
     except ImportError:  # before cfcore.factorize existed: a truncated SVD stand-in
         from scipy.sparse.linalg import svds
 
-        u, s, vt = svds(train_views.user_items.astype(np.float64), k=args.factors, random_state=args.seed)
+        u, s, vt = svds(
+            train_views.user_items.astype(np.float64), k=args.factors, random_state=args.seed
+        )
         item_factors, factor_source = (vt.T * np.sqrt(s)).astype(np.float32), "scipy svds"
     timings["factorize_s"] = time.perf_counter() - t
 
@@ -114,11 +126,15 @@ def main() -> dict:
 
     train_ids = train_views.item_ids
     keep = np.asarray([str(i) in index for i in train_ids.tolist()])
-    labels = cluster_items(item_factors[keep], args.k, ids=train_ids[keep], seed=args.seed, threads=1)
+    labels = cluster_items(
+        item_factors[keep], args.k, ids=train_ids[keep], seed=args.seed, threads=1
+    )
     labels.save(work / "labels.npz")
     timings["cluster_s"] = time.perf_counter() - t
-    print(f"factors: {factor_source}; {len(labels.labels)} train posters in K = {labels.k} "
-          f"pseudo-classes (sizes {labels.sizes.min()}–{labels.sizes.max()})")
+    print(
+        f"factors: {factor_source}; {len(labels.labels)} train posters in K = {labels.k} "
+        f"pseudo-classes (sizes {labels.sizes.min()}–{labels.sizes.max()})"
+    )
 
     # 4. CNN on the posters, K-way softmax (Fang §4.1) ----------------------------------------
     t = time.perf_counter()
@@ -126,11 +142,21 @@ def main() -> dict:
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():  # a fresh run every time (this folder belongs to the example)
         ckpt.unlink()
-    cfg = TrainConfig(images=str(poster_dir), labels=str(work / "labels.npz"), output=str(run_dir),
-                      arch=args.arch, image_size=args.image_size, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, val_fraction=0.1,
-                      cache_images=True, device="cpu", seed=args.seed,
-                      progress=False)
+    cfg = TrainConfig(
+        images=str(poster_dir),
+        labels=str(work / "labels.npz"),
+        output=str(run_dir),
+        arch=args.arch,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        val_fraction=0.1,
+        cache_images=True,
+        device="cpu",
+        seed=args.seed,
+        progress=False,
+    )
     result = train(cfg)
     timings["train_s"] = time.perf_counter() - t
     last = result.history[-1]
@@ -141,22 +167,33 @@ def main() -> dict:
     cache: dict = {}
     from cfvision.data import check_images, resize_size
 
-    report = check_images(index, items, "skip", cache=cache, cache_size=resize_size(args.image_size))
+    report = check_images(
+        index, items, "skip", cache=cache, cache_size=resize_size(args.image_size)
+    )
     items = report.ok
     sets = {}
-    feats = extract_features(result.model, items, index, args.image_size, "cpu", cache=cache,
-                             progress=False)
+    feats = extract_features(
+        result.model, items, index, args.image_size, "cpu", cache=cache, progress=False
+    )
     save_item_vectors(work / "learned.npz", items, feats, {"source": str(ckpt)})
     sets["learned (pseudo-classes)"] = (items, feats)
     torch.manual_seed(args.seed)  # the learned model's initial weights (cfvision.train)
     random_model = build_model(args.arch, labels.k, dropout=0.5)
-    feats = extract_features(random_model, items, index, args.image_size, "cpu", cache=cache,
-                             progress=False)
+    feats = extract_features(
+        random_model, items, index, args.image_size, "cpu", cache=cache, progress=False
+    )
     save_item_vectors(work / "random.npz", items, feats, {"source": "random-init"})
     sets["random init"] = (items, feats)
     if args.weights is not None:
-        feats = extract_features(build_model(args.arch, 1, args.weights), items, index,
-                                 args.image_size, "cpu", cache=cache, progress=False)
+        feats = extract_features(
+            build_model(args.arch, 1, args.weights),
+            items,
+            index,
+            args.image_size,
+            "cpu",
+            cache=cache,
+            progress=False,
+        )
         save_item_vectors(work / "imagenet.npz", items, feats, {"source": str(args.weights)})
         sets["ImageNet"] = (items, feats)
     timings["extract_s"] = time.perf_counter() - t
@@ -170,15 +207,23 @@ def main() -> dict:
         if row.any():
             lines.append(f"{iid}," + "|".join(n for n, f in zip(names, row, strict=True) if f))
     atomic_write_text(work / "genres.csv", "\n".join(lines) + "\n")
-    out = compare_features([(n, ids, v) for n, (ids, v) in sets.items()], views,
-                           test_items=test_ids, R=100, labels=work / "genres.csv",
-                           seed=args.seed, plot=work / "curves.png")
+    out = compare_features(
+        [(n, ids, v) for n, (ids, v) in sets.items()],
+        views,
+        test_items=test_ids,
+        R=100,
+        labels=work / "genres.csv",
+        seed=args.seed,
+        plot=work / "curves.png",
+    )
     # paired bootstrap over queries: is the shared-viewer gain more than query noise?
     from cfvision.evaluate import paired_bootstrap, per_query_shared_viewers
 
     query = np.asarray([i in set(test_ids) for i in items])
     per_q = {n: per_query_shared_viewers(ids, v, query, views, 100) for n, (ids, v) in sets.items()}
-    sv_diff = paired_bootstrap(per_q["learned (pseudo-classes)"], per_q["random init"], seed=args.seed)
+    sv_diff = paired_bootstrap(
+        per_q["learned (pseudo-classes)"], per_q["random init"], seed=args.seed
+    )
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
@@ -188,20 +233,34 @@ def main() -> dict:
     sv_l, sv_r = learned["summary"]["shared_viewers_mean"], rand["summary"]["shared_viewers_mean"]
     pr_l, pr_r = learned["probe"]["score"], rand["probe"]["score"]
     verdict = {
-        "shared_viewers_mean": {"learned": sv_l, "random_init": sv_r, "learned_wins": sv_l > sv_r,
-                                "paired_diff_95ci": sv_diff},
+        "shared_viewers_mean": {
+            "learned": sv_l,
+            "random_init": sv_r,
+            "learned_wins": sv_l > sv_r,
+            "paired_diff_95ci": sv_diff,
+        },
         "genre_probe_mAP": {"learned": pr_l, "random_init": pr_r, "learned_wins": pr_l > pr_r},
     }
-    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "factors": factor_source,
-               "cnn_final_epoch": last, "timings": timings, "verdict": verdict,
-               "results": {k: {"summary": v["summary"], "probe": v.get("probe")}
-                           for k, v in out["results"].items()}}
+    summary = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "factors": factor_source,
+        "cnn_final_epoch": last,
+        "timings": timings,
+        "verdict": verdict,
+        "results": {
+            k: {"summary": v["summary"], "probe": v.get("probe")} for k, v in out["results"].items()
+        },
+    }
     atomic_write_text(work / "summary.json", json.dumps(summary, indent=2) + "\n")
-    print(f"CNN: val top-1 {last.get('val_acc', float('nan')):.3f} on K = {labels.k} pseudo-classes "
-          f"after {args.epochs} epochs, {last['images_per_s']:.0f} images/s")
-    print(f"learned vs random init: shared viewers {sv_l:.4f} vs {sv_r:.4f} "
-          f"(paired difference {sv_diff[0]:+.4f}, 95% CI {sv_diff[1]:+.4f}..{sv_diff[2]:+.4f}); "
-          f"genre probe mAP {pr_l:.4f} vs {pr_r:.4f}")
+    print(
+        f"CNN: val top-1 {last.get('val_acc', float('nan')):.3f} on K = {labels.k} pseudo-classes "
+        f"after {args.epochs} epochs, {last['images_per_s']:.0f} images/s"
+    )
+    print(
+        f"learned vs random init: shared viewers {sv_l:.4f} vs {sv_r:.4f} "
+        f"(paired difference {sv_diff[0]:+.4f}, 95% CI {sv_diff[1]:+.4f}..{sv_diff[2]:+.4f}); "
+        f"genre probe mAP {pr_l:.4f} vs {pr_r:.4f}"
+    )
     print(f"total {timings['total_s']:.0f} s; summary in {work / 'summary.json'}")
     return summary
 

@@ -33,17 +33,28 @@ def planted(tmp_path_factory):
         cols += items.tolist()
     item_ids = np.arange(1000, 1000 + len(group))
     user_ids = np.arange(1, 481)
-    inter = Interactions(sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(480, len(group))),
-                         user_ids, item_ids)
+    inter = Interactions(
+        sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(480, len(group))),
+        user_ids,
+        item_ids,
+    )
     inter.save(d / "views.npz")
     u, s, vt = svds(inter.user_items.astype(np.float64), k=8, random_state=0)
-    save_artifact(d / "model.npz", "factor-model", {
-        "user_factors": (u * np.sqrt(s)).astype(np.float32),
-        "item_factors": (vt.T * np.sqrt(s)).astype(np.float32),
-        "user_ids": user_ids, "item_ids": item_ids,
-    }, {"params": {"factors": 8, "loss": "svd"}, "history": []})
-    owners = ["item_id,owner"] + [f"{i},{user_ids[int(np.flatnonzero(np.arange(480) % 8 == g)[0])]}"
-                                   for i, g in zip(item_ids, group, strict=True)]
+    save_artifact(
+        d / "model.npz",
+        "factor-model",
+        {
+            "user_factors": (u * np.sqrt(s)).astype(np.float32),
+            "item_factors": (vt.T * np.sqrt(s)).astype(np.float32),
+            "user_ids": user_ids,
+            "item_ids": item_ids,
+        },
+        {"params": {"factors": 8, "loss": "svd"}, "history": []},
+    )
+    owners = ["item_id,owner"] + [
+        f"{i},{user_ids[int(np.flatnonzero(np.arange(480) % 8 == g)[0])]}"
+        for i, g in zip(item_ids, group, strict=True)
+    ]
     (d / "owners.csv").write_text("\n".join(owners) + "\n")
     genres = ["item_id,labels"] + [f"{i},g{g}|all" for i, g in zip(item_ids, group, strict=True)]
     (d / "genres.csv").write_text("\n".join(genres) + "\n")
@@ -60,7 +71,11 @@ def test_cluster_writes_labels_npz_and_csv_that_recover_the_groups(planted, tmp_
     out = tmp_path / "labels.npz"
     res = run("cluster", d / "model.npz", "-k", 8, "-o", out, "--stability", "--threads", 1)
     assert res.exit_code == 0, res.output
-    assert "K=8 pseudo-classes" in res.output and "Gini" in res.output and "stability: NMI" in res.output
+    assert (
+        "K=8 pseudo-classes" in res.output
+        and "Gini" in res.output
+        and "stability: NMI" in res.output
+    )
     labels = PseudoLabels.load(out)
     np.testing.assert_array_equal(labels.item_ids, item_ids)
     assert normalized_mutual_info(labels.labels, group) >= 0.9
@@ -72,8 +87,23 @@ def test_cluster_writes_labels_npz_and_csv_that_recover_the_groups(planted, tmp_
 def test_cluster_options_pca_euclidean_no_csv(planted, tmp_path):
     d, group, _ = planted
     out = tmp_path / "l.npz"
-    res = run("cluster", d / "model.npz", "-k", 8, "-o", out, "--pca", "--euclidean", "--no-csv",
-              "--nredo", 2, "--niter", 10, "--seed", 3)
+    res = run(
+        "cluster",
+        d / "model.npz",
+        "-k",
+        8,
+        "-o",
+        out,
+        "--pca",
+        "--euclidean",
+        "--no-csv",
+        "--nredo",
+        2,
+        "--niter",
+        10,
+        "--seed",
+        3,
+    )
     assert res.exit_code == 0, res.output
     assert not (tmp_path / "l.csv").exists()
     labels = PseudoLabels.load(out)
@@ -82,12 +112,16 @@ def test_cluster_options_pca_euclidean_no_csv(planted, tmp_path):
 
 def test_cluster_warns_with_a_suggested_k_and_refuses_k_above_items(planted, tmp_path):
     d, _, _ = planted
-    res = CliRunner().invoke(cli, ["cluster", str(d / "model.npz"), "-k", "20", "-o", str(tmp_path / "a.npz")])
+    res = CliRunner().invoke(
+        cli, ["cluster", str(d / "model.npz"), "-k", "20", "-o", str(tmp_path / "a.npz")]
+    )
     assert res.exit_code == 0
     assert "warning:" in res.output and "suggested k <= 8" in res.output
     res = run("cluster", d / "model.npz", "-k", 321, "-o", tmp_path / "b.npz")
     assert res.exit_code == 1
-    assert res.output.strip().splitlines()[-1].startswith("Error: k: 321 clusters for only 320 items")
+    assert (
+        res.output.strip().splitlines()[-1].startswith("Error: k: 321 clusters for only 320 items")
+    )
     assert not (tmp_path / "b.npz").exists()
 
 
@@ -95,8 +129,14 @@ def test_cluster_bad_files(planted, tmp_path):
     d, _, _ = planted
     res = run("cluster", d / "views.npz", "-k", 2, "-o", tmp_path / "x.npz")
     assert res.exit_code == 1 and "expected a item-vectors or factor-model file" in res.output
-    save_artifact(tmp_path / "nan.npz", "factor-model",
-                  {"item_factors": np.array([[np.nan, 1.0], [1.0, 1.0]], np.float32), "item_ids": np.arange(2)})
+    save_artifact(
+        tmp_path / "nan.npz",
+        "factor-model",
+        {
+            "item_factors": np.array([[np.nan, 1.0], [1.0, 1.0]], np.float32),
+            "item_ids": np.arange(2),
+        },
+    )
     res = run("cluster", tmp_path / "nan.npz", "-k", 1, "-o", tmp_path / "x.npz")
     assert res.exit_code == 1 and "NaN or inf" in res.output
     res = run("cluster", tmp_path / "missing.npz", "-k", 1, "-o", tmp_path / "x.npz")
@@ -122,14 +162,33 @@ def test_neighbors_file_and_printed_output(planted, tmp_path):
 def test_neighbors_queries_from_a_file_and_from_vectors(planted, tmp_path):
     d, _, item_ids = planted
     (tmp_path / "q.txt").write_text("item_id\n1005\n1100\n")
-    res = run("neighbors", d / "model.npz", "-k", 3, "--queries", tmp_path / "q.txt", "-o", tmp_path / "a.npz")
+    res = run(
+        "neighbors",
+        d / "model.npz",
+        "-k",
+        3,
+        "--queries",
+        tmp_path / "q.txt",
+        "-o",
+        tmp_path / "a.npz",
+    )
     assert res.exit_code == 0, res.output
     assert Neighbors.load(tmp_path / "a.npz").query_ids.tolist() == [1005, 1100]
     # "test" vectors query the indexed items (Fang §4.3: te queries tr)
     rng = np.random.default_rng(0)
     save_vectors(tmp_path / "q.npz", ["t1", "t2"], rng.standard_normal((2, 8)))
-    res = run("neighbors", d / "model.npz", "-k", 4, "--queries", tmp_path / "q.npz",
-              "--method", "hnsw", "-o", tmp_path / "b.npz")
+    res = run(
+        "neighbors",
+        d / "model.npz",
+        "-k",
+        4,
+        "--queries",
+        tmp_path / "q.npz",
+        "--method",
+        "hnsw",
+        "-o",
+        tmp_path / "b.npz",
+    )
     assert res.exit_code == 0, res.output
     nn = Neighbors.load(tmp_path / "b.npz")
     assert nn.query_ids.tolist() == ["t1", "t2"] and nn.k == 4
@@ -144,8 +203,21 @@ def test_retrieval_report_end_to_end(planted, tmp_path):
     d, _, _ = planted
     nn = tmp_path / "nn.npz"
     assert run("neighbors", d / "model.npz", "-k", 30, "--method", "ivf", "-o", nn).exit_code == 0
-    res = run("retrieval-report", nn, d / "views.npz", "-R", 30, "--owners", d / "owners.csv",
-              "--genres", d / "genres.csv", "-o", tmp_path / "fig.png", "--json", tmp_path / "r.json")
+    res = run(
+        "retrieval-report",
+        nn,
+        d / "views.npz",
+        "-R",
+        30,
+        "--owners",
+        d / "owners.csv",
+        "--genres",
+        d / "genres.csv",
+        "-o",
+        tmp_path / "fig.png",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert res.exit_code == 0, res.output
     assert "shared_viewers_lift" in res.output and "owner_viewed@30" in res.output
     report = json.loads((tmp_path / "r.json").read_text())
@@ -180,7 +252,18 @@ def test_retrieval_report_with_ml100k_genres(ml100k_path, tmp_path):
     u, s, vt = svds(inter.user_items.astype(np.float64), k=24, random_state=0)
     save_vectors(tmp_path / "v.npz", inter.item_ids, (vt.T * np.sqrt(s)).astype(np.float32))
     assert run("neighbors", tmp_path / "v.npz", "-k", 50, "-o", tmp_path / "nn.npz").exit_code == 0
-    res = run("retrieval-report", tmp_path / "nn.npz", "ml-100k", "--data-dir", ml100k_path.parent,
-              "-R", 50, "--genres", "ml-100k", "--data-dir", ml100k_path.parent)
+    res = run(
+        "retrieval-report",
+        tmp_path / "nn.npz",
+        "ml-100k",
+        "--data-dir",
+        ml100k_path.parent,
+        "-R",
+        50,
+        "--genres",
+        "ml-100k",
+        "--data-dir",
+        ml100k_path.parent,
+    )
     assert res.exit_code == 0, res.output
     assert "genre_agreement_mean" in res.output

@@ -16,8 +16,10 @@ def runner() -> CliRunner:
 
 def test_download_command(runner, tmp_path, mirror, synthetic_100k_checksum):  # noqa: F811
     data = tmp_path / "data"
-    result = runner.invoke(cli, ["download", "ml-100k", "ml-latest-small", "--data-dir", str(data),
-                                 "--base-url", mirror])
+    result = runner.invoke(
+        cli,
+        ["download", "ml-100k", "ml-latest-small", "--data-dir", str(data), "--base-url", mirror],
+    )
     assert result.exit_code == 0, result.output
     assert f"ml-100k: {data / 'ml-100k'}" in result.output
     assert (data / "ml-100k" / "u.data").read_text() == U_DATA
@@ -47,7 +49,9 @@ def test_download_command_with_env_data_dir(runner, tmp_path, mirror, monkeypatc
 )
 def test_download_failures_are_one_line(runner, tmp_path, mirror, name, url_suffix, message):  # noqa: F811
     data = tmp_path / "data"
-    result = runner.invoke(cli, ["download", name, "--data-dir", str(data), "--base-url", mirror + url_suffix])
+    result = runner.invoke(
+        cli, ["download", name, "--data-dir", str(data), "--base-url", mirror + url_suffix]
+    )
     assert result.exit_code == 1
     assert message in result.output
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1
@@ -90,8 +94,21 @@ def test_info_with_chosen_columns(runner, tmp_path):
     path.write_text("when,customer,product,stars\n1,ann,shoe,5\n2,bob,hat,2\n3,ann,hat,4\n")
     # 'customer'/'product' are not well-known names: without options the first two columns
     # (when, customer) would be read as user and item
-    result = runner.invoke(cli, ["info", str(path), "--user-col", "customer", "--item-col", "product",
-                                 "--rating-col", "stars", "--min-rating", "4"])
+    result = runner.invoke(
+        cli,
+        [
+            "info",
+            str(path),
+            "--user-col",
+            "customer",
+            "--item-col",
+            "product",
+            "--rating-col",
+            "stars",
+            "--min-rating",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "1 users × 2 items, 2 interactions" in result.output
     tsv = tmp_path / "log.txt"

@@ -56,13 +56,25 @@ def planted(tmp_path) -> Path:
     items = GROUP_A_ITEMS + GROUP_B_ITEMS
     uf = np.array([[1, 0] if u in GROUP_A_USERS else [0, 1] for u in users], dtype=np.float32)
     # within a group, lower ids score a little higher: item 101 > 102 > ... for group A users
-    itf = np.array([[1 - 0.01 * (i % 100), 0] if i in GROUP_A_ITEMS else [0, 1 - 0.01 * (i % 100)]
-                    for i in items], dtype=np.float32)
+    itf = np.array(
+        [
+            [1 - 0.01 * (i % 100), 0] if i in GROUP_A_ITEMS else [0, 1 - 0.01 * (i % 100)]
+            for i in items
+        ],
+        dtype=np.float32,
+    )
     path = tmp_path / "planted.npz"
-    save_artifact(path, "factor-model",
-                  {"user_factors": uf, "item_factors": itf, "user_ids": np.array(users),
-                   "item_ids": np.array(items)},
-                  {"params": {"factors": 2}, "history": []})
+    save_artifact(
+        path,
+        "factor-model",
+        {
+            "user_factors": uf,
+            "item_factors": itf,
+            "user_ids": np.array(users),
+            "item_ids": np.array(items),
+        },
+        {"params": {"factors": 2}, "history": []},
+    )
     return path
 
 
@@ -91,7 +103,9 @@ def _tsv(output: str) -> list[list[str]]:
 
 
 # ---------------------------------------------------------------------------- help
-@pytest.mark.parametrize("command", ["sample-negatives", "factorize", "evaluate", "recommend", "similar"])
+@pytest.mark.parametrize(
+    "command", ["sample-negatives", "factorize", "evaluate", "recommend", "similar"]
+)
 def test_help_teaches(runner, command):
     result = _run(runner, command, "--help")
     assert result.exit_code == 0
@@ -125,15 +139,19 @@ def test_recommend_planted_model_raw_ids_and_filters_seen(runner, planted, views
 
 
 def test_recommend_folds_in_new_users(runner, planted, tmp_path):
-    new = _write_udata(tmp_path / "new" / "u.data",
-                       [(50, 101, 5), (50, 102, 5), (50, 103, 4), (50, 104, 5), (51, 999, 3)])
+    new = _write_udata(
+        tmp_path / "new" / "u.data",
+        [(50, 101, 5), (50, 102, 5), (50, 103, 4), (50, 104, 5), (51, 999, 3)],
+    )
     result = _run(runner, "recommend", planted, new, 50, "-k", 4)
     assert result.exit_code == 0, result.output
     recs = [int(r[2]) for r in _tsv(result.stdout)]
     assert sorted(recs) == [105, 106, 107, 108]  # the rest of its group, nothing seen
     assert "folded in 1 user(s)" in result.output
-    _assert_one_line_error(_run(runner, "recommend", planted, new, 51),
-                           "user id '51' is not in the model and none of its items")
+    _assert_one_line_error(
+        _run(runner, "recommend", planted, new, 51),
+        "user id '51' is not in the model and none of its items",
+    )
 
 
 def test_recommend_json_and_atomic_output_file(runner, planted, views, tmp_path):
@@ -148,19 +166,27 @@ def test_recommend_json_and_atomic_output_file(runner, planted, views, tmp_path)
 
 def test_recommend_bad_input(runner, planted, views, tmp_path):
     out = tmp_path / "recs.tsv"
-    _assert_one_line_error(_run(runner, "recommend", planted, views, 1, 999, "-o", out),
-                           "user id '999' is neither in the model", "nor in")
-    _assert_one_line_error(_run(runner, "recommend", planted, views, 999, "--no-fold-in", "-o", out),
-                           "user id '999' is not in the model")
-    _assert_one_line_error(_run(runner, "recommend", planted, views, 1, "-k", 17, "-o", out),
-                           "-k 17 is larger than the number of items in the model (16)")
+    _assert_one_line_error(
+        _run(runner, "recommend", planted, views, 1, 999, "-o", out),
+        "user id '999' is neither in the model",
+        "nor in",
+    )
+    _assert_one_line_error(
+        _run(runner, "recommend", planted, views, 999, "--no-fold-in", "-o", out),
+        "user id '999' is not in the model",
+    )
+    _assert_one_line_error(
+        _run(runner, "recommend", planted, views, 1, "-k", 17, "-o", out),
+        "-k 17 is larger than the number of items in the model (16)",
+    )
     assert not out.exists()
     plain = tmp_path / "other.npz"
     np.savez(plain, user_factors=np.ones((2, 2)), item_factors=np.ones((2, 2)))
     _assert_one_line_error(_run(runner, "recommend", plain, views, 1), "not a collabfeat artifact")
     _assert_one_line_error(_run(runner, "recommend", planted, views, 1, "-k", 0), "-k", code=2)
-    _assert_one_line_error(_run(runner, "recommend", planted, tmp_path / "nope.csv", 1),
-                           "nope.csv: no such file")
+    _assert_one_line_error(
+        _run(runner, "recommend", planted, tmp_path / "nope.csv", 1), "nope.csv: no such file"
+    )
 
 
 # ---------------------------------------------------------------------------- similar
@@ -180,21 +206,42 @@ def test_similar_planted_model(runner, planted):
 
 
 def test_similar_bad_input(runner, planted, tmp_path):
-    _assert_one_line_error(_run(runner, "similar", planted, 101, "-k", 16),
-                           "-k 16 is larger than the number of other items in the model (15)")
-    _assert_one_line_error(_run(runner, "similar", planted, "x1"), "item id 'x1' is not in the model")
+    _assert_one_line_error(
+        _run(runner, "similar", planted, 101, "-k", 16),
+        "-k 16 is larger than the number of other items in the model (15)",
+    )
+    _assert_one_line_error(
+        _run(runner, "similar", planted, "x1"), "item id 'x1' is not in the model"
+    )
     labels = tmp_path / "labels.npz"
     save_artifact(labels, "pseudo-labels", {"item_ids": np.arange(3), "labels": np.zeros(3)})
-    _assert_one_line_error(_run(runner, "similar", labels, 1),
-                           "expected a factor-model file, found a 'pseudo-labels' file")
+    _assert_one_line_error(
+        _run(runner, "similar", labels, 1),
+        "expected a factor-model file, found a 'pseudo-labels' file",
+    )
     broken = tmp_path / "broken.npz"
-    save_artifact(broken, "factor-model", {"user_factors": np.ones((2, 2)), "item_factors": np.ones((3, 4)),
-                                           "user_ids": np.arange(2), "item_ids": np.arange(3)})
+    save_artifact(
+        broken,
+        "factor-model",
+        {
+            "user_factors": np.ones((2, 2)),
+            "item_factors": np.ones((3, 4)),
+            "user_ids": np.arange(2),
+            "item_ids": np.arange(3),
+        },
+    )
     _assert_one_line_error(_run(runner, "similar", broken, 1), "factor shapes do not match")
     nan = tmp_path / "nan.npz"
-    save_artifact(nan, "factor-model", {"user_factors": np.ones((2, 2)),
-                                        "item_factors": np.full((3, 2), np.nan),
-                                        "user_ids": np.arange(2), "item_ids": np.arange(3)})
+    save_artifact(
+        nan,
+        "factor-model",
+        {
+            "user_factors": np.ones((2, 2)),
+            "item_factors": np.full((3, 2), np.nan),
+            "user_ids": np.arange(2),
+            "item_ids": np.arange(3),
+        },
+    )
     _assert_one_line_error(_run(runner, "similar", nan, 1), "item_factors contains NaN")
     _assert_one_line_error(_run(runner, "similar", tmp_path / "none.npz", 1), code=2)
 
@@ -204,9 +251,15 @@ def test_evaluate_planted_model_is_perfect_and_beats_popularity(runner, planted,
     rows = _block_pairs(seed=1, density=1.0)  # every unobserved item is from the other group
     rng = np.random.default_rng(0)
     test_mask = rng.random(len(rows)) < 0.3
-    train = _write_udata(tmp_path / "train" / "u.data", [r for r, t in zip(rows, test_mask, strict=True) if not t])
-    test = _write_udata(tmp_path / "test" / "u.data", [r for r, t in zip(rows, test_mask, strict=True) if t])
-    result = _run(runner, "evaluate", planted, test, "--train", train, "-k", 3, "--baseline", "--json")
+    train = _write_udata(
+        tmp_path / "train" / "u.data", [r for r, t in zip(rows, test_mask, strict=True) if not t]
+    )
+    test = _write_udata(
+        tmp_path / "test" / "u.data", [r for r, t in zip(rows, test_mask, strict=True) if t]
+    )
+    result = _run(
+        runner, "evaluate", planted, test, "--train", train, "-k", 3, "--baseline", "--json"
+    )
     assert result.exit_code == 0, result.output
     res = json.loads(result.output)
     assert res["model"]["auc"] == pytest.approx(1.0)
@@ -221,21 +274,31 @@ def test_evaluate_planted_model_is_perfect_and_beats_popularity(runner, planted,
 
 
 def test_evaluate_reports_unknown_users_and_items(runner, planted, tmp_path):
-    test = _write_udata(tmp_path / "t" / "u.data", [(1, 101, 5), (1, 102, 5), (99, 101, 5), (1, 999, 4)])
+    test = _write_udata(
+        tmp_path / "t" / "u.data", [(1, 101, 5), (1, 102, 5), (99, 101, 5), (1, 999, 4)]
+    )
     res = json.loads(_run(runner, "evaluate", planted, test, "--json").output)
     assert res["test"] == {"interactions": 2, "dropped": 2, "unknown_users": 1, "unknown_items": 1}
     none = _write_udata(tmp_path / "n" / "u.data", [(99, 999, 5)])
-    _assert_one_line_error(_run(runner, "evaluate", planted, none),
-                           "none of its interactions involve users and items of the model")
+    _assert_one_line_error(
+        _run(runner, "evaluate", planted, none),
+        "none of its interactions involve users and items of the model",
+    )
 
 
 def test_evaluate_bad_input(runner, planted, views, tmp_path):
-    _assert_one_line_error(_run(runner, "evaluate", planted, views, "-k", 100),
-                           "-k 100 is larger than the number of items in the model (16)")
-    _assert_one_line_error(_run(runner, "evaluate", planted, views, "--baseline"), "--baseline needs --train")
+    _assert_one_line_error(
+        _run(runner, "evaluate", planted, views, "-k", 100),
+        "-k 100 is larger than the number of items in the model (16)",
+    )
+    _assert_one_line_error(
+        _run(runner, "evaluate", planted, views, "--baseline"), "--baseline needs --train"
+    )
     plain = tmp_path / "model.npz"
     np.savez(plain, user_factors=np.ones((2, 2)))
-    _assert_one_line_error(_run(runner, "evaluate", plain, views), "was it written by another tool?")
+    _assert_one_line_error(
+        _run(runner, "evaluate", plain, views), "was it written by another tool?"
+    )
     empty = tmp_path / "empty" / "u.data"
     empty.parent.mkdir()
     empty.write_text("")
@@ -248,8 +311,12 @@ def test_sample_negatives_command(runner, views, tmp_path):
     from cfcore.sampling import NegativeSample
 
     out1, out2 = tmp_path / "neg1.npz", tmp_path / "neg2.npz"
-    r1 = _run(runner, "sample-negatives", views, "-o", out1, "--ratio", 1, "--seed", 5, "--threads", 1)
-    r2 = _run(runner, "sample-negatives", views, "-o", out2, "--ratio", 1, "--seed", 5, "--threads", 2)
+    r1 = _run(
+        runner, "sample-negatives", views, "-o", out1, "--ratio", 1, "--seed", 5, "--threads", 1
+    )
+    r2 = _run(
+        runner, "sample-negatives", views, "-o", out2, "--ratio", 1, "--seed", 5, "--threads", 2
+    )
     assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
     neg1, neg2 = NegativeSample.load(out1), NegativeSample.load(out2)
     np.testing.assert_array_equal(neg1.indices, neg2.indices)  # thread count does not matter
@@ -262,7 +329,9 @@ def test_sample_negatives_command(runner, views, tmp_path):
 
 
 def test_sample_negatives_reports_shortfall(runner, tmp_path):
-    dense = _write_udata(tmp_path / "d" / "u.data", [(1, 1, 5), (1, 2, 5), (1, 3, 5), (2, 1, 5), (3, 4, 5)])
+    dense = _write_udata(
+        tmp_path / "d" / "u.data", [(1, 1, 5), (1, 2, 5), (1, 3, 5), (2, 1, 5), (3, 4, 5)]
+    )
     result = _run(runner, "sample-negatives", dense, "-o", tmp_path / "n.npz", "--ratio", 2)
     assert result.exit_code == 0, result.output
     assert "users had fewer candidates than requested" in result.output
@@ -272,7 +341,9 @@ def test_sample_negatives_bad_input(runner, views, tmp_path):
     out = tmp_path / "o" / "neg.npz"
     bad = _write_udata(tmp_path / "b" / "u.data", [(1, 2, 3)])
     bad.write_text(bad.read_text() + "1\tabc\t3\t0\n")
-    _assert_one_line_error(_run(runner, "sample-negatives", bad, "-o", out), "u.data:2: item id 'abc'")
+    _assert_one_line_error(
+        _run(runner, "sample-negatives", bad, "-o", out), "u.data:2: item id 'abc'"
+    )
     _assert_one_line_error(_run(runner, "sample-negatives", views, "-o", out, "--ratio", 0), code=2)
     _assert_one_line_error(_run(runner, "sample-negatives", views, "-o", tmp_path), code=2)
     assert not out.parent.exists() or not any(out.parent.iterdir())
@@ -309,13 +380,28 @@ def test_factorize_is_reproducible_with_one_thread(runner, views, tmp_path):
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
     assert _run(runner, "factorize", views, "-o", a, *FAST).exit_code == 0
     assert _run(runner, "factorize", views, "-o", b, *FAST).exit_code == 0
-    np.testing.assert_array_equal(load_artifact(a)[0]["item_factors"], load_artifact(b)[0]["item_factors"])
+    np.testing.assert_array_equal(
+        load_artifact(a)[0]["item_factors"], load_artifact(b)[0]["item_factors"]
+    )
 
 
 def test_factorize_validation_prints_epochs(runner, views, tmp_path):
     out = tmp_path / "model.npz"
-    result = _run(runner, "factorize", views, "-o", out, "--factors", 4, "--epochs", 3,
-                  "--threads", 1, "--validation", 0.25)
+    result = _run(
+        runner,
+        "factorize",
+        views,
+        "-o",
+        out,
+        "--factors",
+        4,
+        "--epochs",
+        3,
+        "--threads",
+        1,
+        "--validation",
+        0.25,
+    )
     assert result.exit_code == 0, result.output
     epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
     assert [e.split()[1] for e in epochs] == ["1", "2", "3"]
@@ -326,8 +412,25 @@ def test_factorize_validation_prints_epochs(runner, views, tmp_path):
 @pytest.mark.parametrize("loss", ["squared", "bpr", "warp", "logistic"])
 def test_factorize_every_loss(runner, views, tmp_path, loss):
     out = tmp_path / "model.npz"
-    result = _run(runner, "factorize", views, "-o", out, "--loss", loss, "--factors", 4,
-                  "--epochs", 2, "--threads", 1, "-q", "--neg-weight", "uniform", "--resample")
+    result = _run(
+        runner,
+        "factorize",
+        views,
+        "-o",
+        out,
+        "--loss",
+        loss,
+        "--factors",
+        4,
+        "--epochs",
+        2,
+        "--threads",
+        1,
+        "-q",
+        "--neg-weight",
+        "uniform",
+        "--resample",
+    )
     assert result.exit_code == 0, result.output
     assert out.exists()
 
@@ -377,12 +480,25 @@ def test_factorize_bad_parameters_write_nothing(runner, views, tmp_path, args, f
 
 def test_factorize_output_and_input_problems(runner, views, tmp_path):
     _assert_one_line_error(_run(runner, "factorize", views, "-o", tmp_path, *FAST), code=2)
-    _assert_one_line_error(_run(runner, "factorize", tmp_path / "nope.csv", "-o", tmp_path / "m.npz"),
-                           "nope.csv: no such file")
-    _assert_one_line_error(_run(runner, "factorize", tmp_path, "-o", tmp_path / "m.npz"),
-                           "is a directory")
-    _assert_one_line_error(_run(runner, "factorize", "ml-100k", "--data-dir", tmp_path / "nodata",
-                                "-o", tmp_path / "m.npz"), "cfcore download ml-100k")
+    _assert_one_line_error(
+        _run(runner, "factorize", tmp_path / "nope.csv", "-o", tmp_path / "m.npz"),
+        "nope.csv: no such file",
+    )
+    _assert_one_line_error(
+        _run(runner, "factorize", tmp_path, "-o", tmp_path / "m.npz"), "is a directory"
+    )
+    _assert_one_line_error(
+        _run(
+            runner,
+            "factorize",
+            "ml-100k",
+            "--data-dir",
+            tmp_path / "nodata",
+            "-o",
+            tmp_path / "m.npz",
+        ),
+        "cfcore download ml-100k",
+    )
     assert not (tmp_path / "m.npz").exists()
 
 
@@ -404,8 +520,22 @@ def test_ml100k_pipeline(runner, ml100k_path, tmp_path):
     """factorize u1.base → evaluate on u1.test: beats popularity, AUC ≥ 0.85; recommend/similar."""
     model = tmp_path / "model.npz"
     base, test = ml100k_path / "u1.base", ml100k_path / "u1.test"
-    result = _run(runner, "factorize", base, "-o", model, "--factors", 32, "--epochs", 10,
-                  "--threads", 2, "--seed", 0, "-q")
+    result = _run(
+        runner,
+        "factorize",
+        base,
+        "-o",
+        model,
+        "--factors",
+        32,
+        "--epochs",
+        10,
+        "--threads",
+        2,
+        "--seed",
+        0,
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     res = _run(runner, "evaluate", model, test, "--train", base, "-k", 10, "--baseline", "--json")
     assert res.exit_code == 0, res.output
@@ -417,8 +547,10 @@ def test_ml100k_pipeline(runner, ml100k_path, tmp_path):
     assert len(recs) == 20
     near = _tsv(_run(runner, "similar", model, 1, "-k", 5).output)  # Toy Story
     assert len(near) == 5 and "1" not in [r[2] for r in near]
-    _assert_one_line_error(_run(runner, "recommend", model, base, 1, "-k", 5000),
-                           "-k 5000 is larger than the number of items in the model (1650)")
+    _assert_one_line_error(
+        _run(runner, "recommend", model, base, 1, "-k", 5000),
+        "-k 5000 is larger than the number of items in the model (1650)",
+    )
 
 
 @pytest.mark.realdata
@@ -426,7 +558,9 @@ def test_sample_negatives_on_ml100k(runner, ml100k_path, tmp_path):
     from cfcore.sampling import NegativeSample
 
     out = tmp_path / "neg.npz"
-    result = _run(runner, "sample-negatives", "ml-100k", "--data-dir", ml100k_path.parent, "-o", out)
+    result = _run(
+        runner, "sample-negatives", "ml-100k", "--data-dir", ml100k_path.parent, "-o", out
+    )
     assert result.exit_code == 0, result.output
     neg = NegativeSample.load(out)
     assert neg.shape == (943, 1682)
@@ -451,8 +585,9 @@ def test_unexpected_errors_are_one_line_unless_debugging(runner, views, tmp_path
     monkeypatch.setattr(cfcore.factorize.Factorizer, "fit", broken_fit)
     out = tmp_path / "model.npz"
     result = _run(runner, "factorize", views, "-o", out, "-q")
-    _assert_one_line_error(result, "internal error ZeroDivisionError: division by zero",
-                           "COLLABFEAT_DEBUG=1")
+    _assert_one_line_error(
+        result, "internal error ZeroDivisionError: division by zero", "COLLABFEAT_DEBUG=1"
+    )
     monkeypatch.setenv("COLLABFEAT_DEBUG", "1")
     result = _run(runner, "factorize", views, "-o", out, "-q")
     assert isinstance(result.exception, ZeroDivisionError)
@@ -467,7 +602,9 @@ def test_biases_and_users_without_interactions(runner, tmp_path):
     dense[0, :3] = dense[1, 2:5] = dense[3, 0] = dense[4, 5] = 1  # user "c" has nothing
     src = Interactions(dense, user_ids=list("abcde")).save(tmp_path / "views.npz")
     model = tmp_path / "model.npz"
-    result = _run(runner, "factorize", src, "-o", model, "--factors", 2, "--epochs", 3, "--biases", "-q")
+    result = _run(
+        runner, "factorize", src, "-o", model, "--factors", 2, "--epochs", 3, "--biases", "-q"
+    )
     assert result.exit_code == 0, result.output
     arrays, _ = load_artifact(model, "factor-model")
     assert arrays["item_bias"].shape == (6,) and arrays["user_ids"].tolist() == list("abcde")

@@ -39,7 +39,9 @@ def planted(n_groups=8, items_per_group=40, n_users=600, per_user=25, purity=0.9
         items = np.unique(np.concatenate([own, other]))
         rows += [u] * len(items)
         cols += items.tolist()
-    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
+    m = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, n_items)
+    )
     _, s, vt = svds(m.astype(np.float64), k=n_groups, random_state=seed)
     factors = (vt.T * np.sqrt(s)).astype(np.float32)
     return m, group, factors
@@ -57,7 +59,9 @@ def test_nmi_matches_sklearn_on_random_labelings():
     rng = np.random.default_rng(1)
     for n, ka, kb in [(50, 3, 4), (500, 20, 7), (1000, 2, 2), (30, 30, 5)]:
         a, b = rng.integers(0, ka, n), rng.integers(0, kb, n)
-        assert normalized_mutual_info(a, b) == pytest.approx(normalized_mutual_info_score(a, b), abs=1e-10)
+        assert normalized_mutual_info(a, b) == pytest.approx(
+            normalized_mutual_info_score(a, b), abs=1e-10
+        )
 
 
 def test_nmi_is_one_for_the_same_partition_under_renumbering_and_handles_trivial_cases():
@@ -74,12 +78,23 @@ def test_nmi_is_one_for_the_same_partition_under_renumbering_and_handles_trivial
 
 def test_gini_matches_the_double_sum_definition():
     rng = np.random.default_rng(3)
-    for sizes in [rng.integers(0, 50, 17), np.array([5, 5, 5, 5]), np.array([0, 0, 10]), rng.integers(1, 3, 100)]:
+    for sizes in [
+        rng.integers(0, 50, 17),
+        np.array([5, 5, 5, 5]),
+        np.array([0, 0, 10]),
+        rng.integers(1, 3, 100),
+    ]:
         s = sizes.astype(float)
         ref = np.abs(s[:, None] - s[None, :]).sum() / (2 * len(s) ** 2 * s.mean())
         assert gini(sizes) == pytest.approx(ref, abs=1e-12)
     st = imbalance_stats(np.array([10, 0, 3, 7]))
-    assert (st["largest"], st["smallest"], st["smallest_nonempty"], st["empty"], st["items"]) == (10, 0, 3, 1, 20)
+    assert (st["largest"], st["smallest"], st["smallest_nonempty"], st["empty"], st["items"]) == (
+        10,
+        0,
+        3,
+        1,
+        20,
+    )
     assert st["imbalance_factor"] == pytest.approx(4 * (100 + 9 + 49) / 400)
 
 
@@ -150,12 +165,14 @@ def test_too_few_points_per_centroid_warns_with_a_suggested_k():
 @pytest.mark.filterwarnings("ignore:k=4 leaves")
 def test_empty_clusters_are_reported():
     # 60 copies of one point and 3 of another: at most 2 distinct assignments for k=4
-    x = np.vstack([np.tile([[1.0, 0.0]], (60, 1)), np.tile([[0.0, 1.0]], (3, 1))]).astype(np.float32)
+    x = np.vstack([np.tile([[1.0, 0.0]], (60, 1)), np.tile([[0.0, 1.0]], (3, 1))]).astype(
+        np.float32
+    )
     with pytest.warns(ClusterWarning, match="empty"):
         result = cluster_items(x, 4, niter=5)
     st = result.imbalance()
     assert st["empty"] >= 2 and st["largest"] >= 30
-    assert (result.sizes[result.k - st["empty"]:] == 0).all()  # empties get the last labels
+    assert (result.sizes[result.k - st["empty"] :] == 0).all()  # empties get the last labels
 
 
 @pytest.mark.parametrize(
@@ -220,9 +237,16 @@ def test_cluster_accepts_a_factor_model_file_and_keeps_its_ids(tmp_path, planted
     _, group, factors = planted_data
     p = tmp_path / "model.npz"
     ids = np.arange(100, 100 + len(factors))
-    save_artifact(p, "factor-model", {"item_factors": factors, "item_ids": ids,
-                                      "user_factors": np.ones((3, factors.shape[1]), np.float32),
-                                      "user_ids": np.arange(3)})
+    save_artifact(
+        p,
+        "factor-model",
+        {
+            "item_factors": factors,
+            "item_ids": ids,
+            "user_factors": np.ones((3, factors.shape[1]), np.float32),
+            "user_ids": np.arange(3),
+        },
+    )
     result = cluster_items(p, 8)
     np.testing.assert_array_equal(result.item_ids, ids)
     assert result.params["source"] == str(p)

@@ -22,11 +22,18 @@ import pytest
 import cfcore.datasets as ds
 from cfcore.errors import DatasetNotFoundError, InputError
 
-U_DATA = "".join(f"{u}\t{i}\t{(u + i) % 5 + 1}\t88125{u}{i}\n" for u in range(1, 6) for i in range(1, 8) if (u * i) % 3)
+U_DATA = "".join(
+    f"{u}\t{i}\t{(u + i) % 5 + 1}\t88125{u}{i}\n"
+    for u in range(1, 6)
+    for i in range(1, 8)
+    if (u * i) % 3
+)
 RATINGS_CSV = "userId,movieId,rating,timestamp\n" + "".join(
     f"{u},{i * 10},{(u * i) % 5 + 0.5},9649827{u}\n" for u in range(1, 4) for i in range(1, 5)
 )
-RATINGS_DAT = "".join(f"{u}::{i}::{(u + i) % 5 + 1}::97830{u}\n" for u in range(1, 4) for i in range(1, 4))
+RATINGS_DAT = "".join(
+    f"{u}::{i}::{(u + i) % 5 + 1}::97830{u}\n" for u in range(1, 4) for i in range(1, 4)
+)
 
 
 def _zip(path: Path, files: dict[str, str]) -> None:
@@ -38,10 +45,17 @@ def _zip(path: Path, files: dict[str, str]) -> None:
 def build_mirror(root: Path) -> Path:
     """Archives laid out like files.grouplens.org/datasets/movielens/ (one of them broken)."""
     root.mkdir(parents=True, exist_ok=True)
-    _zip(root / "ml-100k.zip", {"ml-100k/u.data": U_DATA, "ml-100k/u.info": "5 users\n",
-                                "ml-100k/README": "synthetic\n"})
-    _zip(root / "ml-latest-small.zip", {"ml-latest-small/ratings.csv": RATINGS_CSV,
-                                        "ml-latest-small/movies.csv": "movieId,title,genres\n"})
+    _zip(
+        root / "ml-100k.zip",
+        {"ml-100k/u.data": U_DATA, "ml-100k/u.info": "5 users\n", "ml-100k/README": "synthetic\n"},
+    )
+    _zip(
+        root / "ml-latest-small.zip",
+        {
+            "ml-latest-small/ratings.csv": RATINGS_CSV,
+            "ml-latest-small/movies.csv": "movieId,title,genres\n",
+        },
+    )
     (root / "ml-1m.zip").write_bytes(b"this is not a zip archive")
     return root
 
@@ -74,7 +88,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def synthetic_100k_checksum(monkeypatch):
     """Accept the synthetic u.data as ml-100k (the real checksum is kept in every other test)."""
     digest = hashlib.sha256(U_DATA.encode()).hexdigest()
-    monkeypatch.setitem(ds.DATASETS, "ml-100k", dataclasses.replace(ds.DATASETS["ml-100k"], sha256=digest))
+    monkeypatch.setitem(
+        ds.DATASETS, "ml-100k", dataclasses.replace(ds.DATASETS["ml-100k"], sha256=digest)
+    )
 
 
 def _leftovers(root: Path) -> list[str]:
@@ -127,7 +143,9 @@ def test_download_then_load(tmp_path, mirror, synthetic_100k_checksum):
     assert inter.n_users == 3 and inter.item_ids.tolist() == [10, 20, 30, 40]
 
 
-def test_download_skips_present_dataset_and_force_replaces_it(tmp_path, mirror, synthetic_100k_checksum):
+def test_download_skips_present_dataset_and_force_replaces_it(
+    tmp_path, mirror, synthetic_100k_checksum
+):
     data = tmp_path / "data"
     path = ds.download("ml-100k", data, base_url=mirror)
     (path / "mine.txt").write_text("local note")

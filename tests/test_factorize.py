@@ -103,8 +103,11 @@ def test_validation_must_match(split):
 
 @pytest.mark.parametrize(
     ("schedule", "expected"),
-    [("constant", [0.1] * 4), ("linear", [0.1, 0.075, 0.05, 0.025]),
-     ("inverse-sqrt", [0.1 / math.sqrt(1 + e) for e in range(4)])],
+    [
+        ("constant", [0.1] * 4),
+        ("linear", [0.1, 0.075, 0.05, 0.025]),
+        ("inverse-sqrt", [0.1 / math.sqrt(1 + e) for e in range(4)]),
+    ],
 )
 def test_learning_rate_schedules(data, schedule, expected):
     model = Factorizer(learning_rate=0.1, schedule=schedule, **FAST).fit(data)
@@ -118,8 +121,9 @@ def test_default_learning_rate_depends_on_loss(data):
 
 
 def test_random_order_also_learns(data):
-    model = Factorizer(loss="bpr", order="random", learning_rate=0.1,
-                       **{**FAST, "epochs": 20}).fit(data)
+    model = Factorizer(loss="bpr", order="random", learning_rate=0.1, **{**FAST, "epochs": 20}).fit(
+        data
+    )
     ids, _ = model.recommend(np.arange(0, 80, 20), data[::20], N=3)
     assert np.all(ids // 25 == np.arange(4)[:, None])
 
@@ -131,13 +135,24 @@ def test_divergence_is_reported_with_advice(data):
 
 @pytest.mark.parametrize(
     ("params", "name"),
-    [({"factors": 0}, "factors"), ({"factors": 2.5}, "factors"), ({"loss": "hinge"}, "loss"),
-     ({"learning_rate": 0.0}, "learning_rate"), ({"learning_rate": -0.1}, "learning_rate"),
-     ({"learning_rate": float("nan")}, "learning_rate"), ({"regularization": -1}, "regularization"),
-     ({"epochs": -1}, "epochs"), ({"neg_ratio": 0}, "neg_ratio"), ({"neg_weight": "log"}, "neg_weight"),
-     ({"schedule": "cosine"}, "schedule"), ({"order": "blocked"}, "order"),
-     ({"threads": -2}, "threads"), ({"seed": -1}, "seed"), ({"max_sampled": 0}, "max_sampled"),
-     ({"init_scale": 0}, "init_scale")],
+    [
+        ({"factors": 0}, "factors"),
+        ({"factors": 2.5}, "factors"),
+        ({"loss": "hinge"}, "loss"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"learning_rate": -0.1}, "learning_rate"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"regularization": -1}, "regularization"),
+        ({"epochs": -1}, "epochs"),
+        ({"neg_ratio": 0}, "neg_ratio"),
+        ({"neg_weight": "log"}, "neg_weight"),
+        ({"schedule": "cosine"}, "schedule"),
+        ({"order": "blocked"}, "order"),
+        ({"threads": -2}, "threads"),
+        ({"seed": -1}, "seed"),
+        ({"max_sampled": 0}, "max_sampled"),
+        ({"init_scale": 0}, "init_scale"),
+    ],
 )
 def test_bad_parameters_are_named_at_fit(data, params, name):
     model = Factorizer(**{**FAST, **params})  # the constructor only stores them
@@ -147,8 +162,11 @@ def test_bad_parameters_are_named_at_fit(data, params, name):
 
 @pytest.mark.parametrize(
     ("bad", "message"),
-    [([[1, 0], [0, 1]], "scipy.sparse"), (sp.csr_matrix((3, 4), dtype=np.float32), "no interactions"),
-     (sp.csr_matrix(np.array([[np.nan, 1.0]])), "NaN")],
+    [
+        ([[1, 0], [0, 1]], "scipy.sparse"),
+        (sp.csr_matrix((3, 4), dtype=np.float32), "no interactions"),
+        (sp.csr_matrix(np.array([[np.nan, 1.0]])), "NaN"),
+    ],
 )
 def test_bad_inputs_are_named(bad, message):
     with pytest.raises(InputError, match=message):
@@ -173,8 +191,9 @@ def test_sklearn_params_contract():
 
 
 def test_fold_in_recovers_a_training_users_preferences(data):
-    model = Factorizer(loss="squared", factors=8, epochs=30, learning_rate=0.05,
-                       progress=False).fit(data)
+    model = Factorizer(
+        loss="squared", factors=8, epochs=30, learning_rate=0.05, progress=False
+    ).fit(data)
     folded = model.fold_in(data[[5, 45]])
     scores = folded @ model.item_factors_.T
     trained = model.user_factors_[[5, 45]] @ model.item_factors_.T

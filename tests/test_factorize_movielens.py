@@ -28,8 +28,9 @@ def test_every_loss_beats_popularity_and_the_best_reaches_090(ml100k_split, thre
     baseline = _auc(popularity_scorer(train.user_items), train, test)
     aucs = {}
     for loss in LOSSES:  # library defaults, only shorter
-        model = Factorizer(factors=32, loss=loss, epochs=10, threads=threads, seed=0,
-                           progress=False).fit(train)
+        model = Factorizer(
+            factors=32, loss=loss, epochs=10, threads=threads, seed=0, progress=False
+        ).fit(train)
         aucs[loss] = _auc(model.scorer(), train, test)
     assert all(auc > baseline + 0.03 for auc in aucs.values()), (baseline, aucs)
     assert max(aucs.values()) >= 0.90, aucs

@@ -24,7 +24,11 @@ from cfcore.metrics import (
 
 def _random_problem(seed, n_users=12, n_items=30, density=0.2, ties=False):
     rng = np.random.default_rng(seed)
-    scores = rng.integers(0, 4, (n_users, n_items)).astype(np.float32) if ties else rng.random((n_users, n_items), dtype=np.float32)
+    scores = (
+        rng.integers(0, 4, (n_users, n_items)).astype(np.float32)
+        if ties
+        else rng.random((n_users, n_items), dtype=np.float32)
+    )
     cells = rng.random((n_users, n_items))
     train = sp.csr_matrix((cells < density).astype(np.float32))
     test = sp.csr_matrix(((cells >= density) & (cells < 2 * density)).astype(np.float32))
@@ -43,13 +47,23 @@ def _reference_auc(scores, pos, excl=None, neg=None):
         if neg is not None:
             n = set(neg[u].indices) - p
         else:
-            n = set(range(scores.shape[1])) - p - (set(excl[u].indices) if excl is not None else set())
+            n = (
+                set(range(scores.shape[1]))
+                - p
+                - (set(excl[u].indices) if excl is not None else set())
+            )
         if not p or not n:
             continue
         total = 0.0
         for i in p:
             for j in n:
-                total += 1.0 if scores[u, i] > scores[u, j] else 0.5 if scores[u, i] == scores[u, j] else 0.0
+                total += (
+                    1.0
+                    if scores[u, i] > scores[u, j]
+                    else 0.5
+                    if scores[u, i] == scores[u, j]
+                    else 0.0
+                )
         aucs.append(total / (len(p) * len(n)))
     return np.mean(aucs), len(aucs)
 
@@ -65,7 +79,9 @@ def test_pairwise_ranking_matches_pair_counting(seed, ties):
     assert got["pr"] == pytest.approx(1 - ref, abs=1e-9)
     # explicit negatives: compare against the train matrix used as negatives
     ref_n, _ = _reference_auc(scores, test, neg=train)
-    assert pairwise_ranking(_table_scorer(scores), test, negatives=train)["auc"] == pytest.approx(ref_n)
+    assert pairwise_ranking(_table_scorer(scores), test, negatives=train)["auc"] == pytest.approx(
+        ref_n
+    )
 
 
 def test_sampled_negatives_approach_full_auc_and_are_seeded():
@@ -97,10 +113,15 @@ def _reference_topk(scores, test, excl, k):
         prec = [sum(hits[: r + 1]) / (r + 1) for r in range(k)]
         dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hits))
         idcg = sum(1 / np.log2(r + 2) for r in range(min(len(rel), k)))
-        rows.append([
-            sum(hits) / k, sum(hits) / len(rel), float(sum(hits) > 0),
-            sum(p * h for p, h in zip(prec, hits, strict=True)) / min(len(rel), k), dcg / idcg,
-        ])
+        rows.append(
+            [
+                sum(hits) / k,
+                sum(hits) / len(rel),
+                float(sum(hits) > 0),
+                sum(p * h for p, h in zip(prec, hits, strict=True)) / min(len(rel), k),
+                dcg / idcg,
+            ]
+        )
     return np.mean(rows, axis=0)
 
 
@@ -117,9 +138,13 @@ def test_top_k_matches_reference(seed, k):
 def test_factor_and_popularity_scorers():
     rng = np.random.default_rng(0)
     u, v, b = rng.random((5, 3)), rng.random((7, 3)), rng.random(7)
-    np.testing.assert_allclose(factor_scorer(u, v, b)(np.array([1, 3])), u[[1, 3]] @ v.T + b, rtol=1e-5)
+    np.testing.assert_allclose(
+        factor_scorer(u, v, b)(np.array([1, 3])), u[[1, 3]] @ v.T + b, rtol=1e-5
+    )
     train = sp.csr_matrix(np.array([[1, 0, 1], [0, 0, 1]], dtype=np.float32))
-    np.testing.assert_array_equal(popularity_scorer(train)(np.array([0, 1])), [[1, 0, 2], [1, 0, 2]])
+    np.testing.assert_array_equal(
+        popularity_scorer(train)(np.array([0, 1])), [[1, 0, 2], [1, 0, 2]]
+    )
 
 
 def test_evaluate_combines_and_beats_popularity_on_planted_data():
@@ -127,7 +152,9 @@ def test_evaluate_combines_and_beats_popularity_on_planted_data():
     rng = np.random.default_rng(0)
     n_users, n_items = 60, 40
     group = np.arange(n_users) % 2
-    likes = (np.arange(n_items)[None, :] % 2 == group[:, None]) & (rng.random((n_users, n_items)) < 0.5)
+    likes = (np.arange(n_items)[None, :] % 2 == group[:, None]) & (
+        rng.random((n_users, n_items)) < 0.5
+    )
     m = sp.csr_matrix(likes.astype(np.float32))
     train = sp.csr_matrix(m.multiply(rng.random(m.shape) < 0.7))
     test = m - train

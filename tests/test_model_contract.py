@@ -80,8 +80,7 @@ class FactorModelContract:
         np.testing.assert_array_equal(one, ids_rows[1])
 
     def test_unfiltered_recommendations_rank_all_items(self, model, data):
-        ids, scores = model.recommend(np.arange(5), None, N=LIKED,
-                                      filter_already_liked_items=False)
+        ids, scores = model.recommend(np.arange(5), None, N=LIKED, filter_already_liked_items=False)
         assert np.mean(item_group(ids) == 0) >= 0.9
         seen = sum(len(set(ids[u]) & set(data[u].indices)) for u in range(5))
         assert seen >= 0.5 * 5 * LIKED  # the items a user has are ranked, mostly on top
@@ -102,8 +101,9 @@ class FactorModelContract:
             liked = g * ITEMS_PER_GROUP + rng.choice(ITEMS_PER_GROUP, 8, replace=False)
             rows += [new] * len(liked)
             cols += liked.tolist()
-        new_items = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
-                                  shape=(GROUPS, model.n_items))
+        new_items = sp.csr_matrix(
+            (np.ones(len(rows), np.float32), (rows, cols)), shape=(GROUPS, model.n_items)
+        )
         factors = model.fold_in(new_items)
         assert factors.shape == (GROUPS, model.item_factors_.shape[1])
         assert factors.dtype == np.float32
@@ -123,8 +123,11 @@ class FactorModelContract:
         assert loaded.get_params() == model.get_params()
         assert loaded.history_ == model.history_
         users = np.arange(10)
-        for a, b in zip(loaded.recommend(users, data[users], N=5),
-                        model.recommend(users, data[users], N=5), strict=True):
+        for a, b in zip(
+            loaded.recommend(users, data[users], N=5),
+            model.recommend(users, data[users], N=5),
+            strict=True,
+        ):
             np.testing.assert_array_equal(a, b)
 
     def test_scorer_matches_predict(self, model):

@@ -20,11 +20,17 @@ def planted_factors(n_groups=10, items_per_group=60, n_users=800, per_user=30, p
     group = np.repeat(np.arange(n_groups), items_per_group)
     rows, cols = [], []
     for u in range(n_users):
-        own = rng.choice(np.flatnonzero(group == u % n_groups), int(per_user * purity), replace=False)
-        items = np.unique(np.concatenate([own, rng.choice(n_items, per_user - len(own), replace=False)]))
+        own = rng.choice(
+            np.flatnonzero(group == u % n_groups), int(per_user * purity), replace=False
+        )
+        items = np.unique(
+            np.concatenate([own, rng.choice(n_items, per_user - len(own), replace=False)])
+        )
         rows += [u] * len(items)
         cols += items.tolist()
-    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
+    m = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, n_items)
+    )
     _, s, vt = svds(m.astype(np.float64), k=n_groups, random_state=seed)
     return (vt.T * np.sqrt(s)).astype(np.float32), group
 
@@ -110,8 +116,12 @@ def test_approximate_indexes_find_most_exact_neighbours(method):
     factors, group = planted_factors()
     exact = NeighborIndex(factors).search(None, k=10)
     approx = NeighborIndex(factors, method=method, seed=0).search(None, k=10)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in
-                      zip(exact.neighbor_ids, approx.neighbor_ids, strict=True)])
+    recall = np.mean(
+        [
+            len(set(a) & set(b)) / 10
+            for a, b in zip(exact.neighbor_ids, approx.neighbor_ids, strict=True)
+        ]
+    )
     assert recall >= 0.8
     assert (approx.neighbor_ids >= 0).all()  # short IVF lists are completed exactly
     assert (group[approx.neighbor_ids] == group[:, None]).mean() >= 0.75
@@ -170,9 +180,17 @@ def test_vectors_files_item_vectors_and_factor_models(tmp_path):
     iv = load_vectors(tmp_path / "v.npz")
     assert iv.ids.tolist() == list("abcdef") and iv.meta["kind"] == "item-vectors"
     np.testing.assert_array_equal(iv.vectors, v)
-    save_artifact(tmp_path / "m.npz", "factor-model",
-                  {"user_factors": v[:2], "item_factors": v, "user_ids": np.arange(2),
-                   "item_ids": np.arange(10, 16)}, {"params": {"factors": 3}, "history": []})
+    save_artifact(
+        tmp_path / "m.npz",
+        "factor-model",
+        {
+            "user_factors": v[:2],
+            "item_factors": v,
+            "user_ids": np.arange(2),
+            "item_ids": np.arange(10, 16),
+        },
+        {"params": {"factors": 3}, "history": []},
+    )
     mv = load_vectors(tmp_path / "m.npz")
     assert mv.ids.tolist() == list(range(10, 16)) and mv.meta["kind"] == "factor-model"
     index = NeighborIndex(tmp_path / "m.npz")
@@ -186,12 +204,18 @@ def test_vectors_files_bad_content(tmp_path):
     save_artifact(tmp_path / "i.npz", "interactions", {"indptr": np.zeros(1)})
     with pytest.raises(ModelFormatError, match="item-vectors or factor-model"):
         load_vectors(tmp_path / "i.npz")
-    save_artifact(tmp_path / "m.npz", "item-vectors", {"item_ids": np.arange(3),
-                                                      "vectors": np.ones((4, 2), np.float32)})
+    save_artifact(
+        tmp_path / "m.npz",
+        "item-vectors",
+        {"item_ids": np.arange(3), "vectors": np.ones((4, 2), np.float32)},
+    )
     with pytest.raises(InputError, match="expected 4 ids"):
         load_vectors(tmp_path / "m.npz")
-    save_artifact(tmp_path / "n.npz", "item-vectors", {"item_ids": np.arange(2),
-                                                      "vectors": np.array([[1, np.inf], [1, 1]], np.float32)})
+    save_artifact(
+        tmp_path / "n.npz",
+        "item-vectors",
+        {"item_ids": np.arange(2), "vectors": np.array([[1, np.inf], [1, 1]], np.float32)},
+    )
     with pytest.raises(InputError, match="NaN or inf"):
         load_vectors(tmp_path / "n.npz")
     save_artifact(tmp_path / "x.npz", "item-vectors", {"item_ids": np.arange(2)})

@@ -16,7 +16,10 @@ PAIRS = {(7, 3), (7, 4), (8, 3), (9, 5), (8, 6)}
 
 def _pairs(inter: Interactions) -> set[tuple]:
     coo = inter.user_items.tocoo()
-    return {(inter.user_ids[r].item(), inter.item_ids[c].item()) for r, c in zip(coo.row, coo.col, strict=True)}
+    return {
+        (inter.user_ids[r].item(), inter.item_ids[c].item())
+        for r, c in zip(coo.row, coo.col, strict=True)
+    }
 
 
 def _write(path, lines: list[str]) -> None:
@@ -33,8 +36,11 @@ def files(tmp_path):
     out["ratings.dat"] = tmp_path / "ratings.dat"
     _write(out["ratings.dat"], [f"{u}::{i}::{r}::88125000{k}" for k, (u, i, r) in enumerate(ROWS)])
     out["ratings.csv"] = tmp_path / "ratings.csv"
-    _write(out["ratings.csv"], ["userId,movieId,rating,timestamp"]
-           + [f"{u},{i},{r},88125000{k}" for k, (u, i, r) in enumerate(ROWS)])
+    _write(
+        out["ratings.csv"],
+        ["userId,movieId,rating,timestamp"]
+        + [f"{u},{i},{r},88125000{k}" for k, (u, i, r) in enumerate(ROWS)],
+    )
     return out
 
 
@@ -108,8 +114,9 @@ def test_generic_csv_header_detected_from_well_known_names(tmp_path):
 def test_generic_tsv_without_header_by_position(tmp_path):
     path = tmp_path / "log.tsv"
     _write(path, ["2024\tu1\ti9\t1", "2024\tu2\ti9\t0", "2025\tu1\ti8\t3"])
-    inter = read_interactions(path, header=False, user_col=1, item_col=2, rating_col=3,
-                              min_rating=1)
+    inter = read_interactions(
+        path, header=False, user_col=1, item_col=2, rating_col=3, min_rating=1
+    )
     assert _pairs(inter) == {("u1", "i9"), ("u1", "i8")}
     # the first line is data, not a header, when header=False
     plain = read_interactions(path, header=False, user_col=1, item_col=2)
@@ -127,8 +134,12 @@ def test_parquet(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     path = tmp_path / "views.parquet"
-    pq.write_table(pa.table({"UserId": ["a", "b", "a", "a"], "itemId": [1, 2, 2, 2],
-                             "rating": [1.0, 5.0, 4.0, 4.5]}), path)
+    pq.write_table(
+        pa.table(
+            {"UserId": ["a", "b", "a", "a"], "itemId": [1, 2, 2, 2], "rating": [1.0, 5.0, 4.0, 4.5]}
+        ),
+        path,
+    )
     inter = read_interactions(path)
     assert inter.user_ids.tolist() == ["a", "b"] and inter.item_ids.tolist() == [1, 2]
     assert inter.nnz == 3
@@ -139,7 +150,9 @@ def test_parquet(tmp_path):
         read_interactions(path, user_col="nope")
     with pytest.raises(InputError, match="no column 7"):
         read_interactions(path, item_col=7)
-    pq.write_table(pa.table({"user": ["a"], "item": [1], "rating": [np.nan]}), tmp_path / "n.parquet")
+    pq.write_table(
+        pa.table({"user": ["a"], "item": [1], "rating": [np.nan]}), tmp_path / "n.parquet"
+    )
     with pytest.raises(InputError, match="n.parquet: row 0: rating is not a finite number"):
         read_interactions(tmp_path / "n.parquet")
     (tmp_path / "bad.parquet").write_text("hello")
@@ -166,17 +179,36 @@ def test_own_npz_roundtrip(tmp_path, files):
         ("u.data", ["1\t2\t5\t0", "1\t3"], r"u.data:2: expected at least 3 fields"),
         ("u.data", ["1\t2"], r"u.data:1: expected at least 3 fields"),
         ("u.data", ["1\t2\t5\t0", "1\t3\t5\t0\t9"], r"u.data:2: expected 4 fields .*got 5"),
-        ("u.data", ["1\t2\t5\t0", "", "abc\t3\t4\t0"], r"u.data:3: user id 'abc' is not an integer"),
+        (
+            "u.data",
+            ["1\t2\t5\t0", "", "abc\t3\t4\t0"],
+            r"u.data:3: user id 'abc' is not an integer",
+        ),
         ("u.data", ["1\t2\t5\t0", "1\t2.5\t4\t0"], r"u.data:2: item id '2.5' is not an integer"),
         ("u.data", ["1\t2\t5\t0", "2\t3\tnan\t0"], r"u.data:2: rating is 'nan'"),
         ("u.data", ["1\t2\t5\t0", "2\t3\t\t0"], r"u.data:2: rating '' is not a number"),
         ("u.data", ["1\t2\tinf\t0"], r"u.data:1: rating is 'inf'"),
-        ("ratings.dat", ["1::2::5::0", "1::x::4::0"], r"ratings.dat:2: item id 'x' is not an integer"),
+        (
+            "ratings.dat",
+            ["1::2::5::0", "1::x::4::0"],
+            r"ratings.dat:2: item id 'x' is not an integer",
+        ),
         ("ratings.dat", ["1::2::5::0", "1:3:4:0"], r"ratings.dat:2: expected at least 3 fields"),
-        ("ratings.csv", ["userId,movieId,rating,timestamp", "1,2,5,0", "u,3,4,0"],
-         r"ratings.csv:3: user id 'u' is not an integer"),
-        ("ratings.csv", ["userId,movieId,rating,timestamp", "1,2,NaN,0"], r"ratings.csv:2: rating is 'NaN'"),
-        ("views.csv", ["user,item,rating", "a,b,1", "a,c,x"], r"views.csv:3: rating 'x' is not a number"),
+        (
+            "ratings.csv",
+            ["userId,movieId,rating,timestamp", "1,2,5,0", "u,3,4,0"],
+            r"ratings.csv:3: user id 'u' is not an integer",
+        ),
+        (
+            "ratings.csv",
+            ["userId,movieId,rating,timestamp", "1,2,NaN,0"],
+            r"ratings.csv:2: rating is 'NaN'",
+        ),
+        (
+            "views.csv",
+            ["user,item,rating", "a,b,1", "a,c,x"],
+            r"views.csv:3: rating 'x' is not a number",
+        ),
     ],
 )
 def test_malformed_lines_name_file_and_line(tmp_path, name, lines, message):

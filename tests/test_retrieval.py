@@ -24,14 +24,16 @@ from cfcore.retrieval import (
 
 
 def random_binary(n_rows, n_cols, density, seed):
-    m = sp.random(n_rows, n_cols, density=density, format="csr", random_state=seed, dtype=np.float32)
+    m = sp.random(
+        n_rows, n_cols, density=density, format="csr", random_state=seed, dtype=np.float32
+    )
     m.data[:] = 1
     m.sort_indices()
     return m
 
 
 def sets_of(m):
-    return [set(m.indices[m.indptr[i]:m.indptr[i + 1]].tolist()) for i in range(m.shape[0])]
+    return [set(m.indices[m.indptr[i] : m.indptr[i + 1]].tolist()) for i in range(m.shape[0])]
 
 
 # --------------------------------------------------------------------------- kernels vs sets
@@ -41,7 +43,10 @@ def test_pair_intersections_and_jaccard_match_python_sets():
     a, b = rng.integers(0, 60, 500), rng.integers(0, 60, 500)
     s = sets_of(m)
     ref_inter = [len(s[i] & s[j]) for i, j in zip(a, b, strict=True)]
-    ref_jac = [len(s[i] & s[j]) / len(s[i] | s[j]) if s[i] | s[j] else np.nan for i, j in zip(a, b, strict=True)]
+    ref_jac = [
+        len(s[i] & s[j]) / len(s[i] | s[j]) if s[i] | s[j] else np.nan
+        for i, j in zip(a, b, strict=True)
+    ]
     np.testing.assert_array_equal(pair_intersections(m, a, b), ref_inter)
     np.testing.assert_allclose(pair_jaccard(m, a, b), ref_jac, equal_nan=True)
 
@@ -53,7 +58,9 @@ def test_pair_intersections_in_chunks(monkeypatch):
     m = random_binary(30, 50, 0.2, seed=1)
     a, b = np.arange(30), np.arange(30)[::-1]
     s = sets_of(m)
-    np.testing.assert_array_equal(r.pair_intersections(m, a, b), [len(s[i] & s[j]) for i, j in zip(a, b, strict=True)])
+    np.testing.assert_array_equal(
+        r.pair_intersections(m, a, b), [len(s[i] & s[j]) for i, j in zip(a, b, strict=True)]
+    )
 
 
 def test_pair_member_matches_dense_lookup():
@@ -68,7 +75,9 @@ def test_pair_member_matches_dense_lookup():
 
 def test_shared_viewer_curve_on_a_hand_example():
     # items × users: item0 {0,1,2}, item1 {1,2}, item2 {3}, item3 {0,1,2,3}
-    iu = sp.csr_matrix(np.array([[1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]], dtype=np.float32))
+    iu = sp.csr_matrix(
+        np.array([[1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]], dtype=np.float32)
+    )
     curve = shared_viewer_curve(iu, np.array([0, 2]), np.array([[1, 2], [3, 0]]))
     # q0: J(0,1)=2/3, J(0,2)=0; q2: J(2,3)=1/4, J(2,0)=0
     np.testing.assert_allclose(curve, [(2 / 3 + 1 / 4) / 2, 0.0])
@@ -78,18 +87,23 @@ def test_shared_viewer_curve_on_a_hand_example():
 @pytest.fixture
 def tiny():
     # 5 users × 6 items; item ids are strings, user ids ints
-    m = np.array([
-        [1, 1, 0, 0, 0, 1],
-        [1, 1, 1, 0, 0, 0],
-        [0, 1, 1, 0, 0, 0],
-        [0, 0, 0, 1, 1, 0],
-        [0, 0, 0, 1, 1, 1],
-    ], dtype=np.float32)
+    m = np.array(
+        [
+            [1, 1, 0, 0, 0, 1],
+            [1, 1, 1, 0, 0, 0],
+            [0, 1, 1, 0, 0, 0],
+            [0, 0, 0, 1, 1, 0],
+            [0, 0, 0, 1, 1, 1],
+        ],
+        dtype=np.float32,
+    )
     return Interactions(m, user_ids=[10, 11, 12, 13, 14], item_ids=list("abcdef"))
 
 
 def test_report_values_match_a_hand_computation(tiny):
-    nn = Neighbors(np.array(["a", "d"]), np.array([["b", "c"], ["e", "a"]]), np.ones((2, 2), np.float32))
+    nn = Neighbors(
+        np.array(["a", "d"]), np.array([["b", "c"], ["e", "a"]]), np.ones((2, 2), np.float32)
+    )
     owners = {"a": 12, "d": 14}  # user 12 viewed b, c; user 14 viewed d, e, f
     genres = (np.array(list("abcdef")), np.array([[1, 0], [1, 1], [0, 1], [0, 1], [0, 1], [1, 0]]))
     rep = retrieval_report(nn, tiny, R=2, owners=owners, genres=genres, seed=0)
@@ -102,7 +116,9 @@ def test_report_values_match_a_hand_computation(tiny):
     np.testing.assert_allclose(rep.genre_jaccard, [(1 / 2 + 1) / 2, 0.0])
     assert rep.n_queries == 2 and rep.R == 2 and rep.meta["owner_queries"] == 2
     s = rep.summary()
-    assert s["shared_viewers@1"] == pytest.approx(5 / 6) and s["owner_viewed@2"] == pytest.approx(1.5)
+    assert s["shared_viewers@1"] == pytest.approx(5 / 6) and s["owner_viewed@2"] == pytest.approx(
+        1.5
+    )
 
 
 def test_random_baseline_is_seeded_and_never_pairs_an_item_with_itself(tiny):
@@ -124,7 +140,9 @@ def test_bad_input_gets_clear_errors(tiny):
     with pytest.raises(InputError, match="R: must be between 1 and the 2"):
         retrieval_report(ok, tiny, R=3)
     unknown = Neighbors(np.array(["a"]), np.array([["b", "zz"]]), np.ones((1, 2), np.float32))
-    with pytest.raises(InputError, match=r"1 id\(s\) not among the interactions' items \(first: 'zz'\)"):
+    with pytest.raises(
+        InputError, match=r"1 id\(s\) not among the interactions' items \(first: 'zz'\)"
+    ):
         retrieval_report(unknown, tiny, R=2)
     with pytest.raises(InputError, match="owners: no query item has an owner"):
         retrieval_report(ok, tiny, R=2, owners={"a": 999})
@@ -166,8 +184,12 @@ def test_planted_neighbours_beat_random_pairs_on_every_measure():
     _, sv, vt = svds(inter.user_items.astype(np.float64), k=10, random_state=0)
     nn = NeighborIndex((vt.T * np.sqrt(sv)).astype(np.float32)).search(None, k=50)
     # each item's owner is a user of its group
-    owners = {i: int(rng.choice(np.flatnonzero(np.arange(800) % 10 == group[i]))) for i in range(n_items)}
-    rep = retrieval_report(nn, inter, 50, owners=owners, genres=(np.arange(n_items), np.eye(10)[group]))
+    owners = {
+        i: int(rng.choice(np.flatnonzero(np.arange(800) % 10 == group[i]))) for i in range(n_items)
+    }
+    rep = retrieval_report(
+        nn, inter, 50, owners=owners, genres=(np.arange(n_items), np.eye(10)[group])
+    )
     assert (rep.shared_viewers > 2 * rep.shared_viewers_random.mean()).all()
     assert rep.owner_viewed[-1] > 3 * rep.owner_viewed_random[-1]
     assert rep.genre_agreement.mean() >= 0.8 and rep.genre_agreement_random.mean() < 0.2
@@ -202,8 +224,12 @@ def test_ml100k_latent_neighbours_beat_random_pairs_at_every_rank(ml100k, ml100k
 
 # --------------------------------------------------------------------------- outputs
 def test_json_and_plot_outputs(tiny, tmp_path):
-    nn = Neighbors(np.array(["a", "d"]), np.array([["b", "c"], ["e", "a"]]), np.ones((2, 2), np.float32))
-    rep = retrieval_report(nn, tiny, R=2, owners={"a": 12}, genres=(np.array(list("abcdef")), np.eye(6)))
+    nn = Neighbors(
+        np.array(["a", "d"]), np.array([["b", "c"], ["e", "a"]]), np.ones((2, 2), np.float32)
+    )
+    rep = retrieval_report(
+        nn, tiny, R=2, owners={"a": 12}, genres=(np.array(list("abcdef")), np.eye(6))
+    )
     data = json.loads(rep.save_json(tmp_path / "r.json").read_text())
     assert data["summary"]["R"] == 2 and len(data["curves"]["shared_viewers"]) == 2
     assert "owner_viewed" in data["curves"] and "genre_agreement_random" in data["curves"]

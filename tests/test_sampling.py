@@ -100,8 +100,16 @@ def run_kernel(X, weights, ratio, seed=0, epoch=0, switch=4.0, threads=1):
         out = np.empty(out_indptr[-1], dtype=np.int32)
         kernel = sample_into_serial if threads == 1 else sample_into
         kernel(
-            indptr, indices, weights, table, seed, epoch, out_indptr, out,
-            threads, float(switch),
+            indptr,
+            indices,
+            weights,
+            table,
+            seed,
+            epoch,
+            out_indptr,
+            out,
+            threads,
+            float(switch),
         )
     finally:
         numba.set_num_threads(previous)
@@ -112,8 +120,7 @@ def one_positive_users(n_items, per_item):
     """per_item users whose single positive is item g, for every g (ratio 1 → one draw)."""
     rows = np.arange(n_items * per_item)
     cols = np.repeat(np.arange(n_items), per_item)
-    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
-                         shape=(len(rows), n_items))
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(rows), n_items))
 
 
 def assert_valid(X, out_indptr, out, weights, ratio, n_short=None):
@@ -132,8 +139,7 @@ def assert_valid(X, out_indptr, out, weights, ratio, n_short=None):
 
 
 # ----------------------------------------------------------------------------- building blocks
-@given(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.7, 100.0, 1e-3]), min_size=1,
-                max_size=40))
+@given(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.7, 100.0, 1e-3]), min_size=1, max_size=40))
 @settings(max_examples=60, deadline=None)
 def test_alias_table_reproduces_the_weights(w):
     w = np.array(w)
@@ -181,8 +187,9 @@ def test_single_draw_frequencies_match_weights_over_non_positives(weighting, pat
     per_item = 4000
     X = one_positive_users(len(w), per_item)
     if path == "api":
-        neg = sample_negatives(X, 1.0, weighting, seed=11, popularity=popularity, threads=1,
-                               warn_short=False)
+        neg = sample_negatives(
+            X, 1.0, weighting, seed=11, popularity=popularity, threads=1, warn_short=False
+        )
         out_indptr, out = neg.indptr, neg.indices
     else:
         out_indptr, out, _, _ = run_kernel(X, w, 1.0, seed=11, switch=PATHS[path])
@@ -204,8 +211,10 @@ def test_sets_follow_successive_sampling_without_replacement(path):
     # 1 positive, ratio 3 → 3 of the 5 candidates; heavy items make the law far from uniform.
     w = np.array([4.0, 1.0, 0.5, 2.0, 8.0, 0.25])
     n_users = 30_000
-    X = sp.csr_matrix((np.ones(n_users, np.float32), (np.arange(n_users), np.zeros(n_users))),
-                      shape=(n_users, len(w)))
+    X = sp.csr_matrix(
+        (np.ones(n_users, np.float32), (np.arange(n_users), np.zeros(n_users))),
+        shape=(n_users, len(w)),
+    )
     out_indptr, out, _, _ = run_kernel(X, w, 3.0, seed=5, switch=PATHS[path])
     sets = [tuple(s) for s in out.reshape(n_users, 3).tolist()]
     probs = ref_set_probabilities(w, {1, 2, 3, 4, 5}, 3)
@@ -230,8 +239,9 @@ def problems(draw):
     return sp.csr_matrix(dense.astype(np.float32)), popularity, ratio
 
 
-@given(problems(), st.sampled_from(WEIGHTINGS), st.sampled_from(sorted(PATHS)),
-       st.integers(0, 2**40))
+@given(
+    problems(), st.sampled_from(WEIGHTINGS), st.sampled_from(sorted(PATHS)), st.integers(0, 2**40)
+)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_never_positive_never_duplicate_counts_and_shortfall(problem, weighting, path, seed):
     X, popularity, ratio = problem
@@ -301,12 +311,15 @@ def test_epochs_and_seeds_give_fresh_reproducible_draws():
     base = sample_negatives(X, seed=1, epoch=0, warn_short=False)
     again = sample_negatives(X, seed=1, epoch=0, warn_short=False)
     np.testing.assert_array_equal(base.indices, again.indices)
-    for other in (sample_negatives(X, seed=1, epoch=1, warn_short=False),
-                  sample_negatives(X, seed=2, epoch=0, warn_short=False)):
+    for other in (
+        sample_negatives(X, seed=1, epoch=1, warn_short=False),
+        sample_negatives(X, seed=2, epoch=0, warn_short=False),
+    ):
         np.testing.assert_array_equal(base.indptr, other.indptr)  # same counts
         differs = [
             not np.array_equal(base.indices[s:e], other.indices[s:e])
-            for s, e in zip(base.indptr[:-1], base.indptr[1:], strict=True) if e - s >= 3
+            for s, e in zip(base.indptr[:-1], base.indptr[1:], strict=True)
+            if e - s >= 3
         ]
         assert np.mean(differs) > 0.9
     assert (base.seed, base.epoch) == (1, 0)
@@ -315,14 +328,17 @@ def test_epochs_and_seeds_give_fresh_reproducible_draws():
 def test_default_popularity_is_column_counts_and_inputs_are_canonicalised():
     X = power_law_matrix()
     a = sample_negatives(X, seed=4, weighting="popularity", warn_short=False)
-    b = sample_negatives(X, seed=4, weighting="popularity", popularity=X.getnnz(axis=0),
-                         warn_short=False)
+    b = sample_negatives(
+        X, seed=4, weighting="popularity", popularity=X.getnnz(axis=0), warn_short=False
+    )
     np.testing.assert_array_equal(a.indices, b.indices)
     # The same positives given as COO with duplicates and an explicit zero elsewhere.
     coo = X.tocoo()
     messy = sp.coo_matrix(
-        (np.r_[coo.data, coo.data[:50], 0.0], (np.r_[coo.row, coo.row[:50], 0],
-                                              np.r_[coo.col, coo.col[:50], X.shape[1] - 1])),
+        (
+            np.r_[coo.data, coo.data[:50], 0.0],
+            (np.r_[coo.row, coo.row[:50], 0], np.r_[coo.col, coo.col[:50], X.shape[1] - 1]),
+        ),
         shape=X.shape,
     )
     if X[0, X.shape[1] - 1] == 0:
@@ -380,9 +396,12 @@ def test_load_rejects_other_artifacts_and_corrupt_files(tmp_path):
     other = Interactions(power_law_matrix(n_users=5, n_items=5)).save(tmp_path / "i.npz")
     with pytest.raises(ModelFormatError, match="negatives"):
         NegativeSample.load(other)
-    bad = save_artifact(tmp_path / "bad.npz", "negatives",
-                        {"indptr": np.array([0, 2, 1]), "indices": np.array([0, 1])},
-                        {"shape": [2, 3]})
+    bad = save_artifact(
+        tmp_path / "bad.npz",
+        "negatives",
+        {"indptr": np.array([0, 2, 1]), "indices": np.array([0, 1])},
+        {"shape": [2, 3]},
+    )
     with pytest.raises(ModelFormatError, match="CSR"):
         NegativeSample.load(bad)
 

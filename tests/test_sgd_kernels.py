@@ -33,7 +33,9 @@ def _objective(loss, theta, target=1.0, weight=1.0):
     """Per-term objective ℓ in float64. theta = dict of x, y (or yi, yj), bu, bi (, bj)."""
     if loss in ("squared", "logistic"):
         s = theta["x"] @ theta["y"] + theta["bu"] + theta["bi"]
-        data = 0.5 * (target - s) ** 2 if loss == "squared" else math.log1p(math.exp(s)) - target * s
+        data = (
+            0.5 * (target - s) ** 2 if loss == "squared" else math.log1p(math.exp(s)) - target * s
+        )
         penalty = REG / 2 * (theta["x"] @ theta["x"] + theta["y"] @ theta["y"])
         penalty += REG_B / 2 * (theta["bu"] ** 2 + theta["bi"] ** 2)
         return data + penalty
@@ -50,13 +52,22 @@ def _analytic_gradient(loss, theta, target=1.0, weight=1.0):
         y = theta["y"]
         s = x @ y + theta["bu"] + theta["bi"]
         e = target - s if loss == "squared" else target - _sigmoid(s)
-        return {"x": -e * y + REG * x, "y": -e * x + REG * y,
-                "bu": -e + REG_B * theta["bu"], "bi": -e + REG_B * theta["bi"]}
+        return {
+            "x": -e * y + REG * x,
+            "y": -e * x + REG * y,
+            "bu": -e + REG_B * theta["bu"],
+            "bi": -e + REG_B * theta["bi"],
+        }
     yi, yj = theta["yi"], theta["yj"]
     d = x @ (yi - yj) + theta["bi"] - theta["bj"]
     g = _sigmoid(-d) if loss == "bpr" else weight
-    return {"x": -g * (yi - yj) + REG * x, "yi": -g * x + REG * yi, "yj": g * x + REG * yj,
-            "bi": -g + REG_B * theta["bi"], "bj": g + REG_B * theta["bj"]}
+    return {
+        "x": -g * (yi - yj) + REG * x,
+        "yi": -g * x + REG * yi,
+        "yj": g * x + REG * yj,
+        "bi": -g + REG_B * theta["bi"],
+        "bj": g + REG_B * theta["bj"],
+    }
 
 
 def _finite_difference(loss, theta, eps=1e-6, **kw):
@@ -94,8 +105,20 @@ def _warp_tables(n_items, max_sampled):
     return sgd.warp_weights(n_items, max_sampled), prob, np.arange(n_items, dtype=np.int32)
 
 
-def _run_one_user(loss, pos, neg, X, Y, ub, ib, use_bias=True, learn_items=True,
-                  max_sampled=10, parallel=False, candidates=None):
+def _run_one_user(
+    loss,
+    pos,
+    neg,
+    X,
+    Y,
+    ub,
+    ib,
+    use_bias=True,
+    learn_items=True,
+    max_sampled=10,
+    parallel=False,
+    candidates=None,
+):
     """One grouped epoch over a single user 0 with the given positives/negatives.
 
     ``candidates``: WARP draws only this item (an alias table whose every slot aliases it).
@@ -109,9 +132,26 @@ def _run_one_user(loss, pos, neg, X, Y, ub, ib, use_bias=True, learn_items=True,
     loss_out = np.zeros(1)
     count_out = np.zeros(1, dtype=np.int64)
     run = sgd.epoch_kernel(sgd.LOSS_CODES[loss], use_bias, learn_items, parallel, "grouped")
-    run(np.zeros(1, dtype=np.int32), pos_indptr, np.array(pos, dtype=np.int32), neg_indptr,
-        np.array(neg, dtype=np.int32), X, Y, ub, ib, f32(LR), f32(REG), f32(REG_B), f32(MARGIN),
-        *tables, 7, 0, loss_out, count_out)
+    run(
+        np.zeros(1, dtype=np.int32),
+        pos_indptr,
+        np.array(pos, dtype=np.int32),
+        neg_indptr,
+        np.array(neg, dtype=np.int32),
+        X,
+        Y,
+        ub,
+        ib,
+        f32(LR),
+        f32(REG),
+        f32(REG_B),
+        f32(MARGIN),
+        *tables,
+        7,
+        0,
+        loss_out,
+        count_out,
+    )
     return float(loss_out[0]), int(count_out[0])
 
 
@@ -120,8 +160,12 @@ def _run_one_user(loss, pos, neg, X, Y, ub, ib, use_bias=True, learn_items=True,
 def test_pointwise_step_is_the_gradient_step(loss, target):
     X, Y, ub, ib = _tables()
     item = 2
-    theta = {"x": X[0].astype(np.float64), "y": Y[item].astype(np.float64),
-             "bu": float(ub[0]), "bi": float(ib[item])}
+    theta = {
+        "x": X[0].astype(np.float64),
+        "y": Y[item].astype(np.float64),
+        "bu": float(ub[0]),
+        "bi": float(ib[item]),
+    }
     grad = _analytic_gradient(loss, theta, target)
     numeric = _finite_difference(loss, theta, target=target)
     for name in grad:
@@ -144,8 +188,13 @@ def test_pointwise_step_is_the_gradient_step(loss, target):
 def test_bpr_step_is_the_gradient_step():
     X, Y, ub, ib = _tables()
     i, j = 0, 2
-    theta = {"x": X[0].astype(np.float64), "yi": Y[i].astype(np.float64),
-             "yj": Y[j].astype(np.float64), "bi": float(ib[i]), "bj": float(ib[j])}
+    theta = {
+        "x": X[0].astype(np.float64),
+        "yi": Y[i].astype(np.float64),
+        "yj": Y[j].astype(np.float64),
+        "bi": float(ib[i]),
+        "bj": float(ib[j]),
+    }
     grad = _analytic_gradient("bpr", theta)
     numeric = _finite_difference("bpr", theta)
     for name in grad:
@@ -165,8 +214,13 @@ def test_warp_step_is_the_rank_weighted_gradient_step():
     X, Y, ub, ib = _tables(n_items=50)
     i, j = 0, 1
     Y[j] = Y[i] + 0.1 * X[0]  # s_uj > s_ui - margin: the first draw violates
-    theta = {"x": X[0].astype(np.float64), "yi": Y[i].astype(np.float64),
-             "yj": Y[j].astype(np.float64), "bi": float(ib[i]), "bj": float(ib[j])}
+    theta = {
+        "x": X[0].astype(np.float64),
+        "yi": Y[i].astype(np.float64),
+        "yj": Y[j].astype(np.float64),
+        "bi": float(ib[i]),
+        "bj": float(ib[j]),
+    }
     weight = math.log((50 - 1) // 1)  # rank estimate after one draw: floor((N-1)/1)
     grad = _analytic_gradient("warp", theta, weight=weight)
     numeric = _finite_difference("warp", theta, weight=weight)
@@ -213,8 +267,12 @@ def test_warp_weights_match_lightfm_formula():
 def test_fold_in_kernel_leaves_items_alone():
     X, Y, ub, ib = _tables()
     Y0, ib0 = Y.copy(), ib.copy()
-    theta = {"x": X[0].astype(np.float64), "y": Y[1].astype(np.float64),
-             "bu": float(ub[0]), "bi": float(ib[1])}
+    theta = {
+        "x": X[0].astype(np.float64),
+        "y": Y[1].astype(np.float64),
+        "bu": float(ub[0]),
+        "bi": float(ib[1]),
+    }
     grad = _analytic_gradient("squared", theta, 1.0)
     _run_one_user("squared", [1], [], X, Y, ub, ib, learn_items=False)
     np.testing.assert_array_equal(Y, Y0)
@@ -238,10 +296,26 @@ def test_parallel_driver_equals_serial_on_disjoint_work():
         run = sgd.epoch_kernel(sgd.SQUARED, False, True, parallel, "grouped")
         loss_out, count_out = np.zeros(8), np.zeros(8, dtype=np.int64)
         f32 = np.float32
-        run(users, pos_indptr, pos_indices, neg_indptr,
-            np.zeros(0, np.int32), Xc, Yc, np.zeros(n_users, f32), np.zeros(n_items, f32),
-            f32(0.1), f32(0.01), f32(0.01), f32(1), *_warp_tables(n_items, 2), 0, 0,
-            loss_out, count_out)
+        run(
+            users,
+            pos_indptr,
+            pos_indices,
+            neg_indptr,
+            np.zeros(0, np.int32),
+            Xc,
+            Yc,
+            np.zeros(n_users, f32),
+            np.zeros(n_items, f32),
+            f32(0.1),
+            f32(0.01),
+            f32(0.01),
+            f32(1),
+            *_warp_tables(n_items, 2),
+            0,
+            0,
+            loss_out,
+            count_out,
+        )
         assert count_out.sum() == 2 * n_users
         out.append((Xc, Yc, loss_out))
     for a, b in zip(out[0], out[1], strict=True):

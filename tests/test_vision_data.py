@@ -99,11 +99,21 @@ def test_labels_csv_single_multi_and_npz(tmp_path):
     assert lab.multilabel and lab.class_names == ["Action", "Comedy", "Drama"]
     assert lab.targets.tolist() == [[1, 1, 0], [0, 0, 1], [0, 0, 0]]
     npz = tmp_path / "labels.npz"
-    save_artifact(npz, "pseudo-labels", {"item_ids": np.array([7, 8, 9]), "labels": np.array([1, 0, 1]),
-                                         "centroids": np.zeros((3, 4), np.float32),
-                                         "sizes": np.array([1, 2, 0])}, {"k": 3})
+    save_artifact(
+        npz,
+        "pseudo-labels",
+        {
+            "item_ids": np.array([7, 8, 9]),
+            "labels": np.array([1, 0, 1]),
+            "centroids": np.zeros((3, 4), np.float32),
+            "sizes": np.array([1, 2, 0]),
+        },
+        {"k": 3},
+    )
     lab = load_labels(npz)
-    assert lab.item_ids == ["7", "8", "9"] and lab.n_classes == 3  # K from the file, empty class kept
+    assert (
+        lab.item_ids == ["7", "8", "9"] and lab.n_classes == 3
+    )  # K from the file, empty class kept
     assert lab.targets.dtype == np.int64
 
 

@@ -34,17 +34,28 @@ def images(tmp_path):
     d.mkdir()
     rng = np.random.default_rng(0)
     for i in range(40):
-        a = (np.array([(200, 40, 40), (40, 40, 200)][i % 2])[None, None] + rng.normal(0, 30, (18, 22, 3)))
+        a = np.array([(200, 40, 40), (40, 40, 200)][i % 2])[None, None] + rng.normal(
+            0, 30, (18, 22, 3)
+        )
         Image.fromarray(a.clip(0, 255).astype(np.uint8)).save(d / f"{i}.png")
-    (tmp_path / "labels.csv").write_text("item_id,label\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    (tmp_path / "labels.csv").write_text(
+        "item_id,label\n" + "".join(f"{i},{i % 2}\n" for i in range(40))
+    )
     return d
 
 
 # ----------------------------------------------------------------------------- models
 @pytest.mark.slow
-@pytest.mark.parametrize("arch,dim", [("alexnet", 4096), ("resnet18", 512),
-                                      ("mobilenet_v3_small", 1024), ("regnet_y_400mf", 440),
-                                      ("small", 128)])
+@pytest.mark.parametrize(
+    "arch,dim",
+    [
+        ("alexnet", 4096),
+        ("resnet18", 512),
+        ("mobilenet_v3_small", 1024),
+        ("regnet_y_400mf", 440),
+        ("small", 128),
+    ],
+)
 def test_backbones_give_penultimate_features_and_k_logits(arch, dim):
     torch.manual_seed(0)
     model = build_model(arch, 7).eval()
@@ -142,12 +153,23 @@ def test_compare_features_ranks_informative_features_above_noise(tmp_path):
     informative = np.eye(3)[group] + rng.normal(0, 0.1, (len(group), 3))
     noise = rng.normal(0, 1, (len(group), 3))
     labels = tmp_path / "groups.csv"
-    labels.write_text("item_id,label\n" + "".join(f"{i},{g}\n" for i, g in zip(ids, group, strict=True)))
-    out = compare_features([("informative", ids, informative), ("noise", ids, noise)], inter,
-                           test_fraction=0.25, R=10, labels=labels, seed=0, plot=tmp_path / "c.png")
+    labels.write_text(
+        "item_id,label\n" + "".join(f"{i},{g}\n" for i, g in zip(ids, group, strict=True))
+    )
+    out = compare_features(
+        [("informative", ids, informative), ("noise", ids, noise)],
+        inter,
+        test_fraction=0.25,
+        R=10,
+        labels=labels,
+        seed=0,
+        plot=tmp_path / "c.png",
+    )
     good, bad = out["results"]["informative"], out["results"]["noise"]
     assert out["queries"] == 15
-    assert good["summary"]["shared_viewers_mean"] > 1.5 * good["summary"]["shared_viewers_random_mean"]
+    assert (
+        good["summary"]["shared_viewers_mean"] > 1.5 * good["summary"]["shared_viewers_random_mean"]
+    )
     assert good["summary"]["shared_viewers_mean"] > bad["summary"]["shared_viewers_mean"]
     assert good["probe"]["score"] > 0.9 > bad["probe"]["score"]
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
@@ -157,7 +179,9 @@ def test_compare_features_ranks_informative_features_above_noise(tmp_path):
     rep = retrieval_eval(ids, informative, query, inter, R=10)
     assert per_q.shape == (15,)
     assert per_q.mean() == pytest.approx(rep.summary()["shared_viewers_mean"])
-    gain, low, high = paired_bootstrap(per_q, per_query_shared_viewers(ids, noise, query, inter, R=10))
+    gain, low, high = paired_bootstrap(
+        per_q, per_query_shared_viewers(ids, noise, query, inter, R=10)
+    )
     assert 0 < low < gain < high
     with pytest.raises(InputError, match="same dataset"):
         compare_features([("x", ["a", "b"], noise[:2])], inter)
@@ -168,26 +192,85 @@ def test_compare_features_ranks_informative_features_above_noise(tmp_path):
 def test_cli_train_extract_evaluate_end_to_end(tmp_path, images):
     runner = CliRunner()
     run = tmp_path / "run"
-    res = runner.invoke(cli, ["train", str(images), str(tmp_path / "labels.csv"), "-o", str(run),
-                              "--arch", "small", "--image-size", "16", "--epochs", "1",
-                              "--batch-size", "8", "--device", "cpu", "--quiet"])
+    res = runner.invoke(
+        cli,
+        [
+            "train",
+            str(images),
+            str(tmp_path / "labels.csv"),
+            "-o",
+            str(run),
+            "--arch",
+            "small",
+            "--image-size",
+            "16",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (run / "checkpoint.pt").exists() and "checkpoint:" in res.output
-    res = runner.invoke(cli, ["extract", str(images), "--checkpoint", str(run / "checkpoint.pt"),
-                              "-o", str(tmp_path / "learned.npz"), "--quiet"])
+    res = runner.invoke(
+        cli,
+        [
+            "extract",
+            str(images),
+            "--checkpoint",
+            str(run / "checkpoint.pt"),
+            "-o",
+            str(tmp_path / "learned.npz"),
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(cli, ["extract", str(images), "--arch", "small", "--image-size", "16",
-                              "-o", str(tmp_path / "random.npz"), "--quiet", "--seed", "3"])
+    res = runner.invoke(
+        cli,
+        [
+            "extract",
+            str(images),
+            "--arch",
+            "small",
+            "--image-size",
+            "16",
+            "-o",
+            str(tmp_path / "random.npz"),
+            "--quiet",
+            "--seed",
+            "3",
+        ],
+    )
     assert res.exit_code == 0, res.output
     arrays, header = load_artifact(tmp_path / "learned.npz", "item-vectors")
     assert arrays["vectors"].shape == (40, 128) and header["image_size"] == 16
     views = tmp_path / "views.csv"
     rng = np.random.default_rng(0)
-    views.write_text("user,item\n" + "".join(f"{u},{i}\n" for u in range(30) for i in range(40)
-                                             if rng.random() < 0.3))
-    res = runner.invoke(cli, ["evaluate", str(tmp_path / "learned.npz"), str(tmp_path / "random.npz"),
-                              "--interactions", str(views), "--test-fraction", "0.25", "-R", "5",
-                              "--labels", str(tmp_path / "labels.csv"), "-o", str(tmp_path / "r.json")])
+    views.write_text(
+        "user,item\n"
+        + "".join(f"{u},{i}\n" for u in range(30) for i in range(40) if rng.random() < 0.3)
+    )
+    res = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(tmp_path / "learned.npz"),
+            str(tmp_path / "random.npz"),
+            "--interactions",
+            str(views),
+            "--test-fraction",
+            "0.25",
+            "-R",
+            "5",
+            "--labels",
+            str(tmp_path / "labels.csv"),
+            "-o",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["queries"] == 10 and len(report["results"]) == 2
@@ -206,21 +289,34 @@ def test_cli_errors_are_one_line(tmp_path, images):
         assert pattern in last, res.output
 
     base = ["--arch", "small", "--image-size", "16", "--epochs", "1", "--quiet"]
-    fails(["train", str(tmp_path / "nope"), str(labels), "-o", str(tmp_path / "r"), *base],
-          "no such file or folder")
-    fails(["train", str(images), str(tmp_path / "missing.csv"), "-o", str(tmp_path / "r"), *base],
-          "labels file")
+    fails(
+        ["train", str(tmp_path / "nope"), str(labels), "-o", str(tmp_path / "r"), *base],
+        "no such file or folder",
+    )
+    fails(
+        ["train", str(images), str(tmp_path / "missing.csv"), "-o", str(tmp_path / "r"), *base],
+        "labels file",
+    )
     other = tmp_path / "other.csv"
     other.write_text("item_id,label\n5001,0\n5002,1\n")
     fails(["train", str(images), str(other), "-o", str(tmp_path / "r"), *base], "same dataset")
-    assert runner.invoke(cli, ["train", str(images), str(labels), "-o", str(tmp_path / "r"), *base]).exit_code == 0
+    assert (
+        runner.invoke(
+            cli, ["train", str(images), str(labels), "-o", str(tmp_path / "r"), *base]
+        ).exit_code
+        == 0
+    )
     three = tmp_path / "three.csv"
     three.write_text("item_id,label\n" + "".join(f"{i},{i % 3}\n" for i in range(40)))
-    fails(["train", str(images), str(three), "-o", str(tmp_path / "r"), "--resume", *base],
-          "K = 2 classes")
+    fails(
+        ["train", str(images), str(three), "-o", str(tmp_path / "r"), "--resume", *base],
+        "K = 2 classes",
+    )
     fails(["extract", str(images), "-o", str(tmp_path / "f.npz")], "exactly one of --checkpoint")
-    fails(["extract", str(images), "--checkpoint", str(labels), "-o", str(tmp_path / "f.npz")],
-          "not a cfvision checkpoint")
+    fails(
+        ["extract", str(images), "--checkpoint", str(labels), "-o", str(tmp_path / "f.npz")],
+        "not a cfvision checkpoint",
+    )
     fails(["evaluate", str(tmp_path / "none.npz"), "--interactions", str(labels)], "no such file")
     res = runner.invoke(cli, ["train", "--help"])
     assert res.exit_code == 0 and "--resume" in res.output

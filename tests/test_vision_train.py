@@ -36,9 +36,19 @@ def make_dataset(root, n=48, k=4, seed=0):
 
 def config(root, **kw):
     img, labels = (root / "img", root / "labels.csv")
-    base = dict(images=str(img), labels=str(labels), output=str(root / "run"), arch="small",
-                image_size=16, epochs=3, batch_size=8, val_fraction=0.25, device="cpu",
-                progress=False, seed=0)
+    base = dict(
+        images=str(img),
+        labels=str(labels),
+        output=str(root / "run"),
+        arch="small",
+        image_size=16,
+        epochs=3,
+        batch_size=8,
+        val_fraction=0.25,
+        device="cpu",
+        progress=False,
+        seed=0,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -68,7 +78,9 @@ def test_multilabel_training_reports_map(data):
     torch.set_num_threads(1)
     multi = data / "multi.csv"
     names = ["red", "green", "blue", "yellow"]
-    multi.write_text("item_id,labels\n" + "".join(f"{i},{names[i % 4]}|bright\n" for i in range(48)))
+    multi.write_text(
+        "item_id,labels\n" + "".join(f"{i},{names[i % 4]}|bright\n" for i in range(48))
+    )
     result = train(config(data, labels=str(multi), epochs=2, lr=0.05), log=None)
     assert result.data.labels.multilabel and result.model.num_classes == 5
     assert 0.0 <= result.history[-1]["val_map"] <= 1.0
@@ -81,7 +93,9 @@ class Killed(Exception):
 
 
 def _strip_timing(history):
-    return [{k: v for k, v in h.items() if k not in ("images_per_s", "train_seconds")} for h in history]
+    return [
+        {k: v for k, v in h.items() if k not in ("images_per_s", "train_seconds")} for h in history
+    ]
 
 
 @pytest.mark.slow
@@ -148,14 +162,28 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank, world, port, root, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     from cfvision.train import TrainConfig, train
 
-    cfg = TrainConfig(images=str(root / "img"), labels=str(root / "labels.csv"),
-                      output=str(root / "ddp"), arch="small", image_size=16, epochs=2,
-                      batch_size=4, val_fraction=0.25, device="cpu", progress=False)
+    cfg = TrainConfig(
+        images=str(root / "img"),
+        labels=str(root / "labels.csv"),
+        output=str(root / "ddp"),
+        arch="small",
+        image_size=16,
+        epochs=2,
+        batch_size=4,
+        val_fraction=0.25,
+        device="cpu",
+        progress=False,
+    )
     result = train(cfg, log=None)
     torch.save(result.model.state_dict(), out / f"rank{rank}.pt")
     import torch.distributed as dist

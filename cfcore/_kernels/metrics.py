@@ -61,7 +61,15 @@ def auc_complement(scores, sorted_scores, pos_indptr, pos_indices, excl_indptr, 
         total = 0.0
         for k in range(pos.shape[0]):
             v = pos[k]
-            lo = np.searchsorted(row, v, side="left") - np.searchsorted(pos, v, side="left") - np.searchsorted(excl, v, side="left")
-            hi = np.searchsorted(row, v, side="right") - np.searchsorted(pos, v, side="right") - np.searchsorted(excl, v, side="right")
+            lo = (
+                np.searchsorted(row, v, side="left")
+                - np.searchsorted(pos, v, side="left")
+                - np.searchsorted(excl, v, side="left")
+            )
+            hi = (
+                np.searchsorted(row, v, side="right")
+                - np.searchsorted(pos, v, side="right")
+                - np.searchsorted(excl, v, side="right")
+            )
             total += lo + 0.5 * (hi - lo)
         out[r] = total / ((p1 - p0) * n_neg)

@@ -479,8 +479,21 @@ def sample_into(
     for u in numba.prange(indptr.shape[0] - 1):
         tid = numba.get_thread_id()
         n_keyed += _sample_user(
-            u, indptr, indices, weights, alias_table, weighted, n_nonzero, seed, epoch,
-            out_indptr, out_indices, taken[tid], keys[tid], cand[tid], switch,
+            u,
+            indptr,
+            indices,
+            weights,
+            alias_table,
+            weighted,
+            n_nonzero,
+            seed,
+            epoch,
+            out_indptr,
+            out_indices,
+            taken[tid],
+            keys[tid],
+            cand[tid],
+            switch,
         )
     return n_keyed
 
@@ -506,7 +519,20 @@ def sample_into_serial(
     n_keyed = 0
     for u in range(indptr.shape[0] - 1):
         n_keyed += _sample_user(
-            u, indptr, indices, weights, alias_table, weighted, n_nonzero, seed, epoch,
-            out_indptr, out_indices, taken[0], keys[0], cand[0], switch,
+            u,
+            indptr,
+            indices,
+            weights,
+            alias_table,
+            weighted,
+            n_nonzero,
+            seed,
+            epoch,
+            out_indptr,
+            out_indices,
+            taken[0],
+            keys[0],
+            cand[0],
+            switch,
         )
     return n_keyed

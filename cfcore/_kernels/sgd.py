@@ -218,8 +218,27 @@ def is_positive(pos_indices, p0, n_pos, j):
 
 
 @numba.njit(**_INLINE)
-def warp_step(X, Y, item_bias, u, i, first_j, pos_indices, p0, n_pos, alias_prob, alias_idx,
-              state, weights, margin, lr, reg, reg_bias, use_bias, learn_items):
+def warp_step(
+    X,
+    Y,
+    item_bias,
+    u,
+    i,
+    first_j,
+    pos_indices,
+    p0,
+    n_pos,
+    alias_prob,
+    alias_idx,
+    state,
+    weights,
+    margin,
+    lr,
+    reg,
+    reg_bias,
+    use_bias,
+    learn_items,
+):
     """One WARP step for positive i. Candidates are drawn from the catalogue by the alias
     table (the sampler's weighting; ``uniform`` is LightFM's choice); a draw that is one of
     the user's positives is rejected and counts as a trial, as in LightFM. ``first_j`` is the
@@ -283,8 +302,25 @@ def epoch_kernel(loss: int, use_bias: bool, learn_items: bool, parallel: bool, o
 
 
 @numba.njit(**_INLINE)
-def _user_pointwise(u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y,
-                    user_bias, item_bias, lr, reg, reg_bias, work, loss, use_bias, learn_items):
+def _user_pointwise(
+    u,
+    state,
+    pos_indptr,
+    pos_indices,
+    neg_indptr,
+    neg_indices,
+    X,
+    Y,
+    user_bias,
+    item_bias,
+    lr,
+    reg,
+    reg_bias,
+    work,
+    loss,
+    use_bias,
+    learn_items,
+):
     """All entries of user u, shuffled; returns ``(state, loss_sum, n_updates)``."""
     p0 = pos_indptr[u]
     n_pos = pos_indptr[u + 1] - p0
@@ -311,15 +347,35 @@ def _user_pointwise(u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, 
         else:
             i = -v - 1
             target = _f32(0.0)
-        total += pointwise_step(X, Y, user_bias, item_bias, u, i, target, loss, lr, reg,
-                                reg_bias, use_bias, learn_items)
+        total += pointwise_step(
+            X, Y, user_bias, item_bias, u, i, target, loss, lr, reg, reg_bias, use_bias, learn_items
+        )
     return state, total, n
 
 
 @numba.njit(**_INLINE)
-def _user_pairwise(u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y,
-                   item_bias, lr, reg, reg_bias, margin, weights, alias_prob, alias_idx,
-                   work, loss, use_bias, learn_items):
+def _user_pairwise(
+    u,
+    state,
+    pos_indptr,
+    pos_indices,
+    neg_indptr,
+    neg_indices,
+    X,
+    Y,
+    item_bias,
+    lr,
+    reg,
+    reg_bias,
+    margin,
+    weights,
+    alias_prob,
+    alias_idx,
+    work,
+    loss,
+    use_bias,
+    learn_items,
+):
     """Every positive of user u once, shuffled, each with a drawn negative."""
     p0 = pos_indptr[u]
     n_pos = pos_indptr[u + 1] - p0
@@ -347,12 +403,29 @@ def _user_pairwise(u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X
         i = work[k]
         j = work[n_pos + k]
         if loss == BPR:
-            total += bpr_step(X, Y, item_bias, u, i, j, lr, reg, reg_bias, use_bias,
-                              learn_items)
+            total += bpr_step(X, Y, item_bias, u, i, j, lr, reg, reg_bias, use_bias, learn_items)
         else:
-            state, value = warp_step(X, Y, item_bias, u, i, j, pos_indices, p0, n_pos,
-                                     alias_prob, alias_idx, state, weights, margin, lr, reg,
-                                     reg_bias, use_bias, learn_items)
+            state, value = warp_step(
+                X,
+                Y,
+                item_bias,
+                u,
+                i,
+                j,
+                pos_indices,
+                p0,
+                n_pos,
+                alias_prob,
+                alias_idx,
+                state,
+                weights,
+                margin,
+                lr,
+                reg,
+                reg_bias,
+                use_bias,
+                learn_items,
+            )
             total += value
     return state, total, n_pos
 
@@ -361,9 +434,28 @@ def _make_grouped(loss, use_bias, learn_items, parallel):
     pairwise = loss == BPR or loss == WARP
 
     @numba.njit(parallel=parallel, **_JIT)
-    def run(users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias, item_bias,
-            lr, reg, reg_bias, margin, weights, alias_prob, alias_idx, seed, epoch, loss_out,
-            count_out):
+    def run(
+        users,
+        pos_indptr,
+        pos_indices,
+        neg_indptr,
+        neg_indices,
+        X,
+        Y,
+        user_bias,
+        item_bias,
+        lr,
+        reg,
+        reg_bias,
+        margin,
+        weights,
+        alias_prob,
+        alias_idx,
+        seed,
+        epoch,
+        loss_out,
+        count_out,
+    ):
         # Numba's cache key hashes the closure cells but not the jit flags: reading
         # ``parallel`` here makes it a cell, so serial and parallel builds get their own entry.
         n_blocks = loss_out.shape[0] if parallel else loss_out.shape[0]
@@ -388,14 +480,47 @@ def _make_grouped(loss, use_bias, learn_items, parallel):
                 u = users[k]
                 if pairwise:
                     state, t, c = _user_pairwise(
-                        u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y,
-                        item_bias, lr, reg, reg_bias, margin, weights, alias_prob, alias_idx,
-                        work, loss, use_bias, learn_items)
+                        u,
+                        state,
+                        pos_indptr,
+                        pos_indices,
+                        neg_indptr,
+                        neg_indices,
+                        X,
+                        Y,
+                        item_bias,
+                        lr,
+                        reg,
+                        reg_bias,
+                        margin,
+                        weights,
+                        alias_prob,
+                        alias_idx,
+                        work,
+                        loss,
+                        use_bias,
+                        learn_items,
+                    )
                 else:
                     state, t, c = _user_pointwise(
-                        u, state, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y,
-                        user_bias, item_bias, lr, reg, reg_bias, work, loss, use_bias,
-                        learn_items)
+                        u,
+                        state,
+                        pos_indptr,
+                        pos_indices,
+                        neg_indptr,
+                        neg_indices,
+                        X,
+                        Y,
+                        user_bias,
+                        item_bias,
+                        lr,
+                        reg,
+                        reg_bias,
+                        work,
+                        loss,
+                        use_bias,
+                        learn_items,
+                    )
                 total += t
                 count += c
             loss_out[b] = total
@@ -408,9 +533,31 @@ def _make_random(loss, use_bias, learn_items, parallel):
     pairwise = loss == BPR or loss == WARP
 
     @numba.njit(parallel=parallel, **_JIT)
-    def run(n_draws, entry_user, entry_item, entry_target, pos_indptr, pos_indices, neg_indptr,
-            neg_indices, X, Y, user_bias, item_bias, lr, reg, reg_bias, margin, weights,
-            alias_prob, alias_idx, seed, epoch, loss_out, count_out):
+    def run(
+        n_draws,
+        entry_user,
+        entry_item,
+        entry_target,
+        pos_indptr,
+        pos_indices,
+        neg_indptr,
+        neg_indices,
+        X,
+        Y,
+        user_bias,
+        item_bias,
+        lr,
+        reg,
+        reg_bias,
+        margin,
+        weights,
+        alias_prob,
+        alias_idx,
+        seed,
+        epoch,
+        loss_out,
+        count_out,
+    ):
         n_blocks = loss_out.shape[0] if parallel else loss_out.shape[0]  # cache key, see above
         n_entries = entry_user.shape[0]
         for b in prange(n_blocks):
@@ -425,8 +572,21 @@ def _make_random(loss, use_bias, learn_items, parallel):
                 i = entry_item[e]
                 count += 1
                 if not pairwise:
-                    total += pointwise_step(X, Y, user_bias, item_bias, u, i, entry_target[e],
-                                            loss, lr, reg, reg_bias, use_bias, learn_items)
+                    total += pointwise_step(
+                        X,
+                        Y,
+                        user_bias,
+                        item_bias,
+                        u,
+                        i,
+                        entry_target[e],
+                        loss,
+                        lr,
+                        reg,
+                        reg_bias,
+                        use_bias,
+                        learn_items,
+                    )
                 elif loss == BPR:
                     q0 = neg_indptr[u]
                     n_neg = neg_indptr[u + 1] - q0
@@ -435,15 +595,33 @@ def _make_random(loss, use_bias, learn_items, parallel):
                         continue
                     state, r = next_below(state, n_neg)
                     j = neg_indices[q0 + r]
-                    total += bpr_step(X, Y, item_bias, u, i, j, lr, reg, reg_bias, use_bias,
-                                      learn_items)
+                    total += bpr_step(
+                        X, Y, item_bias, u, i, j, lr, reg, reg_bias, use_bias, learn_items
+                    )
                 else:
                     p0 = pos_indptr[u]
                     state, j = draw_item(state, alias_prob, alias_idx)
-                    state, value = warp_step(X, Y, item_bias, u, i, j, pos_indices, p0,
-                                             pos_indptr[u + 1] - p0, alias_prob, alias_idx,
-                                             state, weights, margin, lr, reg, reg_bias,
-                                             use_bias, learn_items)
+                    state, value = warp_step(
+                        X,
+                        Y,
+                        item_bias,
+                        u,
+                        i,
+                        j,
+                        pos_indices,
+                        p0,
+                        pos_indptr[u + 1] - p0,
+                        alias_prob,
+                        alias_idx,
+                        state,
+                        weights,
+                        margin,
+                        lr,
+                        reg,
+                        reg_bias,
+                        use_bias,
+                        learn_items,
+                    )
                     total += value
             loss_out[b] = total
             count_out[b] = count

@@ -38,7 +38,11 @@ def _read_table(path: Path, what: str) -> list[list[str]]:
             continue
         fields = next(csv.reader([line], delimiter=delim)) if delim else line.split()
         fields = [f.strip() for f in fields]
-        if lineno == 1 and fields and fields[0].lower() in ("item_id", "itemid", "item", "id", "movieid"):
+        if (
+            lineno == 1
+            and fields
+            and fields[0].lower() in ("item_id", "itemid", "item", "id", "movieid")
+        ):
             continue
         rows.append(fields)
     if not rows:
@@ -64,27 +68,75 @@ def _read_ids(spec: str, what: str) -> Any:
 # --------------------------------------------------------------------------- cluster
 @click.command("cluster")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-k", "--k", "k", type=int, required=True,
-              help="Number of pseudo-classes (Fang et al.: 200…5000 on 1.9M items, 2000 best).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Labels file (.npz); an item_id,label CSV is written beside it.")
-@click.option("--niter", type=click.IntRange(min=1), default=20, show_default=True, help="k-means iterations.")
-@click.option("--nredo", type=click.IntRange(min=1), default=1, show_default=True,
-              help="k-means runs; the best objective is kept.")
-@click.option("--spherical/--euclidean", default=True, show_default=True,
-              help="Cosine k-means on L2-normalised vectors, or plain Euclidean k-means.")
+@click.option(
+    "-k",
+    "--k",
+    "k",
+    type=int,
+    required=True,
+    help="Number of pseudo-classes (Fang et al.: 200…5000 on 1.9M items, 2000 best).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Labels file (.npz); an item_id,label CSV is written beside it.",
+)
+@click.option(
+    "--niter", type=click.IntRange(min=1), default=20, show_default=True, help="k-means iterations."
+)
+@click.option(
+    "--nredo",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="k-means runs; the best objective is kept.",
+)
+@click.option(
+    "--spherical/--euclidean",
+    default=True,
+    show_default=True,
+    help="Cosine k-means on L2-normalised vectors, or plain Euclidean k-means.",
+)
 @click.option("--pca", is_flag=True, help="PCA-whiten the vectors before clustering.")
-@click.option("--pca-dim", type=click.IntRange(min=1), default=None, help="Dimensions kept by --pca [default: all].")
-@click.option("--max-points-per-centroid", type=click.IntRange(min=1), default=None,
-              help="Let faiss train on a random subsample of K × this many items [default: use every item].")
-@click.option("--stability", is_flag=True, help="Also cluster with seed+1 and report the NMI between the runs.")
+@click.option(
+    "--pca-dim",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Dimensions kept by --pca [default: all].",
+)
+@click.option(
+    "--max-points-per-centroid",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Let faiss train on a random subsample of K × this many items [default: use every item].",
+)
+@click.option(
+    "--stability",
+    is_flag=True,
+    help="Also cluster with seed+1 and report the NMI between the runs.",
+)
 @click.option("--no-csv", is_flag=True, help="Do not write the item_id,label CSV.")
 @click.option("--verbose", is_flag=True, help="Show faiss's per-iteration log.")
 @seed_option
 @threads_option
-def cluster(model: Path, k: int, output: Path, niter: int, nredo: int, spherical: bool, pca: bool,
-            pca_dim: int | None, max_points_per_centroid: int | None, stability: bool, no_csv: bool,
-            verbose: bool, seed: int, threads: int) -> None:
+def cluster(
+    model: Path,
+    k: int,
+    output: Path,
+    niter: int,
+    nredo: int,
+    spherical: bool,
+    pca: bool,
+    pca_dim: int | None,
+    max_points_per_centroid: int | None,
+    stability: bool,
+    no_csv: bool,
+    verbose: bool,
+    seed: int,
+    threads: int,
+) -> None:
     """Cluster the item vectors of MODEL into K pseudo-classes (faiss k-means).
 
     MODEL is a factor model from `cfcore factorize` or any item-vectors .npz (e.g. from
@@ -94,8 +146,16 @@ def cluster(model: Path, k: int, output: Path, niter: int, nredo: int, spherical
     from cfcore.vectors import load_vectors
 
     vectors = load_vectors(model)
-    kwargs = dict(spherical=spherical, pca=pca, pca_dim=pca_dim, niter=niter, nredo=nredo,
-                  threads=threads, max_points_per_centroid=max_points_per_centroid, verbose=verbose)
+    kwargs = dict(
+        spherical=spherical,
+        pca=pca,
+        pca_dim=pca_dim,
+        niter=niter,
+        nredo=nredo,
+        threads=threads,
+        max_points_per_centroid=max_points_per_centroid,
+        verbose=verbose,
+    )
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -127,37 +187,77 @@ def cluster(model: Path, k: int, output: Path, niter: int, nredo: int, spherical
 # --------------------------------------------------------------------------- neighbors
 @click.command("neighbors")
 @click.argument("vectors", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-k", "--k", "k", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Neighbours per query.")
-@click.option("--queries", default=None,
-              help="Query items: ids 'a,b,c', a file of ids (one per line / first CSV column), or a "
-                   "vectors .npz whose vectors query this index [default: every item].")
-@click.option("--method", type=click.Choice(["exact", "ivf", "hnsw"]), default="exact", show_default=True,
-              help="faiss index: exact inner product, or approximate IVF / HNSW for millions of items.")
-@click.option("--nlist", type=click.IntRange(min=1), default=None, help="IVF lists [default: ~4√n].")
-@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists visited per query.")
+@click.option(
+    "-k",
+    "--k",
+    "k",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Neighbours per query.",
+)
+@click.option(
+    "--queries",
+    default=None,
+    help="Query items: ids 'a,b,c', a file of ids (one per line / first CSV column), or a "
+    "vectors .npz whose vectors query this index [default: every item].",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["exact", "ivf", "hnsw"]),
+    default="exact",
+    show_default=True,
+    help="faiss index: exact inner product, or approximate IVF / HNSW for millions of items.",
+)
+@click.option(
+    "--nlist", type=click.IntRange(min=1), default=None, help="IVF lists [default: ~4√n]."
+)
+@click.option(
+    "--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists visited per query."
+)
 @click.option("--include-self", is_flag=True, help="Keep the query item among its own neighbours.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Neighbours file (.npz, kind neighbors) [default: print query, rank, neighbour, score].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Neighbours file (.npz, kind neighbors) [default: print query, rank, neighbour, score].",
+)
 @seed_option
 @threads_option
-def neighbors(vectors: Path, k: int, queries: str | None, method: str, nlist: int | None,
-              nprobe: int | None, include_self: bool, output: Path | None, seed: int, threads: int) -> None:
+def neighbors(
+    vectors: Path,
+    k: int,
+    queries: str | None,
+    method: str,
+    nlist: int | None,
+    nprobe: int | None,
+    include_self: bool,
+    output: Path | None,
+    seed: int,
+    threads: int,
+) -> None:
     """Cosine k-nearest neighbours of items in VECTORS (a factor model or an item-vectors .npz)."""
     from cfcore.neighbors import NeighborIndex
 
-    index = NeighborIndex(vectors, method=method, nlist=nlist, nprobe=nprobe, threads=threads, seed=seed)
+    index = NeighborIndex(
+        vectors, method=method, nlist=nlist, nprobe=nprobe, threads=threads, seed=seed
+    )
     q = None if queries is None else _read_ids(queries, "queries")
     nn = index.search(q, k, exclude_self=not include_self)
     if output is None:
         click.echo("query\trank\tneighbor\tscore")
-        for qid, row, scores in zip(nn.query_ids.tolist(), nn.neighbor_ids.tolist(), nn.scores.tolist(), strict=True):
+        for qid, row, scores in zip(
+            nn.query_ids.tolist(), nn.neighbor_ids.tolist(), nn.scores.tolist(), strict=True
+        ):
             for rank, (nid, score) in enumerate(zip(row, scores, strict=True), 1):
                 click.echo(f"{qid}\t{rank}\t{nid}\t{score:.4f}")
         return
     nn.meta["vectors"] = str(vectors)
     nn.save(output)
-    click.echo(f"{len(nn)} queries × {nn.k} neighbours ({method}) over {len(index)} items → {output}")
+    click.echo(
+        f"{len(nn)} queries × {nn.k} neighbours ({method}) over {len(index)} items → {output}"
+    )
 
 
 # --------------------------------------------------------------------------- retrieval-report
@@ -165,7 +265,9 @@ def _read_owners(path: Path) -> dict[str, str]:
     rows = _read_table(path, "owners")
     bad = [i for i, r in enumerate(rows) if len(r) < 2]
     if bad:
-        raise InputError(f"{path}: expected 'item_id,owner' rows; row {bad[0] + 1} has {len(rows[bad[0]])} field(s)")
+        raise InputError(
+            f"{path}: expected 'item_id,owner' rows; row {bad[0] + 1} has {len(rows[bad[0]])} field(s)"
+        )
     return {r[0]: r[1] for r in rows}
 
 
@@ -186,42 +288,92 @@ def _read_genres(spec: str, data_dir: Path | None) -> Any:
     ids, r_idx, c_idx = [], [], []
     for i, row in enumerate(rows):
         if len(row) < 2:
-            raise InputError(f"{path}: expected 'item_id,labels' rows; row {i + 1} has no labels field")
+            raise InputError(
+                f"{path}: expected 'item_id,labels' rows; row {i + 1} has no labels field"
+            )
         ids.append(row[0])
         for lab in row[1].split("|"):
             if lab.strip():
                 r_idx.append(i)
                 c_idx.append(names.setdefault(lab.strip(), len(names)))
-    labels = sp.csr_matrix((np.ones(len(r_idx), dtype=np.float32), (r_idx, c_idx)), shape=(len(ids), max(1, len(names))))
+    labels = sp.csr_matrix(
+        (np.ones(len(r_idx), dtype=np.float32), (r_idx, c_idx)),
+        shape=(len(ids), max(1, len(names))),
+    )
     return (np.asarray(ids), labels)
 
 
 @click.command("retrieval-report")
-@click.argument("neighbors_file", metavar="NEIGHBORS", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument(
+    "neighbors_file", metavar="NEIGHBORS", type=click.Path(dir_okay=False, path_type=Path)
+)
 @click.argument("interactions")
-@click.option("-R", "--ranks", "ranks", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Ranks evaluated (the paper's R).")
-@click.option("--owners", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="CSV item_id,owner (user id): enables the owner-viewed count.")
-@click.option("--genres", default=None,
-              help="'ml-100k' (u.item genres) or a CSV item_id,labels ('|'-separated): genre agreement.")
-@click.option("--candidates", default=None,
-              help="Items the random baseline draws from: a vectors .npz, a file of ids or 'a,b,c' "
-                   "[default: every item of INTERACTIONS].")
-@click.option("--on-empty", type=click.Choice(["error", "skip"]), default="error", show_default=True,
-              help="Query items without viewers: fail, or leave them out.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PNG plot of the curves (as Fang et al. Fig. 5).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the summary and every curve as JSON.")
+@click.option(
+    "-R",
+    "--ranks",
+    "ranks",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Ranks evaluated (the paper's R).",
+)
+@click.option(
+    "--owners",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="CSV item_id,owner (user id): enables the owner-viewed count.",
+)
+@click.option(
+    "--genres",
+    default=None,
+    help="'ml-100k' (u.item genres) or a CSV item_id,labels ('|'-separated): genre agreement.",
+)
+@click.option(
+    "--candidates",
+    default=None,
+    help="Items the random baseline draws from: a vectors .npz, a file of ids or 'a,b,c' "
+    "[default: every item of INTERACTIONS].",
+)
+@click.option(
+    "--on-empty",
+    type=click.Choice(["error", "skip"]),
+    default="error",
+    show_default=True,
+    help="Query items without viewers: fail, or leave them out.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG plot of the curves (as Fang et al. Fig. 5).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the summary and every curve as JSON.",
+)
 @seed_option
 @format_option
 @data_dir_option
 @min_rating_option
-def retrieval_report(neighbors_file: Path, interactions: str, ranks: int, owners: Path | None,
-                     genres: str | None, candidates: str | None, on_empty: str, output: Path | None,
-                     json_path: Path | None, seed: int, fmt: str, data_dir: Path | None,
-                     min_rating: float | None) -> None:
+def retrieval_report(
+    neighbors_file: Path,
+    interactions: str,
+    ranks: int,
+    owners: Path | None,
+    genres: str | None,
+    candidates: str | None,
+    on_empty: str,
+    output: Path | None,
+    json_path: Path | None,
+    seed: int,
+    fmt: str,
+    data_dir: Path | None,
+    min_rating: float | None,
+) -> None:
     """Shared viewers, owner-viewed count and genre agreement of NEIGHBORS vs random pairs.
 
     NEIGHBORS is a file from `cfcore neighbors -o`; INTERACTIONS (a file or a dataset name)
@@ -236,17 +388,24 @@ def retrieval_report(neighbors_file: Path, interactions: str, ranks: int, owners
         got = _read_ids(candidates, "candidates")
         cand = got.ids if isinstance(got, ItemVectors) else got
     report = report_fn(
-        neighbors_file, inter, ranks,
+        neighbors_file,
+        inter,
+        ranks,
         owners=None if owners is None else _read_owners(owners),
         genres=None if genres is None else _read_genres(genres, data_dir),
-        candidates=cand, seed=seed, on_empty=on_empty,
+        candidates=cand,
+        seed=seed,
+        on_empty=on_empty,
     )
     for key, value in report.summary().items():
         if value is None:
             continue
         click.echo(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     if report.meta.get("skipped_empty_queries"):
-        click.echo(f"skipped {report.meta['skipped_empty_queries']} query item(s) without viewers", err=True)
+        click.echo(
+            f"skipped {report.meta['skipped_empty_queries']} query item(s) without viewers",
+            err=True,
+        )
     if output is not None:
         report.plot(output, name=Path(neighbors_file).stem)
         click.echo(f"wrote {output}")

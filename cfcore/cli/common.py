@@ -31,8 +31,13 @@ class CollabfeatGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except (CollabfeatError, FileNotFoundError, IsADirectoryError, PermissionError,
-                MemoryError) as exc:
+        except (
+            CollabfeatError,
+            FileNotFoundError,
+            IsADirectoryError,
+            PermissionError,
+            MemoryError,
+        ) as exc:
             raise click.ClickException(str(exc) or type(exc).__name__) from None
         except OSError as exc:  # e.g. no space left on device while writing an output
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
@@ -62,7 +67,10 @@ def data_dir_option(f: F) -> F:
 
 def threads_option(f: F) -> F:
     return click.option(
-        "--threads", type=click.IntRange(min=0), default=0, show_default=True,
+        "--threads",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
         help="Worker threads (0 = all cores).",
     )(f)
 
@@ -75,14 +83,20 @@ def format_option(f: F) -> F:
     from cfcore.readers import FORMATS
 
     return click.option(
-        "--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="auto",
+        show_default=True,
         help="Input format; 'auto' guesses from the file name.",
     )(f)
 
 
 def min_rating_option(f: F) -> F:
     return click.option(
-        "--min-rating", type=float, default=None,
+        "--min-rating",
+        type=float,
+        default=None,
         help="Count only ratings >= this as interactions (default: every rating is a view).",
     )(f)
 
@@ -95,31 +109,59 @@ def columns_option(f: F) -> F:
     """
 
     @functools.wraps(f)
-    def wrapper(*args: Any, sep: str | None, header: bool | None, user_col: str | None,
-                item_col: str | None, rating_col: str | None, **kwargs: Any) -> Any:
-        given = dict(sep=sep, header=header, user_col=user_col, item_col=item_col,
-                     rating_col=rating_col)
+    def wrapper(
+        *args: Any,
+        sep: str | None,
+        header: bool | None,
+        user_col: str | None,
+        item_col: str | None,
+        rating_col: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        given = dict(
+            sep=sep, header=header, user_col=user_col, item_col=item_col, rating_col=rating_col
+        )
         return f(*args, read_options={k: v for k, v in given.items() if v is not None}, **kwargs)
 
     options = [
         click.option("--sep", default=None, help="CSV/TSV field separator [default: ',' or tab]."),
-        click.option("--header/--no-header", default=None,
-                     help="Whether the first CSV/TSV line names the columns [default: detected]."),
-        click.option("--user-col", default=None, metavar="NAME|POS",
-                     help="User id column, by name or 0-based position [default: a well-known "
-                     "name such as user_id, else 0]."),
-        click.option("--item-col", default=None, metavar="NAME|POS",
-                     help="Item id column [default: a well-known name such as item_id, else 1]."),
-        click.option("--rating-col", default=None, metavar="NAME|POS",
-                     help="Rating column for --min-rating [default: 'rating' if present]."),
+        click.option(
+            "--header/--no-header",
+            default=None,
+            help="Whether the first CSV/TSV line names the columns [default: detected].",
+        ),
+        click.option(
+            "--user-col",
+            default=None,
+            metavar="NAME|POS",
+            help="User id column, by name or 0-based position [default: a well-known "
+            "name such as user_id, else 0].",
+        ),
+        click.option(
+            "--item-col",
+            default=None,
+            metavar="NAME|POS",
+            help="Item id column [default: a well-known name such as item_id, else 1].",
+        ),
+        click.option(
+            "--rating-col",
+            default=None,
+            metavar="NAME|POS",
+            help="Rating column for --min-rating [default: 'rating' if present].",
+        ),
     ]
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper  # type: ignore[return-value]
 
 
-def load_input(source: str, fmt: str = "auto", data_dir: Path | None = None,
-               min_rating: float | None = None, **read_options: Any):  # -> Interactions
+def load_input(
+    source: str,
+    fmt: str = "auto",
+    data_dir: Path | None = None,
+    min_rating: float | None = None,
+    **read_options: Any,
+):  # -> Interactions
     """Read INPUT: a path, or the name of a dataset in the data directory.
 
     ``read_options`` (``sep``, ``header``, ``user_col``, ``item_col``, ``rating_col``) go to
@@ -131,6 +173,7 @@ def load_input(source: str, fmt: str = "auto", data_dir: Path | None = None,
     if not os.path.exists(source):
         if source in DATASETS:
             return load_movielens(source, data_dir, min_rating=min_rating)
-        raise InputError(f"{source}: no such file (INPUT is a file or a dataset name: "
-                         f"{', '.join(DATASETS)})")
+        raise InputError(
+            f"{source}: no such file (INPUT is a file or a dataset name: {', '.join(DATASETS)})"
+        )
     return read_interactions(source, fmt, min_rating=min_rating, **read_options)

@@ -18,9 +18,15 @@ from cfcore.cli.common import (
 @click.command()
 @click.argument("names", nargs=-1, required=True)
 @data_dir_option
-@click.option("--base-url", default=None, help="Mirror to download from [default: $COLLABFEAT_DATA_URL or GroupLens].")
+@click.option(
+    "--base-url",
+    default=None,
+    help="Mirror to download from [default: $COLLABFEAT_DATA_URL or GroupLens].",
+)
 @click.option("--force", is_flag=True, help="Download again even when present.")
-def download(names: tuple[str, ...], data_dir: Path | None, base_url: str | None, force: bool) -> None:
+def download(
+    names: tuple[str, ...], data_dir: Path | None, base_url: str | None, force: bool
+) -> None:
     """Download public MovieLens datasets (ml-100k, ml-latest-small, ml-1m) into the data directory.
 
     \b
@@ -47,8 +53,9 @@ def download(names: tuple[str, ...], data_dir: Path | None, base_url: str | None
 @data_dir_option
 @min_rating_option
 @columns_option
-def info(source: str, fmt: str, data_dir: Path | None, min_rating: float | None,
-         read_options: dict) -> None:
+def info(
+    source: str, fmt: str, data_dir: Path | None, min_rating: float | None, read_options: dict
+) -> None:
     """Summarise an interaction file or dataset: users, items, density, activity.
 
     \b

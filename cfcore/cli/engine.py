@@ -81,13 +81,17 @@ def load_factor_model(path: str | Path) -> FactorModel:
         raise ModelFormatError(
             f"{path}: factor shapes do not match (users {users.shape}, items {items.shape})"
         )
-    for name, ids, n in (("user_ids", arrays["user_ids"], len(users)),
-                         ("item_ids", arrays["item_ids"], len(items))):
+    for name, ids, n in (
+        ("user_ids", arrays["user_ids"], len(users)),
+        ("item_ids", arrays["item_ids"], len(items)),
+    ):
         if ids.shape != (n,):
             raise ModelFormatError(f"{path}: {name} has shape {ids.shape}, expected ({n},)")
     bias = arrays.get("item_bias")
     if bias is not None and bias.shape != (len(items),):
-        raise ModelFormatError(f"{path}: item_bias has shape {bias.shape}, expected ({len(items)},)")
+        raise ModelFormatError(
+            f"{path}: item_bias has shape {bias.shape}, expected ({len(items)},)"
+        )
     for name in ("user_factors", "item_factors", "item_bias"):
         if name in arrays and not np.all(np.isfinite(arrays[name])):
             raise ModelFormatError(f"{path}: {name} contains NaN or inf (a diverged fit?)")
@@ -144,8 +148,9 @@ def _id_text(value: Any) -> str:
     return str(value.item() if hasattr(value, "item") else value)
 
 
-def _emit_rows(header: list[str], rows: list[list[Any]], as_json: bool, key: str,
-               output: Path | None) -> None:
+def _emit_rows(
+    header: list[str], rows: list[list[Any]], as_json: bool, key: str, output: Path | None
+) -> None:
     """Print (or write atomically to ``output``) rows as TSV, or as JSON grouped by ``key``."""
     from cfcore.io import atomic_write_text
 
@@ -157,7 +162,9 @@ def _emit_rows(header: list[str], rows: list[list[Any]], as_json: bool, key: str
         text = json.dumps(groups, indent=2) + "\n"
     else:
         lines = ["\t".join(header)]
-        lines += ["\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) for row in rows]
+        lines += [
+            "\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) for row in rows
+        ]
         text = "\n".join(lines) + "\n"
     if output is None:
         click.echo(text, nl=False)
@@ -178,7 +185,10 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
 
 
 output_option = click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
     help="Output file (.npz), written atomically.",
 )
 
@@ -187,21 +197,39 @@ output_option = click.option(
 @click.command("sample-negatives")
 @click.argument("source", metavar="INPUT")
 @output_option
-@click.option("--ratio", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
-              help="Negatives per positive, n_j = ratio × |positives_j| (Fang et al.: 2).")
-@click.option("--weighting", type=click.Choice(WEIGHTINGS), default="log-popularity",
-              show_default=True,
-              help="Item weight w(p_i) from its popularity p_i: log(1+p) (Fang's 'in practice'), "
-              "p (eq. 1-2) or 1.")
+@click.option(
+    "--ratio",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Negatives per positive, n_j = ratio × |positives_j| (Fang et al.: 2).",
+)
+@click.option(
+    "--weighting",
+    type=click.Choice(WEIGHTINGS),
+    default="log-popularity",
+    show_default=True,
+    help="Item weight w(p_i) from its popularity p_i: log(1+p) (Fang's 'in practice'), "
+    "p (eq. 1-2) or 1.",
+)
 @seed_option
 @threads_option
 @format_option
 @min_rating_option
 @columns_option
 @data_dir_option
-def sample_negatives_cmd(source: str, output: Path, ratio: float, weighting: str, seed: int,
-                         threads: int, fmt: str, min_rating: float | None,
-                         read_options: dict[str, Any], data_dir: Path | None) -> None:
+def sample_negatives_cmd(
+    source: str,
+    output: Path,
+    ratio: float,
+    weighting: str,
+    seed: int,
+    threads: int,
+    fmt: str,
+    min_rating: float | None,
+    read_options: dict[str, Any],
+    data_dir: Path | None,
+) -> None:
     """Draw negatives for every user (Fang et al. 2015, Algorithm 1) and save them.
 
     For user j, n_j = RATIO × |positives_j| distinct items the user has NOT
@@ -224,16 +252,22 @@ def sample_negatives_cmd(source: str, output: Path, ratio: float, weighting: str
     inter = load_input(source, fmt, data_dir, min_rating, **read_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the shortfall is reported below, in one line
-        neg = sample_negatives(inter.user_items, ratio=ratio, weighting=weighting, seed=seed,
-                               threads=threads)
-    neg.meta.update({"source": str(source), "min_rating": min_rating,
-                     "n_positives": int(inter.nnz)})
+        neg = sample_negatives(
+            inter.user_items, ratio=ratio, weighting=weighting, seed=seed, threads=threads
+        )
+    neg.meta.update(
+        {"source": str(source), "min_rating": min_rating, "n_positives": int(inter.nnz)}
+    )
     neg.save(output)
-    click.echo(f"{neg.nnz} negatives for {inter.n_users} users × {inter.n_items} items "
-               f"({weighting}, ratio {ratio:g}, seed {seed}) → {output}")
+    click.echo(
+        f"{neg.nnz} negatives for {inter.n_users} users × {inter.n_items} items "
+        f"({weighting}, ratio {ratio:g}, seed {seed}) → {output}"
+    )
     if neg.n_short:
-        click.echo(f"note: {neg.n_short} users had fewer candidates than requested and got all "
-                   f"of them ({neg.requested - neg.nnz} of {neg.requested} negatives missing)")
+        click.echo(
+            f"note: {neg.n_short} users had fewer candidates than requested and got all "
+            f"of them ({neg.requested - neg.nnz} of {neg.requested} negatives missing)"
+        )
 
 
 # ---------------------------------------------------------------------------- factorize
@@ -249,35 +283,89 @@ def _epoch_line(row: dict[str, Any]) -> str:
 @click.command()
 @click.argument("source", metavar="INPUT")
 @output_option
-@click.option("--loss", type=click.Choice(LOSSES), default="squared", show_default=True,
-              help="squared: Fang eq. 3 on positives (1) and sampled negatives (0); bpr: Rendle "
-              "et al.; warp: Weston et al.; logistic.")
-@click.option("--factors", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Latent dimensions d (Fang et al.: 100).")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Passes over the training entries.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Initial SGD learning rate [default: the Factorizer's default for the loss].")
-@click.option("--reg", type=click.FloatRange(min=0), default=0.01, show_default=True,
-              help="L2 regularisation λ(‖x‖² + ‖y‖²) (Fang et al.: 0.01).")
-@click.option("--neg-ratio", type=click.FloatRange(min=0, min_open=True), default=2.0,
-              show_default=True, help="Sampled negatives per positive (Fang et al.: 2).")
-@click.option("--neg-weight", type=click.Choice(WEIGHTINGS), default=None,
-              help="Negative sampling weight w(p_i) of item popularity [default: log-popularity "
-              "(Fang et al.); warp draws its candidates uniformly, as LightFM].")
-@click.option("--resample/--fixed-negatives", "resample", default=None,
-              help="Draw fresh negatives every epoch, or keep one draw [default: fixed for "
-              "squared (the paper), fresh for the other losses].")
-@click.option("--schedule", type=click.Choice(["constant", "linear", "inverse-sqrt"]), default=None,
-              help="Learning-rate schedule over epochs [default: linear decay for warp, else constant].")
-@click.option("--max-norm", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Bound every factor row's norm after each epoch [default: 1 for warp, else none].")
-@click.option("--biases/--no-biases", "biases", default=False, show_default=True,
-              help="Learn user and item biases.")
-@click.option("--validation", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
-              default=None, metavar="FRACTION",
-              help="Hold out this fraction of each user's interactions (seeded by --seed); print "
-              "per-epoch RMSE, PR and AUC on it. The saved model is fit on the rest.")
+@click.option(
+    "--loss",
+    type=click.Choice(LOSSES),
+    default="squared",
+    show_default=True,
+    help="squared: Fang eq. 3 on positives (1) and sampled negatives (0); bpr: Rendle "
+    "et al.; warp: Weston et al.; logistic.",
+)
+@click.option(
+    "--factors",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Latent dimensions d (Fang et al.: 100).",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Passes over the training entries.",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Initial SGD learning rate [default: the Factorizer's default for the loss].",
+)
+@click.option(
+    "--reg",
+    type=click.FloatRange(min=0),
+    default=0.01,
+    show_default=True,
+    help="L2 regularisation λ(‖x‖² + ‖y‖²) (Fang et al.: 0.01).",
+)
+@click.option(
+    "--neg-ratio",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Sampled negatives per positive (Fang et al.: 2).",
+)
+@click.option(
+    "--neg-weight",
+    type=click.Choice(WEIGHTINGS),
+    default=None,
+    help="Negative sampling weight w(p_i) of item popularity [default: log-popularity "
+    "(Fang et al.); warp draws its candidates uniformly, as LightFM].",
+)
+@click.option(
+    "--resample/--fixed-negatives",
+    "resample",
+    default=None,
+    help="Draw fresh negatives every epoch, or keep one draw [default: fixed for "
+    "squared (the paper), fresh for the other losses].",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(["constant", "linear", "inverse-sqrt"]),
+    default=None,
+    help="Learning-rate schedule over epochs [default: linear decay for warp, else constant].",
+)
+@click.option(
+    "--max-norm",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Bound every factor row's norm after each epoch [default: 1 for warp, else none].",
+)
+@click.option(
+    "--biases/--no-biases",
+    "biases",
+    default=False,
+    show_default=True,
+    help="Learn user and item biases.",
+)
+@click.option(
+    "--validation",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=None,
+    metavar="FRACTION",
+    help="Hold out this fraction of each user's interactions (seeded by --seed); print "
+    "per-epoch RMSE, PR and AUC on it. The saved model is fit on the rest.",
+)
 @threads_option
 @seed_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-epoch lines.")
@@ -285,12 +373,29 @@ def _epoch_line(row: dict[str, Any]) -> str:
 @min_rating_option
 @columns_option
 @data_dir_option
-def factorize(source: str, output: Path, loss: str, factors: int, epochs: int, lr: float | None,
-              reg: float, neg_ratio: float, neg_weight: str | None, resample: bool | None,
-              schedule: str | None, max_norm: float | None, biases: bool,
-              validation: float | None, threads: int, seed: int, quiet: bool, fmt: str,
-              min_rating: float | None, read_options: dict[str, Any],
-              data_dir: Path | None) -> None:
+def factorize(
+    source: str,
+    output: Path,
+    loss: str,
+    factors: int,
+    epochs: int,
+    lr: float | None,
+    reg: float,
+    neg_ratio: float,
+    neg_weight: str | None,
+    resample: bool | None,
+    schedule: str | None,
+    max_norm: float | None,
+    biases: bool,
+    validation: float | None,
+    threads: int,
+    seed: int,
+    quiet: bool,
+    fmt: str,
+    min_rating: float | None,
+    read_options: dict[str, Any],
+    data_dir: Path | None,
+) -> None:
     """Learn user and item factors from implicit feedback and save the model.
 
     Hogwild SGD matrix factorization (Fang et al. 2015 eq. 3 with the default
@@ -321,20 +426,34 @@ def factorize(source: str, output: Path, loss: str, factors: int, epochs: int, l
     if validation is not None:
         train, held_out = holdout_split(inter, validation, seed=seed)
         if held_out.nnz == 0:
-            raise InputError(f"--validation {validation}: no user has enough interactions to hold "
-                             "any out; use a larger fraction or no validation")
+            raise InputError(
+                f"--validation {validation}: no user has enough interactions to hold "
+                "any out; use a larger fraction or no validation"
+            )
     params: dict[str, Any] = dict(
-        factors=factors, loss=loss, epochs=epochs, regularization=reg, neg_ratio=neg_ratio,
-        neg_weight=neg_weight, resample_negatives=resample, schedule=schedule, max_norm=max_norm,
-        use_biases=biases, threads=threads,
-        seed=seed, progress=not quiet,
+        factors=factors,
+        loss=loss,
+        epochs=epochs,
+        regularization=reg,
+        neg_ratio=neg_ratio,
+        neg_weight=neg_weight,
+        resample_negatives=resample,
+        schedule=schedule,
+        max_norm=max_norm,
+        use_biases=biases,
+        threads=threads,
+        seed=seed,
+        progress=not quiet,
     )
     if lr is not None:
         params["learning_rate"] = lr
     model = Factorizer(**params)
     if not quiet:
-        click.echo(f"{inter!r}; training on {train.nnz} interactions"
-                   + (f", validating on {held_out.nnz}" if held_out is not None else ""), err=True)
+        click.echo(
+            f"{inter!r}; training on {train.nnz} interactions"
+            + (f", validating on {held_out.nnz}" if held_out is not None else ""),
+            err=True,
+        )
 
     def report(epoch: int, _model: Any, record: dict[str, Any]) -> None:
         if not quiet and (held_out is not None or epoch + 1 == epochs):
@@ -348,33 +467,64 @@ def factorize(source: str, output: Path, loss: str, factors: int, epochs: int, l
     for message in dict.fromkeys(str(w.message) for w in caught):  # one line each, no source
         click.echo(f"note: {message}", err=True)
     model.save(output)
-    click.echo(f"saved {train.n_users} users × {train.n_items} items × {factors} factors "
-               f"({loss}) → {output}")
+    click.echo(
+        f"saved {train.n_users} users × {train.n_items} items × {factors} factors "
+        f"({loss}) → {output}"
+    )
 
 
 # ---------------------------------------------------------------------------- evaluate
 @click.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.argument("test_source", metavar="TEST_INPUT")
-@click.option("--train", "train_source", metavar="INPUT", default=None,
-              help="The training interactions: excluded from the negatives and from the top k "
-              "(without it, known items count against the model).")
-@click.option("-k", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Cut-off of precision@k, recall@k, accuracy@k, MAP@k, NDCG@k.")
-@click.option("--negatives", "n_negatives", type=click.IntRange(min=1), default=None,
-              help="Rank each positive against this many uniformly drawn unobserved items "
-              "[default: all of them].")
-@click.option("--baseline", is_flag=True, help="Also score the popularity baseline (needs --train).")
+@click.option(
+    "--train",
+    "train_source",
+    metavar="INPUT",
+    default=None,
+    help="The training interactions: excluded from the negatives and from the top k "
+    "(without it, known items count against the model).",
+)
+@click.option(
+    "-k",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Cut-off of precision@k, recall@k, accuracy@k, MAP@k, NDCG@k.",
+)
+@click.option(
+    "--negatives",
+    "n_negatives",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rank each positive against this many uniformly drawn unobserved items "
+    "[default: all of them].",
+)
+@click.option(
+    "--baseline", is_flag=True, help="Also score the popularity baseline (needs --train)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @seed_option
 @format_option
 @min_rating_option
 @columns_option
 @data_dir_option
-def evaluate(model_path: Path, test_source: str, train_source: str | None, k: int,
-             n_negatives: int | None, baseline: bool, as_json: bool, seed: int, fmt: str,
-             min_rating: float | None, read_options: dict[str, Any],
-             data_dir: Path | None) -> None:
+def evaluate(
+    model_path: Path,
+    test_source: str,
+    train_source: str | None,
+    k: int,
+    n_negatives: int | None,
+    baseline: bool,
+    as_json: bool,
+    seed: int,
+    fmt: str,
+    min_rating: float | None,
+    read_options: dict[str, Any],
+    data_dir: Path | None,
+) -> None:
     """Score a model on held-out interactions: AUC, PR and top-k metrics.
 
     For each user with held-out positives P_u, AUC_u is the fraction of
@@ -399,11 +549,14 @@ def evaluate(model_path: Path, test_source: str, train_source: str | None, k: in
         raise InputError("--baseline needs --train (popularity is counted on the training data)")
     test = project(load_input(test_source, fmt, data_dir, min_rating, **read_options), model)
     if test.matrix.nnz == 0:
-        raise InputError(f"{test_source}: none of its interactions involve users and items of the model")
+        raise InputError(
+            f"{test_source}: none of its interactions involve users and items of the model"
+        )
     train = None
     if train_source is not None:
-        train = project(load_input(train_source, fmt, data_dir, min_rating, **read_options),
-                        model).matrix
+        train = project(
+            load_input(train_source, fmt, data_dir, min_rating, **read_options), model
+        ).matrix
         test_m = test.matrix - test.matrix.multiply(train)  # a test pair seen in train is no test
         test_m.eliminate_zeros()
     else:
@@ -414,13 +567,18 @@ def evaluate(model_path: Path, test_source: str, train_source: str | None, k: in
         out.update(top_k_metrics(scorer, test_m, k=k, exclude=train))
         return _json_safe(out)
 
-    results: dict[str, Any] = {"model": score(factor_scorer(model.user_factors, model.item_factors,
-                                                            model.item_bias))}
+    results: dict[str, Any] = {
+        "model": score(factor_scorer(model.user_factors, model.item_factors, model.item_bias))
+    }
     if baseline:
         assert train is not None
         results["popularity"] = score(popularity_scorer(train))
-    results["test"] = {"interactions": int(test_m.nnz), "dropped": test.dropped,
-                       "unknown_users": test.unknown_users, "unknown_items": test.unknown_items}
+    results["test"] = {
+        "interactions": int(test_m.nnz),
+        "dropped": test.dropped,
+        "unknown_users": test.unknown_users,
+        "unknown_items": test.unknown_items,
+    }
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
@@ -430,34 +588,70 @@ def evaluate(model_path: Path, test_source: str, train_source: str | None, k: in
     for n in names:
         click.echo(n.ljust(14) + "".join(f"{results[c][n]:12.4f}" for c in cols))
     t = results["test"]
-    click.echo(f"{results['model']['users']} users, {t['interactions']} test interactions"
-               + (f"; dropped {t['dropped']} with users/items unknown to the model"
-                  if t["dropped"] else ""))
+    click.echo(
+        f"{results['model']['users']} users, {t['interactions']} test interactions"
+        + (
+            f"; dropped {t['dropped']} with users/items unknown to the model"
+            if t["dropped"]
+            else ""
+        )
+    )
     if train is None:
         click.echo("note: no --train given, so training items count as negatives", err=True)
 
 
 # ---------------------------------------------------------------------------- recommend
 @click.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.argument("source", metavar="INPUT")
 @click.argument("user_ids", metavar="USER_ID...", nargs=-1, required=True)
-@click.option("-k", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Recommendations per user.")
-@click.option("--filter-seen/--keep-seen", default=True, show_default=True,
-              help="Leave out items the user already has in INPUT.")
-@click.option("--fold-in/--no-fold-in", default=True, show_default=True,
-              help="Fit users the model has not seen from their INPUT interactions.")
+@click.option(
+    "-k",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Recommendations per user.",
+)
+@click.option(
+    "--filter-seen/--keep-seen",
+    default=True,
+    show_default=True,
+    help="Leave out items the user already has in INPUT.",
+)
+@click.option(
+    "--fold-in/--no-fold-in",
+    default=True,
+    show_default=True,
+    help="Fit users the model has not seen from their INPUT interactions.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON {user_id: [{rank, item_id, score}]}.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to this file (atomically) instead of standard output.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file (atomically) instead of standard output.",
+)
 @format_option
 @min_rating_option
 @columns_option
 @data_dir_option
-def recommend(model_path: Path, source: str, user_ids: tuple[str, ...], k: int, filter_seen: bool,
-              fold_in: bool, as_json: bool, output: Path | None, fmt: str, min_rating: float | None,
-              read_options: dict[str, Any], data_dir: Path | None) -> None:
+def recommend(
+    model_path: Path,
+    source: str,
+    user_ids: tuple[str, ...],
+    k: int,
+    filter_seen: bool,
+    fold_in: bool,
+    as_json: bool,
+    output: Path | None,
+    fmt: str,
+    min_rating: float | None,
+    read_options: dict[str, Any],
+    data_dir: Path | None,
+) -> None:
     """Top-k items for users, by score x_u · y_i (+ item bias), in raw ids.
 
     INPUT holds the users' known interactions (normally the training data):
@@ -486,17 +680,22 @@ def recommend(model_path: Path, source: str, user_ids: tuple[str, ...], k: int, 
     new = [u for u, r in zip(user_ids, rows, strict=True) if r < 0]
     if new:
         if not fold_in:
-            raise InputError(f"user id {new[0]!r} is not in the model {model_path} "
-                             f"({len(new)} unknown of {len(user_ids)}; --fold-in would fit them "
-                             f"from {source})")
+            raise InputError(
+                f"user id {new[0]!r} is not in the model {model_path} "
+                f"({len(new)} unknown of {len(user_ids)}; --fold-in would fit them "
+                f"from {source})"
+            )
         new = list(dict.fromkeys(new))
         factors, seen_new = _fold_in(model, inter, new, source)
         user_factors = np.vstack([user_factors, factors])
         known = sp.vstack([known, seen_new]).tocsr()
         extra = {u: len(model.user_ids) + n for n, u in enumerate(new)}
-        rows = np.array([extra.get(u, r) if r < 0 else r for u, r in zip(user_ids, rows, strict=True)])
-        click.echo(f"note: folded in {len(new)} user(s) the model has not seen, from {source}",
-                   err=True)
+        rows = np.array(
+            [extra.get(u, r) if r < 0 else r for u, r in zip(user_ids, rows, strict=True)]
+        )
+        click.echo(
+            f"note: folded in {len(new)} user(s) the model has not seen, from {source}", err=True
+        )
     scores = factor_scorer(user_factors, model.item_factors, model.item_bias)(rows)
     if filter_seen:
         seen = known[rows]
@@ -513,25 +712,31 @@ def recommend(model_path: Path, source: str, user_ids: tuple[str, ...], k: int, 
     _emit_rows(["user_id", "rank", "item_id", "score"], out_rows, as_json, "user_id", output)
 
 
-def _fold_in(model: FactorModel, inter: Any, users: list[str], source: str
-             ) -> tuple[np.ndarray, sp.csr_matrix]:
+def _fold_in(
+    model: FactorModel, inter: Any, users: list[str], source: str
+) -> tuple[np.ndarray, sp.csr_matrix]:
     """Factors (and seen items, in model columns) of users unknown to the model, from INPUT."""
     from cfcore.factorize import Factorizer
 
     at = id_positions(inter.user_ids, users)
     missing = [u for u, r in zip(users, at, strict=True) if r < 0]
     if missing:
-        raise InputError(f"user id {missing[0]!r} is neither in the model {model.path} nor in "
-                         f"{source}")
+        raise InputError(
+            f"user id {missing[0]!r} is neither in the model {model.path} nor in {source}"
+        )
     cols = id_positions(model.item_ids, inter.item_ids)
     sub = inter.user_items[at].tocoo()
     keep = cols[sub.col] >= 0
-    rows = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32),
-                          (sub.row[keep], cols[sub.col[keep]])), shape=(len(users), model.n_items))
+    rows = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float32), (sub.row[keep], cols[sub.col[keep]])),
+        shape=(len(users), model.n_items),
+    )
     empty = [u for u, n in zip(users, np.diff(rows.indptr), strict=True) if n == 0]
     if empty:
-        raise InputError(f"user id {empty[0]!r} is not in the model and none of its items in "
-                         f"{source} are: nothing to fold in from")
+        raise InputError(
+            f"user id {empty[0]!r} is not in the model and none of its items in "
+            f"{source} are: nothing to fold in from"
+        )
     fitted = Factorizer.load(model.path)
     fitted.progress = False
     with warnings.catch_warnings():
@@ -541,15 +746,26 @@ def _fold_in(model: FactorModel, inter: Any, users: list[str], source: str
 
 # ---------------------------------------------------------------------------- similar
 @click.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.argument("item_ids", metavar="ITEM_ID...", nargs=-1, required=True)
-@click.option("-k", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Neighbours per item.")
-@click.option("--json", "as_json", is_flag=True, help="JSON {item_id: [{rank, similar_id, score}]}.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to this file (atomically) instead of standard output.")
-def similar(model_path: Path, item_ids: tuple[str, ...], k: int, as_json: bool,
-            output: Path | None) -> None:
+@click.option(
+    "-k", type=click.IntRange(min=1), default=10, show_default=True, help="Neighbours per item."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="JSON {item_id: [{rank, similar_id, score}]}."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file (atomically) instead of standard output.",
+)
+def similar(
+    model_path: Path, item_ids: tuple[str, ...], k: int, as_json: bool, output: Path | None
+) -> None:
     """Items nearest to the given ones by cosine of their factors (Fang et al. §4.2).
 
     cos(y_i, y_j) = y_i · y_j / (‖y_i‖ ‖y_j‖); the item itself is left out.
@@ -566,17 +782,21 @@ def similar(model_path: Path, item_ids: tuple[str, ...], k: int, as_json: bool,
     rows = id_positions(model.item_ids, list(item_ids))
     unknown = [i for i, r in zip(item_ids, rows, strict=True) if r < 0]
     if unknown:
-        raise InputError(f"item id {unknown[0]!r} is not in the model {model_path} "
-                         f"({len(unknown)} unknown of {len(item_ids)})")
+        raise InputError(
+            f"item id {unknown[0]!r} is not in the model {model_path} "
+            f"({len(unknown)} unknown of {len(item_ids)})"
+        )
     y = model.item_factors
     norms = np.linalg.norm(y, axis=1)
     unit = y / np.where(norms > 0, norms, 1.0)[:, None]
     sims = unit[rows] @ unit.T
     sims[np.arange(len(rows)), rows] = -np.inf
     top, best = _top_k(sims, k)
-    out_rows = [[iid, rank + 1, _id_text(model.item_ids[j]), float(s)]
-                for n, iid in enumerate(item_ids)
-                for rank, (j, s) in enumerate(zip(top[n], best[n], strict=True))]
+    out_rows = [
+        [iid, rank + 1, _id_text(model.item_ids[j]), float(s)]
+        for n, iid in enumerate(item_ids)
+        for rank, (j, s) in enumerate(zip(top[n], best[n], strict=True))
+    ]
     _emit_rows(["item_id", "rank", "similar_id", "score"], out_rows, as_json, "item_id", output)
 
 

@@ -7,7 +7,10 @@ import click
 from cfcore.cli.common import CollabfeatGroup
 
 
-@click.group(cls=CollabfeatGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=CollabfeatGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="collabfeat")
 def cli() -> None:
     """collabfeat core: implicit feedback → factors → pseudo-classes.
