@@ -133,6 +133,17 @@ def test_divergence_is_reported_with_advice(data):
         Factorizer(learning_rate=1000.0, **FAST).fit(data)
 
 
+@pytest.mark.parametrize("loss", ["bpr", "warp", "logistic", "squared"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_loss_reports_divergence_not_a_kernel_error(data, loss, threads):
+    # NaN scores once reached a float division in the serial BPR kernel, which raised
+    # ZeroDivisionError from inside Numba instead of the named error.
+    with pytest.raises(DivergenceError, match="lower learning_rate"):
+        Factorizer(loss=loss, learning_rate=1e4, regularization=0.0, threads=threads, **FAST).fit(
+            data
+        )
+
+
 @pytest.mark.parametrize(
     ("params", "name"),
     [

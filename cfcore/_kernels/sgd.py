@@ -77,7 +77,9 @@ PAIRWISE = (BPR, WARP)
 #: Entries ahead whose item row is prefetched.
 PREFETCH_AHEAD = 4
 
-_JIT = dict(cache=True, fastmath=True, nogil=True)
+# error_model="numpy": a division by zero gives inf/NaN (caught after the epoch as divergence)
+# instead of raising ZeroDivisionError from inside the kernel, and costs no branch.
+_JIT = dict(cache=True, fastmath=True, nogil=True, error_model="numpy")
 _INLINE = dict(inline="always", **_JIT)
 
 _f32 = np.float32
