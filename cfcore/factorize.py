@@ -396,46 +396,30 @@ class Factorizer(FactorModel):
                 if self.order == "grouped":
                     # User order of this epoch (the blocks are slices of it).
                     users = np.random.default_rng([seed, epoch]).permutation(n_users)
-                    run(
-                        users.astype(np.int32),
-                        pos_indptr,
-                        pos_indices,
-                        neg_indptr,
-                        neg_indices,
-                        X,
-                        Y,
-                        ub,
-                        ib,
-                        lr,
-                        *consts,
-                        seed,
-                        epoch,
-                        loss_out,
-                        count_out,
-                    )
+                    work: tuple[Any, ...] = (users.astype(np.int32),)
                 else:
                     if entries is None:
                         entries = _entry_arrays(
                             pos_indptr, pos_indices, neg_indptr, neg_indices, code in sgd.PAIRWISE
                         )
-                    run(
-                        len(entries[0]),
-                        *entries,
-                        pos_indptr,
-                        pos_indices,
-                        neg_indptr,
-                        neg_indices,
-                        X,
-                        Y,
-                        ub,
-                        ib,
-                        lr,
-                        *consts,
-                        seed,
-                        epoch,
-                        loss_out,
-                        count_out,
-                    )
+                    work = (len(entries[0]), *entries)
+                run(
+                    *work,
+                    pos_indptr,
+                    pos_indices,
+                    neg_indptr,
+                    neg_indices,
+                    X,
+                    Y,
+                    ub,
+                    ib,
+                    lr,
+                    *consts,
+                    seed,
+                    epoch,
+                    loss_out,
+                    count_out,
+                )
                 _project_rows(X, p["max_norm"])
                 _project_rows(Y, p["max_norm"])
                 seconds = time.perf_counter() - t0
