@@ -123,6 +123,24 @@ def _row_mask(m: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- ranking
+def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Columns and values of the ``n`` largest scores of each row, best first.
+
+    Ties are broken by the lower column index, so the result never depends on the
+    partitioning algorithm. ``n`` larger than the number of columns returns them all.
+    """
+    n = min(n, scores.shape[1])
+    part = (
+        np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        if n < scores.shape[1]
+        else (np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy())
+    )
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1) if part.size else part
+    ids = np.take_along_axis(part, order, axis=1)
+    return ids, np.take_along_axis(vals, order, axis=1)
+
+
 def pairwise_ranking(
     scorer: Scorer,
     positives: sp.spmatrix,
@@ -253,9 +271,7 @@ def top_k_metrics(
         scores = _scores(scorer, rows, n_items)
         if excl is not None:
             scores[_row_mask(excl, rows)] = -np.inf
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, 1)
+        top, _ = top_n(scores, k)
         rel = _row_mask(t, rows)
         hits = np.take_along_axis(rel, top, 1).astype(np.float64)
         n_rel = rel.sum(1)

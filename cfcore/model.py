@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from cfcore.errors import InputError, ModelFormatError
 from cfcore.ids import id_positions
 from cfcore.io import load_artifact, require_keys, save_artifact
+from cfcore.metrics import top_n
 
 ARTIFACT_KIND = "factor-model"
 
@@ -47,20 +48,6 @@ def _rows_argument(values: Any, n: int, name: str) -> tuple[np.ndarray, bool]:
     if bad.any():
         raise InputError(f"{name}: row {int(arr[bad][0])} out of range [0, {n})")
     return arr, scalar
-
-
-def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the ``n`` largest scores per row, best first (ties: lower index)."""
-    n = min(n, scores.shape[1])
-    part = (
-        np.argpartition(-scores, n - 1, axis=1)[:, :n]
-        if n < scores.shape[1]
-        else (np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy())
-    )
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1) if part.size else part
-    ids = np.take_along_axis(part, order, axis=1)
-    return ids, np.take_along_axis(vals, order, axis=1)
 
 
 class FactorModel:
@@ -231,7 +218,7 @@ class FactorModel:
             if liked is not None:
                 block = liked[start:stop].tocoo()
                 s[block.row, block.col] = -np.inf
-            top, top_s = _top_n(s, N)
+            top, top_s = top_n(s, N)
             top[~np.isfinite(top_s)] = -1
             ids[start:stop], vals[start:stop] = top, top_s
         if scalar:
@@ -257,7 +244,7 @@ class FactorModel:
         norms = np.linalg.norm(self.item_factors_, axis=1)
         unit = self.item_factors_ / np.where(norms > 0, norms, 1.0)[:, None]
         unit = unit.astype(np.float32)
-        ids, vals = _top_n(unit[rows] @ unit.T, N)
+        ids, vals = top_n(unit[rows] @ unit.T, N)
         if scalar:
             return ids[0], vals[0]
         return ids, vals

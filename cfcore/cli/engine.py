@@ -29,6 +29,7 @@ from cfcore.cli.common import (
 )
 from cfcore.errors import InputError, ModelFormatError
 from cfcore.ids import id_positions
+from cfcore.metrics import top_n
 
 MODEL_KIND = "factor-model"
 LOSSES = ("squared", "bpr", "warp", "logistic")
@@ -133,15 +134,6 @@ def project(inter: Any, model: FactorModel) -> Projected:
 def _check_k(k: int, n: int, what: str) -> None:
     if k > n:
         raise InputError(f"-k {k} is larger than the {what} ({n})")
-
-
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the ``k`` best columns by descending score (``-inf`` entries dropped later)."""
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
-    top = np.take_along_axis(top, order, 1)
-    return top, np.take_along_axis(scores, top, 1)
 
 
 def _id_text(value: Any) -> str:
@@ -701,7 +693,7 @@ def recommend(
         seen = known[rows]
         r = np.repeat(np.arange(len(rows)), np.diff(seen.indptr))
         scores[r, seen.indices] = -np.inf
-    top, best = _top_k(scores, k)
+    top, best = top_n(scores, k)
     out_rows: list[list[Any]] = []
     for n, uid in enumerate(user_ids):
         rank = 0
@@ -791,7 +783,7 @@ def similar(
     unit = y / np.where(norms > 0, norms, 1.0)[:, None]
     sims = unit[rows] @ unit.T
     sims[np.arange(len(rows)), rows] = -np.inf
-    top, best = _top_k(sims, k)
+    top, best = top_n(sims, k)
     out_rows = [
         [iid, rank + 1, _id_text(model.item_ids[j]), float(s)]
         for n, iid in enumerate(item_ids)
