@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from cfcore.cli.common import CollabfeatGroup, data_dir_option, seed_option
+from cfcore.cli.common import CollabfeatGroup, data_dir_option, read_table, seed_option
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -268,15 +268,7 @@ def _read_id_list(path: Path) -> list[str]:
         raise click.ClickException(f"items file {path}: no such file")
     if path.suffix.lower() == ".npz":
         return load_labels(path).item_ids
-    ids = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        first = line.split(",")[0].strip()
-        if not first or (lineno == 1 and first.lower() in ("item_id", "item", "id")):
-            continue
-        ids.append(_normalise_id(first))
-    if not ids:
-        raise click.ClickException(f"items file {path}: no item ids")
-    return ids
+    return [_normalise_id(row[0]) for row in read_table(path, "item ids") if row and row[0]]
 
 
 @cli.command()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 import warnings
@@ -16,6 +15,7 @@ from cfcore.cli.common import (
     format_option,
     load_input,
     min_rating_option,
+    read_table,
     seed_option,
     threads_option,
 )
@@ -27,29 +27,6 @@ def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:
         click.echo(f"warning: {w.message}", err=True)
 
 
-def _read_table(path: Path, what: str) -> list[list[str]]:
-    """Rows of a small CSV/TSV (comma, tab or whitespace separated), without a header row."""
-    text = path.read_text(encoding="utf-8-sig")
-    sample = text[:4096]
-    delim = "\t" if "\t" in sample else ("," if "," in sample else None)
-    rows: list[list[str]] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = next(csv.reader([line], delimiter=delim)) if delim else line.split()
-        fields = [f.strip() for f in fields]
-        if (
-            lineno == 1
-            and fields
-            and fields[0].lower() in ("item_id", "itemid", "item", "id", "movieid")
-        ):
-            continue
-        rows.append(fields)
-    if not rows:
-        raise InputError(f"{path}: no {what} in the file")
-    return rows
-
-
 def _read_ids(spec: str, what: str) -> Any:
     """Ids from a vectors .npz (returns ItemVectors), a text/CSV file (first column), or 'a,b,c'."""
     from cfcore.vectors import load_vectors
@@ -58,7 +35,7 @@ def _read_ids(spec: str, what: str) -> Any:
     if path.exists():
         if path.suffix == ".npz":
             return load_vectors(path)
-        return [row[0] for row in _read_table(path, what)]
+        return [row[0] for row in read_table(path, what)]
     ids = [s.strip() for s in spec.split(",") if s.strip()]
     if not ids:
         raise InputError(f"{what}: no ids in {spec!r}")
@@ -262,7 +239,7 @@ def neighbors(
 
 # --------------------------------------------------------------------------- retrieval-report
 def _read_owners(path: Path) -> dict[str, str]:
-    rows = _read_table(path, "owners")
+    rows = read_table(path, "owners")
     bad = [i for i, r in enumerate(rows) if len(r) < 2]
     if bad:
         raise InputError(
@@ -283,7 +260,7 @@ def _read_genres(spec: str, data_dir: Path | None) -> Any:
     path = Path(spec)
     if not path.exists():
         raise InputError(f"--genres: {spec!r} is neither 'ml-100k' nor an existing CSV file")
-    rows = _read_table(path, "labels")
+    rows = read_table(path, "labels")
     names: dict[str, int] = {}
     ids, r_idx, c_idx = [], [], []
     for i, row in enumerate(rows):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import os
 from collections.abc import Callable
@@ -177,3 +178,26 @@ def load_input(
             f"{source}: no such file (INPUT is a file or a dataset name: {', '.join(DATASETS)})"
         )
     return read_interactions(source, fmt, min_rating=min_rating, **read_options)
+
+
+def read_table(path: Path, what: str) -> list[list[str]]:
+    """Rows of a small CSV/TSV (comma, tab or whitespace separated), without a header row."""
+    text = path.read_text(encoding="utf-8-sig")
+    sample = text[:4096]
+    delim = "\t" if "\t" in sample else ("," if "," in sample else None)
+    rows: list[list[str]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = next(csv.reader([line], delimiter=delim)) if delim else line.split()
+        fields = [f.strip() for f in fields]
+        if (
+            lineno == 1
+            and fields
+            and fields[0].lower() in ("item_id", "itemid", "item", "id", "movieid")
+        ):
+            continue
+        rows.append(fields)
+    if not rows:
+        raise InputError(f"{path}: no {what} in the file")
+    return rows
