@@ -97,25 +97,29 @@ def _triad(a, b, c, s, n_chunks):
             a[i] = b[i] + s * c[i]
 
 
+@numba.njit(inline="always", fastmath=True, cache=True)
+def _step(X, Y, u, i, lr, reg):
+    """The bare squared-loss SGD step on entry (u, i): dot, error, update both rows."""
+    k = X.shape[1]
+    dot = np.float32(0.0)
+    for f in range(k):
+        dot += X[u, f] * Y[i, f]
+    e = np.float32(1.0) - dot
+    for f in range(k):
+        xf = X[u, f]
+        yf = Y[i, f]
+        X[u, f] = xf + lr * (e * yf - reg * xf)
+        Y[i, f] = yf + lr * (e * xf - reg * yf)
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def _bare_sgd(X, Y, users, items, lr, reg, n_chunks):
     n = users.shape[0]
-    k = X.shape[1]
     for t in prange(n_chunks):
         lo = t * n // n_chunks
         hi = (t + 1) * n // n_chunks
         for s in range(lo, hi):
-            u = users[s]
-            i = items[s]
-            dot = np.float32(0.0)
-            for f in range(k):
-                dot += X[u, f] * Y[i, f]
-            e = np.float32(1.0) - dot
-            for f in range(k):
-                xf = X[u, f]
-                yf = Y[i, f]
-                X[u, f] = xf + lr * (e * yf - reg * xf)
-                Y[i, f] = yf + lr * (e * xf - reg * yf)
+            _step(X, Y, users[s], items[s], lr, reg)
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
@@ -135,17 +139,7 @@ def _bare_sgd_touch(X, Y, users, items, lr, reg, n_chunks, distance):
                 ia = items[ahead]
                 for f in range(0, k, 16):
                     acc += X[ua, f] + Y[ia, f]
-            u = users[s]
-            i = items[s]
-            dot = np.float32(0.0)
-            for f in range(k):
-                dot += X[u, f] * Y[i, f]
-            e = np.float32(1.0) - dot
-            for f in range(k):
-                xf = X[u, f]
-                yf = Y[i, f]
-                X[u, f] = xf + lr * (e * yf - reg * xf)
-                Y[i, f] = yf + lr * (e * xf - reg * yf)
+            _step(X, Y, users[s], items[s], lr, reg)
         sink[t] = acc
     return sink.sum()
 
@@ -156,7 +150,6 @@ if _PREFETCH is not None:
     @numba.njit(parallel=True, fastmath=True)
     def _bare_sgd_prefetch(X, Y, users, items, lr, reg, n_chunks, distance):
         n = users.shape[0]
-        k = X.shape[1]
         for t in prange(n_chunks):
             lo = t * n // n_chunks
             hi = (t + 1) * n // n_chunks
@@ -165,17 +158,7 @@ if _PREFETCH is not None:
                 if ahead < hi:
                     _pf(X, users[ahead])
                     _pf(Y, items[ahead])
-                u = users[s]
-                i = items[s]
-                dot = np.float32(0.0)
-                for f in range(k):
-                    dot += X[u, f] * Y[i, f]
-                e = np.float32(1.0) - dot
-                for f in range(k):
-                    xf = X[u, f]
-                    yf = Y[i, f]
-                    X[u, f] = xf + lr * (e * yf - reg * xf)
-                    Y[i, f] = yf + lr * (e * xf - reg * yf)
+                _step(X, Y, users[s], items[s], lr, reg)
         return np.float32(0.0)
 else:  # pragma: no cover - depends on the LLVM build
     _bare_sgd_prefetch = _bare_sgd_touch

@@ -270,18 +270,8 @@ def _pad(a: np.ndarray, n: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- implicit
-def _implicit_bpr(task: FitTask) -> FitResult:
-    from implicit.cpu.bpr import BayesianPersonalizedRanking
-
-    # implicit appends an item-bias column: factors - 1 gives rows of exactly `factors` floats.
-    model = BayesianPersonalizedRanking(
-        factors=task.factors - 1,
-        learning_rate=0.01,
-        regularization=0.01,
-        iterations=task.epochs,
-        num_threads=task.threads,
-        random_state=task.seed,
-    )
+def _fit_implicit(model: Any, task: FitTask, updates: float | None, params: dict) -> FitResult:
+    """Time an implicit model's ``fit`` (checkpoint evaluation excluded) and wrap the result."""
     clock = _Clock()
 
     def tables() -> FactorTables:
@@ -295,51 +285,29 @@ def _implicit_bpr(task: FitTask) -> FitResult:
         callback=None if cb is None else (lambda epoch, *a: cb(epoch + 1)),
     )
     seconds = time.perf_counter() - t0 - clock.excluded
-    return FitResult(
-        tables(),
-        seconds,
-        task.epochs,
-        float(task.train.nnz) * task.epochs,
-        params={
-            "factors": task.factors - 1,
-            "learning_rate": 0.01,
-            "regularization": 0.01,
-            "verify_negative_samples": True,
-        },
+    return FitResult(tables(), seconds, task.epochs, updates, params=params)
+
+
+def _implicit_bpr(task: FitTask) -> FitResult:
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    # implicit appends an item-bias column: factors - 1 gives rows of exactly `factors` floats.
+    params = {"factors": task.factors - 1, "learning_rate": 0.01, "regularization": 0.01}
+    model = BayesianPersonalizedRanking(
+        **params, iterations=task.epochs, num_threads=task.threads, random_state=task.seed
     )
+    updates = float(task.train.nnz) * task.epochs
+    return _fit_implicit(model, task, updates, {**params, "verify_negative_samples": True})
 
 
 def _implicit_als(task: FitTask) -> FitResult:
     from implicit.cpu.als import AlternatingLeastSquares
 
+    params = {"factors": task.factors, "regularization": 0.01, "alpha": 1.0}
     model = AlternatingLeastSquares(
-        factors=task.factors,
-        regularization=0.01,
-        alpha=1.0,
-        iterations=task.epochs,
-        num_threads=task.threads,
-        random_state=task.seed,
+        **params, iterations=task.epochs, num_threads=task.threads, random_state=task.seed
     )
-    clock = _Clock()
-
-    def tables() -> FactorTables:
-        return FactorTables(model.user_factors, model.item_factors)
-
-    cb = clock.wrap(task.callback, tables)
-    t0 = time.perf_counter()
-    model.fit(
-        task.train,
-        show_progress=False,
-        callback=None if cb is None else (lambda it, *a: cb(it + 1)),
-    )
-    seconds = time.perf_counter() - t0 - clock.excluded
-    return FitResult(
-        tables(),
-        seconds,
-        task.epochs,
-        None,
-        params={"factors": task.factors, "regularization": 0.01, "alpha": 1.0},
-    )
+    return _fit_implicit(model, task, None, params)
 
 
 # ---------------------------------------------------------------------- LightFM
