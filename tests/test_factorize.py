@@ -120,6 +120,24 @@ def test_default_learning_rate_depends_on_loss(data):
         assert model.history_[0]["lr"] == pytest.approx(lr)
 
 
+def test_plain_sgd_warp_keeps_its_own_defaults(data):
+    """WARP defaults to AdaGrad at η 0.05; with optimizer="sgd" it falls back to the
+    annealed, norm-bounded setting plain SGD needs (cfcore.factorize.PLAIN_SGD_WARP)."""
+    adagrad = Factorizer(loss="warp", **FAST).fit(data)
+    assert [h["lr"] for h in adagrad.history_] == pytest.approx([0.05] * 4)
+    sgd = Factorizer(loss="warp", optimizer="sgd", **FAST).fit(data)
+    assert [h["lr"] for h in sgd.history_] == pytest.approx([0.02, 0.015, 0.01, 0.005])
+    norms = np.linalg.norm(sgd.item_factors_, axis=1)
+    assert norms.max() <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("loss", ["squared", "bpr", "warp"])
+def test_adagrad_recovers_the_planted_structure(data, loss):
+    model = Factorizer(loss=loss, optimizer="adagrad", learning_rate=0.1, **{**FAST, "epochs": 20})
+    ids, _ = model.fit(data).recommend(np.arange(0, 80, 20), data[::20], N=3)
+    assert np.all(ids // 25 == np.arange(4)[:, None])
+
+
 def test_random_order_also_learns(data):
     model = Factorizer(loss="bpr", order="random", learning_rate=0.1, **{**FAST, "epochs": 20}).fit(
         data
@@ -159,6 +177,7 @@ def test_every_loss_reports_divergence_not_a_kernel_error(data, loss, threads):
         ({"neg_weight": "log"}, "neg_weight"),
         ({"schedule": "cosine"}, "schedule"),
         ({"order": "blocked"}, "order"),
+        ({"optimizer": "adam"}, "optimizer"),
         ({"threads": -2}, "threads"),
         ({"seed": -1}, "seed"),
         ({"max_sampled": 0}, "max_sampled"),

@@ -45,3 +45,16 @@ def test_validation_history_agrees_with_held_out_evaluation(ml100k_split):
     assert aucs[-1] == pytest.approx(_auc(model.scorer(), train, test), abs=1e-9)
     assert 0.0 < model.history_[-1]["pr"] < 0.2  # Fang's PR vs popularity-sampled negatives
     assert 0.0 < model.history_[-1]["rmse"] < 0.5  # targets 1 (held out) and 0 (sampled)
+
+
+def test_warp_adagrad_survives_a_step_that_makes_plain_sgd_diverge(ml100k_split):
+    """Row-wise AdaGrad (WARP's default) tames η = 0.5; plain SGD there is reported, not NaN."""
+    from cfcore.errors import DivergenceError
+
+    train, test = ml100k_split
+    baseline = _auc(popularity_scorer(train.user_items), train, test)
+    params = dict(factors=32, loss="warp", epochs=5, learning_rate=0.5, seed=0, progress=False)
+    model = Factorizer(optimizer="adagrad", **params).fit(train)
+    assert _auc(model.scorer(), train, test) > baseline + 0.03
+    with pytest.raises(DivergenceError, match="lower learning_rate"):
+        Factorizer(optimizer="sgd", **params).fit(train)

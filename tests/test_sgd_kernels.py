@@ -118,10 +118,12 @@ def _run_one_user(
     max_sampled=10,
     parallel=False,
     candidates=None,
+    accumulators=None,
 ):
     """One grouped epoch over a single user 0 with the given positives/negatives.
 
     ``candidates``: WARP draws only this item (an alias table whose every slot aliases it).
+    ``accumulators``: ``(user_acc, item_acc)`` switches row-wise AdaGrad on (updated in place).
     """
     tables = _warp_tables(Y.shape[0], max_sampled)
     if candidates is not None:
@@ -131,7 +133,12 @@ def _run_one_user(
     neg_indptr = np.array([0, len(neg)], dtype=np.int64)
     loss_out = np.zeros(1)
     count_out = np.zeros(1, dtype=np.int64)
-    run = sgd.epoch_kernel(sgd.LOSS_CODES[loss], use_bias, learn_items, parallel, "grouped")
+    adagrad = accumulators is not None
+    if not adagrad:
+        accumulators = (np.ones(1, np.float32), np.ones(1, np.float32))
+    run = sgd.epoch_kernel(
+        sgd.LOSS_CODES[loss], use_bias, learn_items, parallel, "grouped", adagrad
+    )
     run(
         np.zeros(1, dtype=np.int32),
         pos_indptr,
@@ -142,6 +149,7 @@ def _run_one_user(
         Y,
         ub,
         ib,
+        *accumulators,
         f32(LR),
         f32(REG),
         f32(REG_B),
@@ -235,6 +243,50 @@ def test_warp_step_is_the_rank_weighted_gradient_step():
     np.testing.assert_allclose(Y[j], theta["yj"] - LR * grad["yj"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("loss", ["squared", "bpr"])
+def test_adagrad_steps_each_row_with_its_own_accumulated_rate(loss):
+    """Row-wise AdaGrad: ``G_r += mean squared loss gradient of row r``, step ``η/√G_r``."""
+    X, Y, ub, ib = _tables()
+    user_acc = np.array([2.0], np.float32)
+    item_acc = np.array([1.0, 3.0, 5.0], np.float32)
+    x = X[0].astype(np.float64)
+    if loss == "squared":
+        i = 2
+        theta = {"x": x, "y": Y[i].astype(np.float64), "bu": float(ub[0]), "bi": float(ib[i])}
+        grad = _analytic_gradient(loss, theta, 1.0)
+        e = 1.0 - (x @ theta["y"] + theta["bu"] + theta["bi"])
+        g_user, g_items = e * e * (theta["y"] @ theta["y"]) / K, {i: e * e * (x @ x) / K}
+        _run_one_user(loss, [i], [], X, Y, ub, ib, accumulators=(user_acc, item_acc))
+        rows = {i: ("y", "bi")}
+    else:
+        i, j = 0, 2
+        theta = {
+            "x": x,
+            "yi": Y[i].astype(np.float64),
+            "yj": Y[j].astype(np.float64),
+            "bi": float(ib[i]),
+            "bj": float(ib[j]),
+        }
+        grad = _analytic_gradient(loss, theta)
+        g = _sigmoid(-(x @ (theta["yi"] - theta["yj"]) + theta["bi"] - theta["bj"]))
+        diff = theta["yi"] - theta["yj"]
+        g_user = g * g * (diff @ diff) / K
+        g_items = {i: g * g * (x @ x) / K, j: g * g * (x @ x) / K}
+        _run_one_user(loss, [i], [j], X, Y, ub, ib, accumulators=(user_acc, item_acc))
+        rows = {i: ("yi", "bi"), j: ("yj", "bj")}
+    G_user = 2.0 + g_user
+    assert user_acc[0] == pytest.approx(G_user, rel=1e-5)
+    np.testing.assert_allclose(X[0], x - LR / math.sqrt(G_user) * grad["x"], rtol=1e-5, atol=1e-6)
+    start = {0: 1.0, 1: 3.0, 2: 5.0}
+    for item, (y, b) in rows.items():
+        G = start[item] + g_items[item]
+        assert item_acc[item] == pytest.approx(G, rel=1e-5)
+        step = LR / math.sqrt(G)
+        np.testing.assert_allclose(Y[item], theta[y] - step * grad[y], rtol=1e-5, atol=1e-6)
+        assert ib[item] == pytest.approx(theta[b] - step * grad[b], rel=1e-5)
+    assert item_acc[1] == 3.0  # untouched rows keep their accumulator
+
+
 def test_warp_without_violation_makes_no_step():
     X, Y, ub, ib = _tables(n_items=5)
     i, j = 0, 1
@@ -306,6 +358,8 @@ def test_parallel_driver_equals_serial_on_disjoint_work():
             Yc,
             np.zeros(n_users, f32),
             np.zeros(n_items, f32),
+            np.ones(1, f32),
+            np.ones(1, f32),
             f32(0.1),
             f32(0.01),
             f32(0.01),

@@ -335,13 +335,21 @@ def _epoch_line(row: dict[str, Any]) -> str:
     "--schedule",
     type=click.Choice(["constant", "linear", "inverse-sqrt"]),
     default=None,
-    help="Learning-rate schedule over epochs [default: linear decay for warp, else constant].",
+    help="Learning-rate schedule over epochs [default: constant; linear decay for warp "
+    "with --optimizer sgd].",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adagrad"]),
+    default=None,
+    help="sgd: one step size for every row; adagrad: row-wise AdaGrad, rows seen often "
+    "take smaller steps [default: adagrad for warp (as LightFM), else sgd].",
 )
 @click.option(
     "--max-norm",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Bound every factor row's norm after each epoch [default: 1 for warp, else none].",
+    help="Bound every factor row's norm after each epoch [default: none].",
 )
 @click.option(
     "--biases/--no-biases",
@@ -377,6 +385,7 @@ def factorize(
     neg_weight: str | None,
     resample: bool | None,
     schedule: str | None,
+    optimizer: str | None,
     max_norm: float | None,
     biases: bool,
     validation: float | None,
@@ -431,6 +440,7 @@ def factorize(
         neg_weight=neg_weight,
         resample_negatives=resample,
         schedule=schedule,
+        optimizer=optimizer,
         max_norm=max_norm,
         use_biases=biases,
         threads=threads,
