@@ -27,8 +27,11 @@ uniformly random entries (``order="random"``), and 4× the speed once the tables
 
 Parallelism: ``threads`` workers update the shared tables without locks (Hogwild, Niu et al.
 2011). Work is cut into a fixed number of blocks of users that does not depend on ``threads``;
-with ``threads=1`` the serial driver runs them in order and a seed reproduces the model bit
-for bit; with more threads only the interleaving of item-row updates differs.
+with ``threads=1`` one worker runs them in order and a seed reproduces the model bit for bit;
+with more threads only the interleaving of item-row updates differs. Fits always use the
+``parallel=True`` build of the kernels, also for one thread: Numba compiles the serial build
+of the same loop about 1.5–2× slower for the pairwise losses (ML-1M-sized data, one thread:
+BPR 6.5 vs 9.2, WARP 2.3 vs 5.2 M updates/s).
 """
 
 from __future__ import annotations
@@ -420,7 +423,7 @@ class Factorizer(FactorModel):
                 *self._warp_tables(code, n_items, p["max_sampled"]),
             )
             run = sgd.epoch_kernel(
-                code, bool(self.use_biases), True, threads > 1, self.order, self._adagrad()
+                code, bool(self.use_biases), True, True, self.order, self._adagrad()
             )
             user_acc, item_acc = self._accumulators(n_users), self._accumulators(n_items)
             bar = self._progress(p["epochs"])
@@ -496,12 +499,13 @@ class Factorizer(FactorModel):
 
     def _warp_tables(self, code: int, n_items: int, max_sampled: int):
         """``(weights, alias_prob, alias_idx)``: WARP's rank weights and its candidate table,
-        an alias table over the sampler's item weights ``w(p_i)`` (dummies for other losses)."""
+        an alias table over the sampler's item weights ``w(p_i)`` (a one-slot table — uniform
+        over the catalogue — for ``uniform`` weights and for the other losses)."""
         from cfcore._kernels.sampling import build_alias
         from cfcore.sampling import item_weights
 
         weights = sgd.warp_weights(n_items, max_sampled)
-        if code != sgd.WARP:
+        if code != sgd.WARP or self._weighting() == "uniform":
             return weights, np.ones(1, np.float64), np.zeros(1, np.int32)
         popularity = getattr(self, "item_popularity_", None)
         if popularity is None:

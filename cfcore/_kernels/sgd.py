@@ -49,8 +49,9 @@ are i.i.d. draws independent of the positive, so each block keeps a ring of
 :data:`CANDIDATES_AHEAD` of them drawn and prefetched ahead of use (:func:`next_candidate`):
 every trial's DRAM miss overlaps the trials before it (16M data: 1.6× the throughput of
 drawing on demand). The blocks (not the threads)
-define the work partition, so the serial driver is the bit-reproducible reference and the
-parallel driver differs from it only through Hogwild races on item rows (Niu et al. 2011): a
+define the work partition, so the serial driver (and the parallel one on one thread) is a
+bit-reproducible reference and more threads differ from it only through Hogwild races on item
+rows (Niu et al. 2011): a
 user row is only ever written by the block that owns the user in that epoch. The ``random``
 drivers visit uniformly random entries with replacement (the classical order, as implicit's
 BPR) and are kept for comparison.
@@ -301,10 +302,13 @@ def warp_weights(n_items, max_sampled):
 
 
 @numba.njit(**_INLINE)
-def draw_item(state, alias_prob, alias_idx):
+def draw_item(state, alias_prob, alias_idx, n_items):
     """One item ``i ∝ w_i`` from a Walker alias table (``cfcore._kernels.sampling.build_alias``
-    over the sampler's weights). Returns ``(state, i)``."""
+    over the sampler's weights), or uniformly from ``n_items`` when the table has a single
+    slot (uniform weights need no table, and no cache miss on it). Returns ``(state, i)``."""
     n = alias_prob.shape[0]
+    if n == 1:
+        return next_below(state, n_items)
     state, r = next_float(state)
     x = r * n
     i = min(np.int64(x), n - 1)
@@ -317,7 +321,7 @@ def draw_item(state, alias_prob, alias_idx):
 def fill_candidates(ring, state, Y, alias_prob, alias_idx):
     """Fill WARP's candidate ring with fresh draws, prefetching their rows."""
     for r in range(CANDIDATES_AHEAD):
-        state, j = draw_item(state, alias_prob, alias_idx)
+        state, j = draw_item(state, alias_prob, alias_idx, Y.shape[0])
         ring[r] = j
         prefetch_row(Y, j)
     ring[CANDIDATES_AHEAD] = 0
@@ -334,7 +338,7 @@ def next_candidate(ring, state, Y, alias_prob, alias_idx):
     it. Returns ``(state, j)``."""
     head = ring[CANDIDATES_AHEAD]
     j = ring[head]
-    state, fresh = draw_item(state, alias_prob, alias_idx)
+    state, fresh = draw_item(state, alias_prob, alias_idx, Y.shape[0])
     ring[head] = fresh
     prefetch_row(Y, fresh)
     ring[CANDIDATES_AHEAD] = (head + 1) & (CANDIDATES_AHEAD - 1)
@@ -393,12 +397,12 @@ def warp_step(
         si += item_bias[i]
     for trial in range(1, weights.shape[0]):
         state, j = next_candidate(ring, state, Y, alias_prob, alias_idx)
-        if is_positive(pos_indices, p0, n_pos, j):
-            continue
         sj = _dot(X, u, Y, j)
         if use_bias:
             sj += item_bias[j]
-        if sj > si - margin:
+        # Only a violating candidate needs the positive check (a positive that does not
+        # violate is a failed trial either way), as in LightFM.
+        if sj > si - margin and not is_positive(pos_indices, p0, n_pos, j):
             w = weights[trial]
             pairwise_step(
                 X,
@@ -445,7 +449,8 @@ def epoch_kernel(
     dummies otherwise), float32 ``entry_target``,
     float32 ``weights`` (:func:`warp_weights`; any length-2 array for other losses), the
     WARP candidate table ``alias_prob`` (float64) / ``alias_idx`` (int32) from
-    ``cfcore._kernels.sampling.build_alias`` (length-1 dummies for other losses). Positives
+    ``cfcore._kernels.sampling.build_alias`` (a length-1 table draws uniformly from the
+    catalogue; any length-1 pair for other losses). Positives
     must be sorted within each user (WARP rejects candidates by binary search).
     Scalars: float32 ``lr``, ``reg``, ``reg_bias``, ``margin``; int ``seed``, ``epoch``.
     The number of blocks is ``len(loss_out)``; block b writes its loss sum (float64) and its
