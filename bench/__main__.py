@@ -55,6 +55,9 @@ def cmd_list(_: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import run_suite
 
+    if args.resume and args.out is None:
+        print("--resume: name the interrupted run's directory with --out", file=sys.stderr)
+        return 2
     command = "python -m bench " + " ".join(shlex.quote(a) for a in args.argv)
     run_suite(
         args.suite,
@@ -65,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         publish=args.publish,
         timeout=args.timeout,
         command=command,
+        resume=args.resume,
     )
     return 0
 
@@ -108,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run the per-dataset block on these instead (e.g. ml-1m,file:ratings.csv)",
     )
     p.add_argument("--timeout", type=int, default=None, help="seconds per job")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out: keep its finished jobs, run the rest",
+    )
     p.add_argument(
         "--publish",
         action=argparse.BooleanOptionalAction,

@@ -10,7 +10,8 @@ Layout of a run directory (default ``bench/results/<suite>-<YYYYmmdd-HHMMSS>``):
     ../cache/                        dataset splits shared between runs
 
 A job whose library is not installed is not started: its record says ``skipped`` and why,
-and the run goes on.
+and the run goes on. ``resume=True`` (``--resume`` with ``--out`` of an interrupted run) keeps
+every record that finished ``ok`` for the same job and runs only the rest.
 """
 
 from __future__ import annotations
@@ -111,6 +112,21 @@ def _summary(rec: dict[str, Any]) -> str:
     return ""
 
 
+#: Job fields that must match for a finished record to stand in for the job on ``resume``.
+_JOB_KEYS = ("id", "kind", "method", "dataset", "threads", "epochs", "factors")
+
+
+def _finished(rec_path: Path, job: dict[str, Any]) -> dict[str, Any] | None:
+    """The record at ``rec_path`` if it finished ``ok`` for this very job, else None."""
+    try:
+        rec = json.loads(rec_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if rec.get("status") != "ok" or any(k in rec and rec[k] != job.get(k) for k in _JOB_KEYS):
+        return None
+    return rec
+
+
 def run_jobs(
     job_list: list[dict[str, Any]],
     out_dir: Path,
@@ -118,8 +134,12 @@ def run_jobs(
     cache_dir: Path,
     log: Callable[[str], None] = print,
     timeout: int | None = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run every job in its own process; return the records (also written under ``out_dir``)."""
+    """Run every job in its own process; return the records (also written under ``out_dir``).
+
+    With ``resume``, a job whose record in ``out_dir`` finished ``ok`` is not run again.
+    """
     (out_dir / "records").mkdir(parents=True, exist_ok=True)
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
@@ -129,6 +149,11 @@ def run_jobs(
         head = f"[{n:3d}/{len(job_list)}] {_slug(job):48s}"
         rec_path = out_dir / "records" / f"{job['id']}.json"
         reason = skip_reason(job, failed_datasets)
+        done = _finished(rec_path, job) if resume and rec_path.exists() else None
+        if done is not None:
+            records.append(done)
+            log(f"{head} {_summary(done)} (kept from the interrupted run)")
+            continue
         if reason is not None:
             rec = {
                 "id": job["id"],
@@ -143,7 +168,7 @@ def run_jobs(
             rec = _run_one(job, out_dir, rec_path, timeout or job.get("timeout", DEFAULT_TIMEOUT))
             if rec["status"] != "ok" and job["kind"] == "prepare":
                 failed_datasets.add(job["dataset"])
-        rec_path.write_text(json.dumps(rec, indent=1))
+        atomic_write_text(rec_path, json.dumps(rec, indent=1))
         records.append(rec)
         atomic_write_text(out_dir / "results.json", json.dumps(records, indent=1))
         log(f"{head} {_summary(rec)}")
@@ -196,6 +221,7 @@ def run_suite(
     timeout: int | None = None,
     log: Callable[[str], None] = print,
     command: str | None = None,
+    resume: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Run ``suite`` and write records, ``results.json``, ``RESULTS.md`` and the plots.
 
@@ -217,9 +243,13 @@ def run_suite(
         ``full`` runs into the default directory).
     timeout : int, optional
         Seconds per job (default: the job's own, else 900).
+    resume : bool
+        Continue an interrupted run in ``out_dir``: jobs with an ``ok`` record are kept.
     """
     from bench.report import render, write_report
 
+    if resume and out_dir is None:
+        raise ValueError("resume: name the interrupted run's directory (--out)")
     default_out = out_dir is None
     if out_dir is None:
         out_dir = RESULTS_DIR / f"{suite}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -236,7 +266,7 @@ def run_suite(
     )
     t0 = time.perf_counter()
     load_start = system.load_average()
-    records = run_jobs(job_list, out_dir, suite, cache_dir, log, timeout)
+    records = run_jobs(job_list, out_dir, suite, cache_dir, log, timeout, resume)
     load = {"start": load_start, "end": system.load_average()}
     for rec in records:
         rec.setdefault("run_load_average", load)

@@ -107,6 +107,30 @@ def test_missing_peer_is_skipped_with_a_message(tmp_path, monkeypatch):
     assert "skipped" in render(records, suite="test")
 
 
+def test_resume_keeps_finished_jobs_of_the_same_spec_only(tmp_path, monkeypatch):
+    fake = Method("ghost-bpr", "collabfeat_no_such_peer_lib", "ghost-peer", "bpr", "-", None)
+    monkeypatch.setitem(METHODS, "ghost-bpr", fake)
+    job = {"kind": "fit", "dataset": "synth-40k", "method": "ghost-bpr", "threads": 1}
+    job |= {"epochs": 3, "factors": 8}
+    rec_id = "001-fit-ghost-bpr-synth-40k-t1"
+    (tmp_path / "records").mkdir()
+
+    def run(finished_epochs: int, resume: bool) -> tuple[dict, list[str]]:
+        done = {**job, "id": rec_id, "status": "ok", "epochs": finished_epochs}
+        done |= {"seconds_per_epoch": 1.0, "updates_per_s": 5e6, "peak_rss_mb": 10.0}
+        (tmp_path / "records" / f"{rec_id}.json").write_text(json.dumps(done))
+        lines: list[str] = []
+        rec = runner.run_jobs([job], tmp_path, "t", tmp_path / "c", lines.append, resume=resume)
+        return rec[0], lines
+
+    kept, lines = run(3, resume=True)
+    assert kept["status"] == "ok" and "kept from the interrupted run" in lines[0]
+    assert run(3, resume=False)[0]["status"] == "skipped"  # without --resume: run again
+    assert run(5, resume=True)[0]["status"] == "skipped"  # another spec: not reused
+    with pytest.raises(ValueError, match="--out"):
+        runner.run_suite("tiny", resume=True, log=lambda s: None)
+
+
 def test_jobs_that_would_not_fit_in_memory_are_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(runner.system, "mem_available_bytes", lambda: 4 << 30)
     jobs = [
