@@ -456,10 +456,19 @@ def render(
     mach = any_rec.get("machine", {})
     vers = any_rec.get("versions", {})
     vtext = ", ".join(f"{k} {v}" for k, v in vers.items() if v)
+    stamps = sorted(r["time"][:16].replace("T", " ") for r in records if r.get("time"))
+    when = (
+        f"Jobs ran {stamps[0]} – {stamps[-1][11:]}"
+        if stamps
+        else f"Run {time.strftime('%Y-%m-%d %H:%M')}"
+    )
+    job_seconds = sum(r.get("wall_seconds") or 0 for r in records)
+    if elapsed and job_seconds > 1.5 * elapsed:  # a resumed run: most jobs ran before
+        elapsed = None
     parts = [
         f"# collabfeat benchmark: `{suite}` suite",
         "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M')} on {mach.get('cpu_model', '?')}, "
+        f"{when} on {mach.get('cpu_model', '?')}, "
         f"{mach.get('cores', '?')} cores"
         + (f", L3 {mach['l3_bytes'] / 2**20:.0f} MiB" if mach.get("l3_bytes") else "")
         + (
@@ -467,7 +476,7 @@ def render(
             if mach.get("mem_total_bytes")
             else ""
         )
-        + (f"; {elapsed / 60:.1f} min." if elapsed else "."),
+        + (f"; {elapsed / 60:.1f} min." if elapsed else f"; {job_seconds / 60:.1f} min of jobs."),
         f"Versions: {vtext}.",
         _load_text(records),
         "",
