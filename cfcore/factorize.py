@@ -130,12 +130,14 @@ class Factorizer(FactorModel):
         Negative sampling weight ``w(p_i)`` of item popularity (Fang eq. 1–2, "in practice"
         the logarithm). Default (``None``): ``"log-popularity"`` (Fang), except for ``warp``,
         whose candidates are drawn ``"uniform"``-ly from the catalogue as in LightFM, the
-        draw its rank estimate ``⌊(N−1)/n⌋`` assumes (ml-100k: 0.936 vs 0.933 AUC).
+        draw its rank estimate ``⌊(N−1)/n⌋`` assumes (ml-100k, 64 factors, 20 epochs: AUC
+        0.938 uniform, 0.930 log-popularity, 0.855 popularity).
     resample_negatives : bool, optional
         Draw fresh negatives every epoch (``(seed, epoch)`` streams) instead of once. Default
         (``None``): fixed negatives for ``squared`` (Fang et al. sample them once), fresh ones
-        for the other losses, which otherwise keep pushing the same few negatives down and
-        overfit them (on ml-100k resampling adds about 0.005 AUC to BPR and 0.02 to WARP).
+        for ``logistic`` and ``bpr``, which otherwise keep pushing the same few negatives down
+        and overfit them (ml-100k, 64 factors, 20 epochs: BPR AUC 0.935 vs 0.927). ``warp``
+        draws its candidates from the whole catalogue at every step and ignores it.
     use_biases : bool, default False
         Learn a user and an item bias (``s_ui = x_u·y_i + b_u + b_i``; pairwise losses only
         learn ``b_i``, a user bias cancels in ``s_ui − s_uj``).
@@ -637,9 +639,9 @@ class Factorizer(FactorModel):
         loss_out = np.zeros(min(N_BLOCKS, n_new), dtype=np.float64)
         count_out = np.zeros_like(loss_out, dtype=np.int64)
         f32 = np.float32
-        run = sgd.epoch_kernel(
-            code, bool(self.use_biases), False, False, "grouped", self._adagrad()
-        )
+        # Parallel build (see the module docstring); each new user's row is written by its own
+        # block only and item rows are read-only, so the result does not depend on the threads.
+        run = sgd.epoch_kernel(code, bool(self.use_biases), False, True, "grouped", self._adagrad())
         user_acc, item_acc = self._accumulators(n_new), self._accumulators(1)
         tables = self._warp_tables(code, self.n_items, p["max_sampled"])
         pos_indptr, pos_indices = rows.indptr.astype(np.int64), rows.indices.astype(np.int32)

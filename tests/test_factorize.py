@@ -233,6 +233,22 @@ def test_fold_in_recovers_a_training_users_preferences(data):
         assert len(top_f & top_t) >= 7
 
 
+def test_fold_in_does_not_depend_on_the_thread_count(data):
+    import numba
+
+    model = Factorizer(loss="bpr", factors=8, epochs=5, progress=False).fit(data)
+    rows = data[::3]
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = model.fold_in(rows)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = model.fold_in(rows)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one, two)
+
+
 def test_progress_bar_shows_running_loss(data, capsys):
     Factorizer(factors=4, epochs=2, progress=True).fit(data)
     err = capsys.readouterr().err
