@@ -350,7 +350,6 @@ class Factorizer(FactorModel):
         DivergenceError
             The loss or a factor became NaN/inf or exploded.
         """
-        from cfcore.sampling import sample_negatives
 
         p = self._checked_params()
         train, user_ids, item_ids = _as_matrix(user_items, "user_items")
@@ -398,18 +397,9 @@ class Factorizer(FactorModel):
                 val_neg = self._validation_negatives(train, val, p)
 
             def negatives(epoch: int):
-                if code == sgd.WARP:  # WARP draws its candidates from the catalogue table
-                    return np.zeros(n_users + 1, np.int64), np.zeros(0, np.int32)
-                ns = sample_negatives(
-                    train,
-                    p["neg_ratio"],
-                    self._weighting(),
-                    seed=seed,
-                    threads=threads,
-                    epoch=epoch,
-                    warn_short=epoch == 0,
+                return self._negative_arrays(
+                    train, p, threads=threads, epoch=epoch, warn_short=epoch == 0
                 )
-                return ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
 
             neg_indptr, neg_indices = negatives(0)
             resample = self.resample_negatives
@@ -418,12 +408,7 @@ class Factorizer(FactorModel):
             loss_out = np.zeros(N_BLOCKS, dtype=np.float64)
             count_out = np.zeros(N_BLOCKS, dtype=np.int64)
             f32 = np.float32
-            consts = (
-                f32(p["reg"]),
-                f32(p["reg_bias"]),
-                f32(p["margin"]),
-                *self._warp_tables(code, n_items, p["max_sampled"]),
-            )
+            consts = self._kernel_constants(p, n_items)
             run = sgd.epoch_kernel(
                 code, bool(self.use_biases), True, True, self.order, self._adagrad()
             )
@@ -498,6 +483,28 @@ class Factorizer(FactorModel):
         finally:
             numba.set_num_threads(old_threads)
         return self
+
+    def _negative_arrays(
+        self, rows: sp.csr_matrix, p: dict[str, Any], **sampling: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The sampled negatives of ``rows`` as the kernels take them (int64 indptr, int32
+        indices), drawn with the model's ratio, weighting and seed (``sampling``: the rest of
+        :func:`cfcore.sampling.sample_negatives`'s options). WARP draws its candidates from the
+        catalogue and gets none."""
+        from cfcore.sampling import sample_negatives
+
+        if self.loss == "warp":
+            return np.zeros(rows.shape[0] + 1, np.int64), np.zeros(0, np.int32)
+        ns = sample_negatives(rows, p["neg_ratio"], self._weighting(), seed=p["seed"], **sampling)
+        return ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
+
+    def _kernel_constants(self, p: dict[str, Any], n_items: int) -> tuple:
+        """The epoch kernels' arguments after ``lr``: float32 ``reg``, ``reg_bias``,
+        ``margin`` and WARP's rank weights and candidate table."""
+        f32 = np.float32
+        code = sgd.LOSS_CODES[self.loss]
+        tables = self._warp_tables(code, n_items, p["max_sampled"])
+        return (f32(p["reg"]), f32(p["reg_bias"]), f32(p["margin"]), *tables)
 
     def _warp_tables(self, code: int, n_items: int, max_sampled: int):
         """``(weights, alias_prob, alias_idx)``: WARP's rank weights and its candidate table,
@@ -599,7 +606,6 @@ class Factorizer(FactorModel):
         -------
         ndarray of float32, shape (n_new_users, factors)
         """
-        from cfcore.sampling import sample_negatives
 
         self._check_fitted()
         p = self._checked_params()
@@ -620,19 +626,9 @@ class Factorizer(FactorModel):
         if popularity is None or self._weighting() == "uniform":
             popularity = np.ones(self.n_items, dtype=np.int64)
         code = sgd.LOSS_CODES[self.loss]
-        if code == sgd.WARP:
-            neg_indptr, neg_indices = np.zeros(n_new + 1, np.int64), np.zeros(0, np.int32)
-        else:
-            ns = sample_negatives(
-                rows,
-                p["neg_ratio"],
-                self._weighting(),
-                seed=p["seed"],
-                threads=1,
-                popularity=popularity,
-                warn_short=False,
-            )
-            neg_indptr, neg_indices = ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
+        neg_indptr, neg_indices = self._negative_arrays(
+            rows, p, threads=1, popularity=popularity, warn_short=False
+        )
         Y = self.item_factors_
         ub = np.zeros(n_new, dtype=np.float32)
         ib = self.item_bias_ if self.item_bias_ is not None else np.zeros(self.n_items, np.float32)
@@ -643,7 +639,7 @@ class Factorizer(FactorModel):
         # block only and item rows are read-only, so the result does not depend on the threads.
         run = sgd.epoch_kernel(code, bool(self.use_biases), False, True, "grouped", self._adagrad())
         user_acc, item_acc = self._accumulators(n_new), self._accumulators(1)
-        tables = self._warp_tables(code, self.n_items, p["max_sampled"])
+        consts = self._kernel_constants(p, self.n_items)
         pos_indptr, pos_indices = rows.indptr.astype(np.int64), rows.indices.astype(np.int32)
         for epoch in range(epochs):
             users = np.random.default_rng([p["seed"], epoch, 1]).permutation(n_new).astype(np.int32)
@@ -660,10 +656,7 @@ class Factorizer(FactorModel):
                 user_acc,
                 item_acc,
                 f32(self._lr_at(p["lr"], epoch, epochs)),
-                f32(p["reg"]),
-                f32(p["reg_bias"]),
-                f32(p["margin"]),
-                *tables,
+                *consts,
                 p["seed"],
                 epoch,
                 loss_out,

@@ -318,14 +318,17 @@ def draw_item(state, alias_prob, alias_idx, n_items):
 
 
 @numba.njit(**_INLINE)
-def fill_candidates(ring, state, Y, alias_prob, alias_idx):
-    """Fill WARP's candidate ring with fresh draws, prefetching their rows."""
-    for r in range(CANDIDATES_AHEAD):
-        state, j = draw_item(state, alias_prob, alias_idx, Y.shape[0])
-        ring[r] = j
-        prefetch_row(Y, j)
-    ring[CANDIDATES_AHEAD] = 0
-    return state
+def candidate_ring(state, Y, alias_prob, alias_idx, warp):
+    """A block's WARP candidate ring: :data:`CANDIDATES_AHEAD` slots and the head index,
+    filled with fresh draws whose rows are prefetched (left unfilled unless ``warp``).
+    Returns ``(state, ring)``."""
+    ring = np.zeros(CANDIDATES_AHEAD + 1, dtype=np.int64)
+    if warp:
+        for r in range(CANDIDATES_AHEAD):
+            state, j = draw_item(state, alias_prob, alias_idx, Y.shape[0])
+            ring[r] = j
+            prefetch_row(Y, j)
+    return state, ring
 
 
 @numba.njit(**_INLINE)
@@ -676,16 +679,15 @@ def _make_grouped(loss, use_bias, learn_items, parallel, adagrad):
             for k in range(lo, hi):
                 u = users[k]
                 n = pos_indptr[u + 1] - pos_indptr[u]
-                if pairwise:
-                    n *= 2
-                else:
+                if loss == BPR:
+                    n *= 2  # positives, then a negative for each
+                elif not pairwise:
                     n += neg_indptr[u + 1] - neg_indptr[u]
                 longest = max(longest, n)
             work = np.empty(longest, dtype=np.int64)  # one allocation per block
-            ring = np.empty(CANDIDATES_AHEAD + 1, dtype=np.int64)
-            state = stream_seed(seed, epoch, b)
-            if loss == WARP:
-                state = fill_candidates(ring, state, Y, alias_prob, alias_idx)
+            state, ring = candidate_ring(
+                stream_seed(seed, epoch, b), Y, alias_prob, alias_idx, loss == WARP
+            )
             total = 0.0
             count = 0
             for k in range(lo, hi):
@@ -784,10 +786,9 @@ def _make_random(loss, use_bias, learn_items, parallel, adagrad):
         for b in prange(n_blocks):
             lo = (b * n_draws) // n_blocks
             hi = ((b + 1) * n_draws) // n_blocks
-            state = stream_seed(seed, epoch, b)
-            ring = np.empty(CANDIDATES_AHEAD + 1, dtype=np.int64)
-            if loss == WARP:
-                state = fill_candidates(ring, state, Y, alias_prob, alias_idx)
+            state, ring = candidate_ring(
+                stream_seed(seed, epoch, b), Y, alias_prob, alias_idx, loss == WARP
+            )
             total = 0.0
             count = 0
             for _ in range(lo, hi):
