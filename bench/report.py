@@ -462,9 +462,9 @@ def render(
         if stamps
         else f"Run {time.strftime('%Y-%m-%d %H:%M')}"
     )
-    job_seconds = sum(r.get("wall_seconds") or 0 for r in records)
-    if elapsed and job_seconds > 1.5 * elapsed:  # a resumed run: most jobs ran before
-        elapsed = None
+    kept = sum(1 for r in records if r.get("resumed"))
+    if kept:  # this invocation's time leaves out the jobs kept from before
+        elapsed = sum(r.get("wall_seconds") or 0 for r in records)
     parts = [
         f"# collabfeat benchmark: `{suite}` suite",
         "",
@@ -476,7 +476,12 @@ def render(
             if mach.get("mem_total_bytes")
             else ""
         )
-        + (f"; {elapsed / 60:.1f} min." if elapsed else f"; {job_seconds / 60:.1f} min of jobs."),
+        + (f"; {elapsed / 60:.1f} min" if elapsed else "")
+        + (
+            f" ({kept} of {len(records)} jobs kept from an interrupted run by --resume)."
+            if kept
+            else "."
+        ),
         f"Versions: {vtext}.",
         _load_text(records),
         "",

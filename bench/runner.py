@@ -138,7 +138,8 @@ def run_jobs(
 ) -> list[dict[str, Any]]:
     """Run every job in its own process; return the records (also written under ``out_dir``).
 
-    With ``resume``, a job whose record in ``out_dir`` finished ``ok`` is not run again.
+    With ``resume``, a job whose record in ``out_dir`` finished ``ok`` is not run again; its
+    record is returned marked ``resumed``.
     """
     (out_dir / "records").mkdir(parents=True, exist_ok=True)
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -148,12 +149,12 @@ def run_jobs(
         job = {**job, "id": f"{n:03d}-{_slug(job)}", "suite": suite, "cache_dir": str(cache_dir)}
         head = f"[{n:3d}/{len(job_list)}] {_slug(job):48s}"
         rec_path = out_dir / "records" / f"{job['id']}.json"
-        reason = skip_reason(job, failed_datasets)
-        done = _finished(rec_path, job) if resume and rec_path.exists() else None
+        done = _finished(rec_path, job) if resume else None
         if done is not None:
-            records.append(done)
+            records.append({**done, "resumed": True})
             log(f"{head} {_summary(done)} (kept from the interrupted run)")
             continue
+        reason = skip_reason(job, failed_datasets)
         if reason is not None:
             rec = {
                 "id": job["id"],

@@ -124,7 +124,11 @@ def test_resume_keeps_finished_jobs_of_the_same_spec_only(tmp_path, monkeypatch)
         return rec[0], lines
 
     kept, lines = run(3, resume=True)
-    assert kept["status"] == "ok" and "kept from the interrupted run" in lines[0]
+    assert (
+        kept["status"] == "ok" and kept["resumed"] and "kept from the interrupted run" in lines[0]
+    )
+    header = render([{**kept, "status": "skipped", "reason": "-"}], suite="t")  # header only
+    assert "1 of 1 jobs kept from an interrupted run" in header
     assert run(3, resume=False)[0]["status"] == "skipped"  # without --resume: run again
     assert run(5, resume=True)[0]["status"] == "skipped"  # another spec: not reused
     with pytest.raises(ValueError, match="--out"):
