@@ -144,9 +144,9 @@ class Factorizer(FactorModel):
     schedule : {"constant", "linear", "inverse-sqrt"}, optional
         Per-epoch step ``η_e``: ``η``, ``η (1 − e/E)`` (floored at ``η/E``) or ``η/√(1+e)``.
         Default (``None``): ``"constant"``, except ``"linear"`` for ``warp`` with
-        ``optimizer="sgd"`` (:data:`PLAIN_SGD_WARP`) — rank-weighted plain-SGD steps want a large start and annealing
-        (ml-100k, 64 factors: AUC 0.9355 after 5 epochs vs 0.928 at a constant rate); AdaGrad
-        anneals each row by itself.
+        ``optimizer="sgd"`` (:data:`PLAIN_SGD_WARP`) — rank-weighted plain-SGD steps want a
+        large start and annealing (ml-100k, 64 factors: AUC 0.9355 after 5 epochs vs 0.928 at
+        a constant rate); AdaGrad anneals each row by itself.
     order : {"grouped", "random"}, default "grouped"
         ``"grouped"``: users in shuffled order, each user's entries together in shuffled
         order (its row stays in cache); ``"random"``: uniformly random entries with
@@ -170,12 +170,12 @@ class Factorizer(FactorModel):
         Constrain every factor row to ``‖·‖ ≤ max_norm``: after each epoch, longer rows are
         scaled back onto the ball (Weston et al. 2011 and Denton et al. 2015 bound embedding
         norms instead of, or besides, an L2 penalty). Default (``None``): no constraint (1.0
-        for ``warp`` with ``optimizer="sgd"``, :data:`PLAIN_SGD_WARP`). A
-        tight bound flattens popularity, which the models express through item norms: WARP on
-        16 M-style power-law data (synth-4m, 3 epochs) reaches P@10 0.185 unconstrained and
-        0.095 with every row held at norm 1. Plain-SGD WARP needs it: without it its
-        rank-weighted steps inflate popular items' norms and held-out AUC slides after a few
-        epochs (ml-100k: 0.929 at epoch 10 falling to 0.88 at 30).
+        for ``warp`` with ``optimizer="sgd"``, :data:`PLAIN_SGD_WARP`). A tight bound flattens
+        popularity, which the models express through item norms: WARP on power-law data
+        (synth-4m, 3 epochs) reaches P@10 0.185 unconstrained and 0.095 with every row held at
+        norm 1. Plain-SGD WARP needs it: without it its rank-weighted steps inflate popular
+        items' norms and held-out AUC slides after a few epochs (ml-100k: 0.929 at epoch 10
+        falling to 0.88 at 30).
     init_scale : float, default 0.1
         Factors start as ``N(0, init_scale² / √factors)`` — i.e. std ``init_scale / factors**0.25``
         — so that initial scores have std ``init_scale`` whatever ``factors``; biases start at 0.
@@ -350,7 +350,6 @@ class Factorizer(FactorModel):
         DivergenceError
             The loss or a factor became NaN/inf or exploded.
         """
-
         p = self._checked_params()
         train, user_ids, item_ids = _as_matrix(user_items, "user_items")
         n_users, n_items = train.shape
@@ -502,11 +501,10 @@ class Factorizer(FactorModel):
         """The epoch kernels' arguments after ``lr``: float32 ``reg``, ``reg_bias``,
         ``margin`` and WARP's rank weights and candidate table."""
         f32 = np.float32
-        code = sgd.LOSS_CODES[self.loss]
-        tables = self._warp_tables(code, n_items, p["max_sampled"])
+        tables = self._warp_tables(n_items, p["max_sampled"])
         return (f32(p["reg"]), f32(p["reg_bias"]), f32(p["margin"]), *tables)
 
-    def _warp_tables(self, code: int, n_items: int, max_sampled: int):
+    def _warp_tables(self, n_items: int, max_sampled: int):
         """``(weights, alias_prob, alias_idx)``: WARP's rank weights and its candidate table,
         an alias table over the sampler's item weights ``w(p_i)`` (a one-slot table — uniform
         over the catalogue — for ``uniform`` weights and for the other losses)."""
@@ -514,7 +512,7 @@ class Factorizer(FactorModel):
         from cfcore.sampling import item_weights
 
         weights = sgd.warp_weights(n_items, max_sampled)
-        if code != sgd.WARP or self._weighting() == "uniform":
+        if self.loss != "warp" or self._weighting() == "uniform":
             return weights, np.ones(1, np.float64), np.zeros(1, np.int32)
         popularity = getattr(self, "item_popularity_", None)
         if popularity is None:
