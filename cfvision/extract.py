@@ -99,30 +99,23 @@ def save_item_vectors(
 
 
 def load_item_vectors(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """Read item vectors: an ``item-vectors`` artifact or a ``factor-model`` (its item factors).
+    """Read item vectors: an ``item-vectors`` artifact or a ``factor-model`` (its item factors),
+    through :func:`cfcore.vectors.load_vectors` (the one reader of both kinds).
 
     Returns
     -------
     item_ids : list of str
     vectors : ndarray, float32
-    header : dict
+    meta : dict
+        The file's header (``kind`` …; ``source`` is ``path``).
     """
     from cfcore.errors import InputError, ModelFormatError
-    from cfcore.io import load_artifact
+    from cfcore.vectors import load_vectors
 
     try:
-        arrays, header = load_artifact(path, (ARTIFACT_KIND, "factor-model"))
+        found = load_vectors(path)
     except FileNotFoundError:
         raise InputError(f"vectors file {path}: no such file") from None
     except ModelFormatError as exc:
         raise InputError(str(exc)) from None
-    key = "vectors" if header["kind"] == ARTIFACT_KIND else "item_factors"
-    if "item_ids" not in arrays or key not in arrays:
-        raise InputError(f"{path}: missing item_ids/{key}")
-    vectors = np.asarray(arrays[key], dtype=np.float32)
-    ids = [str(i) for i in arrays["item_ids"].tolist()]
-    if len(ids) != len(vectors):
-        raise InputError(f"{path}: {len(ids)} item_ids but {len(vectors)} vectors")
-    if not np.isfinite(vectors).all():
-        raise InputError(f"{path}: vectors contain NaN or inf")
-    return ids, vectors, header
+    return [str(i) for i in found.ids.tolist()], found.vectors, found.meta
