@@ -319,3 +319,87 @@ def test_cli_errors_are_one_line(tmp_path, images):
     fails(["evaluate", str(tmp_path / "none.npz"), "--interactions", str(labels)], "no such file")
     res = runner.invoke(cli, ["train", "--help"])
     assert res.exit_code == 0 and "--resume" in res.output
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_cli_on_the_posters_needs_the_id_space_and_reads_genres_directly(
+    tmp_path, posters_path, ml100k_path, ml_latest_small_path
+):
+    runner = CliRunner()
+    data = ["--data-dir", str(posters_path.parent)]
+    base = ["--arch", "small", "--image-size", "16", "--epochs", "1", "--quiet", *data]
+    res = runner.invoke(
+        cli, ["train", "movielens-posters", "ml-100k", "-o", str(tmp_path / "a"), *base]
+    )
+    assert res.exit_code == 1 and "choose --id-space ml-100k" in res.output
+    assert (
+        "of 1,680 labelled items, 1,661 as ml-100k ids and 1,629 as movielens ids" in res.output
+    )  # the hint says which
+    # ml-latest-small ids on the ml-100k id space: the silent mismatch, now refused
+    res = runner.invoke(
+        cli,
+        [
+            "train",
+            "movielens-posters",
+            "ml-latest-small",
+            "-o",
+            str(tmp_path / "b"),
+            *base,
+            "--id-space",
+            "ml-100k",
+        ],
+    )
+    assert res.exit_code == 1 and "--allow-partial" in res.output, res.output
+    assert "as movielens ids" in res.output
+    # the right id space: genres of u.item straight from the dataset name
+    run = tmp_path / "run"
+    res = runner.invoke(
+        cli,
+        ["train", "movielens-posters", "ml-100k", "-o", str(run), *base, "--id-space", "ml-100k"],
+    )
+    assert res.exit_code == 0, res.output
+    assert (
+        (run / "image_report.txt")
+        .read_text()
+        .splitlines()[1]
+        .startswith("1,680 labelled items: 1,661 with an image")
+    )
+    res = runner.invoke(  # the id space and image size come from the checkpoint
+        cli,
+        [
+            "extract",
+            "movielens-posters",
+            "--checkpoint",
+            str(run / "checkpoint.pt"),
+            "-o",
+            str(tmp_path / "learned.npz"),
+            "--quiet",
+            *data,
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    vectors = load_vectors(tmp_path / "learned.npz")
+    assert (
+        len(vectors) == 1661 and vectors.ids.dtype == np.int64 and vectors.meta["image_size"] == 16
+    )
+    res = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(tmp_path / "learned.npz"),
+            "--interactions",
+            "ml-100k",
+            "--labels",
+            "ml-100k",
+            "-R",
+            "10",
+            *data,
+            "-o",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    entry = report["results"][str(tmp_path / "learned.npz")]
+    assert entry["probe"]["metric"] == "mAP" and "genre_agreement@1" in entry["summary"]
