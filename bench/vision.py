@@ -77,7 +77,12 @@ def model_ceiling(cfg: Any, device: Any, steps: int) -> float:
 
     from cfvision.loader import channels_last_for
     from cfvision.models import build_model
-    from cfvision.train import ClassificationObjective, _autocast, build_optimizer
+    from cfvision.train import (
+        ClassificationObjective,
+        build_optimizer,
+        make_scaler,
+        training_step,
+    )
 
     torch.manual_seed(0)
     model = build_model(cfg.arch, N_CLASSES, None, cfg.dropout).to(device)
@@ -86,22 +91,13 @@ def model_ceiling(cfg: Any, device: Any, steps: int) -> float:
     optimizer = build_optimizer(model, cfg)
     objective = ClassificationObjective(False)
     amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
+    scaler = make_scaler(device, cfg.amp)
     x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
     x = x.contiguous(memory_format=fmt)
     y = torch.randint(0, N_CLASSES, (cfg.batch_size,), device=device)
 
-    def step() -> None:
-        with _autocast(device, amp):
-            loss = objective.loss(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+    def step() -> None:  # the training loop's own step, without the data path
+        training_step(model, objective, optimizer, x, y, device, amp, scaler)
 
     def sync() -> None:
         if device.type == "cuda":

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,15 +262,21 @@ def _read_csv(
     return build_labels(ids, sets, str(path), multilabel, lines=lines)
 
 
+def _records(path: Path, sep: str) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of the non-empty lines of a Latin-1 MovieLens file."""
+    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
+        if line.strip():
+            yield lineno, line.split(sep)
+
+
 def _read_movies_dat(path: Path) -> ItemLabels:
     """``movieId::title::genres`` (MovieLens 1M / 10M), Latin-1."""
     ids, sets, lines = [], [], []
-    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("::")
+    for lineno, fields in _records(path, "::"):
         if len(fields) != 3:
-            raise InputError(f"{path}:{lineno}: expected movieId::title::genres, got {line[:80]!r}")
+            raise InputError(
+                f"{path}:{lineno}: expected movieId::title::genres, got {'::'.join(fields)[:80]!r}"
+            )
         ids.append(fields[0])
         sets.append(_split(fields[2], "|", MOVIELENS_NO_GENRE))
         lines.append(lineno)
@@ -281,17 +288,10 @@ def _read_u_item(path: Path) -> ItemLabels:
     genre_file = path.parent / "u.genre"
     if not genre_file.is_file():
         raise InputError(f"{path}: the genre names are in u.genre beside it, which is missing")
-    names = [
-        line.split("|")[0]
-        for line in genre_file.read_text(encoding="latin-1").splitlines()
-        if line.strip()
-    ]
+    names = [fields[0] for _, fields in _records(genre_file, "|")]
     keep = [g for g, name in enumerate(names) if name not in MOVIELENS_NO_GENRE]
     ids, sets, lines = [], [], []
-    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("|")
+    for lineno, fields in _records(path, "|"):
         if len(fields) != 5 + len(names):
             raise InputError(
                 f"{path}:{lineno}: expected {5 + len(names)} '|'-separated fields "

@@ -507,7 +507,41 @@ def _diverged(where: str, what: str, lr: float) -> DivergenceError:
     )
 
 
+def make_scaler(device: torch.device, amp: bool) -> Any:
+    """A gradient scaler for float16 autocast on CUDA; None for bf16 (no scaling needed) or
+    without AMP."""
+    if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
 # ----------------------------------------------------------------------------- loop
+def training_step(
+    model: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: Any,
+    device: torch.device,
+    amp: bool = False,
+    scaler: Any = None,
+) -> tuple[Any, torch.Tensor]:
+    """Forward (under autocast when ``amp``), loss, backward, optimizer step; returns the
+    output and the loss (not synchronised: nothing here waits for the GPU)."""
+    with _autocast(device, amp):
+        output = model(x)
+        loss = objective.loss(output, y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return output, loss
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -544,17 +578,7 @@ def train_one_epoch(
             on_batch(epoch, step)
         x = to_model_input(x, device, channels_last)
         y = targets_to(y, device)
-        with _autocast(device, amp):
-            output = model(x)
-            loss = objective.loss(output, y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        output, loss = training_step(model, objective, optimizer, x, y, device, amp, scaler)
         n = x.shape[0]
         loss_sum += loss.detach().double() * n
         for k, v in objective.batch_stats(output, y).items():
@@ -915,10 +939,6 @@ def train(
     model = build_model(cfg.arch, data.labels.n_classes, cfg.weights, cfg.dropout).to(device)
     if channels_last_for(device):
         model = model.to(memory_format=torch.channels_last)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = (
-        torch.amp.GradScaler("cuda") if use_amp and not torch.cuda.is_bf16_supported() else None
-    )
     run = Run(
         model,
         ClassificationObjective(data.labels.multilabel),
@@ -934,7 +954,7 @@ def train(
             "class_names": data.labels.class_names,
             "multilabel": data.labels.multilabel,
         },
-        scaler=scaler,
+        scaler=make_scaler(device, cfg.amp),
         dist=dist,
     )
     start_epoch, history = 0, []

@@ -14,9 +14,9 @@ from PIL import Image  # noqa: E402
 from cfcore.errors import InputError, ModelFormatError  # noqa: E402
 from cfcore.interactions import Interactions  # noqa: E402
 from cfcore.io import load_artifact  # noqa: E402
-from cfvision.cli import cli  # noqa: E402
 from cfcore.metrics import paired_bootstrap  # noqa: E402
 from cfcore.vectors import load_vectors, save_vectors  # noqa: E402
+from cfvision.cli import cli  # noqa: E402
 from cfvision.data import load_image_index, prepare_images  # noqa: E402
 from cfvision.evaluate import (  # noqa: E402
     compare_features,
