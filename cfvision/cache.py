@@ -240,7 +240,15 @@ def build_cache(
     order = np.argsort(np.asarray(digests))
     sorted_digests = [digests[i] for i in order]
     final = cache_dir / _key(size, sorted_digests)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(cache_dir, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as exc:
+        raise InputError(
+            f"image cache {cache_dir}: cannot write there ({exc.strerror or exc}); "
+            "choose another --cache-dir (or set COLLABFEAT_CACHE)"
+        ) from None
     with _locked(cache_dir / f".{final.name}.lock"):
         if (final / "meta.json").is_file():  # built meanwhile by another run
             return ImageCache.open(final)

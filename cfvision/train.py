@@ -371,7 +371,9 @@ class Objective(Protocol):
     """What :func:`fit` optimises: the loss of a batch and the measures of an epoch.
 
     ``output`` is whatever the model returns, ``target`` whatever the loader's targets are
-    (a tensor or a dict of tensors), both on the device.
+    (a tensor or a dict of tensors), both on the device. An objective may set
+    ``collects_outputs = False`` when :meth:`epoch_stats` needs nothing (validation then keeps
+    no outputs).
     """
 
     def loss(self, output: Any, target: Any) -> torch.Tensor:
@@ -817,8 +819,10 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs):
         s = epoch_seed(cfg.seed, epoch, dist.rank)
         seed_everything(s)  # dropout of this epoch (module docstring)
-        train_loader.generator.manual_seed(s)
-        train_loader.sampler.set_epoch(epoch)
+        if train_loader.generator is not None:
+            train_loader.generator.manual_seed(s)
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
         lr = set_lr(run.optimizer, epoch, cfg)
         stats = train_one_epoch(
             net,

@@ -281,3 +281,16 @@ def test_movielens_posters_map_to_both_id_spaces(posters_path):
 
     assert decode(movies.path(1789), 8)[1] == "L"  # greyscale poster
     assert decode(movies.path(3575), 8)[1] == "RGB"  # a PNG named .jpg opens by content
+
+
+def test_an_unwritable_cache_dir_is_a_clear_error(tmp_path, image_dir):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"  # root may write anywhere: use a path under a file instead
+        blocker.write_text("")
+        where = blocker / "cache"
+    else:
+        where = tmp_path / "ro"
+        where.mkdir()
+        where.chmod(0o500)
+    with pytest.raises(InputError, match="cannot write there.*--cache-dir"):
+        prepare_images(load_image_index(image_dir), [0, 1], 16, where)
