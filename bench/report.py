@@ -498,7 +498,7 @@ def vision_workers_section(records: list[dict[str, Any]]) -> str:
             r = grid.get((t, w))
             row.append(f"{r['train_images_per_s']:.0f} ({100 * r['fraction']:.0f}%)" if r else "–")
         rows.append(row)
-    return _table(["torch threads", *[f"{w} workers" for w in workers]], rows)
+    return _table(["torch threads", *[f"{w} worker{'' if w == 1 else 's'}" for w in workers]], rows)
 
 
 def render_vision(records: list[dict[str, Any]], command: str, header: list[str]) -> str:

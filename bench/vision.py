@@ -168,6 +168,7 @@ def run_vision(job: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
 
     return {
         "kind": "vision",
+        "purpose": job.get("purpose", "table"),
         "arch": cfg.arch,
         "image_size": cfg.image_size,
         "batch_size": cfg.batch_size,

@@ -204,7 +204,8 @@ def channels_last_for(device: torch.device) -> bool:
     """Whether models on ``device`` run in channels-last layout.
 
     CUDA: yes (tensor cores want NHWC). CPU: also yes — oneDNN's convolutions are faster on
-    NHWC input: the small CNN at 64 px trains ~6× faster (bench ``vision`` suite's ceiling).
+    NHWC input. Forward + backward + SGD step on 2 cores (AMD EPYC, torch 2.14): the small CNN
+    at 64 px 1,725 vs 1,209 images/s, resnet18 at 112 px 132 vs 103, at 224 px 34 vs 27.
     """
     return device.type in ("cuda", "cpu")
 

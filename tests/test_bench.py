@@ -317,6 +317,7 @@ def test_vision_job_measures_train_and_ceiling_and_publishes_its_block(tmp_path,
     assert rec["train_images_per_s"] > 0 and rec["ceiling_images_per_s"] > 0
     assert rec["fraction"] == pytest.approx(rec["train_images_per_s"] / rec["ceiling_images_per_s"])
     assert rec["images"] == "synthetic 185×278 JPEGs" and rec["workers_effective"] == 0
+    assert rec["purpose"] == "table"
     skipped = runner.skip_reason({**job, "device": "cuda"}, set())
     import torch
 
