@@ -254,17 +254,26 @@ def test_augmentation_is_seeded_by_epoch_and_independent_of_workers(tmp_path, im
     got = prepare_images(index, [0, 1, 2, 3, 4, 5], 16, tmp_path / "c")
     ds = CachedImages(got, None, np.arange(6), crop=12)
 
-    def epoch(e, workers):
-        base = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(e))
+    def epochs(workers, which=(1, 2)):
+        base = torch.utils.data.distributed.DistributedSampler(ds, 1, 0, shuffle=True, seed=5)
         sampler = AugmentSampler(base, 16, 12, seed=3)
-        sampler.set_epoch(e)
         loader = make_loader(ds, 4, torch.device("cpu"), sampler=sampler, workers=workers)
-        return [(x.clone(), y.clone()) for x, y in loader]
+        out = []
+        for e in which:  # one loader over several epochs (persistent workers when > 0)
+            sampler.set_epoch(e)
+            out.append([(x.clone(), y.clone()) for x, y in loader])
+        return out
 
-    a, b = epoch(1, 0), epoch(1, 1)
-    assert len(a) == 2 and all(torch.equal(p[0], q[0]) for p, q in zip(a, b, strict=True))
-    c = epoch(2, 0)
-    assert not all(torch.equal(p[0], q[0]) for p, q in zip(a, c, strict=True))
+    serial, parallel = epochs(0), epochs(2)
+    for a, b in zip(serial, parallel, strict=True):
+        assert len(a) == 2
+        assert all(
+            torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b, strict=True)
+        )
+    one, two = serial
+    assert not all(torch.equal(p[0], q[0]) for p, q in zip(one, two, strict=True))
+    again = epochs(0, which=(2,))[0]  # epoch 2 alone (a resumed run) draws the same crops
+    assert all(torch.equal(p[0], q[0]) for p, q in zip(two, again, strict=True))
     offsets = {(t, left) for _, t, left, _ in AugmentSampler(range(200), 16, 12, seed=0)}
     assert offsets == {(t, left) for t in range(5) for left in range(5)}  # every offset occurs
 
