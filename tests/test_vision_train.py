@@ -245,3 +245,64 @@ def test_ddp_two_gloo_processes_end_with_identical_weights(data):
     torch.manual_seed(0)  # the seeded initial weights: training moved away from them
     start = build_model("small", 4).state_dict()
     assert not torch.equal(start["head.1.weight"], w0["head.1.weight"])
+
+
+def test_another_head_loss_and_targets_plug_into_the_same_loop(data):
+    """The extension point for other tasks (e.g. multitask CF-vector reconstruction):
+    a two-output model, dict targets and an own Objective through cfvision.train.fit."""
+    from cfvision.data import load_image_index, prepare_images
+    from cfvision.loader import AugmentSampler, CachedImages, make_loader
+    from cfvision.models import build_model
+    from cfvision.train import Run, build_optimizer, fit
+
+    torch.set_num_threads(1)
+    images = prepare_images(load_image_index(data / "img"), None, 18, data / "cache")
+    classes = (images.item_ids % 4).astype(np.int64)
+    vectors = np.eye(4, dtype=np.float32)[classes] * 3  # a per-item vector to reconstruct
+    targets = {"label": classes, "vector": vectors}
+    ds = CachedImages(images, None, targets, crop=16)
+    sampler = AugmentSampler(torch.utils.data.RandomSampler(ds), 18, 16, seed=0)
+    loader = make_loader(ds, 8, torch.device("cpu"), sampler=sampler)
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = build_model("small", 4, dropout=0.0)
+            self.cf = torch.nn.Linear(self.net.feature_dim, 4)
+
+        def forward(self, x):
+            f = self.net.features(x)
+            return {"logits": self.net.head(f), "vector": self.cf(f)}
+
+    class Multitask:
+        collects_outputs = False
+
+        def loss(self, out, y):
+            ce = torch.nn.functional.cross_entropy(out["logits"].float(), y["label"])
+            return ce + torch.nn.functional.mse_loss(out["vector"].float(), y["vector"])
+
+        def batch_stats(self, out, y):
+            return {"acc": (out["logits"].argmax(1) == y["label"]).sum()}
+
+        def epoch_stats(self, outputs, targets):
+            return {}
+
+    torch.manual_seed(0)
+    model = TwoHeads()
+    cfg = config(data, epochs=4, lr=0.05, output=str(data / "mt"))
+    (data / "mt").mkdir()
+    run = Run(
+        model,
+        Multitask(),
+        build_optimizer(model, cfg),
+        cfg,
+        torch.device("cpu"),
+        meta={"task": "two-heads"},
+    )
+    history = fit(
+        run, loader, make_loader(CachedImages(images, None, targets, 16), 8, torch.device("cpu"))
+    )
+    assert len(history) == 4 and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert {"train_acc", "val_loss", "val_acc", "lr"} <= set(history[-1])
+    saved = torch.load(data / "mt" / "checkpoint.pt", weights_only=True)
+    assert saved["task"] == "two-heads" and saved["epoch"] == 4
