@@ -562,6 +562,8 @@ def evaluate(
         from cfcore.io import atomic_write_text
 
         atomic_write_text(
-            output, json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2) + "\n"
+            output,
+            json.dumps({k: v for k, v in result.items() if k not in ("table", "probes")}, indent=2)
+            + "\n",
         )
         click.echo(f"report -> {output}")

@@ -33,12 +33,19 @@ from cfcore.errors import InputError
 # ----------------------------------------------------------------------------- linear probe
 @dataclass
 class ProbeResult:
+    """A linear probe's score; ``test_scores``/``test_targets`` (the test part's decision
+    values and labels, rows in ``test_rows`` order) allow paired comparisons of two probes on
+    the same split (:func:`cfcore.metrics.paired_bootstrap`)."""
+
     metric: str
     score: float
     l2: float
     n_train: int
     n_test: int
     per_class: list[float] = field(default_factory=list)
+    test_rows: np.ndarray | None = field(default=None, repr=False)
+    test_scores: np.ndarray | None = field(default=None, repr=False)
+    test_targets: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -127,10 +134,11 @@ def linear_probe(
         xf, yf = tensors(fit_rows, mean, std)
         xe, _ = tensors(eval_rows, mean, std)
         w, b = _fit_logistic(xf, yf, multilabel, l2)
-        return _probe_score((xe @ w + b).numpy(), y[eval_rows], multilabel)
+        scores = (xe @ w + b).numpy()
+        return (*_probe_score(scores, y[eval_rows], multilabel), scores)
 
     best = max(l2_grid, key=lambda l2: run(fit_part, val_part, l2)[0])
-    score, per_class = run(train, test, best)
+    score, per_class, scores = run(train, test, best)
     return ProbeResult(
         "mAP" if multilabel else "accuracy",
         score,
@@ -138,6 +146,9 @@ def linear_probe(
         len(train),
         len(test),
         [float(v) for v in per_class],
+        test,
+        scores,
+        y[test],
     )
 
 
@@ -279,8 +290,9 @@ def compare_features(
     Returns
     -------
     dict
-        ``items``, ``queries``, per-set ``results`` (retrieval summary, curve and probe) and a
-        printable ``table`` (list of lines).
+        ``items``, ``queries``, per-set ``results`` (retrieval summary, curve and probe), a
+        printable ``table`` (list of lines) and the :class:`ProbeResult` of each set
+        (``probes``; the same split for every set, so two can be compared pairwise).
     """
     from cfcore.ids import id_positions
     from cfcore.retrieval import read_owners
@@ -322,14 +334,15 @@ def compare_features(
         genres = (lab.item_ids, lab.one_hot())
     results: dict[str, Any] = {}
     reports = {}
+    probes: dict[str, ProbeResult] = {}
     for name, ids, vecs in sets:
         x = vecs[id_positions(ids, common)]
         rep = retrieval_eval(common, x, query, interactions, R, owner_map, genres, seed)
         reports[name] = rep
         entry: dict[str, Any] = rep.to_dict()
         if lab is not None:
-            xp = x[probe]
-            entry["probe"] = linear_probe(xp, lab.targets, lab.multilabel, seed=seed).summary()
+            probes[name] = linear_probe(x[probe], lab.targets, lab.multilabel, seed=seed)
+            entry["probe"] = probes[name].summary()
         results[name] = entry
     n_q = int(query.sum())
     table = _table(results, n_q, len(common) - n_q)
@@ -339,7 +352,13 @@ def compare_features(
         plot_reports(
             plot, {Path(n).stem if n.endswith(".npz") else n: r for n, r in reports.items()}
         )
-    return {"items": len(common), "queries": n_q, "results": results, "table": table}
+    return {
+        "items": len(common),
+        "queries": n_q,
+        "results": results,
+        "table": table,
+        "probes": probes,
+    }
 
 
 def _table(results: dict[str, Any], n_q: int, n_b: int) -> list[str]:

@@ -74,7 +74,7 @@ def main() -> dict:
     from cfcore.datasets import load_movielens, movielens_posters
     from cfcore.ids import id_positions
     from cfcore.io import atomic_write_text
-    from cfcore.metrics import paired_bootstrap
+    from cfcore.metrics import mean_average_precision, paired_bootstrap
     from cfcore.vectors import save_vectors
     from cfvision.data import load_image_index, prepare_images, resize_size
     from cfvision.evaluate import compare_features, per_query_shared_viewers
@@ -196,6 +196,18 @@ def main() -> dict:
     a, b = per_q["learned (pseudo-classes)"], per_q["random init"]
     both = np.isfinite(a) & np.isfinite(b)  # queries without viewers have no Jaccard
     sv_diff = tuple(paired_bootstrap(np.mean, a[both], b[both], n_boot=2000, seed=args.seed))
+    # ... and the probe's mAP gain, over the same test items of the same probe split
+    pl, pr = out["probes"]["learned (pseudo-classes)"], out["probes"]["random init"]
+    probe_diff = tuple(
+        paired_bootstrap(
+            mean_average_precision,
+            pl.test_scores,
+            pr.test_scores,
+            pl.test_targets,
+            n_boot=2000,
+            seed=args.seed,
+        )
+    )
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
@@ -211,7 +223,12 @@ def main() -> dict:
             "learned_wins": sv_l > sv_r,
             "paired_diff_95ci": sv_diff,
         },
-        "genre_probe_mAP": {"learned": pr_l, "random_init": pr_r, "learned_wins": pr_l > pr_r},
+        "genre_probe_mAP": {
+            "learned": pr_l,
+            "random_init": pr_r,
+            "learned_wins": pr_l > pr_r,
+            "paired_diff_95ci": probe_diff,
+        },
     }
     summary = {
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -232,7 +249,8 @@ def main() -> dict:
         f"learned vs random init: shared viewers {sv_l:.4f} vs {sv_r:.4f} "
         f"(paired difference {sv_diff[0]:+.4f}, 95% CI {sv_diff[1]:+.4f}..{sv_diff[2]:+.4f}, "
         f"p = {sv_diff[3]:.3f}); "
-        f"genre probe mAP {pr_l:.4f} vs {pr_r:.4f}"
+        f"genre probe mAP {pr_l:.4f} vs {pr_r:.4f} (paired difference {probe_diff[0]:+.4f}, "
+        f"95% CI {probe_diff[1]:+.4f}..{probe_diff[2]:+.4f}, p = {probe_diff[3]:.3f})"
     )
     print(f"total {timings['total_s']:.0f} s; summary in {work / 'summary.json'}")
     return summary

@@ -167,6 +167,16 @@ def test_compare_features_ranks_informative_features_above_noise(tmp_path):
     )
     assert good["summary"]["shared_viewers_mean"] > bad["summary"]["shared_viewers_mean"]
     assert good["probe"]["score"] > 0.9 > bad["probe"]["score"]
+    pg, pb = out["probes"]["informative"], out["probes"]["noise"]
+    assert np.array_equal(pg.test_rows, pb.test_rows)  # the same probe split for every set
+    assert np.array_equal(pg.test_targets, pb.test_targets) and pg.test_scores.shape == (12, 3)
+
+    def accuracy(y, s):
+        return float((s.argmax(axis=1) == y).mean())
+
+    assert accuracy(pg.test_targets, pg.test_scores) == pytest.approx(pg.score)
+    gain = paired_bootstrap(accuracy, pg.test_scores, pb.test_scores, pg.test_targets)
+    assert gain.difference == pytest.approx(pg.score - pb.score) and gain.low > 0
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     query = np.zeros(len(ids), dtype=bool)
     query[::4] = True
