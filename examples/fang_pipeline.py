@@ -1,4 +1,4 @@
-"""Fang et al. 2015 end to end on MovieLens-100k and its posters, on the CPU in a few minutes.
+"""Fang et al. 2015 end to end on MovieLens-100k and its posters, on the CPU in under a minute.
 
     ml-100k views ──► Factorizer (eq. 3) ──► k-means pseudo-classes (eq. 4) ──► CNN on posters
                                                                                   │
