@@ -56,11 +56,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from cfcore.errors import DivergenceError, InputError
+from cfcore.ids import id_positions
 from cfvision.data import (
     ImageReport,
     ItemImages,
     Labels,
     Match,
+    id_space_hint,
     load_image_index,
     load_labels,
     match_items,
@@ -258,8 +260,6 @@ def build_data(cfg: TrainConfig) -> TrainData:
     try:
         index = load_image_index(cfg.images, cfg.id_space)
     except InputError as exc:
-        from cfvision.data import id_space_hint
-
         hint = id_space_hint(cfg.images, labels.item_ids) if cfg.id_space is None else ""
         raise InputError(f"{exc}{hint}") from None
     match = match_items(index, labels, cfg.allow_partial)
@@ -275,7 +275,7 @@ def build_data(cfg: TrainConfig) -> TrainData:
     images.report.match = match
     if len(images) < 2:
         raise InputError(f"only {len(images)} labelled item(s) have a readable image")
-    labels = labels.select(labels_rows(labels, images))
+    labels = labels.select(id_positions(labels.item_ids, images.item_ids))  # usable ones
     tr, va = split_items(len(images), cfg.val_fraction, cfg.seed)
     train_ds = CachedImages(images, tr, labels.targets[tr], cfg.image_size)
     val_ds = CachedImages(images, va, labels.targets[va], cfg.image_size) if len(va) else None
@@ -289,13 +289,6 @@ def build_data(cfg: TrainConfig) -> TrainData:
         images.item_ids[va],
         match,
     )
-
-
-def labels_rows(labels: Labels, images: ItemImages) -> np.ndarray:
-    """Position in ``labels`` of each item of ``images`` (all of them are labelled)."""
-    from cfcore.ids import id_positions
-
-    return id_positions(labels.item_ids, images.item_ids, unknown="unlabelled item")
 
 
 class ClassBalancedSampler(Sampler[int]):
