@@ -418,8 +418,14 @@ def test_threads_above_the_cores_are_clamped_with_a_note(runner, views, tmp_path
     from cfcore.threads import available_threads
 
     many = available_threads() + 5
-    for command in ("sample-negatives", "factorize"):
-        result = _run(runner, command, views, "-o", tmp_path / f"{command}.npz", "--threads", many)
+    model = tmp_path / "factorize.npz"
+    for command in (
+        ["sample-negatives", views, "-o", tmp_path / "neg.npz"],
+        ["factorize", views, "-o", model],
+        ["cluster", model, "-k", 2, "-o", tmp_path / "labels.npz"],  # faiss threads
+        ["neighbors", model, "-k", 2],
+    ):
+        result = _run(runner, *command, "--threads", many)
         assert result.exit_code == 0, result.output
         notes = [line for line in result.output.splitlines() if "more than the" in line]
         assert notes == [
