@@ -53,3 +53,22 @@ def ml_latest_small_path() -> Path:
 @pytest.fixture(scope="session")
 def posters_path() -> Path:
     return require_dataset("movielens-posters")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (``local[2]``) for the whole test session.
+
+    Skips with the reason where pyspark or Java 17+ is missing — except in CI (``CI`` set),
+    where ``make install`` provides pyspark and a missing Java is a failure.
+    """
+    from cfcore.spark.session import SparkUnavailableError, spark_session
+
+    try:
+        session = spark_session("local[2]", config={"spark.default.parallelism": "2"})
+    except SparkUnavailableError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Spark unavailable in CI: {exc}")
+        pytest.skip(str(exc))
+    yield session
+    session.stop()

@@ -1,0 +1,117 @@
+"""The Spark backend in local mode: id mapping, the partitioned sampler, DSGD, the CLI.
+
+One ``local[2]`` session serves every test (the ``spark`` fixture); the data is ml-100k.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import scipy.sparse as sp
+
+from cfcore.errors import InputError
+from cfcore.sampling import sample_negatives as sample_on_one_machine
+
+pytestmark = [pytest.mark.spark, pytest.mark.realdata]
+
+
+@pytest.fixture(scope="module")
+def views_frame(spark, ml100k):
+    """ml-100k as a Spark DataFrame of raw ids, rows shuffled and duplicated a little."""
+    coo = ml100k.user_items.tocoo()
+    order = np.random.default_rng(0).permutation(coo.nnz)
+    order = np.concatenate([order, order[:500]])  # duplicates count once
+    return spark.createDataFrame(
+        pa.table(
+            {
+                "userId": ml100k.user_ids[coo.row[order]].astype(str),
+                "movieId": ml100k.item_ids[coo.col[order]],
+                "rating": np.full(len(order), 4.0),
+            }
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def views(views_frame):
+    from cfcore.spark import SparkInteractions
+
+    return SparkInteractions.from_dataframe(views_frame)
+
+
+def _matrix(frame, shape) -> sp.csr_matrix:
+    table = frame.toArrow()
+    u, i = table.column("u").to_numpy(), table.column("i").to_numpy()
+    return sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=shape)
+
+
+def test_ids_are_mapped_by_spark_in_sorted_order(views, ml100k):
+    """The dense indices are those of cfcore.Interactions.from_pairs (sorted raw ids)."""
+    from cfcore.interactions import Interactions
+
+    assert (views.n_users, views.n_items, views.nnz) == (943, 1682, 100_000)
+    coo = ml100k.user_items.tocoo()
+    expected = Interactions.from_pairs(
+        ml100k.user_ids[coo.row].astype(str), ml100k.item_ids[coo.col]
+    )
+    user_ids, item_ids = views.raw_ids()
+    assert user_ids.tolist() == expected.user_ids.tolist()
+    assert item_ids.tolist() == expected.item_ids.tolist()
+    assert (views.to_interactions().user_items != expected.user_items).nnz == 0
+    assert (views.item_popularity() == expected.item_popularity()).all()
+
+
+def test_bad_dataframes_get_clear_errors(spark):
+    from cfcore.spark import SparkInteractions
+
+    df = spark.createDataFrame(pa.table({"user": [1.5, 2.0], "item": [1, 2]}))
+    with pytest.raises(
+        InputError, match="'user' .* has type double; ids must be integers or strings"
+    ):
+        SparkInteractions.from_dataframe(df)
+    df = spark.createDataFrame(pa.table({"user": [1, None], "item": [1, 2]}))
+    with pytest.raises(InputError, match="'user' has 1 missing ids"):
+        SparkInteractions.from_dataframe(df)
+    with pytest.raises(InputError, match="no column 'who' for users"):
+        SparkInteractions.from_dataframe(df, user_col="who")
+    with pytest.raises(InputError, match="min_rating given but there is no rating column"):
+        SparkInteractions.from_dataframe(df, min_rating=4)
+
+
+def test_sampler_gives_one_machines_negatives_whatever_the_partitioning(views, ml100k):
+    """Users draw from their (seed, epoch, user) streams in any partition: 1, 3 or 8
+    partitions give the same negatives — exactly those sample_negatives draws on one
+    machine."""
+    from cfcore.spark import sample_negatives
+
+    interactions = views.to_interactions()
+    whole = sample_on_one_machine(
+        interactions.user_items, 2.0, "log-popularity", seed=7, epoch=3, warn_short=False
+    ).to_csr()
+    for partitions in (1, 3, 8):
+        frame = sample_negatives(
+            views, 2.0, "log-popularity", seed=7, epoch=3, partitions=partitions
+        )
+        got = _matrix(frame, interactions.shape)
+        assert got.nnz == whole.nnz
+        assert (got != whole).nnz == 0
+    other = _matrix(sample_negatives(views, 2.0, "log-popularity", seed=7, epoch=4), whole.shape)
+    assert (other != whole).nnz > 0  # a fresh draw per epoch
+
+
+def test_sampler_checks_its_arguments_on_the_driver(views):
+    from cfcore.spark import sample_negatives
+
+    with pytest.raises(InputError, match="ratio"):
+        sample_negatives(views, ratio=0)
+    with pytest.raises(InputError, match="popularity: expected shape"):
+        sample_negatives(views, popularity=np.ones(3))
+
+
+def test_missing_java_is_one_clear_error(monkeypatch, tmp_path):
+    from cfcore.spark.session import SparkUnavailableError, check_java
+
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    with pytest.raises(SparkUnavailableError, match="needs Java 17 or newer and found none"):
+        check_java()
