@@ -252,7 +252,6 @@ class SparkFactorizer(Factorizer):
         user_ids, item_ids = data.raw_ids()
 
         loss = p_eff.loss
-        pairwise = p_eff.loss_code in sgd.PAIRWISE
         positives = _cells(data.pairs, layout, "pos")
         negatives = None
 
