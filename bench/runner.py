@@ -33,6 +33,8 @@ from cfcore.io import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PUBLISHED = Path(__file__).resolve().parent / "RESULTS.md"
+#: Suites published to a file of their own (the ``spark`` suite compares other things).
+PUBLISHED_AS = {"spark": PUBLISHED.with_name("RESULTS-spark.md")}
 DEFAULT_TIMEOUT = 900
 
 
@@ -240,8 +242,9 @@ def run_suite(
         Run the suite's per-dataset block on these datasets instead of its standard list
         (see :func:`bench.suites.jobs`).
     publish : bool, optional
-        Also copy the Markdown report to ``bench/RESULTS.md`` (default: for ``quick`` and
-        ``full`` runs into the default directory).
+        Also copy the Markdown report to ``bench/RESULTS.md`` (``bench/RESULTS-spark.md``
+        for the ``spark`` suite; default: for ``quick``, ``full`` and ``spark`` runs into
+        the default directory).
     timeout : int, optional
         Seconds per job (default: the job's own, else 900).
     resume : bool
@@ -275,15 +278,16 @@ def run_suite(
     command = command or f"python -m bench run {suite}"
     elapsed = time.perf_counter() - t0
     write_report(records, out_dir, suite=suite, command=command, elapsed=elapsed)
-    if publish if publish is not None else (default_out and suite in ("quick", "full")):
+    if publish if publish is not None else (default_out and suite in ("quick", "full", "spark")):
+        published = PUBLISHED_AS.get(suite, PUBLISHED)
         md = render(records, suite=suite, command=command, elapsed=elapsed)
         where = out_dir.resolve()
         try:
-            where = where.relative_to(PUBLISHED.parent.parent)
+            where = where.relative_to(published.parent.parent)
         except ValueError:
             pass
         md += f"\nPlots and per-job JSON records of this run: `{where}/` (not committed).\n"
-        atomic_write_text(PUBLISHED, md)
-        log(f"published {PUBLISHED}")
+        atomic_write_text(published, md)
+        log(f"published {published}")
     log(f"done in {time.perf_counter() - t0:.0f} s: {out_dir / 'RESULTS.md'}")
     return out_dir, records

@@ -7,6 +7,11 @@
   ML-1M shape and on ml-100k; size scaling 1 M → 4 M → 16 M; sampler and k-means lines.
 - ``full`` (``make bench-full``): every method everywhere it is affordable, threads
   1, 2, 4, … up to all cores, sizes 1 M → 100 M (as far as memory allows), ml-latest-small.
+- ``spark`` (``python -m bench run spark``; ~15 minutes on 2 cores): the Spark backend — DSGD
+  (:class:`cfcore.spark.SparkFactorizer`, squared and BPR) against Spark MLlib ALS with
+  implicit preferences, on ``local[1]`` and ``local[2]``, with the single-machine factorizer
+  as the reference, on ml-100k and MovieLens-1M-sized synthetic data (10 epochs); published
+  to ``bench/RESULTS-spark.md``.
 - ``tiny`` (the tests): seconds, to check the harness end to end.
 
 ``threads`` may be overridden (``--threads 1,2,4``); the largest value is the "max threads"
@@ -19,7 +24,10 @@ from typing import Any
 
 from bench.system import cpu_count
 
-SUITES = ("quick", "full", "tiny")
+SUITES = ("quick", "full", "spark", "tiny")
+
+#: The ``spark`` suite's methods: DSGD on Spark, MLlib ALS, and the single-machine reference.
+SPARK_METHODS = ("collabfeat-squared", "spark-dsgd-squared", "spark-dsgd-bpr", "spark-als")
 
 CF_TARGETS = (
     "collabfeat-squared",
@@ -44,6 +52,8 @@ def default_threads(suite: str) -> list[int]:
     cores = cpu_count()
     if suite == "tiny":
         return [1]
+    if suite == "spark":
+        return sorted({1, min(2, cores)})
     if suite == "quick":
         return sorted({1, min(2, cores)})
     out, t = [], 1
@@ -110,6 +120,14 @@ def jobs(
                 out.append(_fit(d, m, top, 3, "throughput", curve=(1, 3), eval_users=300))
             out.append({"kind": "sampler", "dataset": d, "threads": top})
         out.append({"kind": "kmeans", "threads": top, "n": 4000, "d": 16, "k": 40, "niter": 5})
+        return out
+
+    if suite == "spark":
+        for d in datasets or ["ml-100k", "synth-ml1m"]:
+            out.append({"kind": "prepare", "dataset": d, "timeout": 1800})
+            for t in T:
+                for m in SPARK_METHODS:
+                    out.append(_fit(d, m, t, 10, "spark", eval_users=1500, timeout=1800))
         return out
 
     full = suite == "full"
