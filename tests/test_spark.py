@@ -115,3 +115,40 @@ def test_missing_java_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))
     with pytest.raises(SparkUnavailableError, match="needs Java 17 or newer and found none"):
         check_java()
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from cfcore.cli.main import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_cli_sample_negatives_on_spark_writes_one_machines_file_or_parquet(spark, tmp_path):
+    import pyarrow.parquet as pq
+
+    from cfcore.sampling import NegativeSample
+
+    local, remote = tmp_path / "local.npz", tmp_path / "spark.npz"
+    assert _cli("sample-negatives", "ml-100k", "-o", str(local), "--seed", "2").exit_code == 0
+    result = _cli(
+        "sample-negatives", "ml-100k", "-o", str(remote), "--seed", "2",
+        "--backend", "spark", "--master", "local[2]",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    a, b = NegativeSample.load(local), NegativeSample.load(remote)
+    assert (a.to_csr() != b.to_csr()).nnz == 0
+    assert (a.n_short, a.requested) == (b.n_short, b.requested)
+    table = tmp_path / "neg.parquet"
+    result = _cli(
+        "sample-negatives", "ml-100k", "-o", str(table), "--seed", "2", "--backend", "spark"
+    )
+    assert result.exit_code == 0, result.output
+    frame = pq.read_table(table)
+    assert frame.column_names == ["user", "item"] and frame.num_rows == a.nnz
+
+
+def test_cli_master_needs_the_spark_backend():
+    result = _cli("factorize", "ml-100k", "-o", "m.npz", "--master", "local[2]")
+    assert result.exit_code == 2 and "--master applies to --backend spark only" in result.output

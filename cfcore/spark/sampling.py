@@ -22,6 +22,7 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from cfcore.sampling import NegativeSample
 from cfcore.spark.data import ITEM, USER, SparkInteractions
 
 #: Schema of a negatives frame: dense user and item indices.
@@ -137,3 +138,40 @@ def sample_negatives(
         yield pa.RecordBatch.from_arrays([pa.array(u), pa.array(i)], names=[USER, ITEM])
 
     return data.pairs.repartition(partitions, USER).mapInArrow(draw, NEGATIVES_SCHEMA)
+
+
+def collect_negatives(
+    data: SparkInteractions,
+    negatives: DataFrame,
+    ratio: float,
+    weighting: str,
+    seed: int,
+    epoch: int = 0,
+) -> NegativeSample:
+    """Collect a negatives frame into a :class:`cfcore.sampling.NegativeSample` (the
+    ``.npz`` artifact of one machine), with its shortfall counted as there:
+    ``requested = Σ_j round(ratio · |positives_j|)`` and ``n_short`` the users that got
+    fewer."""
+    table = negatives.toArrow()
+    users = table.column(USER).to_numpy()
+    items = table.column(ITEM).to_numpy()
+    order = np.lexsort((items, users))
+    counts = np.bincount(users, minlength=data.n_users)
+    indptr = np.zeros(data.n_users + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    positives = data.pairs.groupBy(USER).count().toArrow()
+    wanted = np.zeros(data.n_users, dtype=np.int64)
+    wanted[positives.column(USER).to_numpy()] = np.floor(
+        ratio * positives.column("count").to_numpy() + 0.5
+    ).astype(np.int64)
+    return NegativeSample(
+        indptr=indptr,
+        indices=items[order].astype(np.int32),
+        shape=(data.n_users, data.n_items),
+        n_short=int((counts < wanted).sum()),
+        requested=int(wanted.sum()),
+        weighting=weighting,
+        ratio=float(ratio),
+        seed=int(seed),
+        epoch=int(epoch),
+    )
