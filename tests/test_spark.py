@@ -222,3 +222,29 @@ def test_dsgd_divergence_and_bad_input_get_the_libraries_errors(spark, ml100k_sp
         SparkFactorizer().fit(train, validation=test)
     with pytest.raises(InputError, match="blocks: expected an integer >= 1"):
         SparkFactorizer(blocks=0).fit(train)
+
+
+def test_parquet_files_and_directories_are_read_by_spark(spark, ml100k, tmp_path):
+    import pyarrow.parquet as pq
+
+    from cfcore.spark import SparkInteractions
+
+    coo = ml100k.user_items.tocoo()
+    table = pa.table(
+        {
+            "user_id": ml100k.user_ids[coo.row],
+            "item_id": ml100k.item_ids[coo.col],
+            "rating": (coo.col % 5 + 1).astype(np.float64),
+        }
+    )
+    pq.write_table(table, tmp_path / "views.parquet")
+    (tmp_path / "parts").mkdir()
+    pq.write_table(table.slice(0, 50_000), tmp_path / "parts" / "a.parquet")
+    pq.write_table(table.slice(50_000), tmp_path / "parts" / "b.parquet")
+    one = SparkInteractions.read(spark, tmp_path / "views.parquet", min_rating=4)
+    many = SparkInteractions.read(spark, tmp_path / "parts", min_rating=4)
+    kept = int((table.column("rating").to_numpy() >= 4).sum())
+    assert one.nnz == many.nnz == kept
+    assert one.raw_ids()[1].tolist() == many.raw_ids()[1].tolist()
+    with pytest.raises(InputError, match="no such file or directory"):
+        SparkInteractions.read(spark, tmp_path / "missing.parquet")
