@@ -63,3 +63,16 @@ def test_stratum_order_changes_between_epochs_and_is_seeded():
     orders = {tuple(stratum_order(6, seed=0, epoch=e)) for e in range(10)}
     assert len(orders) > 1
     assert stratum_order(6, 1, 2) == stratum_order(6, 1, 2)
+
+
+def test_cfcore_and_its_cli_load_without_pyspark():
+    """cfcore.spark is imported lazily: cfcore, its CLI and the package itself load
+    without starting (or even importing) pyspark."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cfcore, cfcore.cli.main, cfcore.spark, cfcore.spark.session; "
+        "sys.exit('pyspark' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
