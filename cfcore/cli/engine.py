@@ -443,7 +443,10 @@ def factorize(
     `cfcore evaluate`, `recommend`, `similar` and `cluster` read it.
 
     --backend spark trains the same model by DSGD (Gemulla et al. 2011) on Spark,
-    the Numba kernels inside the executors, and writes the same model file.
+    the Numba kernels inside the executors, and writes the same model file; an
+    output not named *.npz is then a directory of Parquet factor tables written by
+    the executors, for models too large for one machine
+    (cfcore.spark.load_tables reads it back).
     """
     from cfcore.factorize import Factorizer
     from cfcore.splits import holdout_split

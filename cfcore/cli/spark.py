@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from cfcore.errors import InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,12 +79,15 @@ def factorize_on_spark(
     quiet: bool,
     read: dict[str, Any],
 ) -> None:
-    """``cfcore factorize --backend spark``: DSGD, then the same model file as locally."""
+    """``cfcore factorize --backend spark``: DSGD, then the same model file as locally —
+    or, for an output not named ``*.npz``, a directory of Parquet factor tables written by
+    the executors (:func:`cfcore.spark.load_tables` reads it back)."""
     from cfcore.spark import SparkFactorizer
 
     data = spark_input(source, master, **read)
     params = {k: v for k, v in params.items() if k != "threads"}
-    model = SparkFactorizer(**params, blocks=blocks)
+    tables = output.suffix != ".npz"  # a directory of Parquet factor tables
+    model = SparkFactorizer(**params, blocks=blocks, collect=not tables)
     if not quiet:
         click.echo(
             f"{data!r} on Spark {data.spark.sparkContext.master}: DSGD over "
@@ -104,10 +104,13 @@ def factorize_on_spark(
             )
 
     model.fit(data, callback=report)
-    model.save(output)
+    if tables:
+        model.save_tables(output)
+    else:
+        model.save(output)
     click.echo(
-        f"saved {model.n_users} users × {model.n_items} items × {model.item_factors_.shape[1]} "
-        f"factors ({model.loss}, DSGD on {model.blocks_}² blocks) → {output}"
+        f"saved {data.n_users} users × {data.n_items} items × {model.factors} factors "
+        f"({model.loss}, DSGD on {model.blocks_}² blocks) → {output}"
     )
 
 
@@ -132,26 +135,10 @@ def sample_negatives_on_spark(
         sample.save(output)
         count = sample.nnz
     else:
+        from cfcore.spark.tables import write_parquet
+
         count = write_parquet(data.with_raw_ids(negatives), output)
     click.echo(
         f"{count} negatives for {data.n_users} users × {data.n_items} items ({weighting}, "
         f"ratio {ratio:g}, seed {seed}, on Spark) → {output}"
     )
-
-
-def write_parquet(frame: Any, output: Path) -> int:
-    """Write ``frame`` as a Parquet dataset directory at ``output`` atomically (a temporary
-    directory beside it, renamed on success); returns the number of rows written."""
-    if output.exists():
-        raise InputError(f"{output}: exists; remove it or choose another name")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        frame = frame.cache()
-        rows = frame.count()
-        frame.write.mode("overwrite").parquet(str(tmp))
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return int(rows)

@@ -24,6 +24,7 @@ _EXPORTS = {
     "SparkInteractions": "cfcore.spark.data",
     "sample_negatives": "cfcore.spark.sampling",
     "SparkFactorizer": "cfcore.spark.dsgd",
+    "load_tables": "cfcore.spark.tables",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -184,6 +184,11 @@ class SparkFactorizer(Factorizer):
         ``p``: the matrix is cut into ``p × p`` blocks and ``p`` tasks train at once.
         Default: Spark's default parallelism (the cores of ``local[N]``, the executors' cores
         on a cluster). More blocks than cores only adds overhead; fewer leave cores idle.
+    collect : bool, default True
+        Bring the factors to the driver at the end: the fitted object is then an ordinary
+        :class:`cfcore.Factorizer` (``save``, ``recommend``...). ``False`` leaves them on the
+        executors (``factor_blocks_``, a persisted RDD) for :meth:`save_tables` — for models
+        that do not fit the driver.
 
     Notes
     -----
@@ -194,9 +199,12 @@ class SparkFactorizer(Factorizer):
     ``kernel_seconds`` (the slowest task's kernel time in each stratum).
     """
 
-    def __init__(self, *args: Any, blocks: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, blocks: int | None = None, collect: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.blocks = blocks
+        self.collect = collect
 
     def fit(
         self,
@@ -249,7 +257,6 @@ class SparkFactorizer(Factorizer):
         self.item_popularity_ = popularity
         self.effective_params_ = p_eff
         self.history_ = []
-        user_ids, item_ids = data.raw_ids()
 
         loss = p_eff.loss
         positives = _cells(data.pairs, layout, "pos")
@@ -316,15 +323,32 @@ class SparkFactorizer(Factorizer):
                 self.history_.append(record)
                 if callback is not None and callback(epoch, self, record) is False:
                     break
-            self._collect(factors.collect(), layout, p_eff.use_biases)
+            self.blocks_ = p
+            if self.collect:
+                self._collect(factors.collect(), layout, p_eff.use_biases)
+                self.user_ids_, self.item_ids_ = data.raw_ids()
+            else:
+                self.factor_blocks_, self.trained_on_ = factors, (data, layout)
         finally:
-            factors.unpersist()
+            if self.collect:
+                factors.unpersist()
             _drop(positives)
             _drop(negatives)
             shared.unpersist()
-        self.user_ids_, self.item_ids_ = user_ids, item_ids
-        self.blocks_ = p
         return self
+
+    def save_tables(self, path: str) -> str:
+        """Write the factors as a directory of Parquet tables, from the executors.
+
+        For models too large for the driver (``collect=False``; a collected model can be
+        written too): ``users/`` and ``items/`` hold one row per user / item — raw id,
+        ``factors`` (array of float), ``bias`` (and ``popularity`` for items) — and
+        ``model.json`` the parameters and history. :func:`cfcore.spark.load_tables` reads
+        them back into a :class:`cfcore.Factorizer` where they fit.
+        """
+        from cfcore.spark.tables import write_tables
+
+        return write_tables(self, path)
 
     def _check_divergence_of(
         self, epoch: int, mean_loss: float, biggest: float, p_eff: Any, lr: float
