@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import click
 
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 BACKENDS = ("local", "spark")
