@@ -248,3 +248,25 @@ def test_parquet_files_and_directories_are_read_by_spark(spark, ml100k, tmp_path
     assert one.raw_ids()[1].tolist() == many.raw_ids()[1].tolist()
     with pytest.raises(InputError, match="no such file or directory"):
         SparkInteractions.read(spark, tmp_path / "missing.parquet")
+
+
+def test_factor_tables_written_by_the_executors_load_back_as_the_collected_model(
+    spark, ml100k_split, tmp_path
+):
+    """collect=False leaves the factors on the executors; save_tables writes them as
+    Parquet and load_tables reads them into the same Factorizer a collecting fit gives
+    (one thread per task: DSGD is deterministic for a seed)."""
+    from cfcore.spark import SparkFactorizer, load_tables
+
+    train, _ = ml100k_split
+    params = dict(factors=8, epochs=2, seed=3, progress=False, blocks=2, use_biases=True)
+    kept = SparkFactorizer(**params).fit(train)
+    spread = SparkFactorizer(**params, collect=False).fit(train)
+    assert not spread.is_fitted
+    loaded = load_tables(spread.save_tables(str(tmp_path / "tables")))
+    assert loaded.user_ids_.tolist() == kept.user_ids_.tolist()
+    assert loaded.item_ids_.tolist() == kept.item_ids_.tolist()
+    np.testing.assert_array_equal(loaded.user_factors_, kept.user_factors_)
+    np.testing.assert_array_equal(loaded.item_factors_, kept.item_factors_)
+    np.testing.assert_array_equal(loaded.item_bias_, kept.item_bias_)
+    assert (loaded.item_popularity_ == train.item_popularity()).all()
