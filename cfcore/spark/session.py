@@ -162,6 +162,9 @@ def spark_session(
                 "spark.pyspark.python": sys.executable,
                 "spark.ui.enabled": "false",
                 "spark.sql.shuffle.partitions": str(2 * _local_cores(master)),
+                # The driver's JVM is the executor too: Spark's 1 GiB default runs out of
+                # heap on a million interactions (and the job then hangs).
+                "spark.driver.memory": _local_memory(),
                 "spark.driver.extraJavaOptions": "-Dlog4j2.level=error",
             }
         )
@@ -171,6 +174,15 @@ def spark_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def _local_memory() -> str:
+    """Heap of a local session's JVM: a quarter of the machine's memory, 1–16 GiB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return "2g"
+    return f"{max(1, min(16, total // 4 // 2**30))}g"
 
 
 def _put_on_worker_path(directory: str) -> None:
