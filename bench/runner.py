@@ -33,16 +33,16 @@ from cfcore.io import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PUBLISHED = Path(__file__).resolve().parent / "RESULTS.md"
-#: Suites published to a file of their own (the ``spark`` suite compares other things).
-PUBLISHED_AS = {"spark": PUBLISHED.with_name("RESULTS-spark.md")}
 DEFAULT_TIMEOUT = 900
 
 
 def _slug(job: dict[str, Any]) -> str:
     parts = [job["kind"]]
-    for key in ("method", "dataset"):
+    for key in ("method", "dataset", "arch", "image_size", "device"):
         if key in job:
             parts.append(str(job[key]))
+    if job.get("workers") is not None:
+        parts.append(f"w{job['workers']}")
     if "threads" in job:
         parts.append(f"t{job['threads']}")
     return "-".join(parts).replace("/", "_").replace(":", "_")
@@ -51,7 +51,7 @@ def _slug(job: dict[str, Any]) -> str:
 def _env(job: dict[str, Any]) -> dict[str, str]:
     env = dict(os.environ)
     t = job.get("threads")
-    if job["kind"] in ("fit", "sampler", "kmeans") and t:
+    if job["kind"] in ("fit", "sampler", "kmeans", "vision") and t:
         for var in (
             "OMP_NUM_THREADS",
             "OPENBLAS_NUM_THREADS",
@@ -64,10 +64,20 @@ def _env(job: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def skip_reason(job: dict[str, Any], failed_datasets: set[str]) -> str | None:
     """Why ``job`` will not be started (a missing peer, memory, a failed dataset), or None."""
     if job.get("dataset") in failed_datasets and job["kind"] != "prepare":
         return f"dataset {job['dataset']} is unavailable (see its prepare record)"
+    if job["kind"] == "vision" and job.get("device") == "cuda" and not _cuda_available():
+        return "no CUDA device on this machine"
     if job["kind"] == "fit":
         method = METHODS.get(job["method"])
         if method is None:
@@ -105,6 +115,11 @@ def _summary(rec: dict[str, Any]) -> str:
         return f"{rec['samples_per_s'] / 1e6:.2f} M samples/s"
     if kind == "kmeans":
         return f"{rec['seconds']:.2f} s ({rec['via']})"
+    if kind == "vision":
+        return (
+            f"{rec['train_images_per_s']:.0f} img/s of {rec['ceiling_images_per_s']:.0f} "
+            f"(ceiling) = {100 * rec['fraction']:.0f}%"
+        )
     if kind == "ceiling":
         return "; ".join(
             f"t={r['threads']}: {r['bandwidth_gbs']:.1f} GB/s, cache {r['cache_updates_per_s'] / 1e6:.1f}"
@@ -115,7 +130,19 @@ def _summary(rec: dict[str, Any]) -> str:
 
 
 #: Job fields that must match for a finished record to stand in for the job on ``resume``.
-_JOB_KEYS = ("id", "kind", "method", "dataset", "threads", "epochs", "factors")
+_JOB_KEYS = (
+    "id",
+    "kind",
+    "method",
+    "dataset",
+    "threads",
+    "epochs",
+    "factors",
+    "arch",
+    "image_size",
+    "device",
+    "workers",
+)
 
 
 def _finished(rec_path: Path, job: dict[str, Any]) -> dict[str, Any] | None:
@@ -214,6 +241,37 @@ def _run_one(job: dict[str, Any], out_dir: Path, rec_path: Path, timeout: int) -
     return json.loads(rec_path.read_text())
 
 
+def _markers(suite: str) -> tuple[str, str]:
+    return (
+        f"<!-- {suite} suite: begin (`python -m bench run {suite}` rewrites this block) -->",
+        f"<!-- {suite} suite: end -->",
+    )
+
+
+#: Suites published as a block of their own in ``RESULTS.md`` (begin and end markers).
+BLOCKS = {suite: _markers(suite) for suite in ("vision", "spark")}
+VISION_BEGIN, VISION_END = BLOCKS["vision"]
+
+
+def publish_report(md: str, suite: str, path: Path = PUBLISHED) -> None:
+    """Write a run's report to ``RESULTS.md``: a ``vision`` or ``spark`` run replaces its own
+    block (headings one level down), any other run the rest; each keeps the others' parts."""
+    text = path.read_text() if path.exists() else ""
+    blocks: dict[str, str] = {}
+    for name, (begin, end) in BLOCKS.items():
+        if begin in text and end in text:
+            start, stop = text.index(begin), text.index(end) + len(end)
+            blocks[name], text = text[start:stop], (text[:start] + text[stop:]).rstrip() + "\n"
+    if suite in BLOCKS:
+        begin, end = BLOCKS[suite]
+        demoted = "\n".join("#" + ln if ln.startswith("#") else ln for ln in md.splitlines())
+        blocks[suite], rest = f"{begin}\n{demoted}\n{end}", text
+    else:
+        rest = md
+    parts = [rest.rstrip(), *(blocks[name] for name in BLOCKS if name in blocks)]
+    atomic_write_text(path, "\n\n".join(p for p in parts if p).lstrip() + "\n")
+
+
 def run_suite(
     suite: str,
     out_dir: Path | None = None,
@@ -231,7 +289,7 @@ def run_suite(
     Parameters
     ----------
     suite : str
-        ``quick``, ``full`` or ``tiny``.
+        ``quick``, ``full``, ``vision`` or ``tiny``.
     out_dir : Path, optional
         Run directory (default ``bench/results/<suite>-<timestamp>``).
     threads : list of int, optional
@@ -242,9 +300,9 @@ def run_suite(
         Run the suite's per-dataset block on these datasets instead of its standard list
         (see :func:`bench.suites.jobs`).
     publish : bool, optional
-        Also copy the Markdown report to ``bench/RESULTS.md`` (``bench/RESULTS-spark.md``
-        for the ``spark`` suite; default: for ``quick``, ``full`` and ``spark`` runs into
-        the default directory).
+        Also copy the Markdown report to ``bench/RESULTS.md`` (default: for ``quick``,
+        ``full``, ``vision`` and ``spark`` runs into the default directory; a ``vision`` or
+        ``spark`` run rewrites only its own block there, see :func:`publish_report`).
     timeout : int, optional
         Seconds per job (default: the job's own, else 900).
     resume : bool
@@ -278,16 +336,15 @@ def run_suite(
     command = command or f"python -m bench run {suite}"
     elapsed = time.perf_counter() - t0
     write_report(records, out_dir, suite=suite, command=command, elapsed=elapsed)
-    if publish if publish is not None else (default_out and suite in ("quick", "full", "spark")):
-        published = PUBLISHED_AS.get(suite, PUBLISHED)
+    if publish if publish is not None else (default_out and suite in ("quick", "full", *BLOCKS)):
         md = render(records, suite=suite, command=command, elapsed=elapsed)
         where = out_dir.resolve()
         try:
-            where = where.relative_to(published.parent.parent)
+            where = where.relative_to(PUBLISHED.parent.parent)
         except ValueError:
             pass
         md += f"\nPlots and per-job JSON records of this run: `{where}/` (not committed).\n"
-        atomic_write_text(published, md)
-        log(f"published {published}")
+        publish_report(md, suite)
+        log(f"published {PUBLISHED}")
     log(f"done in {time.perf_counter() - t0:.0f} s: {out_dir / 'RESULTS.md'}")
     return out_dir, records
