@@ -3,8 +3,6 @@
 import re
 from pathlib import Path
 
-from cfcore._kernels import sgd as kernels
-
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -16,9 +14,7 @@ def test_readme_python_blocks_run(ml100k, ml_latest_small_path, tmp_path, monkey
     for block in blocks:
         if "cfcore.spark" in block:
             request.getfixturevalue("spark")  # the one local session (skips without Java)
-            if not hasattr(kernels, "Tables"):  # DSGD's kernel interface (core's MILESTONE 1)
-                continue  # not in this tree yet: remove this line once it is in main
         exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
     assert (tmp_path / "model.npz").exists() and (tmp_path / "labels.csv").exists()
-    assert (tmp_path / "dsgd.npz").exists() or not hasattr(kernels, "Tables")
+    assert (tmp_path / "dsgd.npz").exists()
     assert namespace["report"].summary()["shared_viewers_lift"] > 1.5

@@ -10,19 +10,10 @@ import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
-from cfcore._kernels import sgd as kernels
 from cfcore.errors import InputError
 from cfcore.sampling import sample_negatives as sample_on_one_machine
 
 pytestmark = [pytest.mark.spark, pytest.mark.realdata]
-
-#: DSGD drives the kernels through their bundled interface (``sgd.Tables``/``Entries``/
-#: ``Hyper``/``Epoch``, the core refactor's "MILESTONE 1"); where that interface is not in
-#: the tree yet, the DSGD tests cannot run. Remove this mark once it is in main.
-needs_dsgd = pytest.mark.skipif(
-    not hasattr(kernels, "Tables"),
-    reason="DSGD needs the bundled kernel interface (core's MILESTONE 1), not in this tree",
-)
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +103,8 @@ def test_sampler_gives_one_machines_negatives_whatever_the_partitioning(views, m
 def test_sampler_checks_its_arguments_on_the_driver(views):
     from cfcore.spark import sample_negatives
 
-    with pytest.raises(InputError, match="ratio"):
-        sample_negatives(views, ratio=0)
+    with pytest.raises(InputError, match="neg_ratio"):
+        sample_negatives(views, neg_ratio=0)
     with pytest.raises(InputError, match="popularity: expected shape"):
         sample_negatives(views, popularity=np.ones(3))
 
@@ -164,7 +155,6 @@ def test_cli_master_needs_the_spark_backend():
 
 
 # ---------------------------------------------------------------------------- DSGD
-@needs_dsgd
 def test_cli_factorize_on_spark_matches_one_machine_held_out_auc(spark, ml100k_path, tmp_path):
     """`cfcore factorize --backend spark --master local[2]` (DSGD, 2 × 2 blocks) on
     ml-100k's u1 split: held-out AUC within 0.01 of the single-machine engine's."""
@@ -200,7 +190,6 @@ def test_cli_factorize_on_spark_matches_one_machine_held_out_auc(spark, ml100k_p
     assert abs(aucs[0] - aucs[1]) <= 0.01, aucs
 
 
-@needs_dsgd
 @pytest.mark.parametrize("loss", ["bpr", "warp"])
 def test_dsgd_pairwise_losses_learn_like_one_machine(spark, ml100k_split, loss):
     """BPR pairs positives with negatives of the same item block, WARP searches the block
@@ -220,7 +209,6 @@ def test_dsgd_pairwise_losses_learn_like_one_machine(spark, ml100k_split, loss):
     assert dsgd.history_[-1]["updates"] > 0.9 * train.nnz  # few positives lack a negative
 
 
-@needs_dsgd
 def test_dsgd_divergence_and_bad_input_get_the_libraries_errors(spark, ml100k_split):
     from cfcore.errors import DivergenceError
     from cfcore.spark import SparkFactorizer
@@ -262,7 +250,6 @@ def test_parquet_files_and_directories_are_read_by_spark(spark, ml100k, tmp_path
         SparkInteractions.read(spark, tmp_path / "missing.parquet")
 
 
-@needs_dsgd
 def test_factor_tables_written_by_the_executors_load_back_as_the_collected_model(
     spark, ml100k_split, tmp_path
 ):

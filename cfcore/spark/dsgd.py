@@ -56,7 +56,7 @@ from pyspark.sql import types as T
 
 from cfcore._kernels import sgd
 from cfcore.errors import InputError
-from cfcore.factorize import N_BLOCKS, Factorizer, _project_rows
+from cfcore.factorize import N_BLOCKS, Factorizer, _project_rows, check_divergence
 from cfcore.interactions import Interactions
 from cfcore.spark.blocking import Blocking, stratum_order, user_block_at
 from cfcore.spark.data import ITEM, USER, SparkInteractions
@@ -310,7 +310,7 @@ class SparkFactorizer(Factorizer):
                     kernel_seconds.append(float(stats.value[4]))
                 updates = int(totals[1])
                 mean_loss = float(totals[0] / max(updates, 1))
-                self._check_divergence_of(epoch, mean_loss, float(totals[3]), p_eff, lr)
+                check_divergence(epoch, mean_loss, float(totals[3]), p_eff, lr)
                 record = {
                     "epoch": epoch + 1,
                     "loss": mean_loss,
@@ -349,13 +349,6 @@ class SparkFactorizer(Factorizer):
         from cfcore.spark.tables import write_tables
 
         return write_tables(self, path)
-
-    def _check_divergence_of(
-        self, epoch: int, mean_loss: float, biggest: float, p_eff: Any, lr: float
-    ) -> None:
-        from cfcore.factorize import check_divergence
-
-        check_divergence(epoch, mean_loss, biggest, p_eff, lr)
 
     def _collect(self, records: list, layout: _Layout, use_biases: bool) -> None:
         """Scatter the factor blocks into the model's global tables (row order = index)."""

@@ -9,7 +9,7 @@ partitioning**: they are exactly those :func:`cfcore.sampling.sample_negatives` 
 whole matrix on one machine.
 
 >>> from cfcore.spark import SparkInteractions, sample_negatives
->>> negatives = sample_negatives(views, ratio=2, weighting="log-popularity", seed=0)
+>>> negatives = sample_negatives(views, neg_ratio=2, neg_weighting="log-popularity", seed=0)
 >>> views.with_raw_ids(negatives).write.parquet("negatives.parquet")
 """
 
@@ -77,8 +77,8 @@ def sample_partition(
 
 def sample_negatives(
     data: SparkInteractions,
-    ratio: float = 2.0,
-    weighting: str = "log-popularity",
+    neg_ratio: float = 2.0,
+    neg_weighting: str = "log-popularity",
     seed: int = 0,
     popularity: np.ndarray | None = None,
     *,
@@ -91,7 +91,7 @@ def sample_negatives(
     ----------
     data : SparkInteractions
         The positives.
-    ratio, weighting, seed, epoch :
+    neg_ratio, neg_weighting, seed, epoch :
         As :func:`cfcore.sampling.sample_negatives` (checked here, on the driver).
     popularity : ndarray, shape (n_items,), optional
         ``p_i ≥ 0``; default: viewers per item, counted by Spark. Broadcast to the tasks.
@@ -106,10 +106,15 @@ def sample_negatives(
         :meth:`SparkInteractions.with_raw_ids` turns them into raw ids). Users with fewer
         candidates than requested get all of them, as on one machine.
     """
-    from cfcore.sampling import _check_int, _check_popularity, _check_ratio, _check_weighting
+    from cfcore.sampling import (
+        _check_int,
+        _check_popularity,
+        check_neg_ratio,
+        check_neg_weighting,
+    )
 
-    ratio = _check_ratio(ratio)
-    weighting = _check_weighting(weighting)
+    ratio = check_neg_ratio(neg_ratio)
+    weighting = check_neg_weighting(neg_weighting)
     seed = _check_int(seed, "seed")
     epoch = _check_int(epoch, "epoch")
     n_items = data.n_items
