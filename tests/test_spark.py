@@ -163,7 +163,7 @@ def test_cli_factorize_on_spark_matches_one_machine_held_out_auc(spark, ml100k_p
     from cfcore.metrics import evaluate
     from cfcore.readers import read_interactions
 
-    base, test = ml100k_path.parent / "u1.base", ml100k_path.parent / "u1.test"
+    base, test = ml100k_path / "u1.base", ml100k_path / "u1.test"
     common = ["--factors", "32", "--epochs", "10", "--seed", "0", "--quiet"]
     local, remote = tmp_path / "local.npz", tmp_path / "spark.npz"
     assert _cli("factorize", str(base), "-o", str(local), *common).exit_code == 0
