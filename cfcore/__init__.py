@@ -28,6 +28,8 @@ _EXPORTS = {
     "sample_negatives": "cfcore.sampling",
     "NegativeSample": "cfcore.sampling",
     "Factorizer": "cfcore.factorize",
+    "FactorModel": "cfcore.model",
+    "load_model": "cfcore.model",
     "cluster_items": "cfcore.cluster",
     "NeighborIndex": "cfcore.neighbors",
     "PseudoLabels": "cfcore.cluster",

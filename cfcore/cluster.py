@@ -59,12 +59,16 @@ def faiss_threads(threads: int, work: float | None = None) -> Iterator[None]:
     """Run faiss with ``threads`` OpenMP threads, then restore the previous setting.
 
     ``threads=0`` keeps faiss's default (all cores), except that a small job (``work``, the
-    number of multiply-adds, below :data:`SMALL_WORK`) runs on one thread.
+    number of multiply-adds, below :data:`SMALL_WORK`) runs on one thread; more threads than
+    cores are clamped with a :class:`cfcore.threads.ThreadsWarning`
+    (:func:`cfcore.threads.resolve_threads`).
     """
     import faiss
 
-    if threads < 0:
-        raise InputError(f"threads: must be >= 0, got {threads}")
+    from cfcore.threads import resolve_threads
+
+    if threads != 0:
+        threads = resolve_threads(threads, stacklevel=5)
     before = faiss.omp_get_max_threads()
     if threads == 0 and work is not None and work < SMALL_WORK:
         threads = 1

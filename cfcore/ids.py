@@ -104,3 +104,67 @@ def id_positions(known: np.ndarray, wanted: Any, unknown: str | None = None) -> 
     if unknown is not None and (out < 0).any():
         raise InputError(f"{unknown} {raw[out < 0][0].item()!r}")
     return out
+
+
+#: Below this share of matching interactions two artifacts are taken to describe different
+#: datasets (``cfcore evaluate``/``recommend`` with another dataset's interactions).
+MIN_OVERLAP = 0.5
+
+
+def require_overlap(
+    matched: int, total: int, what: str, min_share: float, first_unknown: Any = None
+) -> None:
+    """The one check that two artifacts name the same things.
+
+    Raises :class:`InputError` when fewer than ``min_share`` of ``total`` (ids, or
+    interactions) were found in the other artifact: ``what`` says which, e.g.
+    ``"ratings.csv: interactions with users and items of the model"``. ``min_share=1.0``
+    requires every one; ``0`` accepts anything.
+    """
+    if total == 0 or matched >= min_share * total:
+        return
+    first = "" if first_unknown is None else f", first unknown: {first_unknown!r}"
+    need = "all" if min_share >= 1.0 else f"at least {min_share:.0%}"
+    raise InputError(
+        f"{what}: only {matched} of {total} ({matched / total:.0%}) match ({need} must{first}); "
+        "do they come from the same dataset?"
+    )
+
+
+def reindex(
+    matrix: Any,
+    row_ids: np.ndarray | None,
+    col_ids: np.ndarray,
+    to_row_ids: np.ndarray | None,
+    to_col_ids: np.ndarray,
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """Move the entries of a sparse ``matrix`` (rows ``row_ids``, columns ``col_ids``) to the
+    rows ``to_row_ids`` and columns ``to_col_ids`` of another artifact, by raw id.
+
+    ``row_ids``/``to_row_ids`` ``None`` keeps the rows as they are. Entries whose row or
+    column id is unknown there are dropped; stored values become 1 (duplicates count once).
+
+    Returns
+    -------
+    matrix : scipy.sparse.csr_matrix of float32, shape (len(to_row_ids), len(to_col_ids))
+    kept : bool ndarray, one per stored entry of ``matrix`` (COO order): moved
+    row_at, col_at : int64 ndarray: each row's / column's new position (``-1``: unknown)
+    """
+    import scipy.sparse as sp
+
+    coo = sp.coo_matrix(matrix)
+    n_rows = coo.shape[0]
+    row_at = np.arange(n_rows, dtype=np.int64)
+    if row_ids is not None and to_row_ids is not None:
+        row_at = id_positions(to_row_ids, row_ids)
+        n_rows = len(to_row_ids)
+    col_at = id_positions(to_col_ids, col_ids)
+    r, c = row_at[coo.row], col_at[coo.col]
+    kept = (r >= 0) & (c >= 0)
+    out = sp.csr_matrix(
+        (np.ones(int(kept.sum()), dtype=np.float32), (r[kept], c[kept])),
+        shape=(n_rows, len(to_col_ids)),
+    )
+    out.sum_duplicates()
+    out.data[:] = 1.0
+    return out, kept, row_at, col_at

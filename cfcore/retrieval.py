@@ -295,30 +295,21 @@ def _as_interactions(interactions: Any) -> Interactions:
 
 
 def _positions_of(ids: np.ndarray, inter: Interactions, what: str) -> np.ndarray:
-    """Columns of raw item ids in ``inter``; unknown ids raise one error naming how many."""
-    item_ids = inter.item_ids
+    """Columns of raw item ids in ``inter``; every id must be there
+    (:func:`cfcore.ids.require_overlap`, the check ``cfcore evaluate`` uses too)."""
+    from cfcore.ids import id_positions, require_overlap
+
     ids = np.asarray(ids)
-    if item_ids.dtype.kind in "iu" and ids.dtype.kind == "U":
-        try:
-            ids = ids.astype(np.int64)
-        except ValueError:
-            raise InputError(
-                f"{what}: ids {ids[:3].tolist()}… are not integers like the interactions' item ids"
-            ) from None
-    elif item_ids.dtype.kind == "U" and ids.dtype.kind != "U":
-        ids = ids.astype(str)
-    order = np.argsort(item_ids, kind="stable")
-    sorted_ids = item_ids[order]
-    at = np.searchsorted(sorted_ids, ids.ravel())
-    at = np.minimum(at, len(sorted_ids) - 1)
-    found = sorted_ids[at] == ids.ravel()
-    if not found.all():
-        bad = ids.ravel()[~found]
-        raise InputError(
-            f"{what}: {len(bad)} id(s) not among the interactions' items (first: {bad[0].item()!r}); "
-            "do the neighbours and the interactions come from the same dataset?"
-        )
-    return order[at].reshape(ids.shape).astype(np.int64)
+    at = id_positions(inter.item_ids, ids.ravel())
+    unknown = ids.ravel()[at < 0]
+    require_overlap(
+        len(at) - len(unknown),
+        len(at),
+        f"{what} among the interactions' items",
+        1.0,
+        unknown[0].item() if len(unknown) else None,
+    )
+    return at.reshape(ids.shape)
 
 
 def _random_pairs(query_pos: np.ndarray, candidates: np.ndarray, r: int, seed: int) -> np.ndarray:

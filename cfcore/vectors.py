@@ -4,8 +4,9 @@ Two artifact kinds are accepted wherever collabfeat wants vectors:
 
 * ``"item-vectors"`` — arrays ``item_ids`` (raw ids, row order) and ``vectors`` (float32,
   n × d). Written by :func:`save_vectors` and by ``cfvision extract``.
-* ``"factor-model"`` — a model written by ``cfcore factorize`` / ``Factorizer.save``; its
-  ``item_factors`` and ``item_ids`` are the vectors (Fang et al. §4.2: the latent space).
+* ``"factor-model"`` — a model written by ``cfcore factorize`` / ``Factorizer.save``, read
+  by its one reader, :class:`cfcore.model.FactorModel`; its ``item_factors_`` and
+  ``item_ids_`` are the vectors (Fang et al. §4.2: the latent space).
 
 Every loader checks what a distance computation would otherwise turn into silent garbage:
 2-D shape, one id per row, unique ids, finite values.
@@ -23,9 +24,10 @@ import numpy as np
 from cfcore.errors import InputError, ModelFormatError
 from cfcore.ids import as_ids
 from cfcore.io import load_artifact, save_artifact
+from cfcore.model import ARTIFACT_KIND as MODEL_KIND
+from cfcore.model import FactorModel
 
 VECTORS_KIND = "item-vectors"
-MODEL_KIND = "factor-model"
 
 
 @dataclass
@@ -129,17 +131,19 @@ def load_vectors(path: str | os.PathLike[str]) -> ItemVectors:
     Raises
     ------
     ModelFormatError
-        Not a collabfeat vectors/model file, or arrays are missing.
+        Not a collabfeat vectors/model file, or arrays are missing; a factor model that
+        :meth:`cfcore.model.FactorModel.load` refuses (e.g. NaN/inf factors).
     InputError
-        Mismatched ids, NaN/inf values.
+        Mismatched ids, NaN/inf values in an item-vectors file.
     """
     arrays, header = load_artifact(path, (VECTORS_KIND, MODEL_KIND))
     if header["kind"] == MODEL_KIND:
-        vec_key, id_key = "item_factors", "item_ids"
-    else:
-        vec_key, id_key = "vectors", "item_ids"
-        if vec_key not in arrays and "features" in arrays:  # tolerate cfvision's older name
-            vec_key = "features"
+        model = FactorModel.from_artifact(path, arrays, header)
+        meta = {"kind": MODEL_KIND, "model": type(model).__name__, "source": str(path)}
+        return ItemVectors(model.item_ids_, model.item_factors_, meta)
+    vec_key, id_key = "vectors", "item_ids"
+    if vec_key not in arrays and "features" in arrays:  # tolerate cfvision's older name
+        vec_key = "features"
     if vec_key not in arrays:
         raise ModelFormatError(f"{path}: missing array {vec_key!r}")
     vectors = check_vectors(arrays[vec_key], f"{path}: {vec_key}")

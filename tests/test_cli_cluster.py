@@ -21,7 +21,7 @@ from cfcore.vectors import save_vectors
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     """Planted views (8 groups × 40 items, users view mostly one group), a model file built
-    in the factor-model format of CONTRACTS.md, the interactions file, owners and genres."""
+    in the factor-model format (cfcore.model), the interactions file, owners and genres."""
     d = tmp_path_factory.mktemp("cli")
     rng = np.random.default_rng(0)
     group = np.repeat(np.arange(8), 40)
@@ -135,10 +135,15 @@ def test_cluster_bad_files(planted, tmp_path):
         {
             "item_factors": np.array([[np.nan, 1.0], [1.0, 1.0]], np.float32),
             "item_ids": np.arange(2),
+            "user_factors": np.ones((1, 2), np.float32),
+            "user_ids": np.arange(1),
         },
     )
     res = run("cluster", tmp_path / "nan.npz", "-k", 1, "-o", tmp_path / "x.npz")
-    assert res.exit_code == 1 and "NaN or inf" in res.output
+    assert res.exit_code == 1 and "item_factors contains NaN or inf" in res.output
+    save_artifact(tmp_path / "part.npz", "factor-model", {"item_factors": np.ones((2, 2))})
+    res = run("cluster", tmp_path / "part.npz", "-k", 1, "-o", tmp_path / "x.npz")
+    assert res.exit_code == 1 and "missing arrays" in res.output
     res = run("cluster", tmp_path / "missing.npz", "-k", 1, "-o", tmp_path / "x.npz")
     assert res.exit_code == 1 and "no such file" in res.output
     assert not (tmp_path / "x.npz").exists()
@@ -237,7 +242,7 @@ def test_retrieval_report_errors(planted, tmp_path):
     assert res.exit_code == 1 and "R: must be between 1 and the 5" in res.output
     Interactions(sp.identity(4, format="csr"), item_ids=[1, 2, 3, 4]).save(tmp_path / "other.npz")
     res = run("retrieval-report", nn, tmp_path / "other.npz", "-R", 5)
-    assert res.exit_code == 1 and "not among the interactions' items" in res.output
+    assert res.exit_code == 1 and "among the interactions' items: only 0 of" in res.output
     res = run("retrieval-report", d / "model.npz", d / "views.npz")
     assert res.exit_code == 1 and "expected a neighbors file" in res.output
     res = run("retrieval-report", nn, d / "views.npz", "-R", 5, "--genres", "nope.csv")

@@ -73,7 +73,7 @@ def planted(tmp_path) -> Path:
             "user_ids": np.array(users),
             "item_ids": np.array(items),
         },
-        {"params": {"factors": 2}, "history": []},
+        {"model": "Factorizer", "params": {"factors": 2}, "history": []},
     )
     return path
 
@@ -198,17 +198,27 @@ def test_similar_planted_model(runner, planted):
     for item, _rank, other, score in rows:
         got.setdefault(item, []).append(other)
         assert float(score) == pytest.approx(1.0, abs=1e-5)  # same direction: cosine 1
+    assert got["101"][0] == "101" and got["205"][0] == "205"  # itself first, as the API
+    assert set(got["101"]) <= {str(i) for i in GROUP_A_ITEMS}
+    result = _run(runner, "similar", planted, 101, 205, "-k", 3, "--exclude-self")
+    got = {}
+    for item, _rank, other, _score in _tsv(result.output):
+        got.setdefault(item, []).append(other)
     assert set(got["101"]) <= {str(i) for i in GROUP_A_ITEMS[1:]}  # never itself, same group
     assert set(got["205"]) <= {str(i) for i in GROUP_B_ITEMS if i != 205}
-    js = json.loads(_run(runner, "similar", planted, 101, "-k", 15, "--json").output)
+    js = json.loads(_run(runner, "similar", planted, 101, "-k", 16, "--json").output)
     scores = [r["score"] for r in js["101"]]
-    assert len(scores) == 15 and scores[:7] == pytest.approx([1.0] * 7) and max(scores[7:]) < 1e-6
+    assert len(scores) == 16 and scores[:8] == pytest.approx([1.0] * 8) and max(scores[8:]) < 1e-6
+    js = json.loads(
+        _run(runner, "similar", planted, 101, "-k", 16, "--json", "--exclude-self").output
+    )
+    assert len(js["101"]) == 15  # every other item; no slot is left empty in the output
 
 
 def test_similar_bad_input(runner, planted, tmp_path):
     _assert_one_line_error(
-        _run(runner, "similar", planted, 101, "-k", 16),
-        "-k 16 is larger than the number of other items in the model (15)",
+        _run(runner, "similar", planted, 101, "-k", 17),
+        "-k 17 is larger than the number of items in the model (16)",
     )
     _assert_one_line_error(
         _run(runner, "similar", planted, "x1"), "item id 'x1' is not in the model"
@@ -281,7 +291,7 @@ def test_evaluate_reports_unknown_users_and_items(runner, planted, tmp_path):
     assert res["test"] == {"interactions": 2, "dropped": 2, "unknown_users": 1, "unknown_items": 1}
     none = _write_udata(tmp_path / "n" / "u.data", [(99, 999, 5)])
     _assert_one_line_error(
-        _run(runner, "evaluate", planted, none),
+        _run(runner, "evaluate", planted, none, "--min-overlap", 0),
         "none of its interactions involve users and items of the model",
     )
 
@@ -408,8 +418,14 @@ def test_threads_above_the_cores_are_clamped_with_a_note(runner, views, tmp_path
     from cfcore.threads import available_threads
 
     many = available_threads() + 5
-    for command in ("sample-negatives", "factorize"):
-        result = _run(runner, command, views, "-o", tmp_path / f"{command}.npz", "--threads", many)
+    model = tmp_path / "factorize.npz"
+    for command in (
+        ["sample-negatives", views, "-o", tmp_path / "neg.npz"],
+        ["factorize", views, "-o", model],
+        ["cluster", model, "-k", 2, "-o", tmp_path / "labels.npz"],  # faiss threads
+        ["neighbors", model, "-k", 2],
+    ):
+        result = _run(runner, *command, "--threads", many)
         assert result.exit_code == 0, result.output
         notes = [line for line in result.output.splitlines() if "more than the" in line]
         assert notes == [
@@ -617,7 +633,9 @@ def test_ml100k_pipeline(runner, ml100k_path, tmp_path):
     recs = _tsv(_run(runner, "recommend", model, base, 1, 2, "-k", 10).output)
     assert len(recs) == 20
     near = _tsv(_run(runner, "similar", model, 1, "-k", 5).output)  # Toy Story
-    assert len(near) == 5 and "1" not in [r[2] for r in near]
+    assert len(near) == 5 and [r[2] for r in near].count("1") == 1 and near[0][2] == "1"
+    others = _tsv(_run(runner, "similar", model, 1, "-k", 4, "--exclude-self").output)
+    assert [r[2] for r in others] == [r[2] for r in near[1:]]
     _assert_one_line_error(
         _run(runner, "recommend", model, base, 1, "-k", 5000),
         "-k 5000 is larger than the number of items in the model (1650)",
@@ -684,3 +702,75 @@ def test_biases_and_users_without_interactions(runner, tmp_path):
     recs = _tsv(_run(runner, "recommend", model, src, "c", "a", "-k", 6).output)
     assert len([r for r in recs if r[0] == "c"]) == 6  # nothing seen: the whole catalogue
     assert len([r for r in recs if r[0] == "a"]) == 3  # three seen items filtered
+
+
+# ---------------------------------------------------------------------------- one owner
+def test_cli_and_api_agree_on_similar_and_recommend(runner, views, tmp_path):
+    """`cfcore similar`/`recommend` are the library's similar_items/recommend in raw ids:
+    same items, same order, same scores, with the same defaults and the same switches."""
+    from cfcore.model import load_model
+    from cfcore.readers import read_interactions
+
+    path = tmp_path / "model.npz"
+    assert _run(runner, "factorize", views, "-o", path, *FAST).exit_code == 0
+    model, inter = load_model(path), read_interactions(views)
+    items = [101, 205, 203]
+    rows = model.item_rows(items)
+    for flags, include_self in (([], True), (["--exclude-self"], False)):
+        got = json.loads(_run(runner, "similar", path, *items, "-k", 4, "--json", *flags).output)
+        ids, scores = model.similar_items(rows, N=4, include_self=include_self)
+        for item, row_ids, row_scores in zip(items, ids, scores, strict=True):
+            assert [int(r["similar_id"]) for r in got[str(item)]] == model.item_ids_[
+                row_ids
+            ].tolist()
+            np.testing.assert_allclose([r["score"] for r in got[str(item)]], row_scores, rtol=1e-6)
+    users = [21, 3, 12]
+    rows = model.user_rows(users)
+    seen = model.project(inter).user_items[rows]  # one row per requested user
+    for flags, filtered in (([], True), (["--keep-seen"], False)):
+        got = json.loads(
+            _run(runner, "recommend", path, views, *users, "-k", 5, "--json", *flags).output
+        )
+        ids, scores = model.recommend(rows, seen, N=5, filter_already_liked_items=filtered)
+        for user, row_ids, row_scores in zip(users, ids, scores, strict=True):
+            keep = row_ids >= 0
+            assert [int(r["item_id"]) for r in got[str(user)]] == model.item_ids_[
+                row_ids[keep]
+            ].tolist()
+            np.testing.assert_allclose(
+                [r["score"] for r in got[str(user)]], row_scores[keep], rtol=1e-6
+            )
+
+
+def test_another_datasets_interactions_are_refused(runner, planted, tmp_path):
+    """evaluate/recommend with interactions that barely overlap the model fail with one line
+    (they once ran and printed an AUC after silently dropping most rows)."""
+    other = _write_udata(
+        tmp_path / "o" / "u.data",
+        [(1, 101, 5)] + [(u, i, 5) for u in (1, 2, 3) for i in (301, 302, 303)],
+    )
+    for command in (["evaluate", planted, other], ["recommend", planted, other, 1]):
+        _assert_one_line_error(
+            _run(runner, *command),
+            "only 1 of 10 (10%) match (at least 50% must)",
+            "same dataset",
+        )
+    result = _run(runner, "evaluate", planted, other, "--min-overlap", 0, "--json")
+    assert result.exit_code == 0 and json.loads(result.output)["test"]["dropped"] == 9
+    # new users are expected by recommend (they are folded in): only their items must match
+    new = _write_udata(tmp_path / "n" / "u.data", [(77, 101, 5), (77, 102, 5), (77, 103, 5)])
+    assert _run(runner, "recommend", planted, new, 77, "-k", 2).exit_code == 0
+    _assert_one_line_error(_run(runner, "evaluate", planted, new), "only 0 of 3 (0%)")
+
+
+@pytest.mark.realdata
+def test_an_ml100k_model_refuses_ml_latest_small(
+    runner, ml100k_path, ml_latest_small_path, tmp_path
+):
+    model = tmp_path / "model.npz"
+    small = ["--factors", 4, "--epochs", 1, "--threads", 1, "-q"]
+    assert _run(runner, "factorize", ml100k_path / "u.data", "-o", model, *small).exit_code == 0
+    latest = ml_latest_small_path / "ratings.csv"
+    result = _run(runner, "evaluate", model, latest)
+    _assert_one_line_error(result, "interactions with users and items of the model", "same dataset")
+    _assert_one_line_error(_run(runner, "recommend", model, latest, 1), "same dataset")

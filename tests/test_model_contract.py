@@ -15,6 +15,8 @@ multi-threaded) runs them.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -22,6 +24,8 @@ import scipy.sparse as sp
 from cfcore.errors import InputError, ModelFormatError
 from cfcore.factorize import Factorizer
 from cfcore.interactions import Interactions
+from cfcore.io import load_artifact, save_artifact
+from cfcore.model import FactorModel, load_model
 
 GROUPS, USERS_PER_GROUP, ITEMS_PER_GROUP, LIKED = 4, 20, 25, 12
 
@@ -71,13 +75,36 @@ class FactorModelContract:
             assert not set(ids[u]) & set(data[u].indices)
         assert np.all(np.diff(scores, axis=1) <= 0)  # best first
 
-    def test_recommend_accepts_the_full_matrix_and_a_scalar_user(self, model, data):
-        ids_rows, _ = model.recommend([3, 41], data[[3, 41]], N=4)
-        ids_full, _ = model.recommend([3, 41], data, N=4)
-        np.testing.assert_array_equal(ids_rows, ids_full)
+    def test_recommend_takes_one_row_per_requested_user(self, model, data):
+        """implicit's contract: row k of ``user_items`` is the items of ``userids[k]``; any
+        other number of rows is a ValueError — also the whole training matrix, which was
+        once taken as "all users" whatever the order of ``userids``."""
+        ids, _ = model.recommend([41, 3], data[[41, 3]], N=4)
+        assert not set(ids[0]) & set(data[41].indices)
+        assert not set(ids[1]) & set(data[3].indices)
+        for wrong in (data, data[[3, 41, 5]], data[41]):
+            with pytest.raises(ValueError, match="one row per requested user"):
+                model.recommend([41, 3], wrong, N=4)
         one, one_scores = model.recommend(41, data[41], N=4)
         assert one.shape == one_scores.shape == (4,)
-        np.testing.assert_array_equal(one, ids_rows[1])
+        np.testing.assert_array_equal(one, ids[0])
+        everyone = np.arange(data.shape[0])[::-1]  # all users, in another order
+        ids_all, _ = model.recommend(everyone, data[everyone], N=4)
+        np.testing.assert_array_equal(ids_all[-1 - 41], ids[0])
+
+    def test_recommend_filter_items_and_recalculated_users(self, model, data):
+        banned = np.arange(0, model.n_items, 2)
+        ids, _ = model.recommend(np.arange(6), data[:6], N=5, filter_items=banned)
+        assert not set(ids.ravel()) & set(banned)
+        # recalculate_user: scores from factors folded in from user_items (implicit's name)
+        rows = data[[0, 45]]
+        ids, scores = model.recommend([0, 0], rows, N=5, recalculate_user=True)
+        folded = model.fold_in(rows) @ model.item_factors_.T
+        if model.item_bias_ is not None:
+            folded += model.item_bias_
+        folded[rows.nonzero()] = -np.inf
+        np.testing.assert_allclose(scores, -np.sort(-folded, axis=1)[:, :5], rtol=1e-5)
+        assert np.all(item_group(ids) == user_group([0, 45])[:, None])
 
     def test_unfiltered_recommendations_rank_all_items(self, model, data):
         ids, scores = model.recommend(np.arange(5), None, N=LIKED, filter_already_liked_items=False)
@@ -90,9 +117,14 @@ class FactorModelContract:
     def test_similar_items_come_from_the_same_group(self, model):
         items = np.arange(GROUPS * ITEMS_PER_GROUP)
         ids, scores = model.similar_items(items, N=6)
-        assert np.all(ids[:, 0] == items)  # an item is its own nearest neighbour
+        assert np.all(ids[:, 0] == items)  # an item is its own nearest neighbour (implicit)
         np.testing.assert_allclose(scores[:, 0], 1.0, rtol=1e-5)
         assert np.mean(item_group(ids[:, 1:]) == item_group(items)[:, None]) >= 0.95
+        others, other_scores = model.similar_items(items, N=5, include_self=False)
+        np.testing.assert_array_equal(others, ids[:, 1:])
+        np.testing.assert_allclose(other_scores, scores[:, 1:])
+        kept, _ = model.similar_items(items[:3], N=5, filter_items=[0, 1, 2])
+        assert not set(kept.ravel()) & {0, 1, 2}
 
     def test_fold_in_places_new_users_in_their_group(self, model):
         rng = np.random.default_rng(5)
@@ -186,3 +218,93 @@ def test_load_refuses_other_files(tmp_path):
     (tmp_path / "text.npz").write_text("not a zip")
     with pytest.raises(ModelFormatError):
         Factorizer.load(tmp_path / "text.npz")
+
+
+# ---------------------------------------------------------------------------- one owner
+class _OtherModel(FactorModel):
+    """Another factor model (registers itself by name, as every subclass does)."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+
+def _tables(model, seed=0, n_users=5, n_items=7, k=3):
+    rng = np.random.default_rng(seed)
+    model.user_factors_ = rng.standard_normal((n_users, k)).astype(np.float32)
+    model.item_factors_ = rng.standard_normal((n_items, k)).astype(np.float32)
+    model.user_ids_, model.item_ids_ = np.arange(n_users) + 10, np.arange(n_items) + 100
+    model.history_ = []
+    return model
+
+
+def test_loading_needs_no_knowledge_of_the_class(data, tmp_path):
+    fitted = Factorizer(factors=4, epochs=2, progress=False).fit(data)
+    path = fitted.save(tmp_path / "f.npz")
+    for loaded in (load_model(path), FactorModel.load(path), Factorizer.load(path)):
+        assert type(loaded) is Factorizer and loaded.get_params() == fitted.get_params()
+        np.testing.assert_array_equal(loaded.item_factors_, fitted.item_factors_)
+    other = _tables(_OtherModel(alpha=3.0)).save(tmp_path / "o.npz")
+    loaded = load_model(other)
+    assert type(loaded) is _OtherModel and loaded.alpha == 3.0
+    with pytest.raises(ModelFormatError, match="holds a _OtherModel, not a Factorizer"):
+        Factorizer.load(other)
+    # a class this process does not know: the tables still score, fold-in says it cannot
+    arrays, _ = load_artifact(other, "factor-model")
+    save_artifact(tmp_path / "u.npz", "factor-model", arrays, {"model": "FutureModel"})
+    unknown = load_model(tmp_path / "u.npz")
+    assert type(unknown) is FactorModel
+    assert unknown.similar_items(0, N=2)[0][0] == 0
+    with pytest.raises(InputError, match="cannot fold in"):
+        unknown.recommend([0], sp.csr_matrix((1, 7)), N=3, recalculate_user=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"item_factors": np.full((7, 3), np.nan, np.float32)}, "item_factors contains NaN"),
+        ({"user_factors": np.full((5, 3), np.inf, np.float32)}, "user_factors contains NaN"),
+        ({"item_bias": np.zeros(6, np.float32)}, r"item_bias has shape \(6,\), expected \(7,\)"),
+        ({"item_ids": np.arange(6)}, "item_ids: expected 7 ids"),
+        ({"user_ids": np.zeros(5, np.int64)}, "user_ids: ids must be unique"),
+        ({"item_factors": np.ones((7, 2), np.float32)}, "factor shapes do not match"),
+    ],
+)
+def test_one_reader_refuses_broken_models_on_every_surface(tmp_path, change, message):
+    """FactorModel is the only reader: the library, item vectors (cluster, neighbors) and the
+    CLI all refuse a broken model file with the same message."""
+    from click.testing import CliRunner
+
+    from cfcore.cli.main import cli
+    from cfcore.vectors import load_vectors
+
+    arrays = _tables(FactorModel())._artifact_arrays()
+    path = tmp_path / "m.npz"
+    save_artifact(path, "factor-model", {**arrays, **change}, {"model": "Factorizer"})
+    for read in (load_model, Factorizer.load, load_vectors):
+        with pytest.raises(ModelFormatError, match=message):
+            read(path)
+    for args in (["similar", path, 100], ["cluster", path, "-k", 2, "-o", tmp_path / "l.npz"]):
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+        assert result.exit_code == 1 and re.search(message, result.output), result.output
+
+
+def test_project_moves_raw_ids_onto_the_model_and_refuses_other_datasets():
+    model = _tables(FactorModel())  # users 10..14, items 100..106
+    inter = Interactions.from_pairs(
+        [10, 10, 11, 99, 99, 12], [100, 101, 555, 102, 103, 106]
+    )  # user 99 is new, item 555 unknown
+    p = model.project(inter)
+    assert (p.total, p.known, p.known_items, p.dropped) == (6, 3, 5, 3)
+    assert p.user_items.shape == (5, 7)
+    assert sorted(zip(*p.user_items.nonzero(), strict=True)) == [(0, 0), (0, 1), (2, 6)]
+    assert p.new_user_ids.tolist() == [99] and p.new_user_items.shape == (1, 7)
+    assert p.new_user_items.indices.tolist() == [2, 3]
+    assert p.unknown_item_ids.tolist() == [555]
+    strange = Interactions.from_pairs([10, 98, 99, 97], [100, 500, 501, 502])
+    with pytest.raises(InputError, match=r"only 1 of 4 \(25%\) match.*same dataset"):
+        model.project(strange, what="other.csv")
+    assert model.project(strange, min_overlap=0).known == 1
+    newcomers = Interactions.from_pairs([98, 98, 99], [100, 101, 102])
+    with pytest.raises(InputError, match="users and items"):
+        model.project(newcomers)
+    assert model.project(newcomers, new_users=True).known_items == 3  # to fold in

@@ -18,3 +18,21 @@ def test_readme_python_blocks_run(ml100k, ml_latest_small_path, tmp_path, monkey
     assert (tmp_path / "model.npz").exists() and (tmp_path / "labels.csv").exists()
     assert (tmp_path / "dsgd.npz").exists()
     assert namespace["report"].summary()["shared_viewers_lift"] > 1.5
+
+
+def test_every_cited_document_exists():
+    """A Markdown file named in the code, the tests or the docs is in the repository (a
+    CONTRACTS document was once cited as the contract of the model file without existing:
+    the contract is ``cfcore/model.py``'s docstring)."""
+    root = README.parent
+    present = {p.name for p in root.rglob("*.md") if ".venv" not in p.parts}
+    elsewhere = {"SOURCE.md"}  # in the data directory's movielens-posters/
+    cited = set()
+    for path in [*root.glob("*.md"), *root.glob("*.toml"), *root.glob("Makefile")] + [
+        p
+        for folder in ("cfcore", "cfvision", "bench", "tests", "examples")
+        for p in (root / folder).rglob("*")
+        if p.suffix in (".py", ".md") and "results" not in p.parts
+    ]:
+        cited |= set(re.findall(r"\b([A-Za-z_-]+\.md)\b", path.read_text(encoding="utf-8")))
+    assert cited - present - elsewhere == set()

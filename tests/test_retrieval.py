@@ -141,7 +141,9 @@ def test_bad_input_gets_clear_errors(tiny):
         retrieval_report(ok, tiny, R=3)
     unknown = Neighbors(np.array(["a"]), np.array([["b", "zz"]]), np.ones((1, 2), np.float32))
     with pytest.raises(
-        InputError, match=r"1 id\(s\) not among the interactions' items \(first: 'zz'\)"
+        InputError,
+        match=r"neighbour ids among the interactions' items: only 1 of 2 \(50%\) match "
+        r"\(all must, first unknown: 'zz'\); do they come from the same dataset\?",
     ):
         retrieval_report(unknown, tiny, R=2)
     with pytest.raises(InputError, match="owners: no query item has an owner"):

@@ -36,6 +36,9 @@ Every driver is built with ``parallel=True``; how many blocks run at once is the
 Numba threads (``cfcore.threads.numba_threads``). One thread runs the blocks in order and is
 the bit-reproducible reference (there is no separate serial build: Numba compiles the serial
 form of these loops 1.5–2× slower for the pairwise losses).
+Inside a driver the step functions (:func:`pointwise_step`, :func:`bpr_step`,
+:func:`warp_step`) take the :class:`Tables` arrays in field order and the :class:`Hyper`
+whole, for the Numba reasons noted above the drivers.
 
 Notation: user row ``x = X[u]``, item rows ``y_i = Y[i]``, optional biases ``b_u``, ``b_i``,
 score ``s_ui = x·y_i + b_u + b_i``, learning rate ``η``, regularization ``λ`` (factors) and

@@ -17,6 +17,7 @@ from cfcore.cli.common import (
     read_table,
     seed_option,
     threads_option,
+    warnings_as_notes,
 )
 from cfcore.errors import InputError
 
@@ -119,6 +120,7 @@ def cluster(
     `cfvision extract`). Writes OUTPUT (.npz, kind pseudo-labels) and OUTPUT with .csv.
     """
     from cfcore.cluster import ClusterWarning, cluster_items, normalized_mutual_info
+    from cfcore.threads import ThreadsWarning
     from cfcore.vectors import load_vectors
 
     vectors = load_vectors(model)
@@ -138,6 +140,8 @@ def cluster(
         labels = cluster_items(vectors, k, seed=seed, **kwargs)
     seconds = time.perf_counter() - start
     _echo_warnings([w for w in caught if issubclass(w.category, ClusterWarning)])
+    for message in dict.fromkeys(str(w.message) for w in caught if w.category is ThreadsWarning):
+        click.echo(f"note: {message}", err=True)
     nmi = None
     if stability:
         with warnings.catch_warnings():
@@ -216,11 +220,12 @@ def neighbors(
     """Cosine k-nearest neighbours of items in VECTORS (a factor model or an item-vectors .npz)."""
     from cfcore.neighbors import NeighborIndex
 
-    index = NeighborIndex(
-        vectors, method=method, nlist=nlist, nprobe=nprobe, threads=threads, seed=seed
-    )
-    q = None if queries is None else _read_ids(queries, "queries")
-    nn = index.search(q, k, exclude_self=not include_self)
+    with warnings_as_notes():
+        index = NeighborIndex(
+            vectors, method=method, nlist=nlist, nprobe=nprobe, threads=threads, seed=seed
+        )
+        q = None if queries is None else _read_ids(queries, "queries")
+        nn = index.search(q, k, exclude_self=not include_self)
     if output is None:
         click.echo("query\trank\tneighbor\tscore")
         for qid, row, scores in zip(

@@ -1,22 +1,23 @@
 """``cfcore sample-negatives | factorize | evaluate | recommend | similar``: the engine's CLI.
 
-Every command reads its inputs completely and checks them before it writes anything; every
-output is written atomically (a temporary file renamed into place), so a failure leaves no
-half-written file behind. Errors are one line and exit status 1 (usage errors: 2).
+A thin shell over the library: models are read, scored and folded into by
+:mod:`cfcore.model` (the one owner of factor-model files), interactions with raw ids are moved
+onto a model by :meth:`cfcore.model.FactorModel.project`; the commands add argument parsing,
+messages and file names. Every command reads its inputs completely and checks them before it
+writes anything; every output is written atomically (a temporary file renamed into place), so
+a failure leaves no half-written file behind. Errors are one line and exit status 1 (usage
+errors: 2).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
-import scipy.sparse as sp
 
 from cfcore.cli.common import (
     columns_option,
@@ -30,11 +31,9 @@ from cfcore.cli.common import (
     warnings_as_notes,
 )
 from cfcore.cli.spark import backend_options
-from cfcore.errors import DivergenceError, InputError, ModelFormatError
-from cfcore.ids import id_positions
-from cfcore.metrics import top_n
+from cfcore.errors import DivergenceError, InputError
+from cfcore.ids import MIN_OVERLAP, id_positions
 
-MODEL_KIND = "factor-model"
 LOSSES = ("squared", "bpr", "warp", "logistic")
 
 #: The command-line names of the Factorizer parameters that divergence advice names.
@@ -51,89 +50,16 @@ def _check_output(path: Path) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class FactorModel:
-    """The arrays of a factor-model file, checked (see CONTRACTS.md / ``Factorizer.save``)."""
-
-    path: Path
-    user_factors: np.ndarray
-    item_factors: np.ndarray
-    user_ids: np.ndarray
-    item_ids: np.ndarray
-    item_bias: np.ndarray | None
-    header: dict[str, Any]
-
-    @property
-    def n_items(self) -> int:
-        return int(self.item_factors.shape[0])
-
-
-def load_factor_model(path: str | Path) -> FactorModel:
-    """Read and validate a ``factor-model`` ``.npz``.
-
-    Raises
-    ------
-    ModelFormatError
-        Not a collabfeat factor model (e.g. a plain ``np.savez`` file from another tool), or
-        its arrays are inconsistent or not finite.
-    """
-    from cfcore.io import load_artifact, require_keys
-
-    path = Path(path)
-    arrays, header = load_artifact(path, MODEL_KIND)
-    require_keys(path, arrays, ["user_factors", "item_factors", "user_ids", "item_ids"])
-    users, items = arrays["user_factors"], arrays["item_factors"]
-    if users.ndim != 2 or items.ndim != 2 or users.shape[1] != items.shape[1]:
-        raise ModelFormatError(
-            f"{path}: factor shapes do not match (users {users.shape}, items {items.shape})"
-        )
-    for name, ids, n in (
-        ("user_ids", arrays["user_ids"], len(users)),
-        ("item_ids", arrays["item_ids"], len(items)),
-    ):
-        if ids.shape != (n,):
-            raise ModelFormatError(f"{path}: {name} has shape {ids.shape}, expected ({n},)")
-    bias = arrays.get("item_bias")
-    if bias is not None and bias.shape != (len(items),):
-        raise ModelFormatError(
-            f"{path}: item_bias has shape {bias.shape}, expected ({len(items)},)"
-        )
-    for name in ("user_factors", "item_factors", "item_bias"):
-        if name in arrays and not np.all(np.isfinite(arrays[name])):
-            raise ModelFormatError(f"{path}: {name} contains NaN or inf (a diverged fit?)")
-    return FactorModel(
-        path,
-        np.ascontiguousarray(users, dtype=np.float32),
-        np.ascontiguousarray(items, dtype=np.float32),
-        arrays["user_ids"],
-        arrays["item_ids"],
-        None if bias is None else bias.astype(np.float32),
-        header,
-    )
-
-
-@dataclass(frozen=True)
-class Projected:
-    """Interactions re-indexed into a model's rows and columns."""
-
-    matrix: sp.csr_matrix
-    dropped: int  # interactions whose user or item the model does not know
-    unknown_users: int
-    unknown_items: int
-
-
-def project(inter: Any, model: FactorModel) -> Projected:
-    """Map an :class:`Interactions` onto the model's user rows and item columns."""
-    rows = id_positions(model.user_ids, inter.user_ids)
-    cols = id_positions(model.item_ids, inter.item_ids)
-    coo = inter.user_items.tocoo()
-    r, c = rows[coo.row], cols[coo.col]
-    keep = (r >= 0) & (c >= 0)
-    shape = (len(model.user_ids), len(model.item_ids))
-    m = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), (r[keep], c[keep])), shape=shape)
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return Projected(m, int((~keep).sum()), int((rows < 0).sum()), int((cols < 0).sum()))
+min_overlap_option = click.option(
+    "--min-overlap",
+    type=click.FloatRange(min=0, max=1),
+    default=MIN_OVERLAP,
+    show_default=True,
+    metavar="FRACTION",
+    help="Refuse interactions of which fewer than this share involve users and items the "
+    "model knows (another dataset's: an ml-100k model and ml-latest-small share 34%); 0 "
+    "accepts anything.",
+)
 
 
 def _check_k(k: int, n: int, what: str) -> None:
@@ -537,6 +463,7 @@ def factorize(
     "--baseline", is_flag=True, help="Also score the popularity baseline (needs --train)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@min_overlap_option
 @seed_option
 @format_option
 @min_rating_option
@@ -550,6 +477,7 @@ def evaluate(
     n_negatives: int | None,
     baseline: bool,
     as_json: bool,
+    min_overlap: float,
     seed: int,
     fmt: str,
     min_rating: float | None,
@@ -561,10 +489,12 @@ def evaluate(
     For each user with held-out positives P_u, AUC_u is the fraction of
     (positive, negative) pairs the model orders correctly, where the negatives are
     the items the user has not interacted with (uniform unobserved items; training
-    items excluded with --train). PR = 1 − AUC (Fang et al.'s metric; 0.5 is
-    random, lower is better). Both are averaged over users. Top-k metrics rank all
-    items minus the training items. Users and items the model has never seen are
-    dropped (counted in the output).
+    items excluded with --train). PR = 1 − AUC (Fang et al.'s metric against these
+    items; 0.5 is random, lower is better). Both are averaged over users. Top-k
+    metrics rank all items minus the training items. Users and items the model has
+    never seen are dropped (counted in the output); if fewer than --min-overlap of
+    TEST_INPUT's interactions remain, the files do not belong together and the
+    command fails.
 
     \b
     Examples:
@@ -572,43 +502,44 @@ def evaluate(
       cfcore evaluate model.npz u1.test --train u1.base -k 10 --baseline
       cfcore evaluate model.npz u1.test --train u1.base --json > metrics.json
     """
-    from cfcore.metrics import factor_scorer, pairwise_ranking, popularity_scorer, top_k_metrics
+    from cfcore.metrics import pairwise_ranking, popularity_scorer, top_k_metrics
+    from cfcore.model import load_model
 
-    model = load_factor_model(model_path)
+    model = load_model(model_path)
     _check_k(k, model.n_items, "number of items in the model")
     if baseline and train_source is None:
         raise InputError("--baseline needs --train (popularity is counted on the training data)")
-    test = project(load_input(test_source, fmt, data_dir, min_rating, **read_options), model)
-    if test.matrix.nnz == 0:
+
+    def project(source: str) -> Any:
+        inter = load_input(source, fmt, data_dir, min_rating, **read_options)
+        return model.project(inter, min_overlap, what=source)
+
+    test = project(test_source)
+    if test.user_items.nnz == 0:
         raise InputError(
             f"{test_source}: none of its interactions involve users and items of the model"
         )
     train = None
+    test_m = test.user_items
     if train_source is not None:
-        train = project(
-            load_input(train_source, fmt, data_dir, min_rating, **read_options), model
-        ).matrix
-        test_m = test.matrix - test.matrix.multiply(train)  # a test pair seen in train is no test
+        train = project(train_source).user_items
+        test_m = test_m - test_m.multiply(train)  # a test pair seen in train is no test
         test_m.eliminate_zeros()
-    else:
-        test_m = test.matrix
 
     def score(scorer: Any) -> dict[str, Any]:
         out = pairwise_ranking(scorer, test_m, exclude=train, n_negatives=n_negatives, seed=seed)
         out.update(top_k_metrics(scorer, test_m, k=k, exclude=train))
         return _json_safe(out)
 
-    results: dict[str, Any] = {
-        "model": score(factor_scorer(model.user_factors, model.item_factors, model.item_bias))
-    }
+    results: dict[str, Any] = {"model": score(model.scorer())}
     if baseline:
         assert train is not None
         results["popularity"] = score(popularity_scorer(train))
     results["test"] = {
         "interactions": int(test_m.nnz),
         "dropped": test.dropped,
-        "unknown_users": test.unknown_users,
-        "unknown_items": test.unknown_items,
+        "unknown_users": len(test.new_user_ids),
+        "unknown_items": len(test.unknown_item_ids),
     }
     if as_json:
         click.echo(json.dumps(results, indent=2))
@@ -649,13 +580,14 @@ def evaluate(
     "--filter-seen/--keep-seen",
     default=True,
     show_default=True,
-    help="Leave out items the user already has in INPUT.",
+    help="Leave out items the user already has in INPUT (the API's filter_already_liked_items).",
 )
 @click.option(
     "--fold-in/--no-fold-in",
     default=True,
     show_default=True,
-    help="Fit users the model has not seen from their INPUT interactions.",
+    help="Fit users the model has not seen from their INPUT interactions (the API's "
+    "recalculate_user).",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON {user_id: [{rank, item_id, score}]}.")
 @click.option(
@@ -665,6 +597,7 @@ def evaluate(
     default=None,
     help="Write to this file (atomically) instead of standard output.",
 )
+@min_overlap_option
 @format_option
 @min_rating_option
 @columns_option
@@ -678,6 +611,7 @@ def recommend(
     fold_in: bool,
     as_json: bool,
     output: Path | None,
+    min_overlap: float,
     fmt: str,
     min_rating: float | None,
     read_options: dict[str, Any],
@@ -689,6 +623,10 @@ def recommend(
     with --filter-seen (the default) those items are never recommended. A user the
     model has not seen but INPUT has is folded in (--fold-in, the default): its
     factors are fit to its INPUT interactions with the item factors held fixed.
+    If fewer than --min-overlap of INPUT's interactions involve items the model
+    knows, INPUT belongs to another dataset and the command fails.
+
+    The same as FactorModel.recommend in Python (one row of INPUT per user).
 
     \b
     Examples:
@@ -698,17 +636,24 @@ def recommend(
 
     Output: TSV with columns user_id, rank, item_id, score (or JSON).
     """
-    from cfcore.metrics import factor_scorer
+    from cfcore.model import load_model
 
     if output is not None:
         _check_output(output)
-    model = load_factor_model(model_path)
+    model = load_model(model_path)
     _check_k(k, model.n_items, "number of items in the model")
     inter = load_input(source, fmt, data_dir, min_rating, **read_options)
-    rows = id_positions(model.user_ids, list(user_ids))
-    known = project(inter, model).matrix
-    user_factors = model.user_factors
-    new = [u for u, r in zip(user_ids, rows, strict=True) if r < 0]
+    seen = model.project(inter, min_overlap, new_users=fold_in, what=source)
+    rows = id_positions(model.user_ids_, list(user_ids))
+    top: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    known = [(u, r) for u, r in zip(user_ids, rows, strict=True) if r >= 0]
+    if known:
+        at = np.array([r for _, r in known])
+        ids, scores = model.recommend(
+            at, seen.user_items[at], N=k, filter_already_liked_items=filter_seen
+        )
+        top.update(zip([u for u, _ in known], zip(ids, scores, strict=True), strict=True))
+    new = list(dict.fromkeys(u for u, r in zip(user_ids, rows, strict=True) if r < 0))
     if new:
         if not fold_in:
             raise InputError(
@@ -716,63 +661,38 @@ def recommend(
                 f"({len(new)} unknown of {len(user_ids)}; --fold-in would fit them "
                 f"from {source})"
             )
-        new = list(dict.fromkeys(new))
-        factors, seen_new = _fold_in(model, inter, new, source)
-        user_factors = np.vstack([user_factors, factors])
-        known = sp.vstack([known, seen_new]).tocsr()
-        extra = {u: len(model.user_ids) + n for n, u in enumerate(new)}
-        rows = np.array(
-            [extra.get(u, r) if r < 0 else r for u, r in zip(user_ids, rows, strict=True)]
-        )
+        at = id_positions(seen.new_user_ids, new)
+        missing = [u for u, r in zip(new, at, strict=True) if r < 0]
+        if missing:
+            raise InputError(
+                f"user id {missing[0]!r} is neither in the model {model_path} nor in {source}"
+            )
+        items = seen.new_user_items[at]
+        empty = [u for u, n in zip(new, np.diff(items.indptr), strict=True) if n == 0]
+        if empty:
+            raise InputError(
+                f"user id {empty[0]!r} is not in the model and none of its items in "
+                f"{source} are: nothing to fold in from"
+            )
+        with warnings_as_notes():
+            ids, scores = model.recommend(
+                np.zeros(len(new), np.int64),
+                items,
+                N=k,
+                filter_already_liked_items=filter_seen,
+                recalculate_user=True,
+            )
+        top.update(zip(new, zip(ids, scores, strict=True), strict=True))
         click.echo(
             f"note: folded in {len(new)} user(s) the model has not seen, from {source}", err=True
         )
-    scores = factor_scorer(user_factors, model.item_factors, model.item_bias)(rows)
-    if filter_seen:
-        seen = known[rows]
-        r = np.repeat(np.arange(len(rows)), np.diff(seen.indptr))
-        scores[r, seen.indices] = -np.inf
-    top, best = top_n(scores, k)
-    out_rows: list[list[Any]] = []
-    for n, uid in enumerate(user_ids):
-        rank = 0
-        for item, s in zip(top[n], best[n], strict=True):
-            if np.isfinite(s):
-                rank += 1
-                out_rows.append([uid, rank, _id_text(model.item_ids[item]), float(s)])
+    out_rows = [
+        [uid, rank, _id_text(model.item_ids_[item]), float(score)]
+        for uid in user_ids
+        for rank, (item, score) in enumerate(zip(*top[uid], strict=True), 1)
+        if item >= 0
+    ]
     _emit_rows(["user_id", "rank", "item_id", "score"], out_rows, as_json, "user_id", output)
-
-
-def _fold_in(
-    model: FactorModel, inter: Any, users: list[str], source: str
-) -> tuple[np.ndarray, sp.csr_matrix]:
-    """Factors (and seen items, in model columns) of users unknown to the model, from INPUT."""
-    from cfcore.factorize import Factorizer
-
-    at = id_positions(inter.user_ids, users)
-    missing = [u for u, r in zip(users, at, strict=True) if r < 0]
-    if missing:
-        raise InputError(
-            f"user id {missing[0]!r} is neither in the model {model.path} nor in {source}"
-        )
-    cols = id_positions(model.item_ids, inter.item_ids)
-    sub = inter.user_items[at].tocoo()
-    keep = cols[sub.col] >= 0
-    rows = sp.csr_matrix(
-        (np.ones(int(keep.sum()), dtype=np.float32), (sub.row[keep], cols[sub.col[keep]])),
-        shape=(len(users), model.n_items),
-    )
-    empty = [u for u, n in zip(users, np.diff(rows.indptr), strict=True) if n == 0]
-    if empty:
-        raise InputError(
-            f"user id {empty[0]!r} is not in the model and none of its items in "
-            f"{source} are: nothing to fold in from"
-        )
-    fitted = Factorizer.load(model.path)
-    fitted.progress = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fitted.fold_in(rows), rows
 
 
 # ---------------------------------------------------------------------------- similar
@@ -785,6 +705,13 @@ def _fold_in(
     "-k", type=click.IntRange(min=1), default=10, show_default=True, help="Neighbours per item."
 )
 @click.option(
+    "--include-self/--exclude-self",
+    default=True,
+    show_default=True,
+    help="Whether an item is among its own neighbours (rank 1, cosine 1), as in "
+    "FactorModel.similar_items and implicit.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="JSON {item_id: [{rank, similar_id, score}]}."
 )
 @click.option(
@@ -795,38 +722,44 @@ def _fold_in(
     help="Write to this file (atomically) instead of standard output.",
 )
 def similar(
-    model_path: Path, item_ids: tuple[str, ...], k: int, as_json: bool, output: Path | None
+    model_path: Path,
+    item_ids: tuple[str, ...],
+    k: int,
+    include_self: bool,
+    as_json: bool,
+    output: Path | None,
 ) -> None:
     """Items nearest to the given ones by cosine of their factors (Fang et al. §4.2).
 
-    cos(y_i, y_j) = y_i · y_j / (‖y_i‖ ‖y_j‖); the item itself is left out.
+    cos(y_i, y_j) = y_i · y_j / (‖y_i‖ ‖y_j‖). As FactorModel.similar_items in
+    Python (and implicit), the item itself comes first, with cosine 1;
+    --exclude-self leaves it out. (`cfcore neighbors`, whose lists feed
+    retrieval-report, leaves it out unless --include-self.)
 
     \b
     Examples:
       cfcore similar model.npz 1 -k 10
-      cfcore similar model.npz 50 181 --json
+      cfcore similar model.npz 50 181 --exclude-self --json
     """
+    from cfcore.model import load_model
+
     if output is not None:
         _check_output(output)
-    model = load_factor_model(model_path)
-    _check_k(k, model.n_items - 1, "number of other items in the model")
-    rows = id_positions(model.item_ids, list(item_ids))
+    model = load_model(model_path)
+    _check_k(k, model.n_items, "number of items in the model")
+    rows = id_positions(model.item_ids_, list(item_ids))
     unknown = [i for i, r in zip(item_ids, rows, strict=True) if r < 0]
     if unknown:
         raise InputError(
             f"item id {unknown[0]!r} is not in the model {model_path} "
             f"({len(unknown)} unknown of {len(item_ids)})"
         )
-    y = model.item_factors
-    norms = np.linalg.norm(y, axis=1)
-    unit = y / np.where(norms > 0, norms, 1.0)[:, None]
-    sims = unit[rows] @ unit.T
-    sims[np.arange(len(rows)), rows] = -np.inf
-    top, best = top_n(sims, k)
+    top, best = model.similar_items(rows, N=k, include_self=include_self)
     out_rows = [
-        [iid, rank + 1, _id_text(model.item_ids[j]), float(s)]
-        for n, iid in enumerate(item_ids)
-        for rank, (j, s) in enumerate(zip(top[n], best[n], strict=True))
+        [iid, rank, _id_text(model.item_ids_[j]), float(score)]
+        for iid, row, scores in zip(item_ids, top, best, strict=True)
+        for rank, (j, score) in enumerate(zip(row, scores, strict=True), 1)
+        if j >= 0
     ]
     _emit_rows(["item_id", "rank", "similar_id", "score"], out_rows, as_json, "item_id", output)
 

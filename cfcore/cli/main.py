@@ -18,7 +18,7 @@ def cli() -> None:
     \b
     A typical pipeline (Fang et al. 2015) on MovieLens-100k (D = the data directory):
       cfcore download ml-100k
-      cfcore factorize ml-100k -o model.npz --validation 0.2   # RMSE/PR/AUC per epoch
+      cfcore factorize ml-100k -o model.npz --validation 0.2   # rmse/sampled_pr/auc per epoch
       cfcore factorize D/ml-100k/u1.base -o m1.npz             # held-out evaluation:
       cfcore evaluate m1.npz D/ml-100k/u1.test --train D/ml-100k/u1.base --baseline
       cfcore recommend model.npz ml-100k 1 2 -k 10
