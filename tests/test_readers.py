@@ -127,7 +127,7 @@ def test_generic_csv_custom_separator_and_forced_header(tmp_path):
     path = tmp_path / "x.csv"
     _write(path, ["a;b", "1;2", "1;3"])
     inter = read_interactions(path, sep=";", header=True)
-    assert inter.user_ids.tolist() == ["1"] and inter.item_ids.tolist() == ["2", "3"]
+    assert inter.user_ids.tolist() == [1] and inter.item_ids.tolist() == [2, 3]
 
 
 def test_parquet(tmp_path):

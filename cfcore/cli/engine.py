@@ -22,6 +22,7 @@ from cfcore.cli.common import (
     columns_option,
     data_dir_option,
     format_option,
+    input_paths,
     load_input,
     min_rating_option,
     seed_option,
@@ -29,6 +30,7 @@ from cfcore.cli.common import (
 )
 from cfcore.errors import InputError, ModelFormatError
 from cfcore.ids import id_positions
+from cfcore.io import check_outputs
 from cfcore.metrics import top_n
 
 MODEL_KIND = "factor-model"
@@ -37,15 +39,6 @@ WEIGHTINGS = ("log-popularity", "popularity", "uniform")
 
 
 # ---------------------------------------------------------------------------- helpers
-def _check_output(path: Path) -> Path:
-    """Refuse an output path that cannot become a file (before any work is done)."""
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; -o/--output needs a file name")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise InputError(f"{path.parent}: is not a directory")
-    return path
-
-
 @dataclass(frozen=True)
 class FactorModel:
     """The arrays of a factor-model file, checked (see CONTRACTS.md / ``Factorizer.save``)."""
@@ -204,6 +197,14 @@ output_option = click.option(
     help="Item weight w(p_i) from its popularity p_i: log(1+p) (Fang's 'in practice'), "
     "p (eq. 1-2) or 1.",
 )
+@click.option(
+    "--output-format",
+    type=click.Choice(["auto", "npz", "csv"]),
+    default="auto",
+    show_default=True,
+    help="npz: the negatives artifact; csv: user_id,item_id rows of raw ids; auto: csv "
+    "when OUTPUT ends in .csv, else npz. (--format is INPUT's format.)",
+)
 @seed_option
 @threads_option
 @format_option
@@ -215,6 +216,7 @@ def sample_negatives_cmd(
     output: Path,
     ratio: float,
     weighting: str,
+    output_format: str,
     seed: int,
     threads: int,
     fmt: str,
@@ -233,24 +235,33 @@ def sample_negatives_cmd(
     Examples:
       cfcore sample-negatives ml-100k -o negatives.npz
       cfcore sample-negatives u.data -o neg.npz --ratio 1 --weighting uniform --seed 3
+      cfcore sample-negatives views.csv -o negatives.csv     # user_id,item_id raw ids
 
-    The output is an .npz of kind "negatives" (CSR arrays indptr/indices over the
-    rows and columns of INPUT as read, ids in sorted order);
-    cfcore.sampling.NegativeSample.load reads it back.
+    The .npz output is of kind "negatives": CSR arrays indptr/indices over the rows
+    and columns of INPUT as read, with their raw user_ids/item_ids;
+    cfcore.sampling.NegativeSample.load reads it back. The CSV output
+    (--output-format csv, or an OUTPUT ending in .csv) has one user_id,item_id row
+    per negative, in raw ids; any cfcore command reads it as an interaction file.
     """
     from cfcore.sampling import sample_negatives
 
-    _check_output(output)
+    check_outputs([output], input_paths(source, data_dir=data_dir))
+    as_csv = output_format == "csv" or (
+        output_format == "auto" and output.suffix.lower() == ".csv"
+    )
     inter = load_input(source, fmt, data_dir, min_rating, **read_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the shortfall is reported below, in one line
         neg = sample_negatives(
-            inter.user_items, ratio=ratio, weighting=weighting, seed=seed, threads=threads
+            inter, ratio=ratio, weighting=weighting, seed=seed, threads=threads
         )
     neg.meta.update(
         {"source": str(source), "min_rating": min_rating, "n_positives": int(inter.nnz)}
     )
-    neg.save(output)
+    if as_csv:
+        neg.to_csv(output)
+    else:
+        neg.save(output)
     click.echo(
         f"{neg.nnz} negatives for {inter.n_users} users × {inter.n_items} items "
         f"({weighting}, ratio {ratio:g}, seed {seed}) → {output}"
@@ -421,7 +432,7 @@ def factorize(
     from cfcore.factorize import Factorizer
     from cfcore.splits import holdout_split
 
-    _check_output(output)
+    check_outputs([output], input_paths(source, data_dir=data_dir))
     inter = load_input(source, fmt, data_dir, min_rating, **read_options)
     train, held_out = inter, None
     if validation is not None:
@@ -671,8 +682,7 @@ def recommend(
     """
     from cfcore.metrics import factor_scorer
 
-    if output is not None:
-        _check_output(output)
+    check_outputs([output], input_paths(model_path, source, data_dir=data_dir))
     model = load_factor_model(model_path)
     _check_k(k, model.n_items, "number of items in the model")
     inter = load_input(source, fmt, data_dir, min_rating, **read_options)
@@ -777,8 +787,7 @@ def similar(
       cfcore similar model.npz 1 -k 10
       cfcore similar model.npz 50 181 --json
     """
-    if output is not None:
-        _check_output(output)
+    check_outputs([output], [model_path])
     model = load_factor_model(model_path)
     _check_k(k, model.n_items - 1, "number of other items in the model")
     rows = id_positions(model.item_ids, list(item_ids))
