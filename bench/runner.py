@@ -38,7 +38,7 @@ DEFAULT_TIMEOUT = 900
 
 def _slug(job: dict[str, Any]) -> str:
     parts = [job["kind"]]
-    for key in ("method", "dataset"):
+    for key in ("method", "dataset", "format"):
         if key in job:
             parts.append(str(job[key]))
     if "threads" in job:
@@ -49,7 +49,7 @@ def _slug(job: dict[str, Any]) -> str:
 def _env(job: dict[str, Any]) -> dict[str, str]:
     env = dict(os.environ)
     t = job.get("threads")
-    if job["kind"] in ("fit", "sampler", "kmeans") and t:
+    if job["kind"] in ("fit", "sampler", "kmeans", "factorize-file") and t:
         for var in (
             "OMP_NUM_THREADS",
             "OPENBLAS_NUM_THREADS",
@@ -103,6 +103,16 @@ def _summary(rec: dict[str, Any]) -> str:
         return f"{rec['samples_per_s'] / 1e6:.2f} M samples/s"
     if kind == "kmeans":
         return f"{rec['seconds']:.2f} s ({rec['via']})"
+    if kind == "reader":
+        return (
+            f"{rec['seconds']:.2f} s ({rec['ratio_to_baseline']:.2f}× pyarrow baseline), "
+            f"peak +{rec['peak_delta_mb']:.0f} MiB = {rec['bytes_per_interaction']:.0f} B/interaction"
+        )
+    if kind == "factorize-file":
+        return (
+            f"{rec['seconds']:.1f} s, peak +{rec['peak_delta_mb']:.0f} MiB = "
+            f"{rec['bytes_per_interaction']:.0f} B/interaction"
+        )
     if kind == "ceiling":
         return "; ".join(
             f"t={r['threads']}: {r['bandwidth_gbs']:.1f} GB/s, cache {r['cache_updates_per_s'] / 1e6:.1f}"
@@ -113,7 +123,7 @@ def _summary(rec: dict[str, Any]) -> str:
 
 
 #: Job fields that must match for a finished record to stand in for the job on ``resume``.
-_JOB_KEYS = ("id", "kind", "method", "dataset", "threads", "epochs", "factors")
+_JOB_KEYS = ("id", "kind", "method", "dataset", "threads", "epochs", "factors", "format")
 
 
 def _finished(rec_path: Path, job: dict[str, Any]) -> dict[str, Any] | None:

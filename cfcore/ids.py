@@ -78,9 +78,7 @@ def encode_ids(values: Any, name: str = "ids") -> tuple[np.ndarray, np.ndarray]:
     chunks = [c.astype(str) if c.dtype == object else c for c in chunks]
     kinds = {c.dtype.kind for c in chunks}
     if not kinds <= {"i", "u"} and kinds != {"U"}:
-        raise InputError(
-            f"{name}: ids must be integers or strings, got dtype {chunks[0].dtype}"
-        )
+        raise InputError(f"{name}: ids must be integers or strings, got dtype {chunks[0].dtype}")
     n = sum(len(c) for c in chunks)
     if kinds <= {"i", "u"} and n:
         lo = min(int(c.min()) for c in chunks if len(c))

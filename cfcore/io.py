@@ -277,28 +277,25 @@ def check_outputs(
         would replace someone else's file, or its location is not writable (a directory, a
         file where a folder should be, no permission, a read-only file system).
     """
-    named = [Path(p) for p in outputs if p is not None]
-    sides = {Path(s): Path(o) for s, o in (side_files or {}).items()}
+    writes: list[tuple[Path, Path | None]] = [(Path(p), None) for p in outputs if p is not None]
+    writes += [(Path(s), Path(o)) for s, o in (side_files or {}).items()]
     read = [Path(p) for p in inputs if p is not None and os.path.isfile(p)]
-    seen: list[Path] = []
-    for path in [*named, *sides]:
-        what = f"{path} (written beside {sides[path]})" if path in sides else str(path)
-        for other in seen:
+    for k, (path, beside) in enumerate(writes):
+        what = str(path) if beside is None else f"{path} (written beside {beside})"
+        for other, _ in writes[:k]:
             if _same_file(path, other):
                 raise OutputError(f"{what}: would be written twice (it is also {other})")
-        seen.append(path)
         for source in read:
             if _same_file(path, source):
                 raise OutputError(
                     f"{what}: is one of this command's inputs and would be overwritten; "
                     "choose another output name"
                 )
-        if path in sides and path.exists() and not force:
-            header = read_header(sides[path])
-            ours = header is not None and path.name in header.get(SIDE_FILES_KEY, ())
-            if not ours:
+        if beside is not None and path.exists() and not force:
+            header = read_header(beside)
+            if header is None or path.name not in header.get(SIDE_FILES_KEY, ()):
                 raise OutputError(
-                    f"{path}: exists and was not written by collabfeat beside {sides[path]}; "
+                    f"{path}: exists and was not written by collabfeat beside {beside}; "
                     "refusing to replace it (choose another output name, or --force)"
                 )
         _check_location(path)

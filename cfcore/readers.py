@@ -227,9 +227,9 @@ class _SeparatorStream(io.RawIOBase):
     block by block (pyarrow takes one-character delimiters), so the file is never in memory
     twice. Blocks end at a line break, so a separator is never split between two."""
 
-    def __init__(self, path: Path, sep: bytes, replacement: bytes) -> None:
+    def __init__(self, path: Path, sep: bytes, replacement: bytes, block: int = 1 << 22) -> None:
         self._fh = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self._sep, self._replacement = sep, replacement
+        self._sep, self._replacement, self._block = sep, replacement, block
         self._pending = b""
         self._tail = b""
 
@@ -238,7 +238,7 @@ class _SeparatorStream(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         while not self._pending:
-            block = self._fh.read(1 << 22)
+            block = self._fh.read(self._block)
             data = self._tail + block
             cut = len(data) if not block else data.rfind(b"\n") + 1
             self._pending, self._tail = data[:cut].replace(self._sep, self._replacement), data[cut:]
@@ -385,7 +385,9 @@ def _interactions_from_batches(
                 raise InputError(bad(f"missing {what}", n_rows + at))
         if r is not None:
             if r.null_count:
-                raise InputError(bad("missing rating", n_rows + r.is_null().to_pylist().index(True)))
+                raise InputError(
+                    bad("missing rating", n_rows + r.is_null().to_pylist().index(True))
+                )
             ratings = _numpy_view(r.cast(pa.float64()))
             nonfinite = np.flatnonzero(~np.isfinite(ratings))
             if len(nonfinite):

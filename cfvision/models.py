@@ -129,16 +129,33 @@ def _wrap(arch: str, net: nn.Module, num_classes: int, dropout: float) -> Featur
     raise InputError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
 
+def _torch_load(path: Path, what: str, map_location: str = "cpu") -> Any:
+    """``torch.load(weights_only=True)``; a file it refuses is a :class:`ModelFormatError`
+    naming ``what`` was expected — without torch's advice to retry with ``weights_only=False``,
+    which would run whatever code the file holds."""
+    import pickle
+
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # a zip (torch.save) or a pickle
+        raise ModelFormatError(f"{path}: not {what} (not a file written by torch.save)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelFormatError(
+            f"{path}: not {what}: it holds pickled Python objects besides tensors, which "
+            "collabfeat never loads (weights only)"
+        ) from None
+    except Exception as exc:  # zip errors, truncated files, text files
+        raise ModelFormatError(
+            f"{path}: not {what} ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
+
+
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(f"weights file {path}: no such file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, zip errors, unsafe globals
-        raise ModelFormatError(
-            f"{path}: not a torch weights file loadable with weights_only=True "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
-        ) from None
+    obj = _torch_load(path, "a torch weights file")
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # a training checkpoint (cfvision's or torchvision's reference script)
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -223,12 +240,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {path}: no such file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise ModelFormatError(
-            f"{path}: not a cfvision checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-        ) from None
+    state = _torch_load(path, "a cfvision checkpoint", map_location)
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
         raise ModelFormatError(f"{path}: not a cfvision checkpoint (no 'model'/'arch' entries)")
     return state

@@ -83,8 +83,13 @@ def test_local_weights_are_loaded_and_checked(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         build_model("resnet18", 5, tmp_path / "missing.pth")
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(ModelFormatError, match="weights_only"):
+    with pytest.raises(ModelFormatError, match="not a file written by torch.save"):
         build_model("resnet18", 5, tmp_path / "junk.pth")
+    torch.save({"conv1.weight": ref.conv1.weight, "hook": print}, tmp_path / "code.pth")
+    with pytest.raises(ModelFormatError, match="pickled Python objects") as err:
+        build_model("resnet18", 5, tmp_path / "code.pth")
+    assert "weights_only=False" not in str(err.value)  # never advise running the file's code
+    assert "False" not in str(err.value)
 
 
 # ----------------------------------------------------------------------------- extraction

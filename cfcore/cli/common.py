@@ -171,7 +171,9 @@ def force_option(f: F) -> F:
     )(f)
 
 
-def input_paths(*sources: str | os.PathLike[str] | None, data_dir: Path | None = None) -> list[Path]:
+def input_paths(
+    *sources: str | os.PathLike[str] | None, data_dir: Path | None = None
+) -> list[Path]:
     """The files that INPUT arguments read, for :func:`cfcore.io.check_outputs`.
 
     A path is itself; a dataset name (``ml-100k``) that is not a path is its ratings file in
@@ -221,8 +223,7 @@ def load_input(
     if inter.n_duplicates:
         n = inter.n_duplicates
         click.echo(
-            f"note: {source}: {n} duplicate (user, item) row{'s' if n > 1 else ''} "
-            "counted once",
+            f"note: {source}: {n} duplicate (user, item) row{'s' if n > 1 else ''} counted once",
             err=True,
         )
     return inter

@@ -246,15 +246,11 @@ def sample_negatives_cmd(
     from cfcore.sampling import sample_negatives
 
     check_outputs([output], input_paths(source, data_dir=data_dir))
-    as_csv = output_format == "csv" or (
-        output_format == "auto" and output.suffix.lower() == ".csv"
-    )
+    as_csv = output_format == "csv" or (output_format == "auto" and output.suffix.lower() == ".csv")
     inter = load_input(source, fmt, data_dir, min_rating, **read_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the shortfall is reported below, in one line
-        neg = sample_negatives(
-            inter, ratio=ratio, weighting=weighting, seed=seed, threads=threads
-        )
+        neg = sample_negatives(inter, ratio=ratio, weighting=weighting, seed=seed, threads=threads)
     neg.meta.update(
         {"source": str(source), "min_rating": min_rating, "n_positives": int(inter.nnz)}
     )
