@@ -6,8 +6,9 @@ allocator state cannot slow the next, and a crash or a timeout costs one record.
 
 Job kinds: ``prepare`` (generate/split a dataset into the cache), ``fit`` (one method on one
 dataset at one thread count), ``ceiling``, ``sampler``, ``kmeans``, ``reader`` (the interaction
-file reader against a pyarrow baseline, with its peak memory) and ``factorize-file`` (the peak
-memory of ``cfcore factorize`` on a file above its import baseline).
+file reader against a pyarrow baseline, with its peak memory), ``factorize-file`` (the peak
+memory of ``cfcore factorize`` on a file above its import baseline) and ``vision``
+(``cfvision train`` images/s and the model's ceiling, :mod:`bench.vision`).
 """
 
 from __future__ import annotations
@@ -185,6 +186,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         }
     if kind == "fit":
         return run_fit(job, cache_dir)
+    if kind == "vision":
+        from bench.vision import run_vision
+
+        return run_vision(job, cache_dir)
     if kind == "ceiling":
         from bench import ceiling
 

@@ -1,13 +1,15 @@
 """Raw ids — integers or strings, as read from a file — and the rows they name.
 
-Every artifact keeps its raw ids in row order; these functions are the one place that checks
-them (:func:`as_ids`), numbers them (:func:`encode_ids`: sorted order, numeric for integers)
-and maps them back to rows (:func:`id_positions`). Integer ids given as text (from a command
-line or a CSV) match integer ids: ``"9"`` finds the row of ``9``.
+Every artifact keeps its raw ids in row order; these functions are the one place that parses
+them from text (:func:`parse_ids`, :func:`parse_integer_text`: one rule for what an integer
+is), checks them (:func:`as_ids`), numbers them (:func:`encode_ids`: sorted order, numeric for
+integers) and maps them back to rows (:func:`id_positions`). Integer ids given as text (from a
+command line or a CSV) match integer ids: ``"9"`` finds the row of ``9``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -102,6 +104,54 @@ def encode_ids(values: Any, name: str = "ids") -> tuple[np.ndarray, np.ndarray]:
         arr = arr.astype(np.int64, copy=False)
     uniq, codes = np.unique(arr, return_inverse=True)
     return uniq, codes.astype(_code_dtype(len(uniq)), copy=False)
+
+
+#: The rule for ids read as text: an id is an integer when it is written the way the integer
+#: prints (``7``, ``-7``), or as an integral float from a spreadsheet (``7.0``); surrounding
+#: whitespace is ignored. Zero-padded (``007``), signed (``+7``) or ``-0`` ids stay text: the
+#: integer would print differently, and ``007`` and ``7`` would become one id.
+_INTEGER = re.compile(r"(?:0|-?[1-9][0-9]*)(?:\.0)?\Z")
+
+
+def parse_ids(values: Any) -> np.ndarray:
+    """Ids read as text → int64 when every one is an integer (see ``_INTEGER``), else a str
+    array. The result never has dtype object (artifacts are saved without pickle).
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    text = [str(v).strip() for v in arr.ravel().tolist()]
+    if all(_INTEGER.match(t) for t in text):
+        return np.asarray([int(t.removesuffix(".0")) for t in text], dtype=np.int64)
+    return np.asarray(text, dtype=str)
+
+
+_POWERS_OF_TEN = 10 ** np.arange(19, dtype=np.int64)
+
+
+def parse_integer_text(text: Any) -> np.ndarray | None:
+    """:func:`parse_ids`'s rule, vectorised for a pyarrow string array (a reader's batch):
+    the int64 values when every entry is an integer, else None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from cfcore._arrow import numpy_view
+
+    def plain(strings: Any) -> np.ndarray | None:  # integers written exactly as they print
+        try:
+            values = numpy_view(pc.cast(strings, pa.int64()))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        digits = np.searchsorted(_POWERS_OF_TEN, np.abs(values), side="right")
+        np.maximum(digits, 1, out=digits)
+        digits += values < 0
+        return values if np.array_equal(numpy_view(pc.binary_length(strings)), digits) else None
+
+    values = plain(text)
+    if values is None:  # the slow path: whitespace, "7.0"
+        trimmed = pc.utf8_trim_whitespace(text)
+        values = plain(pc.replace_substring_regex(trimmed, r"\.0\z", ""))
+    return values
 
 
 def _as_known_kind(known: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

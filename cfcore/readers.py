@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from cfcore._arrow import arrow_mask, numpy_view
 from cfcore.errors import InputError
-from cfcore.ids import encode_ids
+from cfcore.ids import encode_ids, parse_integer_text
 from cfcore.interactions import Interactions
 
 FORMATS = (
@@ -254,57 +255,12 @@ class _SeparatorStream(io.RawIOBase):
         super().close()
 
 
-# pyarrow imports pandas (~45 MB, ~0.3 s) the first time it converts to or from numpy or
-# Python objects (to_numpy, pa.array, pa.scalar). The reader moves numbers through buffers
-# instead, so that reading a file costs neither.
-def _numpy_view(values: Any) -> np.ndarray:
-    """A pyarrow integer or float array without nulls as a numpy array, without a copy."""
-    import pyarrow as pa
-
-    kind = values.type
-    if pa.types.is_floating(kind):
-        dtype = np.dtype(f"f{kind.bit_width // 8}")
-    else:
-        dtype = np.dtype(f"{'i' if pa.types.is_signed_integer(kind) else 'u'}{kind.bit_width // 8}")
-    return np.frombuffer(
-        values.buffers()[1], dtype=dtype, count=len(values), offset=values.offset * dtype.itemsize
-    )
-
-
-def _arrow_mask(mask: np.ndarray) -> Any:
-    """A numpy bool array as a pyarrow boolean array (bit-packed)."""
-    import pyarrow as pa
-
-    bits = np.packbits(mask, bitorder="little")
-    return pa.Array.from_buffers(pa.bool_(), len(mask), [None, pa.py_buffer(bits)])
-
-
-_POWERS_OF_TEN = 10 ** np.arange(19, dtype=np.int64)
 _INT32 = np.iinfo(np.int32)
-
-
-def _canonical_integers(text: Any) -> np.ndarray | None:
-    """int64 values of a pyarrow string array when every entry is an integer written the way
-    Python writes it (``"7"``, ``"-7"``; not ``"07"``, ``"+7"``, ``" 7"``, ``"7.0"``), so that
-    writing the ids back gives the same text; else None."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    try:
-        values = _numpy_view(pc.cast(text, pa.int64()))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    digits = np.searchsorted(_POWERS_OF_TEN, np.abs(values), side="right")
-    np.maximum(digits, 1, out=digits)
-    digits += values < 0
-    if not np.array_equal(_numpy_view(pc.binary_length(text)), digits):
-        return None
-    return values
 
 
 class _IdColumn:
     """One id column, collected batch by batch: int64 while every value is an integer
-    (in text: written canonically, see :func:`_canonical_integers`), else text from then on.
+    (in text: :func:`cfcore.ids.parse_integer_text`'s rule), else text from then on.
     Integer text read so far turns back into the very same text, so nothing is read twice."""
 
     def __init__(self, name: str) -> None:
@@ -321,7 +277,7 @@ class _IdColumn:
         if values.null_count:
             return values.is_null().to_pylist().index(True)
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-            empty = np.flatnonzero(_numpy_view(pc.binary_length(values)) == 0)
+            empty = np.flatnonzero(numpy_view(pc.binary_length(values)) == 0)
             if len(empty):
                 return int(empty[0])
         return None
@@ -336,7 +292,7 @@ class _IdColumn:
         if not (pa.types.is_integer(kind) or textual):
             raise InputError(f"{self.name}: ids must be integers or text, got {kind}")
         if not self.text:
-            ints = _canonical_integers(values) if textual else _numpy_view(values)
+            ints = parse_integer_text(values) if textual else numpy_view(values)
             if ints is not None:  # a copy into numpy's memory: pyarrow's is handed back
                 small = len(ints) and _INT32.min <= ints.min() and ints.max() <= _INT32.max
                 self.chunks.append(ints.astype(np.int32 if small else np.int64))
@@ -359,7 +315,7 @@ class _IdColumn:
         encoded = encoded.unify_dictionaries().combine_chunks()
         distinct = np.array(encoded.dictionary.to_pylist(), dtype=str)
         uniq, rank = encode_ids(distinct, self.name)
-        return uniq, rank[_numpy_view(encoded.indices)]
+        return uniq, rank[numpy_view(encoded.indices)]
 
 
 def _interactions_from_batches(
@@ -388,12 +344,12 @@ def _interactions_from_batches(
                 raise InputError(
                     bad("missing rating", n_rows + r.is_null().to_pylist().index(True))
                 )
-            ratings = _numpy_view(r.cast(pa.float64()))
+            ratings = numpy_view(r.cast(pa.float64()))
             nonfinite = np.flatnonzero(~np.isfinite(ratings))
             if len(nonfinite):
                 raise InputError(bad("rating is not a finite number", n_rows + int(nonfinite[0])))
             if min_rating is not None:
-                keep = _arrow_mask(ratings >= min_rating)
+                keep = arrow_mask(ratings >= min_rating)
                 u, i = u.filter(keep), i.filter(keep)
         n_rows += len(r) if r is not None else len(u)
         users.add(u)

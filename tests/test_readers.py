@@ -315,14 +315,49 @@ def test_integer_ids_in_text_stay_integers_in_natural_order(tmp_path):
     assert inter.user_index("10").tolist() == [3]  # text on a command line finds the integer
 
 
-@pytest.mark.parametrize("odd", ["007", "+7", "7.0", " 7", "u7", "1e3", "-0"])
-def test_a_column_with_any_non_canonical_integer_keeps_its_text(tmp_path, odd):
+@pytest.mark.parametrize("odd", ["007", "+7", "7.00", "u7", "1e3", "-0", "7.5"])
+def test_a_column_with_any_id_that_is_not_plainly_an_integer_keeps_its_text(tmp_path, odd):
     path = tmp_path / "views.csv"
     _write(path, ["user_id,item_id", "7,1", f"{odd},2", "10,1"])
     inter = read_interactions(path)
     assert inter.user_ids.dtype.kind == "U"  # the user's text, not a lossy integer
     assert sorted(inter.user_ids.tolist()) == sorted({"7", odd, "10"})
     assert inter.item_ids.dtype == np.int64  # each column decides for itself
+
+
+def test_spreadsheet_integers_and_padding_count_as_integers(tmp_path):
+    path = tmp_path / "views.csv"
+    _write(path, ["user_id,item_id", "7.0,1", " 10 ,2", "-3,1"])
+    inter = read_interactions(path)
+    assert inter.user_ids.dtype == np.int64 and inter.user_ids.tolist() == [-3, 7, 10]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["7", "10", "-3", "0"],
+        ["7.0", " 10", "2 ", "-3.0"],
+        ["007", "1"],
+        ["+7", "1"],
+        ["-0", "1"],
+        ["7.00", "1"],
+        ["1e3", "1"],
+        ["a", "1"],
+        ["", "1"],
+        ["9223372036854775807", "1"],
+    ],
+)
+def test_the_reader_and_parse_ids_follow_one_rule(ids):
+    import pyarrow as pa
+
+    from cfcore.ids import parse_ids, parse_integer_text
+
+    vectorised = parse_integer_text(pa.array(ids, type=pa.string()))
+    python = parse_ids(ids)
+    if vectorised is None:
+        assert python.dtype.kind == "U", ids
+    else:
+        assert python.dtype == np.int64 and python.tolist() == vectorised.tolist(), ids
 
 
 def test_a_text_id_after_many_integer_batches_turns_the_column_to_text(tmp_path):
