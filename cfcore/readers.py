@@ -263,10 +263,20 @@ class _IdColumn:
     (in text: :func:`cfcore.ids.parse_integer_text`'s rule), else text from then on.
     Integer text read so far turns back into the very same text, so nothing is read twice."""
 
+    #: Integer batches are merged into one array every this many rows: a few large arrays
+    #: instead of hundreds of small ones, whose freed heap the process could not hand back.
+    MERGE_ROWS = 1 << 20
+
     def __init__(self, name: str) -> None:
         self.name = name
-        self.chunks: list[Any] = []  # int64 ndarrays, or pyarrow string arrays once text
+        self.chunks: list[Any] = []  # int ndarrays, or pyarrow string arrays once text
+        self.pending: list[np.ndarray] = []  # integer batches not merged yet
         self.text = False
+
+    def _merge(self) -> None:
+        if self.pending:
+            self.chunks.append(np.concatenate(self.pending))
+            self.pending = []
 
     @staticmethod
     def first_missing(values: Any) -> int | None:
@@ -295,8 +305,11 @@ class _IdColumn:
             ints = parse_integer_text(values) if textual else numpy_view(values)
             if ints is not None:  # a copy into numpy's memory: pyarrow's is handed back
                 small = len(ints) and _INT32.min <= ints.min() and ints.max() <= _INT32.max
-                self.chunks.append(ints.astype(np.int32 if small else np.int64))
+                self.pending.append(ints.astype(np.int32 if small else np.int64))
+                if sum(len(c) for c in self.pending) >= self.MERGE_ROWS:
+                    self._merge()
                 return
+            self._merge()
             self.text = True
             self.chunks = [pa.array(c).cast(pa.string()) for c in self.chunks]
         self.chunks.append(values.cast(pa.string()))
@@ -306,6 +319,7 @@ class _IdColumn:
         column as it goes, so its batches are freed before the codes are complete."""
         import pyarrow as pa
 
+        self._merge()
         chunks, self.chunks = self.chunks, []
         if not self.text:
             return encode_ids(chunks, self.name)
@@ -357,7 +371,7 @@ def _interactions_from_batches(
     _release_arrow_memory()  # the parse's buffers: the ids are in numpy's memory by now
     if n_rows == 0:
         raise InputError(f"{path}: no data lines")
-    if not any(len(c) for c in users.chunks):
+    if not any(len(c) for c in users.chunks + users.pending):
         raise InputError(f"{path}: no interactions left with rating >= {min_rating}")
     user_ids, rows = users.encode()
     item_ids, cols = items.encode()

@@ -360,7 +360,13 @@ def test_the_reader_and_parse_ids_follow_one_rule(ids):
         assert python.dtype == np.int64 and python.tolist() == vectorised.tolist(), ids
 
 
-def test_a_text_id_after_many_integer_batches_turns_the_column_to_text(tmp_path):
+@pytest.mark.parametrize("merge_rows", [1 << 20, 5000])
+def test_a_text_id_after_many_integer_batches_turns_the_column_to_text(
+    tmp_path, monkeypatch, merge_rows
+):
+    from cfcore.readers import _IdColumn
+
+    monkeypatch.setattr(_IdColumn, "MERGE_ROWS", merge_rows)  # batches merged, or not yet
     # the reader streams the file in blocks; the first non-integer id is far past the first
     n = 60_000
     path = tmp_path / "views.csv"
@@ -423,8 +429,12 @@ def test_multi_character_separators_are_replaced_block_by_block(tmp_path):
         assert out == text.replace(b"::", b"\x1f")
 
 
-def test_large_files_read_the_same_as_the_rows_say(tmp_path):
+@pytest.mark.parametrize("merge_rows", [1 << 20, 7000])
+def test_large_files_read_the_same_as_the_rows_say(tmp_path, monkeypatch, merge_rows):
     """Many blocks, every format: the same pairs and ids as building them directly."""
+    from cfcore.readers import _IdColumn
+
+    monkeypatch.setattr(_IdColumn, "MERGE_ROWS", merge_rows)
     pq = pytest.importorskip("pyarrow.parquet")
     pa = pytest.importorskip("pyarrow")
     rng = np.random.default_rng(5)
