@@ -427,6 +427,7 @@ def sample_negatives(
     else:
         p = _check_popularity(popularity, n_items)
     weights = item_weights(p, weighting)
+    del p  # every array not needed by the kernel is freed before the output is allocated
     with np.errstate(over="ignore"):
         overflow = not np.isfinite(weights.sum())
     if overflow:
@@ -436,6 +437,7 @@ def sample_negatives(
     build_alias(weights, alias_prob, alias_idx)
     alias_table = np.empty(n_items, dtype=np.uint64)
     pack_alias(alias_prob, alias_idx, alias_table)
+    del alias_prob, alias_idx
     indptr = positives.indptr.astype(np.int64, copy=False)
     indices = positives.indices.astype(np.int32, copy=False)
 
@@ -444,6 +446,8 @@ def sample_negatives(
     n_short = int(negative_counts(indptr, indices, weights, ratio, counts, wanted))
     out_indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(counts, out=out_indptr[1:])
+    requested = int(wanted.sum())
+    del counts, wanted
     out_indices = np.empty(int(out_indptr[-1]), dtype=np.int32)
     with numba_threads(threads):
         sample_into(
@@ -458,7 +462,6 @@ def sample_negatives(
             threads,
             DEFAULT_SWITCH,
         )
-    requested = int(wanted.sum())
     if n_short and warn_short:
         warnings.warn(
             f"{n_short} of {n_users} users have fewer candidate negatives than "
