@@ -30,6 +30,7 @@ from cfcore.cli.common import (
     threads_option,
     warnings_as_notes,
 )
+from cfcore.cli.spark import backend_options
 from cfcore.errors import DivergenceError, InputError, ModelFormatError
 from cfcore.ids import id_positions
 from cfcore.io import check_outputs
@@ -197,10 +198,12 @@ output_option = click.option(
     default="auto",
     show_default=True,
     help="npz: the negatives artifact; csv: user_id,item_id rows of raw ids; auto: csv "
-    "when OUTPUT ends in .csv, else npz. (--format is INPUT's format.)",
+    "when OUTPUT ends in .csv, else npz (--backend spark: auto only, see below). "
+    "--format is INPUT's format.",
 )
 @seed_option
 @threads_option
+@backend_options
 @format_option
 @min_rating_option
 @columns_option
@@ -213,6 +216,8 @@ def sample_negatives_cmd(
     output_format: str,
     seed: int,
     threads: int,
+    backend: str,
+    master: str | None,
     fmt: str,
     min_rating: float | None,
     read_options: dict[str, Any],
@@ -230,17 +235,33 @@ def sample_negatives_cmd(
       cfcore sample-negatives ml-100k -o negatives.npz
       cfcore sample-negatives u.data -o neg.npz --neg-ratio 1 --neg-weighting uniform --seed 3
       cfcore sample-negatives views.csv -o negatives.csv     # user_id,item_id raw ids
+      cfcore sample-negatives views.parquet -o neg.parquet --backend spark --master local[4]
 
     The .npz output is of kind "negatives": CSR arrays indptr/indices over the rows
     and columns of INPUT as read, with their raw user_ids/item_ids;
     cfcore.sampling.NegativeSample.load reads it back. The CSV output
     (--output-format csv, or an OUTPUT ending in .csv) has one user_id,item_id row
     per negative, in raw ids; any cfcore command reads it as an interaction file.
+    With --backend spark the sampler runs per partition of users on Spark and draws
+    the same negatives; an OUTPUT not named *.npz is then a Parquet dataset of raw
+    (user, item) ids.
     """
     from cfcore.sampling import NegativeShortfallWarning, sample_negatives
 
     check_outputs([output], input_paths(source, data_dir=data_dir))
     as_csv = output_format == "csv" or (output_format == "auto" and output.suffix.lower() == ".csv")
+    if backend == "spark":
+        if output_format != "auto":
+            raise click.UsageError(
+                "--output-format applies to --backend local; with --backend spark the "
+                "output is an .npz when named *.npz, else a Parquet dataset"
+            )
+        from cfcore.cli.spark import sample_negatives_on_spark
+
+        read = dict(fmt=fmt, data_dir=data_dir, min_rating=min_rating, read_options=read_options)
+        return sample_negatives_on_spark(
+            source, output, neg_ratio, neg_weighting, seed, master, read
+        )
     inter = load_input(source, fmt, data_dir, min_rating, **read_options)
     with warnings_as_notes(NegativeShortfallWarning):  # the shortfall is reported below
         neg = sample_negatives(inter, neg_ratio, neg_weighting, seed=seed, threads=threads)
@@ -361,6 +382,14 @@ def _epoch_line(row: dict[str, Any]) -> str:
 @threads_option
 @seed_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-epoch lines.")
+@backend_options
+@click.option(
+    "--blocks",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--backend spark: DSGD cuts the matrix into BLOCKS × BLOCKS blocks and trains "
+    "BLOCKS at once [default: Spark's default parallelism].",
+)
 @format_option
 @min_rating_option
 @columns_option
@@ -384,6 +413,9 @@ def factorize(
     threads: int,
     seed: int,
     quiet: bool,
+    backend: str,
+    master: str | None,
+    blocks: int | None,
     fmt: str,
     min_rating: float | None,
     read_options: dict[str, Any],
@@ -401,6 +433,7 @@ def factorize(
       cfcore factorize ml-100k -o model.npz --validation 0.2
       cfcore factorize ratings.csv -o model.npz --loss bpr --factors 64 --epochs 30
       cfcore factorize u.data -o likes.npz --min-rating 4 --threads 1 --seed 7
+      cfcore factorize views.parquet -o model.npz --backend spark --master local[4]
 
     \b
     Paper defaults (Fang et al. 2015): --factors 100 --reg 0.01 --neg-ratio 2
@@ -409,20 +442,24 @@ def factorize(
     Hogwild races. The model (.npz, kind "factor-model") holds user_factors,
     item_factors (float32), the raw user_ids/item_ids and the parameters as JSON;
     `cfcore evaluate`, `recommend`, `similar` and `cluster` read it.
+
+    --backend spark trains the same model by DSGD (Gemulla et al. 2011) on Spark,
+    the Numba kernels inside the executors, and writes the same model file; an
+    output not named *.npz is then a directory of Parquet factor tables written by
+    the executors, for models too large for one machine
+    (cfcore.spark.load_tables reads it back).
     """
     from cfcore.factorize import Factorizer
     from cfcore.splits import holdout_split
 
     check_outputs([output], input_paths(source, data_dir=data_dir))
-    inter = load_input(source, fmt, data_dir, min_rating, **read_options)
-    train, held_out = inter, None
-    if validation is not None:
-        train, held_out = holdout_split(inter, validation, seed=seed)
-        if held_out.nnz == 0:
-            raise InputError(
-                f"--validation {validation}: no user has enough interactions to hold "
-                "any out; use a larger fraction or no validation"
-            )
+    if blocks is not None and backend != "spark":
+        raise click.UsageError("--blocks applies to --backend spark only")
+    if backend == "spark" and validation is not None:
+        raise click.UsageError(
+            "--validation is not available with --backend spark; hold data out and run "
+            "`cfcore evaluate` on the saved model"
+        )
     params: dict[str, Any] = dict(
         factors=factors,
         loss=loss,
@@ -441,6 +478,20 @@ def factorize(
     )
     if lr is not None:
         params["learning_rate"] = lr
+    if backend == "spark":
+        from cfcore.cli.spark import factorize_on_spark
+
+        read = dict(fmt=fmt, data_dir=data_dir, min_rating=min_rating, read_options=read_options)
+        return factorize_on_spark(source, output, params, master, blocks, quiet, read)
+    inter = load_input(source, fmt, data_dir, min_rating, **read_options)
+    train, held_out = inter, None
+    if validation is not None:
+        train, held_out = holdout_split(inter, validation, seed=seed)
+        if held_out.nnz == 0:
+            raise InputError(
+                f"--validation {validation}: no user has enough interactions to hold "
+                "any out; use a larger fraction or no validation"
+            )
     model = Factorizer(**params)
     if not quiet:
         click.echo(
