@@ -7,6 +7,7 @@ Names
 - ``synth-ml1m`` — MovieLens-1M's shape (6,040 × 3,706, 1 M interactions) from the power-law
   generator (:mod:`bench.synthetic`); ``synth-<N>`` — ``N`` interactions (``1m``, ``16m``,
   ``100m``…) over ``N/80`` users × ``N/160`` items (at least 1,000 × 500);
+  ``synth-<N>@<U>x<I>`` — ``N`` interactions over ``U`` users × ``I`` items;
 - ``file:<path>`` (or any existing path) — a user file through
   :func:`cfcore.readers.read_interactions` (format guessed from the name).
 
@@ -52,7 +53,7 @@ class Split:
 def synthetic_spec(name: str, seed: int = 0) -> SyntheticSpec:
     """Like :func:`bench.synthetic.spec_for`, with a floor of 1,000 × 500 for tiny sizes."""
     spec = spec_for(name, seed)
-    if name != "synth-ml1m":
+    if name != "synth-ml1m" and "@" not in name:
         nnz = parse_count(name[len("synth-") :])
         spec = SyntheticSpec(max(1000, nnz // 80), max(500, nnz // 160), nnz, seed=seed)
     return spec
@@ -144,6 +145,62 @@ def load_split(name: str, seed: int = 0, cache_dir: Path | None = None) -> Split
             {"shape": list(split.shape), "meta": meta},
         )
     return split
+
+
+#: Interaction files the reader jobs time: format → file name (the name picks the format).
+FILE_FORMATS = {
+    "csv": "interactions.csv",
+    "u.data": "u.data",
+    "ratings.dat": "ratings.dat",
+    "parquet": "interactions.parquet",
+}
+
+
+def interaction_file(name: str, fmt: str, cache_dir: Path, seed: int = 0) -> Path:
+    """Dataset ``name`` written as an interaction file in format ``fmt`` (cached).
+
+    Every interaction becomes one row ``user, item, rating, timestamp`` (the dataset's ids,
+    integers for the synthetic ones), in a seeded random order, with random ratings 1–5 and
+    timestamps: ``csv``
+    (a generic CSV with a ``user_id,item_id,rating,timestamp`` header), ``u.data`` (tab),
+    ``ratings.dat`` (``::``) or ``parquet``.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from cfcore.io import atomic_path
+
+    if fmt not in FILE_FORMATS:
+        raise InputError(f"unknown file format {fmt!r}; choose from {', '.join(FILE_FORMATS)}")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+    path = cache_dir / "files" / f"{safe}-seed{seed}" / FILE_FORMATS[fmt]
+    if path.exists():
+        return path
+    inter, _ = _load(name, seed)
+    coo = inter.user_items.tocoo()
+    rng = np.random.default_rng([seed, 11])
+    order = rng.permutation(coo.nnz)
+    table = pa.table(
+        {
+            "user_id": inter.user_ids[coo.row][order],
+            "item_id": inter.item_ids[coo.col][order],
+            "rating": rng.integers(1, 6, coo.nnz),
+            "timestamp": rng.integers(874_724_710, 893_286_638, coo.nnz),
+        }
+    )
+    del coo, order
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            pq.write_table(table, tmp)
+        elif fmt == "csv":
+            pcsv.write_csv(table, tmp)
+        else:  # headerless, tab or "::" (the fields are integers: no comma but the separators)
+            sink = pa.BufferOutputStream()
+            pcsv.write_csv(table, sink, pcsv.WriteOptions(include_header=False))
+            sep = b"\t" if fmt == "u.data" else b"::"
+            tmp.write_bytes(sink.getvalue().to_pybytes().replace(b",", sep))
+    return path
 
 
 def eval_users(test: sp.csr_matrix, n: int, seed: int = 0) -> np.ndarray:

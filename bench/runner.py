@@ -38,7 +38,7 @@ DEFAULT_TIMEOUT = 900
 
 def _slug(job: dict[str, Any]) -> str:
     parts = [job["kind"]]
-    for key in ("method", "dataset", "arch", "image_size", "device"):
+    for key in ("method", "dataset", "format", "arch", "image_size", "device"):
         if key in job:
             parts.append(str(job[key]))
     if job.get("workers") is not None:
@@ -51,7 +51,7 @@ def _slug(job: dict[str, Any]) -> str:
 def _env(job: dict[str, Any]) -> dict[str, str]:
     env = dict(os.environ)
     t = job.get("threads")
-    if job["kind"] in ("fit", "sampler", "kmeans", "vision") and t:
+    if job["kind"] in ("fit", "sampler", "kmeans", "factorize-file", "vision") and t:
         for var in (
             "OMP_NUM_THREADS",
             "OPENBLAS_NUM_THREADS",
@@ -115,6 +115,16 @@ def _summary(rec: dict[str, Any]) -> str:
         return f"{rec['samples_per_s'] / 1e6:.2f} M samples/s"
     if kind == "kmeans":
         return f"{rec['seconds']:.2f} s ({rec['via']})"
+    if kind == "reader":
+        return (
+            f"{rec['seconds']:.2f} s ({rec['ratio_to_baseline']:.2f}× pyarrow baseline), "
+            f"peak +{rec['peak_delta_mb']:.0f} MiB = {rec['bytes_per_interaction']:.0f} B/interaction"
+        )
+    if kind == "factorize-file":
+        return (
+            f"{rec['seconds']:.1f} s, peak +{rec['peak_delta_mb']:.0f} MiB = "
+            f"{rec['bytes_per_interaction']:.0f} B/interaction"
+        )
     if kind == "vision":
         return (
             f"{rec['train_images_per_s']:.0f} img/s of {rec['ceiling_images_per_s']:.0f} "
@@ -138,6 +148,7 @@ _JOB_KEYS = (
     "threads",
     "epochs",
     "factors",
+    "format",
     "arch",
     "image_size",
     "device",

@@ -4,7 +4,9 @@
   collabfeat vs libmf (squared loss, the same sampled negatives) and vs implicit BPR on
   MovieLens-1M-sized synthetic data and on 16 M synthetic interactions, collabfeat WARP vs
   LightFM WARP, each at 1 and 2 threads; the remaining peers once; quality vs epochs on the
-  ML-1M shape and on ml-100k; size scaling 1 M → 4 M → 16 M; sampler and k-means lines.
+  ML-1M shape and on ml-100k; size scaling 1 M → 4 M → 16 M; sampler and k-means lines; the
+  interaction-file reader on 4 M rows in each format against a pyarrow baseline; the peak
+  memory of ``cfcore factorize`` on a CSV (1 M and 4 M, synth-16m's shape).
 - ``full`` (``make bench-full``): every method everywhere it is affordable, threads
   1, 2, 4, … up to all cores, sizes 1 M → 100 M (as far as memory allows), ml-latest-small.
 - ``vision``: ``cfvision train`` images/s next to the model's ceiling (the same model,
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.data import FILE_FORMATS
 from bench.system import cpu_count
 
 SUITES = ("quick", "full", "vision", "spark", "tiny")
@@ -128,6 +131,7 @@ def jobs(
                 out.append(_fit(d, m, top, 3, "throughput", curve=(1, 3), eval_users=300))
             out.append({"kind": "sampler", "dataset": d, "threads": top})
         out.append({"kind": "kmeans", "threads": top, "n": 4000, "d": 16, "k": 40, "niter": 5})
+        out += _reader_jobs(["synth-40k"], ("csv",), ["synth-40k"], top)
         return out
 
     if suite == "spark":
@@ -222,8 +226,34 @@ def jobs(
             out.append({"kind": "sampler", "dataset": d, "threads": t})
     for t in T if full else [top]:
         out.append({"kind": "kmeans", "threads": t})
+    # The reader on 4 M interactions in every format, and the peak memory of
+    # `cfcore factorize` on a CSV at 1 M, 4 M (and 16 M), all with synth-16m's shape.
+    big = ["synth-1m@200kx100k", "synth-4m@200kx100k"] + (["synth-16m"] if full else [])
+    readers = ["synth-4m@200kx100k"] + (["synth-16m"] if full else [])
+    out += _reader_jobs(readers, tuple(FILE_FORMATS), big, top)
     out.append(dict(out[0]))  # the ceiling again at the end; the report keeps the better one
     return out
+
+
+def _reader_jobs(
+    datasets: list[str], formats: tuple[str, ...], memory: list[str], threads: int
+) -> list[dict[str, Any]]:
+    """``reader`` jobs for ``datasets`` × ``formats``, ``factorize-file`` jobs (64 factors, one
+    epoch, a CSV) for the ``memory`` datasets."""
+    jobs = [{"kind": "reader", "dataset": d, "format": f} for d in datasets for f in formats]
+    jobs += [
+        {
+            "kind": "factorize-file",
+            "dataset": d,
+            "format": "csv",
+            "factors": 64,
+            "epochs": 1,
+            "threads": threads,
+            "timeout": 1800,
+        }
+        for d in memory
+    ]
+    return jobs
 
 
 #: (arch, crop, CPU batch, CPU items, CPU epochs): CPU sizes keep each job within ~1 minute

@@ -232,12 +232,20 @@ def spec_for(name: str, seed: int = 0) -> SyntheticSpec:
       interactions (min 20 per user, like ML-1M).
     - ``synth-<N>``: ``N`` interactions (``N`` like ``1m``, ``16m``, ``100m``, ``250k``) over
       ``N/80`` users × ``N/160`` items; ``synth-16m`` is 200,000 × 100,000.
+    - ``synth-<N>@<U>x<I>``: ``N`` interactions over ``U`` users × ``I`` items
+      (``synth-4m@200kx100k``: the shape of ``synth-16m``, a quarter of its interactions).
     """
     if name == "synth-ml1m":
         return SyntheticSpec(6040, 3706, 1_000_209, min_per_user=20, seed=seed)
     if not name.startswith("synth-"):
         raise InputError(f"not a synthetic dataset name: {name!r}")
-    nnz = parse_count(name[len("synth-") :])
+    size, _, shape = name[len("synth-") :].partition("@")
+    nnz = parse_count(size)
+    if shape:
+        users, x, items = shape.partition("x")
+        if not x:
+            raise InputError(f"{name!r}: the shape after '@' is <users>x<items>, e.g. 200kx100k")
+        return SyntheticSpec(parse_count(users), parse_count(items), nnz, seed=seed)
     return SyntheticSpec(max(1, nnz // 80), max(1, nnz // 160), nnz, seed=seed)
 
 

@@ -5,8 +5,10 @@ that every method gets a fresh heap: its peak RSS is its own, one library's thre
 allocator state cannot slow the next, and a crash or a timeout costs one record.
 
 Job kinds: ``prepare`` (generate/split a dataset into the cache), ``fit`` (one method on one
-dataset at one thread count), ``ceiling``, ``sampler``, ``kmeans``, ``vision`` (``cfvision
-train`` images/s and the model's ceiling, :mod:`bench.vision`).
+dataset at one thread count), ``ceiling``, ``sampler``, ``kmeans``, ``reader`` (the interaction
+file reader against a pyarrow baseline, with its peak memory), ``factorize-file`` (the peak
+memory of ``cfcore factorize`` on a file above its import baseline) and ``vision``
+(``cfvision train`` images/s and the model's ceiling, :mod:`bench.vision`).
 """
 
 from __future__ import annotations
@@ -227,6 +229,30 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 int(job["threads"]),
                 job.get("niter", 20),
             ),
+        }
+    if kind == "reader":
+        from bench.components import reader_rate
+        from bench.data import interaction_file
+
+        path = interaction_file(job["dataset"], job["format"], cache_dir, job.get("seed", 0))
+        csv = interaction_file(job["dataset"], "csv", cache_dir, job.get("seed", 0))
+        return {
+            "kind": "reader",
+            "dataset": job["dataset"],
+            "format": job["format"],
+            **reader_rate(path, csv, job.get("repeats", 3)),
+        }
+    if kind == "factorize-file":
+        from bench.components import factorize_file_peak
+        from bench.data import interaction_file
+
+        path = interaction_file(job["dataset"], job.get("format", "csv"), cache_dir)
+        return {
+            "kind": "factorize-file",
+            "dataset": job["dataset"],
+            "format": job.get("format", "csv"),
+            "threads": job["threads"],
+            **factorize_file_peak(path, job["factors"], job["epochs"], job["threads"]),
         }
     raise ValueError(f"unknown job kind {kind!r}")
 

@@ -37,7 +37,13 @@ from typing import Any
 import numpy as np
 
 from cfcore.errors import InputError, ModelFormatError
-from cfcore.io import atomic_write_text, load_artifact, require_keys, save_artifact
+from cfcore.io import (
+    SIDE_FILES_KEY,
+    atomic_write_text,
+    load_artifact,
+    require_keys,
+    save_artifact,
+)
 from cfcore.vectors import ItemVectors, as_item_vectors, check_vectors, l2_normalize
 
 ARTIFACT_KIND = "pseudo-labels"
@@ -242,11 +248,18 @@ class PseudoLabels:
         return nearest[:, 0].astype(np.int64)
 
     # ----------------------------------------------------------------- persistence
+    @staticmethod
+    def csv_path(path: str | os.PathLike[str]) -> Path:
+        """The ``item_id,label`` CSV :meth:`save` writes beside ``path``: the same stem with
+        the suffix ``.csv`` (``labels.npz`` → ``labels.csv``)."""
+        return Path(path).with_suffix(".csv")
+
     def save(self, path: str | os.PathLike[str], csv: bool = True) -> Path:
         """Write the ``"pseudo-labels"`` ``.npz`` and, with ``csv``, ``item_id,label`` beside it.
 
-        The CSV has the same stem and the suffix ``.csv`` (``labels.npz`` → ``labels.csv``).
-        Both files are written atomically.
+        The CSV is :meth:`csv_path` (``labels.npz`` → ``labels.csv``); the ``.npz`` header
+        lists it under ``side_files``, which is how ``cfcore cluster`` knows that a later run
+        may replace it. Both files are written atomically.
         """
         path = Path(path)
         arrays: dict[str, np.ndarray] = {
@@ -258,9 +271,11 @@ class PseudoLabels:
         if self.transform is not None:
             arrays["transform_A"], arrays["transform_b"] = self.transform
         meta = {**self.params, "k": self.k, "imbalance": self.imbalance()}
+        if csv:
+            meta[SIDE_FILES_KEY] = [self.csv_path(path).name]
         save_artifact(path, ARTIFACT_KIND, arrays, meta)
         if csv:
-            self.to_csv(path.with_suffix(".csv"))
+            self.to_csv(self.csv_path(path))
         return path
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
@@ -285,7 +300,11 @@ class PseudoLabels:
         transform = None
         if "transform_A" in arrays:
             transform = (arrays["transform_A"], arrays["transform_b"])
-        params = {k: v for k, v in header.items() if k not in ("kind", "version", "imbalance")}
+        params = {
+            k: v
+            for k, v in header.items()
+            if k not in ("kind", "version", "imbalance", SIDE_FILES_KEY)
+        }
         return cls(arrays["item_ids"], labels, arrays["centroids"], sizes, params, transform)
 
 

@@ -55,3 +55,8 @@ class DivergenceError(CollabfeatError, FloatingPointError):
 
 class DatasetNotFoundError(CollabfeatError, FileNotFoundError):
     """A named dataset is not in the data directory."""
+
+
+class OutputError(CollabfeatError, ValueError):
+    """An output cannot or must not be written: it is an input, it would replace a file
+    collabfeat did not write, or its location is not writable. The message names the file."""

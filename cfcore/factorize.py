@@ -482,15 +482,17 @@ class Factorizer(FactorModel):
         # Seeded initialisation (std init_scale / k**0.25 → initial scores have std init_scale).
         rng = np.random.default_rng(seed)
         std = np.float32(p.init_scale / k**0.25)
-        X = rng.standard_normal((n_users, k), dtype=np.float32) * std
-        Y = rng.standard_normal((n_items, k), dtype=np.float32) * std
+        X = rng.standard_normal((n_users, k), dtype=np.float32)
+        Y = rng.standard_normal((n_items, k), dtype=np.float32)
+        X *= std  # in place: no second copy of the tables
+        Y *= std
         tables = sgd.Tables.of(X, Y, adagrad=p.adagrad)
         self.user_factors_, self.item_factors_ = X, Y
         self.user_bias_ = tables.user_bias if p.use_biases else None
         self.item_bias_ = tables.item_bias if p.use_biases else None
         self.user_ids_ = np.arange(n_users) if user_ids is None else user_ids
         self.item_ids_ = np.arange(n_items) if item_ids is None else item_ids
-        self.item_popularity_ = np.diff(train.tocsc().indptr).astype(np.int64)
+        self.item_popularity_ = np.bincount(train.indices, minlength=n_items).astype(np.int64)
         self.effective_params_ = p
         self.history_ = []
 

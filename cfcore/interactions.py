@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cfcore.errors import InputError
-from cfcore.ids import as_ids, id_positions
+from cfcore.ids import as_ids, encode_ids, id_positions
 from cfcore.io import load_artifact, require_keys, save_artifact
 
 ARTIFACT_KIND = "interactions"
@@ -36,11 +36,51 @@ def binarize(matrix: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
     csr.data = np.ones_like(csr.data, dtype=np.float32)
     csr = csr.astype(np.float32)
     csr.sort_indices()
-    big = max(csr.nnz, *csr.shape) >= np.iinfo(np.int32).max
-    index_dtype = np.int64 if big else np.int32
+    index_dtype = _index_dtype(csr.nnz, csr.shape)
     csr.indptr = csr.indptr.astype(index_dtype)
     csr.indices = csr.indices.astype(index_dtype)
     return csr
+
+
+def _index_dtype(nnz: int, shape: tuple[int, int]) -> type:
+    """int32 while the matrix fits (scipy's own choice), else int64."""
+    return np.int64 if max(nnz, *shape) >= np.iinfo(np.int32).max else np.int32
+
+
+def csr_from_codes(
+    rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]
+) -> tuple[sp.csr_matrix, int]:
+    """The canonical binary CSR of (row, column) pairs, and how many pairs were repeats.
+
+    Sorts one int64 key per pair (``row × n_cols + col``) instead of going through COO, so
+    the peak is about 17 bytes per pair above the inputs and no copy of the matrix is made.
+    """
+    n_rows, n_cols = shape
+    key = rows.astype(np.int64)
+    key *= n_cols
+    key += cols
+    key.sort()
+    n_pairs = len(key)
+    if n_pairs > 1:
+        new = np.empty(n_pairs, dtype=bool)
+        new[0] = True
+        np.not_equal(key[1:], key[:-1], out=new[1:])
+        if not new.all():
+            key = key[new]
+        del new
+    index_dtype = _index_dtype(len(key), shape)
+    indptr = np.searchsorted(key, np.arange(n_rows + 1, dtype=np.int64) * n_cols)
+    np.remainder(key, n_cols, out=key)
+    indices = key.astype(index_dtype)
+    del key
+    csr = sp.csr_matrix(
+        (np.ones(len(indices), dtype=np.float32), indices, indptr.astype(index_dtype)),
+        shape=shape,
+        copy=False,
+    )
+    csr.has_sorted_indices = True
+    csr.has_canonical_format = True
+    return csr, n_pairs - len(indices)
 
 
 class Interactions:
@@ -61,7 +101,12 @@ class Interactions:
         matrices with 2**31 or more entries).
     user_ids, item_ids : ndarray
         Raw ids (int64 or str) in row / column order.
+    n_duplicates : int
+        Input rows that repeated an earlier (user, item) pair and were counted once (set by
+        :meth:`from_pairs` and the readers; 0 for a matrix given directly).
     """
+
+    n_duplicates: int = 0
 
     def __init__(
         self,
@@ -93,9 +138,10 @@ class Interactions:
     ) -> Interactions:
         """Build from parallel arrays of raw user ids, item ids and optional ratings.
 
-        Ids are mapped to contiguous rows/columns in sorted order. With ``min_rating``, only
-        pairs whose rating is ``>= min_rating`` count as interactions (users and items that
-        keep no interaction are dropped). Duplicate pairs collapse to one.
+        Ids are mapped to contiguous rows/columns in sorted order (integers numerically,
+        strings lexicographically). With ``min_rating``, only pairs whose rating is
+        ``>= min_rating`` count as interactions (users and items that keep no interaction are
+        dropped). Duplicate pairs collapse to one; :attr:`n_duplicates` counts the repeats.
         """
         users = np.asarray(users)
         items = np.asarray(items)
@@ -117,14 +163,21 @@ class Interactions:
                 users, items = users[keep], items[keep]
                 if len(users) == 0:
                     raise InputError(f"no interactions left with rating >= {min_rating}")
-        user_ids, rows = np.unique(users, return_inverse=True)
-        item_ids, cols = np.unique(items, return_inverse=True)
-        data = np.ones(len(rows), dtype=np.float32)
-        matrix = sp.csr_matrix(
-            (data, (rows.astype(np.int64), cols.astype(np.int64))),
-            shape=(len(user_ids), len(item_ids)),
-        )
-        return cls(matrix, user_ids, item_ids)
+        user_ids, rows = encode_ids(users, "users")
+        item_ids, cols = encode_ids(items, "items")
+        return cls._from_codes(rows, cols, user_ids, item_ids)
+
+    @classmethod
+    def _from_codes(
+        cls, rows: np.ndarray, cols: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray
+    ) -> Interactions:
+        """From row/column codes into sorted unique raw ids (:func:`cfcore.ids.encode_ids`):
+        the matrix is built canonical, so nothing is copied or checked again."""
+        matrix, duplicates = csr_from_codes(rows, cols, (len(user_ids), len(item_ids)))
+        out = cls.__new__(cls)
+        out.user_items, out.user_ids, out.item_ids = matrix, user_ids, item_ids
+        out.n_duplicates = duplicates
+        return out
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -160,9 +213,11 @@ class Interactions:
         return binarize(self.user_items.T)
 
     def __repr__(self) -> str:
+        n = self.n_duplicates
+        repeats = f"; {n} duplicate row{'s' if n > 1 else ''} counted once" if n else ""
         return (
             f"Interactions({self.n_users} users × {self.n_items} items, {self.nnz} interactions, "
-            f"density {self.density:.4%})"
+            f"density {self.density:.4%}{repeats})"
         )
 
     # ------------------------------------------------------------------ id lookup

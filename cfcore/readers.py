@@ -10,12 +10,16 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from cfcore._arrow import arrow_mask, numpy_view
 from cfcore.errors import InputError
+from cfcore.ids import encode_ids, parse_integer_text
 from cfcore.interactions import Interactions
 
 FORMATS = (
@@ -219,7 +223,164 @@ def _scan_for_error(path: Path, lay: _Layout, cols: tuple[int, int, int | None])
     return f"{path}: could not parse (no single bad line found)"
 
 
-def _read_delimited(path: Path, lay: _Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+class _SeparatorStream(io.RawIOBase):
+    """A file read with a multi-character separator (MovieLens ``::``) turned into one byte,
+    block by block (pyarrow takes one-character delimiters), so the file is never in memory
+    twice. Blocks end at a line break, so a separator is never split between two."""
+
+    def __init__(self, path: Path, sep: bytes, replacement: bytes, block: int = 1 << 22) -> None:
+        self._fh = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._sep, self._replacement, self._block = sep, replacement, block
+        self._pending = b""
+        self._tail = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            block = self._fh.read(self._block)
+            data = self._tail + block
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            self._pending, self._tail = data[:cut].replace(self._sep, self._replacement), data[cut:]
+            if not block:
+                break
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+_INT32 = np.iinfo(np.int32)
+
+
+class _IdColumn:
+    """One id column, collected batch by batch: int64 while every value is an integer
+    (in text: :func:`cfcore.ids.parse_integer_text`'s rule), else text from then on.
+    Integer text read so far turns back into the very same text, so nothing is read twice."""
+
+    #: Integer batches are merged into one array every this many rows: a few large arrays
+    #: instead of hundreds of small ones, whose freed heap the process could not hand back.
+    MERGE_ROWS = 1 << 20
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.chunks: list[Any] = []  # int ndarrays, or pyarrow string arrays once text
+        self.pending: list[np.ndarray] = []  # integer batches not merged yet
+        self.text = False
+
+    def _merge(self) -> None:
+        if self.pending:
+            self.chunks.append(np.concatenate(self.pending))
+            self.pending = []
+
+    @staticmethod
+    def first_missing(values: Any) -> int | None:
+        """Position of the first null or empty id in a pyarrow array, or None."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if values.null_count:
+            return values.is_null().to_pylist().index(True)
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            empty = np.flatnonzero(numpy_view(pc.binary_length(values)) == 0)
+            if len(empty):
+                return int(empty[0])
+        return None
+
+    def add(self, values: Any) -> None:
+        import pyarrow as pa
+
+        if pa.types.is_dictionary(values.type):  # a categorical Parquet column
+            values = values.dictionary_decode()
+        kind = values.type
+        textual = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        if not (pa.types.is_integer(kind) or textual):
+            raise InputError(f"{self.name}: ids must be integers or text, got {kind}")
+        if not self.text:
+            ints = parse_integer_text(values) if textual else numpy_view(values)
+            if ints is not None:  # a copy into numpy's memory: pyarrow's is handed back
+                small = len(ints) and _INT32.min <= ints.min() and ints.max() <= _INT32.max
+                self.pending.append(ints.astype(np.int32 if small else np.int64))
+                if sum(len(c) for c in self.pending) >= self.MERGE_ROWS:
+                    self._merge()
+                return
+            self._merge()
+            self.text = True
+            self.chunks = [pa.array(c).cast(pa.string()) for c in self.chunks]
+        self.chunks.append(values.cast(pa.string()))
+
+    def encode(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted unique ids and each row's code (:func:`cfcore.ids.encode_ids`); empties the
+        column as it goes, so its batches are freed before the codes are complete."""
+        import pyarrow as pa
+
+        self._merge()
+        chunks, self.chunks = self.chunks, []
+        if not self.text:
+            return encode_ids(chunks, self.name)
+        # number the distinct strings, then look every row up
+        encoded = pa.chunked_array(chunks, type=pa.string()).dictionary_encode()
+        del chunks
+        encoded = encoded.unify_dictionaries().combine_chunks()
+        distinct = np.array(encoded.dictionary.to_pylist(), dtype=str)
+        uniq, rank = encode_ids(distinct, self.name)
+        return uniq, rank[numpy_view(encoded.indices)]
+
+
+def _interactions_from_batches(
+    path: Path,
+    batches: Iterator[tuple[Any, Any, Any]],
+    min_rating: float | None,
+    bad: Callable[[str, int], str],
+) -> Interactions:
+    """Collect ``(users, items, ratings)`` pyarrow batches into :class:`Interactions`.
+
+    Ratings are checked, and with ``min_rating`` filtered, batch by batch, so only the kept
+    ids are ever held. ``bad(problem, row)`` gives the error message for a bad value at a
+    0-based data row.
+    """
+    import pyarrow as pa
+
+    users, items = _IdColumn(f"{path}: user ids"), _IdColumn(f"{path}: item ids")
+    n_rows = 0
+    for u, i, r in batches:
+        for column, values, what in ((users, u, "user id"), (items, i, "item id")):
+            at = column.first_missing(values)
+            if at is not None:
+                raise InputError(bad(f"missing {what}", n_rows + at))
+        if r is not None:
+            if r.null_count:
+                raise InputError(
+                    bad("missing rating", n_rows + r.is_null().to_pylist().index(True))
+                )
+            ratings = numpy_view(r.cast(pa.float64()))
+            nonfinite = np.flatnonzero(~np.isfinite(ratings))
+            if len(nonfinite):
+                raise InputError(bad("rating is not a finite number", n_rows + int(nonfinite[0])))
+            if min_rating is not None:
+                keep = arrow_mask(ratings >= min_rating)
+                u, i = u.filter(keep), i.filter(keep)
+        n_rows += len(r) if r is not None else len(u)
+        users.add(u)
+        items.add(i)
+    _release_arrow_memory()  # the parse's buffers: the ids are in numpy's memory by now
+    if n_rows == 0:
+        raise InputError(f"{path}: no data lines")
+    if not any(len(c) for c in users.chunks + users.pending):
+        raise InputError(f"{path}: no interactions left with rating >= {min_rating}")
+    user_ids, rows = users.encode()
+    item_ids, cols = items.encode()
+    return Interactions._from_codes(rows, cols, user_ids, item_ids)
+
+
+def _read_delimited(path: Path, lay: _Layout, min_rating: float | None) -> Interactions:
+    """Stream a CSV/TSV/MovieLens file through pyarrow in blocks of 256 KiB of text (pyarrow
+    needs ~40 times a block while parsing it: larger blocks cost memory, not time)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
@@ -236,21 +397,26 @@ def _read_delimited(path: Path, lay: _Layout) -> tuple[np.ndarray, np.ndarray, n
                 f"exist (the header has {n_fields} columns: {names})"
             )
         raise InputError(_scan_for_error(path, lay, cols))
-    source: str | io.BytesIO = str(path)
+    if min_rating is not None and r is None:
+        raise InputError(f"{path}: min_rating given but the file has no rating column")
+    source: Any = str(path)
     delimiter = lay.sep
     if len(lay.sep) > 1:  # pyarrow takes one character; MovieLens .dat uses "::"
-        source = io.BytesIO(path.read_bytes().replace(lay.sep.encode(), b"\x1f"))
+        source = _SeparatorStream(path, lay.sep.encode(), b"\x1f")
         delimiter = "\x1f"
+    # MovieLens ids must be integers; other files' ids are read as text and kept as integers
+    # when every one is (see _IdColumn).
     id_type = pa.int64() if lay.integer_ids else pa.string()
     column_names = names if names is not None else [f"f{k}" for k in range(n_fields)]
     types = {column_names[u]: id_type, column_names[i]: id_type}
     if r is not None:
         types[column_names[r]] = pa.float64()
-    try:
-        table = pcsv.read_csv(
+
+    def batches() -> Iterator[tuple[Any, Any, Any]]:
+        reader = pcsv.open_csv(
             source,
             read_options=pcsv.ReadOptions(
-                column_names=column_names, skip_rows=1 if lay.header else 0, block_size=1 << 24
+                column_names=column_names, skip_rows=1 if lay.header else 0, block_size=1 << 18
             ),
             parse_options=pcsv.ParseOptions(delimiter=delimiter),
             convert_options=pcsv.ConvertOptions(
@@ -259,52 +425,51 @@ def _read_delimited(path: Path, lay: _Layout) -> tuple[np.ndarray, np.ndarray, n
                 strings_can_be_null=False,
             ),
         )
+        for batch in reader:
+            yield (
+                batch.column(column_names[u]),
+                batch.column(column_names[i]),
+                None if r is None else batch.column(column_names[r]),
+            )
+
+    try:
+        return _interactions_from_batches(
+            path, batches(), min_rating, lambda problem, row: _scan_for_error(path, lay, cols)
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, IndexError):
         raise InputError(_scan_for_error(path, lay, cols)) from None
-    if table.num_rows == 0:
-        raise InputError(f"{path}: no data lines")
-    users = table.column(column_names[u]).to_numpy(zero_copy_only=False)
-    items = table.column(column_names[i]).to_numpy(zero_copy_only=False)
-    ratings = None
-    if r is not None:
-        col = table.column(column_names[r])
-        if col.null_count or not np.all(np.isfinite(col.to_numpy(zero_copy_only=False))):
-            raise InputError(_scan_for_error(path, lay, cols))
-        ratings = col.to_numpy(zero_copy_only=False)
-    if table.column(column_names[u]).null_count or table.column(column_names[i]).null_count:
-        raise InputError(_scan_for_error(path, lay, cols))
-    if users.dtype == object:
-        users = users.astype(str)
-        items = items.astype(str)
-    return users, items, ratings
+    finally:
+        if isinstance(source, _SeparatorStream):
+            source.close()
 
 
 def _read_parquet(
-    path: Path, user_col: int | str | None, item_col: int | str | None, rating_col: int | str | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    path: Path,
+    user_col: int | str | None,
+    item_col: int | str | None,
+    rating_col: int | str | None,
+    min_rating: float | None,
+) -> Interactions:
+    """Stream the three columns of a Parquet file, one row group at a time."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        pfile = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for a non-parquet file
         raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
-    u, i, r = _resolve_columns(path, table.column_names, user_col, item_col, rating_col)
-    if table.num_rows == 0:
+    u, i, r = _resolve_columns(path, pfile.schema_arrow.names, user_col, item_col, rating_col)
+    if pfile.metadata.num_rows == 0:
         raise InputError(f"{path}: no rows")
-    out = []
-    for name in (u, i):
-        col = table.column(name)
-        if col.null_count:
-            raise InputError(f"{path}: column {name!r} has {col.null_count} missing ids")
-        arr = col.to_numpy(zero_copy_only=False)
-        out.append(arr.astype(str) if arr.dtype == object else arr)
-    ratings = None
-    if r is not None:
-        ratings = table.column(r).to_numpy(zero_copy_only=False).astype(np.float64)
-        bad = np.flatnonzero(~np.isfinite(ratings))
-        if len(bad):
-            raise InputError(f"{path}: row {int(bad[0])}: rating is not a finite number")
-    return out[0], out[1], ratings
+    if min_rating is not None and r is None:
+        raise InputError(f"{path}: min_rating given but the file has no rating column")
+
+    def batches() -> Iterator[tuple[Any, Any, Any]]:
+        for batch in pfile.iter_batches(batch_size=1 << 20, columns=[c for c in (u, i, r) if c]):
+            yield batch.column(u), batch.column(i), None if r is None else batch.column(r)
+
+    return _interactions_from_batches(
+        path, batches(), min_rating, lambda problem, row: f"{path}: row {row}: {problem}"
+    )
 
 
 def read_interactions(
@@ -363,14 +528,18 @@ def read_interactions(
         return inter
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
-    if fmt == "parquet":
-        users, items, ratings = _read_parquet(path, user_col, item_col, rating_col)
-    else:
-        lay = _layout(fmt, path, sep, header, user_col, item_col, rating_col)
-        users, items, ratings = _read_delimited(path, lay)
-    if min_rating is not None and ratings is None:
-        raise InputError(f"{path}: min_rating given but the file has no rating column")
     try:
-        return Interactions.from_pairs(users, items, ratings, min_rating=min_rating)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        if fmt == "parquet":
+            return _read_parquet(path, user_col, item_col, rating_col, min_rating)
+        lay = _layout(fmt, path, sep, header, user_col, item_col, rating_col)
+        return _read_delimited(path, lay, min_rating)
+    finally:
+        _release_arrow_memory()
+
+
+def _release_arrow_memory() -> None:
+    """Hand the memory pyarrow's allocator kept from the parse back to the system, so that
+    the arrays built next can use it (mimalloc/jemalloc keep freed pages otherwise)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()

@@ -47,7 +47,8 @@ from cfcore._kernels.sampling import (
     sample_into,
 )
 from cfcore.errors import InputError, ModelFormatError
-from cfcore.io import load_artifact, require_keys, save_artifact
+from cfcore.ids import as_ids
+from cfcore.io import atomic_path, load_artifact, require_keys, save_artifact
 from cfcore.threads import numba_threads, resolve_threads
 
 ARTIFACT_KIND = "negatives"
@@ -81,6 +82,10 @@ class NegativeSample:
         Total requested, ``Σ_j round(ratio × |positives_j|)``; ``requested - nnz`` is the
         total shortfall.
     weighting, ratio, seed, epoch : provenance (``None`` when unknown).
+    user_ids, item_ids : ndarray or None
+        Raw ids of the rows and columns (from the :class:`~cfcore.interactions.Interactions`
+        the negatives were drawn for; ``None`` for a plain matrix, and in files written
+        before ids were stored).
     """
 
     indptr: np.ndarray
@@ -93,6 +98,8 @@ class NegativeSample:
     seed: int | None = None
     epoch: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
 
     @property
     def nnz(self) -> int:
@@ -132,8 +139,33 @@ class NegativeSample:
         users = np.repeat(np.arange(self.shape[0], dtype=np.int64), self.counts)
         return users, self.indices
 
+    def to_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The negatives as parallel ``(user_ids, item_ids)`` arrays of raw ids, user-major
+        (row and column indices when the sample has no ids)."""
+        users, items = self.to_coo()
+        if self.user_ids is not None:
+            users = self.user_ids[users]
+        if self.item_ids is not None:
+            items = self.item_ids[items]
+        return users, items
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``user_id,item_id`` rows of raw ids (:meth:`to_pairs`), with that header,
+        atomically; :func:`cfcore.readers.read_interactions` reads the file back."""
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        users, items = self.to_pairs()
+        table = pa.table({"user_id": users, "item_id": items})
+        options = pcsv.WriteOptions(include_header=False, quoting_style="needed")
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            fh.write(b"user_id,item_id\n")
+            pcsv.write_csv(table, fh, options)
+        return Path(path)
+
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write an ``.npz`` artifact of kind ``"negatives"`` atomically."""
+        """Write an ``.npz`` artifact of kind ``"negatives"`` atomically (with the raw ids of
+        its rows and columns when it has them)."""
         meta = {
             "shape": [int(s) for s in self.shape],
             "n_short": int(self.n_short),
@@ -144,9 +176,11 @@ class NegativeSample:
             "epoch": self.epoch,
             **self.meta,
         }
-        return save_artifact(
-            path, ARTIFACT_KIND, {"indptr": self.indptr, "indices": self.indices}, meta
-        )
+        arrays = {"indptr": self.indptr, "indices": self.indices}
+        for name in ("user_ids", "item_ids"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
+        return save_artifact(path, ARTIFACT_KIND, arrays, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NegativeSample:
@@ -174,6 +208,13 @@ class NegativeSample:
             or (indices.size and (indices.min() < 0 or indices.max() >= n_items))
         ):
             raise ModelFormatError(f"{path}: indptr/indices do not form a {n_users}×{n_items} CSR")
+        ids = {}
+        for name, n in (("user_ids", n_users), ("item_ids", n_items)):
+            if name in arrays:  # files written before ids were stored have none
+                try:
+                    ids[name] = as_ids(arrays[name], n, f"{path}: {name}")
+                except InputError as exc:
+                    raise ModelFormatError(str(exc)) from None
         known = {
             "kind",
             "version",
@@ -196,6 +237,7 @@ class NegativeSample:
             seed=header.get("seed"),
             epoch=header.get("epoch"),
             meta={k: v for k, v in header.items() if k not in known},
+            **ids,
         )
 
 
@@ -381,7 +423,8 @@ def sample_negatives(
     Returns
     -------
     NegativeSample
-        CSR arrays of the negatives (sorted per user), ``n_short`` and ``requested``.
+        CSR arrays of the negatives (sorted per user), ``n_short`` and ``requested``; the
+        raw ``user_ids``/``item_ids`` when ``user_items`` is an Interactions.
 
     Raises
     ------
@@ -407,6 +450,7 @@ def sample_negatives(
     else:
         p = _check_popularity(popularity, n_items)
     weights = item_weights(p, weighting)
+    del p  # every array not needed by the kernel is freed before the output is allocated
     with np.errstate(over="ignore"):
         overflow = not np.isfinite(weights.sum())
     if overflow:
@@ -416,6 +460,7 @@ def sample_negatives(
     build_alias(weights, alias_prob, alias_idx)
     alias_table = np.empty(n_items, dtype=np.uint64)
     pack_alias(alias_prob, alias_idx, alias_table)
+    del alias_prob, alias_idx
     indptr = positives.indptr.astype(np.int64, copy=False)
     indices = positives.indices.astype(np.int32, copy=False)
 
@@ -424,6 +469,8 @@ def sample_negatives(
     n_short = int(negative_counts(indptr, indices, weights, ratio, counts, wanted))
     out_indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(counts, out=out_indptr[1:])
+    requested = int(wanted.sum())
+    del counts, wanted
     out_indices = np.empty(int(out_indptr[-1]), dtype=np.int32)
     with numba_threads(threads):
         sample_into(
@@ -439,7 +486,6 @@ def sample_negatives(
             threads,
             DEFAULT_SWITCH,
         )
-    requested = int(wanted.sum())
     if n_short and warn_short:
         warnings.warn(
             f"{n_short} of {n_users} users have fewer candidate negatives than "
@@ -448,7 +494,7 @@ def sample_negatives(
             NegativeShortfallWarning,
             stacklevel=2,
         )
-    return NegativeSample(
+    sample = NegativeSample(
         indptr=out_indptr,
         indices=out_indices,
         shape=(n_users, n_items),
@@ -459,3 +505,7 @@ def sample_negatives(
         seed=seed,
         epoch=epoch,
     )
+    # An Interactions names its rows and columns: the sample keeps the names.
+    sample.user_ids = getattr(user_items, "user_ids", None)
+    sample.item_ids = getattr(user_items, "item_ids", None)
+    return sample

@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from cfcore.cli.common import CollabfeatGroup, data_dir_option, read_table, seed_option
+from cfcore.cli.common import (
+    CollabfeatGroup,
+    data_dir_option,
+    input_paths,
+    read_table,
+    seed_option,
+)
+from cfcore.io import check_outputs
 from cfvision.data import ID_SPACES, MIN_MATCHED_FRACTION
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -409,6 +416,7 @@ def extract(
     from cfvision.models import build_model, load_checkpoint, model_from_checkpoint
     from cfvision.train import resolve_device
 
+    check_outputs([output, report], [checkpoint, weights, items_file])
     _torch_threads()
     if (checkpoint is None) == (arch is None):
         raise click.ClickException(
@@ -540,6 +548,8 @@ def evaluate(
     from cfvision.evaluate import compare_features
     from cfvision.train import resolve_device
 
+    inputs = [*vectors, test_items, labels, owners, *input_paths(inter_source, data_dir=data_dir)]
+    check_outputs([output, plot], inputs)
     resolve_device(device)  # validates the choice; the measures run in NumPy/faiss
     for path in vectors:
         if not path.is_file():

@@ -66,6 +66,10 @@ def test_generator_plants_topics_a_model_can_learn(generated):
 
 
 def test_named_shapes_and_sizes():
+    shaped = spec_for("synth-4m@200kx100k")
+    assert (shaped.n_users, shaped.n_items, shaped.nnz) == (200_000, 100_000, 4_000_000)
+    with pytest.raises(InputError, match="<users>x<items>"):
+        spec_for("synth-4m@200k")
     ml1m = spec_for("synth-ml1m")
     assert (ml1m.n_users, ml1m.n_items, ml1m.nnz) == (6040, 3706, 1_000_209)
     big = spec_for("synth-16m")
@@ -188,7 +192,14 @@ def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
     assert ceiling["bandwidth_gbs"] > 0 and ceiling["cache_updates_per_s"] > 0
     sampler = next(r for r in records if r["kind"] == "sampler")
     assert sampler["samples_per_s"] > 0
+    reader = next(r for r in records if r["kind"] == "reader")
+    assert reader["rows"] == reader["nnz"] == 40_000 and reader["format"] == "csv"
+    assert reader["seconds"] > 0 and reader["baseline_seconds"] > 0
+    memory = next(r for r in records if r["kind"] == "factorize-file")
+    assert memory["nnz"] == 40_000 and memory["peak_delta_mb"] > 0
+    assert memory["bytes_per_interaction"] == memory["peak_delta_mb"] * 2**20 / 40_000
     md = (out / "RESULTS.md").read_text()
+    assert "## Reader and memory" in md and "`cfcore factorize` (csv, 64 factors" in md
     assert "| method | threads |" in md and "collabfeat-squared" in md
     if "libmf-squared" in ran:
         assert "libmf-squared" in md and "×" in md  # the same-run ratio column is filled
@@ -273,6 +284,21 @@ def test_user_file_dataset_is_split_and_cached(tmp_path):
     assert (cached.train != split.train).nnz == 0 and (cached.test != split.test).nnz == 0
     with pytest.raises(InputError, match="unknown dataset"):
         load_split("no-such-dataset", cache_dir=None)
+
+
+def test_interaction_files_hold_the_dataset_in_every_format(tmp_path):
+    from bench.data import FILE_FORMATS, interaction_file, synthetic_spec
+    from cfcore.readers import read_interactions
+
+    whole = power_law_interactions(synthetic_spec("synth-20k"))
+    for fmt in FILE_FORMATS:
+        path = interaction_file("synth-20k", fmt, tmp_path)
+        assert interaction_file("synth-20k", fmt, tmp_path) == path  # cached
+        inter = read_interactions(path)
+        assert inter.user_ids.dtype == np.int64 and inter.n_duplicates == 0
+        assert inter.nnz == whole.nnz == 20_000
+        same = whole.subset(whole.user_index(inter.user_ids), whole.item_index(inter.item_ids))
+        assert (inter.user_items != same.user_items).nnz == 0
 
 
 # ---------------------------------------------------------------------- vision suite

@@ -347,6 +347,36 @@ def test_sample_negatives_reports_shortfall(runner, tmp_path):
     assert "users had fewer candidates than requested" in result.output
 
 
+def test_sample_negatives_writes_raw_ids_as_npz_or_csv(runner, views, tmp_path):
+    from cfcore.readers import read_interactions
+    from cfcore.sampling import NegativeSample
+
+    npz, csv, other = tmp_path / "neg.npz", tmp_path / "neg.csv", tmp_path / "neg.data"
+    for out, extra in ((npz, []), (csv, []), (other, ["--output-format", "csv"])):
+        result = _run(runner, "sample-negatives", views, "-o", out, "--seed", 3, *extra)
+        assert result.exit_code == 0, result.output
+    neg = NegativeSample.load(npz)
+    assert neg.user_ids.tolist() == GROUP_A_USERS + GROUP_B_USERS  # the rows' raw ids
+    assert neg.item_ids.tolist() == GROUP_A_ITEMS + GROUP_B_ITEMS
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "user_id,item_id" and len(lines) == neg.nnz + 1
+    users, items = neg.to_pairs()
+    assert lines[1:] == [f"{u},{i}" for u, i in zip(users.tolist(), items.tolist(), strict=True)]
+    assert other.read_text() == csv.read_text()
+    # the CSV is an interaction file: a user's negatives are items of the other group
+    back = read_interactions(csv)
+    assert set(back.user_ids.tolist()) <= set(GROUP_A_USERS + GROUP_B_USERS)
+    assert "--output-format" in _run(runner, "sample-negatives", "--help").output
+
+
+def test_duplicate_rows_get_a_note(runner, tmp_path):
+    rows = [(1, 101, 5), (1, 101, 3), (2, 101, 4), (2, 102, 4), (2, 102, 4)]
+    path = _write_udata(tmp_path / "d" / "u.data", rows)
+    result = _run(runner, "info", path)
+    assert result.exit_code == 0, result.output
+    assert f"note: {path}: 2 duplicate (user, item) rows counted once" in result.output
+
+
 def test_sample_negatives_bad_input(runner, views, tmp_path):
     out = tmp_path / "o" / "neg.npz"
     bad = _write_udata(tmp_path / "b" / "u.data", [(1, 2, 3)])

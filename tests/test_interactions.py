@@ -31,9 +31,12 @@ def test_csr_is_canonical_float32_ones():
     np.testing.assert_array_equal(m.toarray(), [[0, 1, 0], [1, 0, 1]])
 
 
-def test_duplicates_collapse_to_one():
+def test_duplicates_collapse_to_one_and_are_counted():
     inter = Interactions.from_pairs(["a", "a", "a", "b"], ["x", "x", "y", "x"], [5, 3, 4, 1])
-    assert inter.nnz == 3
+    assert inter.nnz == 3 and inter.n_duplicates == 1
+    assert "1 duplicate row counted once" in repr(inter)
+    assert Interactions.from_pairs([1, 2], [3, 3]).n_duplicates == 0
+    assert "duplicate" not in repr(Interactions.from_pairs([1, 2], [3, 3]))
     np.testing.assert_array_equal(inter.user_items.data, 1.0)
     # binarize also collapses duplicates stored in a COO/CSR built by hand
     coo = sp.coo_matrix(([1.0, 1.0, 1.0], ([0, 0, 1], [1, 1, 0])), shape=(2, 2))
@@ -166,8 +169,9 @@ def test_load_refuses_other_files(tmp_path):
     with pytest.raises(ModelFormatError, match="not a collabfeat artifact"):
         Interactions.load(tmp_path / "plain.npz")
     (tmp_path / "junk.npz").write_text("not a zip")
-    with pytest.raises(ModelFormatError, match="not a readable .npz"):
+    with pytest.raises(ModelFormatError, match="not an .npz file") as err:
         Interactions.load(tmp_path / "junk.npz")
+    assert "pickle" not in str(err.value)  # never advise unsafe loading
 
 
 def test_matrix_works_with_every_scipy_operation():
@@ -177,3 +181,54 @@ def test_matrix_works_with_every_scipy_operation():
     rows, cols = m.nonzero()
     assert rows.tolist() == [0, 0, 1] and cols.tolist() == [0, 1, 0]
     assert m.tocoo().nnz == 3
+
+
+# ---------------------------------------------------------------------------- numbering ids
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([5, 3, 5, 9, 3, 4]),  # dense range: presence table
+        np.array([10**12, -7, 10**12, 3]),  # sparse range: sort
+        np.array([7], dtype=np.uint16),
+        np.array(["b", "a", "b", "c"]),
+        np.array(["10", "9", "100"]),  # strings sort as strings
+    ],
+)
+def test_encode_ids_numbers_ids_in_sorted_order(values):
+    from cfcore.ids import encode_ids
+
+    uniq, codes = encode_ids(values)
+    np.testing.assert_array_equal(uniq, np.unique(values))
+    np.testing.assert_array_equal(uniq[codes], values)
+    assert codes.dtype == np.int32
+    assert uniq.dtype == (np.int64 if values.dtype.kind in "iu" else values.dtype)
+
+
+def test_encode_ids_chunks_and_bad_types():
+    from cfcore.ids import encode_ids
+
+    rng = np.random.default_rng(1)
+    chunks = [
+        rng.integers(-50, 50, n).astype(dt)
+        for n, dt in ((7, np.int32), (0, np.int64), (30, np.int64))
+    ]
+    uniq, codes = encode_ids(chunks)
+    whole = np.concatenate(chunks)
+    np.testing.assert_array_equal(uniq, np.unique(whole))
+    np.testing.assert_array_equal(uniq[codes], whole)
+    with pytest.raises(InputError, match="items: ids must be integers or strings"):
+        encode_ids(np.array([1.5, 2.0]), "items")
+
+
+def test_from_pairs_builds_the_same_matrix_as_scipy():
+    from cfcore.interactions import csr_from_codes
+
+    rng = np.random.default_rng(2)
+    rows, cols = rng.integers(0, 40, 3000), rng.integers(0, 25, 3000)
+    csr, repeats = csr_from_codes(rows.astype(np.int32), cols.astype(np.int32), (40, 25))
+    expected = binarize(sp.coo_matrix((np.ones(3000), (rows, cols)), shape=(40, 25)))
+    assert (csr != expected).nnz == 0 and csr.has_canonical_format
+    assert csr.indices.dtype == csr.indptr.dtype == np.int32 and csr.dtype == np.float32
+    np.testing.assert_array_equal(csr.indptr, expected.indptr)
+    np.testing.assert_array_equal(csr.indices, expected.indices)
+    assert repeats == 3000 - expected.nnz

@@ -127,7 +127,7 @@ def test_generic_csv_custom_separator_and_forced_header(tmp_path):
     path = tmp_path / "x.csv"
     _write(path, ["a;b", "1;2", "1;3"])
     inter = read_interactions(path, sep=";", header=True)
-    assert inter.user_ids.tolist() == ["1"] and inter.item_ids.tolist() == ["2", "3"]
+    assert inter.user_ids.tolist() == [1] and inter.item_ids.tolist() == [2, 3]
 
 
 def test_parquet(tmp_path):
@@ -301,3 +301,157 @@ def test_header_without_a_user_column_is_a_clear_error(tmp_path):
     path.write_text("item_id,label\n1,3\n2,4\n")
     with pytest.raises(InputError, match="user, item and rating columns must differ"):
         read_interactions(path)
+
+
+# ---------------------------------------------------------------------------- integer ids
+def test_integer_ids_in_text_stay_integers_in_natural_order(tmp_path):
+    path = tmp_path / "views.csv"
+    _write(path, ["user_id,item_id", "10,100", "2,7", "-3,100", "10,20", "0,7"])
+    inter = read_interactions(path)
+    assert inter.user_ids.dtype == np.int64 and inter.item_ids.dtype == np.int64
+    assert inter.user_ids.tolist() == [-3, 0, 2, 10]  # numeric, not "-3" < "0" < "10" < "2"
+    assert inter.item_ids.tolist() == [7, 20, 100]
+    assert _pairs(inter) == {(10, 100), (2, 7), (-3, 100), (10, 20), (0, 7)}
+    assert inter.user_index("10").tolist() == [3]  # text on a command line finds the integer
+
+
+@pytest.mark.parametrize("odd", ["007", "+7", "7.00", "u7", "1e3", "-0", "7.5"])
+def test_a_column_with_any_id_that_is_not_plainly_an_integer_keeps_its_text(tmp_path, odd):
+    path = tmp_path / "views.csv"
+    _write(path, ["user_id,item_id", "7,1", f"{odd},2", "10,1"])
+    inter = read_interactions(path)
+    assert inter.user_ids.dtype.kind == "U"  # the user's text, not a lossy integer
+    assert sorted(inter.user_ids.tolist()) == sorted({"7", odd, "10"})
+    assert inter.item_ids.dtype == np.int64  # each column decides for itself
+
+
+def test_spreadsheet_integers_and_padding_count_as_integers(tmp_path):
+    path = tmp_path / "views.csv"
+    _write(path, ["user_id,item_id", "7.0,1", " 10 ,2", "-3,1"])
+    inter = read_interactions(path)
+    assert inter.user_ids.dtype == np.int64 and inter.user_ids.tolist() == [-3, 7, 10]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["7", "10", "-3", "0"],
+        ["7.0", " 10", "2 ", "-3.0"],
+        ["007", "1"],
+        ["+7", "1"],
+        ["-0", "1"],
+        ["7.00", "1"],
+        ["1e3", "1"],
+        ["a", "1"],
+        ["", "1"],
+        ["9223372036854775807", "1"],
+    ],
+)
+def test_the_reader_and_parse_ids_follow_one_rule(ids):
+    import pyarrow as pa
+
+    from cfcore.ids import parse_ids, parse_integer_text
+
+    vectorised = parse_integer_text(pa.array(ids, type=pa.string()))
+    python = parse_ids(ids)
+    if vectorised is None:
+        assert python.dtype.kind == "U", ids
+    else:
+        assert python.dtype == np.int64 and python.tolist() == vectorised.tolist(), ids
+
+
+@pytest.mark.parametrize("merge_rows", [1 << 20, 5000])
+def test_a_text_id_after_many_integer_batches_turns_the_column_to_text(
+    tmp_path, monkeypatch, merge_rows
+):
+    from cfcore.readers import _IdColumn
+
+    monkeypatch.setattr(_IdColumn, "MERGE_ROWS", merge_rows)  # batches merged, or not yet
+    # the reader streams the file in blocks; the first non-integer id is far past the first
+    n = 60_000
+    path = tmp_path / "views.csv"
+    _write(path, ["user_id,item_id"] + [f"{k},{k % 97}" for k in range(n)] + ["alice,5"])
+    inter = read_interactions(path)
+    assert inter.user_ids.dtype.kind == "U" and inter.n_users == n + 1
+    assert {"alice", "0", "59999"} <= set(inter.user_ids.tolist())
+    assert inter.item_ids.dtype == np.int64 and inter.nnz == n + 1
+
+
+def test_parquet_ids_integer_text_and_typed(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "v.parquet"
+    table = pa.table(
+        {
+            "user_id": pa.array(["10", "2", "10"]),
+            "item_id": pa.array([5, 3, 3], type=pa.int32()),
+            "rating": pa.array([1, 2, 3], type=pa.int8()),
+        }
+    )
+    pq.write_table(table, path)
+    inter = read_interactions(path, min_rating=2)
+    assert inter.user_ids.tolist() == [2, 10] and inter.user_ids.dtype == np.int64
+    assert inter.item_ids.tolist() == [3] and inter.item_ids.dtype == np.int64
+    pq.write_table(pa.table({"user_id": [1.5, 2.0], "item_id": [1, 2]}), path)
+    with pytest.raises(InputError, match="ids must be integers or text"):
+        read_interactions(path)
+
+
+def test_empty_ids_name_the_line(tmp_path):
+    path = tmp_path / "views.csv"
+    _write(path, ["user_id,item_id", "a,1", ",2"])
+    with pytest.raises(InputError, match=r"views.csv:3: empty user id"):
+        read_interactions(path)
+
+
+# ---------------------------------------------------------------------------- duplicates
+@pytest.mark.parametrize("name", ["u.data", "ratings.dat", "ratings.csv"])
+def test_duplicate_rows_are_counted(files, name):
+    inter = read_interactions(files[name])
+    assert inter.n_duplicates == 1  # (7, 3) twice
+    assert "1 duplicate row counted once" in repr(inter)
+    assert read_interactions(files[name], min_rating=4).n_duplicates == 0  # (7, 3) liked once
+
+
+# ---------------------------------------------------------------------------- streaming
+def test_multi_character_separators_are_replaced_block_by_block(tmp_path):
+    from cfcore.readers import _SeparatorStream
+
+    text = b"".join(b"%d::%d::5::88\n" % (k, k * 7) for k in range(300))
+    path = tmp_path / "ratings.dat"
+    path.write_bytes(text)
+    for block in (1, 2, 3, 7, 64, 1 << 22):  # separators split across every block boundary
+        stream = _SeparatorStream(path, b"::", b"\x1f", block=block)
+        out = b""
+        while chunk := stream.read(5):
+            out += chunk
+        stream.close()
+        assert out == text.replace(b"::", b"\x1f")
+
+
+@pytest.mark.parametrize("merge_rows", [1 << 20, 7000])
+def test_large_files_read_the_same_as_the_rows_say(tmp_path, monkeypatch, merge_rows):
+    """Many blocks, every format: the same pairs and ids as building them directly."""
+    from cfcore.readers import _IdColumn
+
+    monkeypatch.setattr(_IdColumn, "MERGE_ROWS", merge_rows)
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(5)
+    n = 120_000
+    users, items = rng.integers(1, 5000, n), rng.integers(1, 3000, n)
+    expected = Interactions.from_pairs(users, items)
+    lines = [f"{u}\t{i}\t4\t881250949" for u, i in zip(users, items, strict=True)]
+    _write(tmp_path / "u.data", lines)
+    _write(tmp_path / "ratings.dat", [line.replace("\t", "::") for line in lines])
+    _write(
+        tmp_path / "v.csv",
+        ["user_id,item_id"] + [f"{u},{i}" for u, i in zip(users, items, strict=True)],
+    )
+    pq.write_table(pa.table({"user_id": users, "item_id": items}), tmp_path / "v.parquet")
+    for name in ("u.data", "ratings.dat", "v.csv", "v.parquet"):
+        inter = read_interactions(tmp_path / name)
+        np.testing.assert_array_equal(inter.user_ids, expected.user_ids)
+        np.testing.assert_array_equal(inter.item_ids, expected.item_ids)
+        assert (inter.user_items != expected.user_items).nnz == 0
+        assert inter.n_duplicates == expected.n_duplicates > 0

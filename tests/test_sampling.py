@@ -376,6 +376,45 @@ def test_to_csr_to_coo_and_save_load_round_trip(tmp_path):
     assert (back.weighting, back.ratio, back.seed, back.epoch) == ("log-popularity", 1.5, 9, 2)
 
 
+def test_negatives_of_interactions_carry_raw_ids_to_npz_and_csv(tmp_path):
+    from cfcore.interactions import Interactions
+    from cfcore.io import load_artifact, save_artifact
+    from cfcore.readers import read_interactions
+
+    inter = Interactions(
+        power_law_matrix(n_users=30, n_items=20), [f"u{k}" for k in range(30)], np.arange(100, 120)
+    )
+    neg = sample_negatives(inter, 1.0, "uniform", seed=3, warn_short=False)
+    np.testing.assert_array_equal(neg.user_ids, inter.user_ids)
+    np.testing.assert_array_equal(neg.item_ids, inter.item_ids)
+    users, items = neg.to_pairs()
+    rows, cols = neg.to_coo()
+    np.testing.assert_array_equal(users, inter.user_ids[rows])
+    np.testing.assert_array_equal(items, inter.item_ids[cols])
+    back = NegativeSample.load(neg.save(tmp_path / "neg.npz"))
+    np.testing.assert_array_equal(back.user_ids, inter.user_ids)
+    np.testing.assert_array_equal(back.item_ids, inter.item_ids)
+    # the CSV holds raw ids and reads back as an interaction file: never a positive
+    csv = neg.to_csv(tmp_path / "neg.csv")
+    assert csv.read_text().splitlines()[0] == "user_id,item_id"
+    again = read_interactions(csv)
+    assert again.nnz == neg.nnz and again.item_ids.dtype == np.int64
+    seen = set(zip(users.tolist(), items.tolist(), strict=True))
+    coo = again.user_items.tocoo()
+    assert {
+        (again.user_ids[r], again.item_ids[c]) for r, c in zip(coo.row, coo.col, strict=True)
+    } == seen
+    # files written before ids were stored still load (without ids)
+    arrays, header = load_artifact(tmp_path / "neg.npz")
+    del arrays["user_ids"], arrays["item_ids"]
+    save_artifact(tmp_path / "old.npz", "negatives", arrays, header)
+    old = NegativeSample.load(tmp_path / "old.npz")
+    assert old.user_ids is None and old.item_ids is None
+    np.testing.assert_array_equal(old.to_pairs()[0], rows)  # indices stand in for ids
+    # a plain matrix has no ids
+    assert sample_negatives(inter.user_items, 1.0, warn_short=False).user_ids is None
+
+
 def test_load_rejects_other_artifacts_and_corrupt_files(tmp_path):
     from cfcore.interactions import Interactions
     from cfcore.io import save_artifact

@@ -140,6 +140,8 @@ def test_cli_sample_negatives_on_spark_writes_one_machines_file_or_parquet(spark
     a, b = NegativeSample.load(local), NegativeSample.load(remote)
     assert (a.to_csr() != b.to_csr()).nnz == 0
     assert (a.n_short, a.requested) == (b.n_short, b.requested)
+    np.testing.assert_array_equal(a.user_ids, b.user_ids)  # both carry the raw ids
+    np.testing.assert_array_equal(a.item_ids, b.item_ids)
     table = tmp_path / "neg.parquet"
     result = _cli(
         "sample-negatives", "ml-100k", "-o", str(table), "--seed", "2", "--backend", "spark"

@@ -11,7 +11,9 @@ import click
 
 from cfcore.cli.common import (
     data_dir_option,
+    force_option,
     format_option,
+    input_paths,
     load_input,
     min_rating_option,
     read_table,
@@ -20,6 +22,7 @@ from cfcore.cli.common import (
     warnings_as_notes,
 )
 from cfcore.errors import InputError
+from cfcore.io import check_outputs
 
 
 def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -58,7 +61,9 @@ def _read_ids(spec: str, what: str) -> Any:
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Labels file (.npz); an item_id,label CSV is written beside it.",
+    help="Labels file (.npz); an item_id,label CSV with the same stem is written beside "
+    "it. Neither may be MODEL, and an existing CSV that collabfeat did not write there is "
+    "not replaced without --force.",
 )
 @click.option(
     "--niter", type=click.IntRange(min=1), default=20, show_default=True, help="k-means iterations."
@@ -95,6 +100,7 @@ def _read_ids(spec: str, what: str) -> Any:
     help="Also cluster with seed+1 and report the NMI between the runs.",
 )
 @click.option("--no-csv", is_flag=True, help="Do not write the item_id,label CSV.")
+@force_option
 @click.option("--verbose", is_flag=True, help="Show faiss's per-iteration log.")
 @seed_option
 @threads_option
@@ -110,6 +116,7 @@ def cluster(
     max_points_per_centroid: int | None,
     stability: bool,
     no_csv: bool,
+    force: bool,
     verbose: bool,
     seed: int,
     threads: int,
@@ -118,11 +125,20 @@ def cluster(
 
     MODEL is a factor model from `cfcore factorize` or any item-vectors .npz (e.g. from
     `cfvision extract`). Writes OUTPUT (.npz, kind pseudo-labels) and OUTPUT with .csv.
+
+    \b
+    Examples:
+      cfcore cluster model.npz -k 50 -o labels.npz          # labels.npz + labels.csv
+      cfcore cluster model.npz -k 2000 -o labels.npz --no-csv --stability
     """
-    from cfcore.cluster import ClusterWarning, cluster_items, normalized_mutual_info
+    from cfcore.cluster import ClusterWarning, PseudoLabels, cluster_items, normalized_mutual_info
     from cfcore.threads import ThreadsWarning
     from cfcore.vectors import load_vectors
 
+    csv_path = None if no_csv else PseudoLabels.csv_path(output)
+    check_outputs(
+        [output], [model], side_files={csv_path: output} if csv_path else None, force=force
+    )
     vectors = load_vectors(model)
     kwargs = dict(
         spherical=spherical,
@@ -161,7 +177,7 @@ def cluster(
     )
     if nmi is not None:
         click.echo(f"stability: NMI(seed {seed}, seed {seed + 1}) = {nmi:.3f}")
-    click.echo(f"wrote {output}" + ("" if no_csv else f" and {output.with_suffix('.csv')}"))
+    click.echo(f"wrote {output}" + ("" if csv_path is None else f" and {csv_path}"))
 
 
 # --------------------------------------------------------------------------- neighbors
@@ -220,6 +236,7 @@ def neighbors(
     """Cosine k-nearest neighbours of items in VECTORS (a factor model or an item-vectors .npz)."""
     from cfcore.neighbors import NeighborIndex
 
+    check_outputs([output], [vectors, queries])
     with warnings_as_notes():
         index = NeighborIndex(
             vectors, method=method, nlist=nlist, nprobe=nprobe, threads=threads, seed=seed
@@ -324,6 +341,10 @@ def retrieval_report(
     from cfcore.retrieval import retrieval_report as report_fn
     from cfcore.vectors import ItemVectors
 
+    check_outputs(
+        [output, json_path],
+        [neighbors_file, owners, candidates, genres, *input_paths(interactions, data_dir=data_dir)],
+    )
     inter = load_input(interactions, fmt, data_dir, min_rating)
     labels = None
     if genres is not None:

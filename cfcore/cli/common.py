@@ -1,4 +1,9 @@
-"""Pieces shared by the ``cfcore`` subcommands: error handling, common options, inputs."""
+"""Pieces shared by the ``cfcore`` subcommands: error handling, common options, inputs, outputs.
+
+Every command that writes calls :func:`cfcore.io.check_outputs` first, with every file it will
+write (side files included) and every file it reads (:func:`input_paths` resolves dataset
+names), so that a bad ``-o`` fails before the work and no input is ever overwritten.
+"""
 
 from __future__ import annotations
 
@@ -158,6 +163,41 @@ def columns_option(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def force_option(f: F) -> F:
+    """``--force``: replace existing side files that collabfeat did not write."""
+    return click.option(
+        "--force",
+        is_flag=True,
+        help="Replace an existing file in a side file's place even when collabfeat did not "
+        "write it (inputs are never overwritten).",
+    )(f)
+
+
+def input_paths(
+    *sources: str | os.PathLike[str] | None, data_dir: Path | None = None
+) -> list[Path]:
+    """The files that INPUT arguments read, for :func:`cfcore.io.check_outputs`.
+
+    A path is itself; a dataset name (``ml-100k``) that is not a path is its ratings file in
+    the data directory; anything else (``None``, a list of ids ``"1,2"``) reads no file.
+    """
+    from cfcore.datasets import DATASETS, dataset_path
+    from cfcore.errors import DatasetNotFoundError
+
+    out: list[Path] = []
+    for source in sources:
+        if source is None:
+            continue
+        if os.path.exists(source):
+            out.append(Path(source))
+        elif str(source) in DATASETS:
+            try:
+                out.append(dataset_path(str(source), data_dir) / DATASETS[str(source)].marker)
+            except DatasetNotFoundError:
+                pass  # the command itself will say so
+    return out
+
+
 def load_input(
     source: str,
     fmt: str = "auto",
@@ -168,18 +208,27 @@ def load_input(
     """Read INPUT: a path, or the name of a dataset in the data directory.
 
     ``read_options`` (``sep``, ``header``, ``user_col``, ``item_col``, ``rating_col``) go to
-    :func:`cfcore.readers.read_interactions`; they do not apply to a dataset name.
+    :func:`cfcore.readers.read_interactions`; they do not apply to a dataset name. Repeated
+    (user, item) rows are counted once, with a ``note:`` on standard error saying how many.
     """
     from cfcore.datasets import DATASETS, load_movielens
     from cfcore.readers import read_interactions
 
     if not os.path.exists(source):
-        if source in DATASETS:
-            return load_movielens(source, data_dir, min_rating=min_rating)
-        raise InputError(
-            f"{source}: no such file (INPUT is a file or a dataset name: {', '.join(DATASETS)})"
+        if source not in DATASETS:
+            raise InputError(
+                f"{source}: no such file (INPUT is a file or a dataset name: {', '.join(DATASETS)})"
+            )
+        inter = load_movielens(source, data_dir, min_rating=min_rating)
+    else:
+        inter = read_interactions(source, fmt, min_rating=min_rating, **read_options)
+    if inter.n_duplicates:
+        n = inter.n_duplicates
+        click.echo(
+            f"note: {source}: {n} duplicate (user, item) row{'s' if n > 1 else ''} counted once",
+            err=True,
         )
-    return read_interactions(source, fmt, min_rating=min_rating, **read_options)
+    return inter
 
 
 def read_table(path: Path, what: str) -> list[list[str]]:

@@ -23,6 +23,7 @@ from cfcore.cli.common import (
     columns_option,
     data_dir_option,
     format_option,
+    input_paths,
     load_input,
     min_rating_option,
     negatives_options,
@@ -33,6 +34,7 @@ from cfcore.cli.common import (
 from cfcore.cli.spark import backend_options
 from cfcore.errors import DivergenceError, InputError
 from cfcore.ids import MIN_OVERLAP, id_positions
+from cfcore.io import check_outputs
 
 LOSSES = ("squared", "bpr", "warp", "logistic")
 
@@ -41,15 +43,6 @@ CLI_NAMES = {"learning_rate": "--lr", "regularization": "--reg"}
 
 
 # ---------------------------------------------------------------------------- helpers
-def _check_output(path: Path) -> Path:
-    """Refuse an output path that cannot become a file (before any work is done)."""
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; -o/--output needs a file name")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise InputError(f"{path.parent}: is not a directory")
-    return path
-
-
 min_overlap_option = click.option(
     "--min-overlap",
     type=click.FloatRange(min=0, max=1),
@@ -125,6 +118,15 @@ output_option = click.option(
     "Item weight w(p_i) from its popularity p_i: log(1+p) (Fang's 'in practice'), "
     "p (eq. 1-2) or 1.",
 )
+@click.option(
+    "--output-format",
+    type=click.Choice(["auto", "npz", "csv"]),
+    default="auto",
+    show_default=True,
+    help="npz: the negatives artifact; csv: user_id,item_id rows of raw ids; auto: csv "
+    "when OUTPUT ends in .csv, else npz (--backend spark: auto only, see below). "
+    "--format is INPUT's format.",
+)
 @seed_option
 @threads_option
 @backend_options
@@ -137,6 +139,7 @@ def sample_negatives_cmd(
     output: Path,
     neg_ratio: float,
     neg_weighting: str,
+    output_format: str,
     seed: int,
     threads: int,
     backend: str,
@@ -157,18 +160,28 @@ def sample_negatives_cmd(
     Examples:
       cfcore sample-negatives ml-100k -o negatives.npz
       cfcore sample-negatives u.data -o neg.npz --neg-ratio 1 --neg-weighting uniform --seed 3
+      cfcore sample-negatives views.csv -o negatives.csv     # user_id,item_id raw ids
       cfcore sample-negatives views.parquet -o neg.parquet --backend spark --master local[4]
 
-    The output is an .npz of kind "negatives" (CSR arrays indptr/indices over the
-    rows and columns of INPUT as read, ids in sorted order);
-    cfcore.sampling.NegativeSample.load reads it back. With --backend spark the
-    sampler runs per partition of users on Spark and draws the same negatives; an
-    output not named *.npz is then a Parquet dataset of raw (user, item) ids.
+    The .npz output is of kind "negatives": CSR arrays indptr/indices over the rows
+    and columns of INPUT as read, with their raw user_ids/item_ids;
+    cfcore.sampling.NegativeSample.load reads it back. The CSV output
+    (--output-format csv, or an OUTPUT ending in .csv) has one user_id,item_id row
+    per negative, in raw ids; any cfcore command reads it as an interaction file.
+    With --backend spark the sampler runs per partition of users on Spark and draws
+    the same negatives; an OUTPUT not named *.npz is then a Parquet dataset of raw
+    (user, item) ids.
     """
     from cfcore.sampling import NegativeShortfallWarning, sample_negatives
 
-    _check_output(output)
+    check_outputs([output], input_paths(source, data_dir=data_dir))
+    as_csv = output_format == "csv" or (output_format == "auto" and output.suffix.lower() == ".csv")
     if backend == "spark":
+        if output_format != "auto":
+            raise click.UsageError(
+                "--output-format applies to --backend local; with --backend spark the "
+                "output is an .npz when named *.npz, else a Parquet dataset"
+            )
         from cfcore.cli.spark import sample_negatives_on_spark
 
         read = dict(fmt=fmt, data_dir=data_dir, min_rating=min_rating, read_options=read_options)
@@ -177,13 +190,14 @@ def sample_negatives_cmd(
         )
     inter = load_input(source, fmt, data_dir, min_rating, **read_options)
     with warnings_as_notes(NegativeShortfallWarning):  # the shortfall is reported below
-        neg = sample_negatives(
-            inter.user_items, neg_ratio, neg_weighting, seed=seed, threads=threads
-        )
+        neg = sample_negatives(inter, neg_ratio, neg_weighting, seed=seed, threads=threads)
     neg.meta.update(
         {"source": str(source), "min_rating": min_rating, "n_positives": int(inter.nnz)}
     )
-    neg.save(output)
+    if as_csv:
+        neg.to_csv(output)
+    else:
+        neg.save(output)
     click.echo(
         f"{neg.nnz} negatives for {inter.n_users} users × {inter.n_items} items "
         f"({neg_weighting}, neg-ratio {neg_ratio:g}, seed {seed}) → {output}"
@@ -364,7 +378,7 @@ def factorize(
     from cfcore.factorize import Factorizer
     from cfcore.splits import holdout_split
 
-    _check_output(output)
+    check_outputs([output], input_paths(source, data_dir=data_dir))
     if blocks is not None and backend != "spark":
         raise click.UsageError("--blocks applies to --backend spark only")
     if backend == "spark" and validation is not None:
@@ -638,8 +652,7 @@ def recommend(
     """
     from cfcore.model import load_model
 
-    if output is not None:
-        _check_output(output)
+    check_outputs([output], input_paths(model_path, source, data_dir=data_dir))
     model = load_model(model_path)
     _check_k(k, model.n_items, "number of items in the model")
     inter = load_input(source, fmt, data_dir, min_rating, **read_options)
@@ -743,8 +756,7 @@ def similar(
     """
     from cfcore.model import load_model
 
-    if output is not None:
-        _check_output(output)
+    check_outputs([output], [model_path])
     model = load_model(model_path)
     _check_k(k, model.n_items, "number of items in the model")
     rows = id_positions(model.item_ids_, list(item_ids))

@@ -169,6 +169,7 @@ def collect_negatives(
     wanted[positives.column(USER).to_numpy()] = np.floor(
         ratio * positives.column("count").to_numpy() + 0.5
     ).astype(np.int64)
+    user_ids, item_ids = data.raw_ids()
     return NegativeSample(
         indptr=indptr,
         indices=items[order].astype(np.int32),
@@ -179,4 +180,6 @@ def collect_negatives(
         ratio=float(ratio),
         seed=int(seed),
         epoch=int(epoch),
+        user_ids=user_ids,  # self-describing, as the one-machine sampler's
+        item_ids=item_ids,
     )
