@@ -51,6 +51,14 @@ class FactorTables:
     item_factors: np.ndarray
     item_bias: np.ndarray | None = None
 
+    def copy(self) -> FactorTables:
+        """A snapshot that later training steps do not change."""
+        return FactorTables(
+            self.user_factors.copy(),
+            self.item_factors.copy(),
+            None if self.item_bias is None else self.item_bias.copy(),
+        )
+
 
 #: ``callback(epoch, tables)`` after epoch ``epoch`` (1-based); time spent in it is not counted.
 EpochCallback = Callable[[int, Callable[[], FactorTables]], None]
@@ -89,7 +97,7 @@ class Method:
     package : str
         What to install when it is missing.
     family : str
-        Loss family: ``squared``, ``bpr``, ``warp``, ``logistic``, ``als``.
+        Loss family: ``squared``, ``bpr``, ``warp``, ``logistic``, ``als``, ``baseline``.
     counting : str
         How an update is counted (see the module docstring).
     fit : callable
@@ -108,7 +116,7 @@ class Method:
 
     @property
     def sgd(self) -> bool:
-        return self.family != "als"
+        return self.family not in ("als", "baseline")
 
 
 def missing_reason(method: Method) -> str | None:
@@ -397,6 +405,22 @@ def _cornac_bpr(task: FitTask) -> FitResult:
     )
 
 
+# ---------------------------------------------------------------------- baseline
+def _popularity(task: FitTask) -> FitResult:
+    """Every user gets the items ranked by their number of training users
+    (:func:`cfcore.metrics.popularity_scorer`'s ranking, as factor tables: zero factors and
+    the counts as item biases)."""
+    t0 = time.perf_counter()
+    n_users, n_items = task.train.shape
+    counts = np.bincount(task.train.indices, minlength=n_items).astype(np.float32)
+    seconds = time.perf_counter() - t0
+    zeros = np.zeros((n_users, 1), np.float32)
+    tables = FactorTables(zeros, np.zeros((n_items, 1), np.float32), counts)
+    if task.callback is not None:
+        task.callback(1, lambda: tables)
+    return FitResult(tables, seconds, 1, None)
+
+
 # ---------------------------------------------------------------------- registry
 _CF = "collabfeat"
 METHODS: dict[str, Method] = {
@@ -469,6 +493,14 @@ METHODS: dict[str, Method] = {
             _implicit_bpr,
         ),
         Method("implicit-als", "implicit", "implicit", "als", "not SGD: epochs/s", _implicit_als),
+        Method(
+            "popularity",
+            "numpy",
+            "numpy",
+            "baseline",
+            "no training: items ranked by training users",
+            _popularity,
+        ),
         Method(
             "lightfm-warp",
             "lightfm",

@@ -32,7 +32,14 @@ from bench.methods import METHODS, missing_reason
 from cfcore.io import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PUBLISHED = Path(__file__).resolve().parent / "RESULTS.md"
+_HERE = Path(__file__).resolve().parent
+#: Where a suite's report is published: time to quality is the headline (``RESULTS.md``), the
+#: throughput suites have their own page.
+PUBLISHED = {
+    "quality": _HERE / "RESULTS.md",
+    "quick": _HERE / "THROUGHPUT.md",
+    "full": _HERE / "THROUGHPUT.md",
+}
 DEFAULT_TIMEOUT = 900
 
 
@@ -94,7 +101,8 @@ def _summary(rec: dict[str, Any]) -> str:
         )
         return (
             f"{rec['seconds_per_epoch']:.3f} s/epoch  {rate}  AUC {rec.get('auc', float('nan')):.4f}"
-            f"  P@10 {rec.get('precision@10', float('nan')):.4f}  peak {rec['peak_rss_mb']:.0f} MiB"
+            f"  P@10 {rec.get('precision@10', float('nan')):.4f}"
+            f"  NDCG@10 {rec.get('ndcg@10', float('nan')):.4f}  peak {rec['peak_rss_mb']:.0f} MiB"
         )
     if kind == "prepare":
         m = rec["dataset_meta"]
@@ -229,7 +237,7 @@ def run_suite(
     Parameters
     ----------
     suite : str
-        ``quick``, ``full`` or ``tiny``.
+        ``quick``, ``full``, ``quality`` or ``tiny``.
     out_dir : Path, optional
         Run directory (default ``bench/results/<suite>-<timestamp>``).
     threads : list of int, optional
@@ -240,8 +248,9 @@ def run_suite(
         Run the suite's per-dataset block on these datasets instead of its standard list
         (see :func:`bench.suites.jobs`).
     publish : bool, optional
-        Also copy the Markdown report to ``bench/RESULTS.md`` (default: for ``quick`` and
-        ``full`` runs into the default directory).
+        Also copy the Markdown report to the suite's page, :data:`PUBLISHED` (default: for
+        runs of those suites into the default directory): ``bench/RESULTS.md`` for
+        ``quality``, ``bench/THROUGHPUT.md`` for ``quick`` and ``full``.
     timeout : int, optional
         Seconds per job (default: the job's own, else 900).
     resume : bool
@@ -275,15 +284,16 @@ def run_suite(
     command = command or f"python -m bench run {suite}"
     elapsed = time.perf_counter() - t0
     write_report(records, out_dir, suite=suite, command=command, elapsed=elapsed)
-    if publish if publish is not None else (default_out and suite in ("quick", "full")):
+    page = PUBLISHED.get(suite)
+    if page is not None and (publish if publish is not None else default_out):
         md = render(records, suite=suite, command=command, elapsed=elapsed)
         where = out_dir.resolve()
         try:
-            where = where.relative_to(PUBLISHED.parent.parent)
+            where = where.relative_to(_HERE.parent)
         except ValueError:
             pass
         md += f"\nPlots and per-job JSON records of this run: `{where}/` (not committed).\n"
-        atomic_write_text(PUBLISHED, md)
-        log(f"published {PUBLISHED}")
+        atomic_write_text(page, md)
+        log(f"published {page}")
     log(f"done in {time.perf_counter() - t0:.0f} s: {out_dir / 'RESULTS.md'}")
     return out_dir, records

@@ -7,6 +7,10 @@
   ML-1M shape and on ml-100k; size scaling 1 M → 4 M → 16 M; sampler and k-means lines.
 - ``full`` (``make bench-full``): every method everywhere it is affordable, threads
   1, 2, 4, … up to all cores, sizes 1 M → 100 M (as far as memory allows), ml-latest-small.
+- ``quality`` (``make bench-quality``; ~10 minutes on 2 cores): time to quality, the headline —
+  every method's held-out NDCG@10, P@10 and AUC after every epoch, with the wall time to get
+  there, on ml-100k, ml-latest-small and planted low-rank data of MovieLens-1M's shape and of
+  16 M interactions, at the largest thread count; implicit ALS and popularity in every one.
 - ``tiny`` (the tests): seconds, to check the harness end to end.
 
 ``threads`` may be overridden (``--threads 1,2,4``); the largest value is the "max threads"
@@ -19,7 +23,7 @@ from typing import Any
 
 from bench.system import cpu_count
 
-SUITES = ("quick", "full", "tiny")
+SUITES = ("quick", "full", "quality", "tiny")
 
 CF_TARGETS = (
     "collabfeat-squared",
@@ -39,11 +43,49 @@ OTHERS = (
 )
 LARGE = ("collabfeat-squared", "libmf-squared", "collabfeat-bpr", "implicit-bpr")
 
+#: The quality suite's methods: every collabfeat loss at its library defaults, the peers users
+#: pick for top-k, and the popularity floor.
+QUALITY = (
+    "popularity",
+    "implicit-als",
+    "collabfeat-squared",
+    "collabfeat-logistic",
+    "collabfeat-bpr",
+    "collabfeat-warp",
+    "lightfm-warp",
+    "libmf-squared",
+    "implicit-bpr",
+)
+QUALITY_DATASETS = ("ml-100k", "ml-latest-small", "lowrank-ml1m", "lowrank-16m")
+
+
+def quality_epochs(method: str, dataset: str) -> tuple[int, tuple[int, ...]]:
+    """``(epochs, checkpoint epochs)`` of ``method`` in the quality suite: ALS its library's 15
+    iterations, every SGD method enough epochs to level off (fewer on the 16 M data, where
+    LightFM takes half a minute per epoch); curves at every epoch, except for the peers
+    without a per-epoch hook, which are refit for each checkpoint."""
+    big = dataset.endswith("16m")
+    if method == "popularity":
+        return 1, (1,)
+    if method == "implicit-als":
+        epochs = 15
+    elif method == "lightfm-warp":
+        epochs = 3 if big else 20
+    else:
+        epochs = 10 if big else 30
+    if method.startswith(("libmf", "cornac")):
+        curve = tuple(e for e in (1, 2, 4, 8, 16) if e < epochs) + (epochs,)
+    else:
+        curve = tuple(range(1, epochs + 1))
+    return epochs, curve
+
 
 def default_threads(suite: str) -> list[int]:
     cores = cpu_count()
     if suite == "tiny":
         return [1]
+    if suite == "quality":
+        return [min(2, cores)]  # the comparison users care about: a laptop's two threads
     if suite == "quick":
         return sorted({1, min(2, cores)})
     out, t = [], 1
@@ -94,6 +136,16 @@ def jobs(
     T = sorted(set(threads or default_threads(suite)))
     top = T[-1]
     out: list[dict[str, Any]] = []
+    if suite == "quality":
+        for d in datasets or QUALITY_DATASETS:
+            out.append({"kind": "prepare", "dataset": d, "timeout": 1800})
+            big = d.endswith("16m")
+            for m in QUALITY:
+                epochs, curve = quality_epochs(m, d)
+                out.append(
+                    _fit(d, m, top, epochs, "quality", curve=curve, eval_users=500 if big else 1500)
+                )
+        return out
     if suite == "tiny":
         out.append(
             {
@@ -109,6 +161,11 @@ def jobs(
             for m in ("collabfeat-squared", "libmf-squared"):
                 out.append(_fit(d, m, top, 3, "throughput", curve=(1, 3), eval_users=300))
             out.append({"kind": "sampler", "dataset": d, "threads": top})
+        out.append({"kind": "prepare", "dataset": "lowrank-40k"})
+        for m in ("popularity", "collabfeat-warp", "implicit-als"):
+            epochs = 1 if m == "popularity" else 3
+            curve = tuple(range(1, epochs + 1))
+            out.append(_fit("lowrank-40k", m, top, epochs, "quality", curve=curve, eval_users=300))
         out.append({"kind": "kmeans", "threads": top, "n": 4000, "d": 16, "k": 40, "niter": 5})
         return out
 

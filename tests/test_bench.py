@@ -11,7 +11,7 @@ import pytest
 from bench import runner
 from bench.methods import METHODS, Method, missing_reason
 from bench.report import render
-from bench.synthetic import SyntheticSpec, parse_count, power_law_interactions, spec_for
+from bench.synthetic import LOW_RANK, SyntheticSpec, parse_count, power_law_interactions, spec_for
 from cfcore.errors import InputError
 
 SPEC = SyntheticSpec(n_users=3000, n_items=1500, nnz=90_000, topics=16, seed=3)
@@ -65,11 +65,40 @@ def test_generator_plants_topics_a_model_can_learn(generated):
     assert in_topic.mean() > 0.7
 
 
+def test_low_rank_generator_plants_preferences_a_ranking_can_recover():
+    from cfcore.metrics import popularity_scorer, top_k_metrics
+    from cfcore.splits import holdout_split
+
+    spec = SyntheticSpec(n_users=3000, n_items=1500, nnz=90_000, seed=3, **LOW_RANK)
+    inter, membership, mixture = power_law_interactions(spec, return_latent=True)
+    assert inter.nnz == 90_000 and inter.user_activity().min() >= spec.min_per_user
+    assert membership.shape == (1500, 32) and mixture.shape == (3000, 32)
+    np.testing.assert_allclose(mixture.sum(1), 1.0)
+    train, test = holdout_split(inter, 0.2, seed=0)
+    # the planted preference Σ_k θ_uk φ_k(i), φ_k ∝ popularity × membership, ranks held-out
+    # items far better than popularity does: there is structure to rank by
+    pop = np.asarray(train.user_items.sum(0)).ravel()
+    phi = membership.T * pop
+    phi /= phi.sum(1, keepdims=True)
+
+    def ndcg(scorer):
+        return top_k_metrics(scorer, test.user_items, 10, exclude=train.user_items)["ndcg@10"]
+
+    planted = ndcg(lambda rows: (mixture[rows] @ phi).astype(np.float32))
+    popular = ndcg(popularity_scorer(train.user_items))
+    assert planted > 3 * popular > 0.1  # measured: 0.211 vs 0.060
+
+
 def test_named_shapes_and_sizes():
     ml1m = spec_for("synth-ml1m")
     assert (ml1m.n_users, ml1m.n_items, ml1m.nnz) == (6040, 3706, 1_000_209)
     big = spec_for("synth-16m")
     assert (big.n_users, big.n_items, big.nnz) == (200_000, 100_000, 16_000_000)
+    low = spec_for("lowrank-16m")
+    assert (low.n_users, low.n_items, low.structure) == (200_000, 100_000, "low-rank")
+    assert spec_for("lowrank-ml1m").n_items == 3706 and spec_for("synth-ml1m").structure == "topics"
+    with pytest.raises(InputError, match="synthetic"):
+        spec_for("lowrank-")
     assert parse_count("250k") == 250_000 and parse_count("100m") == 100_000_000
     with pytest.raises(InputError, match="size"):
         parse_count("lots")
@@ -156,18 +185,21 @@ def test_jobs_that_would_not_fit_in_memory_are_skipped(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
-    published = runner.PUBLISHED.read_bytes() if runner.PUBLISHED.exists() else None
+    pages = set(runner.PUBLISHED.values())
+    published = {p: p.read_bytes() if p.exists() else None for p in pages}
     out, records = runner.run_suite("tiny", out_dir=tmp_path / "run", log=lambda s: None)
-    # the committed table is only replaced by quick/full runs into the default directory
-    assert (runner.PUBLISHED.read_bytes() if runner.PUBLISHED.exists() else None) == published
+    # the committed tables are only replaced by quality/quick/full runs into the default directory
+    assert {p: p.read_bytes() if p.exists() else None for p in pages} == published
     for r in records:  # a peer that is not installed is skipped, everything else runs
         assert r["status"] == "ok" or "not installed" in r.get("reason", ""), r.get("reason")
     ran = {r["method"] for r in records if r["kind"] == "fit" and r["status"] == "ok"}
     assert json.loads((out / "results.json").read_text()) == records
     assert len(list((out / "records").glob("*.json"))) == len(records)
     fits = [r for r in records if r["kind"] == "fit" and r["status"] == "ok"]
-    assert "collabfeat-squared" in ran
+    assert "collabfeat-squared" in ran and "popularity" in ran
     for r in fits:
+        assert 0 <= r["ndcg@10"] <= 1 and r["fit_seconds"] >= 0
+    for r in (r for r in fits if r["updates_per_s"] is not None):
         for key in (
             "dataset",
             "threads",
@@ -188,7 +220,14 @@ def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
     assert ceiling["bandwidth_gbs"] > 0 and ceiling["cache_updates_per_s"] > 0
     sampler = next(r for r in records if r["kind"] == "sampler")
     assert sampler["samples_per_s"] > 0
+    # time to quality: a curve point per epoch, timed by the fit it scores
+    warp = next(r for r in fits if r["method"] == "collabfeat-warp")
+    assert [p["epoch"] for p in warp["curve"]] == [1, 2, 3]
+    seconds = [p["seconds"] for p in warp["curve"]]
+    assert 0 < seconds[0] < seconds[1] < seconds[2] == warp["fit_seconds"]
     md = (out / "RESULTS.md").read_text()
+    assert md.index("## Time to quality") < md.index("## Targets")
+    assert "| method | s to 95% |" in md and "lowrank-40k" in md
     assert "| method | threads |" in md and "collabfeat-squared" in md
     if "libmf-squared" in ran:
         assert "libmf-squared" in md and "×" in md  # the same-run ratio column is filled
