@@ -104,6 +104,11 @@ class Method:
         ``fit(task) -> FitResult``.
     callbacks : bool
         Whether per-epoch callbacks are supported (else quality curves refit).
+    warmup : bool
+        Whether a tiny untimed fit precedes the timed one (JIT compilation, thread pools).
+        Off for libmf: compiled ahead of time, it starts its threads in every fit anyway,
+        and its block scheduler can hang on a problem as tiny as the warm-up's (seen once
+        in a 60 × 40 fit on 2 threads, every thread waiting in ``Scheduler::put_job``).
     """
 
     name: str
@@ -113,6 +118,7 @@ class Method:
     counting: str
     fit: Callable[[FitTask], FitResult]
     callbacks: bool = True
+    warmup: bool = True
 
     @property
     def sgd(self) -> bool:
@@ -474,6 +480,7 @@ METHODS: dict[str, Method] = {
             "positives + sampled negatives per iteration",
             _libmf(0, True),
             callbacks=False,
+            warmup=False,
         ),
         Method(
             "libmf-bpr-row",
@@ -483,6 +490,7 @@ METHODS: dict[str, Method] = {
             "positives per iteration (fun=10)",
             _libmf(10, False),
             callbacks=False,
+            warmup=False,
         ),
         Method(
             "implicit-bpr",

@@ -74,7 +74,8 @@ def quality_epochs(method: str, dataset: str) -> tuple[int, tuple[int, ...]]:
     else:
         epochs = 10 if big else 30
     if method.startswith(("libmf", "cornac")):
-        curve = tuple(e for e in (1, 2, 4, 8, 16) if e < epochs) + (epochs,)
+        refits = (2, 5) if big else (1, 2, 4, 8, 16)
+        curve = tuple(e for e in refits if e < epochs) + (epochs,)
     else:
         curve = tuple(range(1, epochs + 1))
     return epochs, curve

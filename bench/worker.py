@@ -41,7 +41,10 @@ def _evaluate(
 
 
 def _warmup(method_name: str, threads: int) -> None:
-    """One tiny fit so JIT compilation and thread-pool start-up are not timed."""
+    """One tiny fit so JIT compilation and thread-pool start-up are not timed (for the methods
+    that need one, :attr:`bench.methods.Method.warmup`)."""
+    if not METHODS[method_name].warmup:
+        return
     rng = np.random.default_rng(0)
     tiny = sp.random(60, 40, density=0.2, format="csr", random_state=rng, dtype=np.float32)
     tiny.data[:] = 1
