@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
-        "run", help="run a suite: quality (make bench-quality), quick (make bench), full, tiny"
+        "run",
+        help="run a suite: quality (make bench-quality), quick (make bench), full, vision, tiny",
     )
     p.add_argument("suite", choices=suites.SUITES)
     p.add_argument("--out", type=Path, default=None, help="run directory")

@@ -32,22 +32,27 @@ from bench.methods import METHODS, missing_reason
 from cfcore.io import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-_HERE = Path(__file__).resolve().parent
-#: Where a suite's report is published: time to quality is the headline (``RESULTS.md``), the
-#: throughput suites have their own page.
-PUBLISHED = {
-    "quality": _HERE / "RESULTS.md",
-    "quick": _HERE / "THROUGHPUT.md",
-    "full": _HERE / "THROUGHPUT.md",
-}
+PUBLISHED = Path(__file__).resolve().parent / "RESULTS.md"
+#: ``RESULTS.md`` is one page of blocks, one per kind of run, in this order — time to quality
+#: leads; a published run rewrites only its own block (suite → block).
+BLOCK_OF = {"quality": "quality", "quick": "throughput", "full": "throughput", "vision": "vision"}
+BLOCK_ORDER = ("quality", "throughput", "vision")
+PAGE_HEAD = (
+    "# collabfeat benchmarks\n\n"
+    "One block per kind of run, each rewritten only by its own suite (`python -m bench run "
+    "quality` — time to quality, the headline; `quick` or `full` — throughput; `vision` — the "
+    "vision pipeline), and each saying when, where and how it ran."
+)
 DEFAULT_TIMEOUT = 900
 
 
 def _slug(job: dict[str, Any]) -> str:
     parts = [job["kind"]]
-    for key in ("method", "dataset"):
+    for key in ("method", "dataset", "arch", "image_size", "device"):
         if key in job:
             parts.append(str(job[key]))
+    if job.get("workers") is not None:
+        parts.append(f"w{job['workers']}")
     if "threads" in job:
         parts.append(f"t{job['threads']}")
     return "-".join(parts).replace("/", "_").replace(":", "_")
@@ -56,7 +61,7 @@ def _slug(job: dict[str, Any]) -> str:
 def _env(job: dict[str, Any]) -> dict[str, str]:
     env = dict(os.environ)
     t = job.get("threads")
-    if job["kind"] in ("fit", "sampler", "kmeans") and t:
+    if job["kind"] in ("fit", "sampler", "kmeans", "vision") and t:
         for var in (
             "OMP_NUM_THREADS",
             "OPENBLAS_NUM_THREADS",
@@ -69,10 +74,20 @@ def _env(job: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def skip_reason(job: dict[str, Any], failed_datasets: set[str]) -> str | None:
     """Why ``job`` will not be started (a missing peer, memory, a failed dataset), or None."""
     if job.get("dataset") in failed_datasets and job["kind"] != "prepare":
         return f"dataset {job['dataset']} is unavailable (see its prepare record)"
+    if job["kind"] == "vision" and job.get("device") == "cuda" and not _cuda_available():
+        return "no CUDA device on this machine"
     if job["kind"] == "fit":
         method = METHODS.get(job["method"])
         if method is None:
@@ -111,6 +126,11 @@ def _summary(rec: dict[str, Any]) -> str:
         return f"{rec['samples_per_s'] / 1e6:.2f} M samples/s"
     if kind == "kmeans":
         return f"{rec['seconds']:.2f} s ({rec['via']})"
+    if kind == "vision":
+        return (
+            f"{rec['train_images_per_s']:.0f} img/s of {rec['ceiling_images_per_s']:.0f} "
+            f"(ceiling) = {100 * rec['fraction']:.0f}%"
+        )
     if kind == "ceiling":
         return "; ".join(
             f"t={r['threads']}: {r['bandwidth_gbs']:.1f} GB/s, cache {r['cache_updates_per_s'] / 1e6:.1f}"
@@ -121,7 +141,19 @@ def _summary(rec: dict[str, Any]) -> str:
 
 
 #: Job fields that must match for a finished record to stand in for the job on ``resume``.
-_JOB_KEYS = ("id", "kind", "method", "dataset", "threads", "epochs", "factors")
+_JOB_KEYS = (
+    "id",
+    "kind",
+    "method",
+    "dataset",
+    "threads",
+    "epochs",
+    "factors",
+    "arch",
+    "image_size",
+    "device",
+    "workers",
+)
 
 
 def _finished(rec_path: Path, job: dict[str, Any]) -> dict[str, Any] | None:
@@ -220,6 +252,30 @@ def _run_one(job: dict[str, Any], out_dir: Path, rec_path: Path, timeout: int) -
     return json.loads(rec_path.read_text())
 
 
+def block_markers(block: str) -> tuple[str, str]:
+    """The comments that delimit ``block`` in ``RESULTS.md``."""
+    return f"<!-- {block} block: begin -->", f"<!-- {block} block: end -->"
+
+
+def publish_report(md: str, suite: str, path: Path = PUBLISHED) -> None:
+    """Write a run's report into its block of ``path`` (headings one level down, under the
+    page's title), keeping the other blocks as they are, in :data:`BLOCK_ORDER`."""
+    old = path.read_text() if path.exists() else ""
+    blocks: dict[str, str] = {}
+    for block in BLOCK_ORDER:
+        begin, end = block_markers(block)
+        if begin in old and end in old:
+            blocks[block] = old[old.index(begin) : old.index(end) + len(end)]
+    if suite not in BLOCK_OF:
+        raise ValueError(f"suite {suite!r} has no block in {path.name}; publish {tuple(BLOCK_OF)}")
+    block = BLOCK_OF[suite]
+    begin, end = block_markers(block)
+    demoted = "\n".join("#" + ln if ln.startswith("#") else ln for ln in md.strip().splitlines())
+    blocks[block] = f"{begin}\n{demoted}\n{end}"
+    body = "\n\n".join(blocks[b] for b in BLOCK_ORDER if b in blocks)
+    atomic_write_text(path, f"{PAGE_HEAD}\n\n{body}\n")
+
+
 def run_suite(
     suite: str,
     out_dir: Path | None = None,
@@ -237,7 +293,7 @@ def run_suite(
     Parameters
     ----------
     suite : str
-        ``quick``, ``full``, ``quality`` or ``tiny``.
+        ``quick``, ``full``, ``quality``, ``vision`` or ``tiny``.
     out_dir : Path, optional
         Run directory (default ``bench/results/<suite>-<timestamp>``).
     threads : list of int, optional
@@ -248,9 +304,9 @@ def run_suite(
         Run the suite's per-dataset block on these datasets instead of its standard list
         (see :func:`bench.suites.jobs`).
     publish : bool, optional
-        Also copy the Markdown report to the suite's page, :data:`PUBLISHED` (default: for
-        runs of those suites into the default directory): ``bench/RESULTS.md`` for
-        ``quality``, ``bench/THROUGHPUT.md`` for ``quick`` and ``full``.
+        Also write the Markdown report into the suite's block of ``bench/RESULTS.md``
+        (default: for ``quality``, ``quick``, ``full`` and ``vision`` runs into the default
+        directory; see :func:`publish_report`).
     timeout : int, optional
         Seconds per job (default: the job's own, else 900).
     resume : bool
@@ -284,16 +340,15 @@ def run_suite(
     command = command or f"python -m bench run {suite}"
     elapsed = time.perf_counter() - t0
     write_report(records, out_dir, suite=suite, command=command, elapsed=elapsed)
-    page = PUBLISHED.get(suite)
-    if page is not None and (publish if publish is not None else default_out):
+    if publish if publish is not None else (default_out and suite in BLOCK_OF):
         md = render(records, suite=suite, command=command, elapsed=elapsed)
         where = out_dir.resolve()
         try:
-            where = where.relative_to(_HERE.parent)
+            where = where.relative_to(PUBLISHED.parent.parent)
         except ValueError:
             pass
         md += f"\nPlots and per-job JSON records of this run: `{where}/` (not committed).\n"
-        atomic_write_text(page, md)
-        log(f"published {page}")
+        publish_report(md, suite)
+        log(f"published {PUBLISHED}")
     log(f"done in {time.perf_counter() - t0:.0f} s: {out_dir / 'RESULTS.md'}")
     return out_dir, records

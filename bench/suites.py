@@ -11,6 +11,10 @@
   every method's held-out NDCG@10, P@10 and AUC after every epoch, with the wall time to get
   there, on ml-100k, ml-latest-small and planted low-rank data of MovieLens-1M's shape and of
   16 M interactions, at the largest thread count; implicit ALS and popularity in every one.
+- ``vision``: ``cfvision train`` images/s next to the model's ceiling (the same model,
+  optimizer and batch size on random tensors already in memory) per backbone — the small CNN
+  at 64 px, resnet18 at 112 and 224 px — on the CPU (at max threads, plus the small CNN's
+  DataLoader workers × threads grid) and, when a CUDA device is present, on the GPU.
 - ``tiny`` (the tests): seconds, to check the harness end to end.
 
 ``threads`` may be overridden (``--threads 1,2,4``); the largest value is the "max threads"
@@ -23,7 +27,7 @@ from typing import Any
 
 from bench.system import cpu_count
 
-SUITES = ("quick", "full", "quality", "tiny")
+SUITES = ("quick", "full", "quality", "vision", "tiny")
 
 CF_TARGETS = (
     "collabfeat-squared",
@@ -86,7 +90,9 @@ def default_threads(suite: str) -> list[int]:
     if suite == "tiny":
         return [1]
     if suite == "quality":
-        return [min(2, cores)]  # the comparison users care about: a laptop's two threads
+        return [min(2, cores)]  # the issue's comparison: two threads
+    if suite == "vision":
+        return sorted({1, cores})
     if suite == "quick":
         return sorted({1, min(2, cores)})
     out, t = [], 1
@@ -147,6 +153,8 @@ def jobs(
                     _fit(d, m, top, epochs, "quality", curve=curve, eval_users=500 if big else 1500)
                 )
         return out
+    if suite == "vision":
+        return vision_jobs(T)
     if suite == "tiny":
         out.append(
             {
@@ -255,4 +263,42 @@ def jobs(
     for t in T if full else [top]:
         out.append({"kind": "kmeans", "threads": t})
     out.append(dict(out[0]))  # the ceiling again at the end; the report keeps the better one
+    return out
+
+
+#: (arch, crop, CPU batch, CPU items, CPU epochs): CPU sizes keep each job within ~1 minute
+#: on 2 cores; the GPU runs every config on all 1,661 posters, batch 256.
+VISION_CONFIGS = (
+    ("small", 64, 64, 1661, 3),
+    ("resnet18", 112, 64, 512, 3),
+    ("resnet18", 224, 32, 128, 3),
+)
+
+
+def _vision(arch, size, device, threads, batch, items, epochs, workers=None, purpose="table"):
+    return {
+        "kind": "vision",
+        "arch": arch,
+        "image_size": size,
+        "device": device,
+        "threads": threads,
+        "batch_size": batch,
+        "items": items,
+        "epochs": epochs,
+        "workers": workers,
+        "purpose": purpose,
+        "timeout": 1200,
+    }
+
+
+def vision_jobs(threads: list[int]) -> list[dict[str, Any]]:
+    """The ``vision`` suite: every config on the CPU at the largest thread count and on CUDA
+    (skipped without a GPU); the small CNN's workers × threads grid on the CPU."""
+    top = threads[-1]
+    out = [_vision(a, s, "cpu", top, b, n, e) for a, s, b, n, e in VISION_CONFIGS]
+    for t in threads:
+        for w in (0, 1, 2):
+            if (t, w) != (top, 0):  # (top, 0) is the table's own row
+                out.append(_vision("small", 64, "cpu", t, 64, 1661, 3, w, "workers"))
+    out += [_vision(a, s, "cuda", top, 256, 1661, 5) for a, s, _, _, _ in VISION_CONFIGS]
     return out

@@ -185,11 +185,11 @@ def test_jobs_that_would_not_fit_in_memory_are_skipped(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
-    pages = set(runner.PUBLISHED.values())
-    published = {p: p.read_bytes() if p.exists() else None for p in pages}
+    published = runner.PUBLISHED.read_bytes() if runner.PUBLISHED.exists() else None
     out, records = runner.run_suite("tiny", out_dir=tmp_path / "run", log=lambda s: None)
-    # the committed tables are only replaced by quality/quick/full runs into the default directory
-    assert {p: p.read_bytes() if p.exists() else None for p in pages} == published
+    # the committed page is only rewritten by quality/quick/full/vision runs into the default
+    # directory
+    assert (runner.PUBLISHED.read_bytes() if runner.PUBLISHED.exists() else None) == published
     for r in records:  # a peer that is not installed is skipped, everything else runs
         assert r["status"] == "ok" or "not installed" in r.get("reason", ""), r.get("reason")
     ran = {r["method"] for r in records if r["kind"] == "fit" and r["status"] == "ok"}
@@ -312,3 +312,80 @@ def test_user_file_dataset_is_split_and_cached(tmp_path):
     assert (cached.train != split.train).nnz == 0 and (cached.test != split.test).nnz == 0
     with pytest.raises(InputError, match="unknown dataset"):
         load_split("no-such-dataset", cache_dir=None)
+
+
+# ---------------------------------------------------------------------- vision suite
+def test_vision_suite_lists_every_backbone_on_cpu_and_cuda_and_the_workers_grid():
+    from bench.suites import jobs
+
+    js = jobs("vision", threads=[1, 2])
+    table = {(j["arch"], j["image_size"], j["device"]) for j in js if j["purpose"] == "table"}
+    assert table == {
+        (a, s, d)
+        for a, s in (("small", 64), ("resnet18", 112), ("resnet18", 224))
+        for d in ("cpu", "cuda")
+    }
+    grid = {(j["threads"], j["workers"]) for j in js if j["purpose"] == "workers"}
+    assert grid == {(1, 0), (1, 1), (1, 2), (2, 1), (2, 2)}  # (2, None→0) is the table's row
+
+
+@pytest.mark.slow
+def test_vision_job_measures_train_and_ceiling_and_publishes_its_block(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    job = {
+        "kind": "vision",
+        "arch": "small",
+        "image_size": 16,
+        "device": "cpu",
+        "threads": 1,
+        "batch_size": 8,
+        "items": 40,
+        "epochs": 2,
+        "workers": None,
+        "purpose": "table",
+        "images": "synthetic",
+        "n_images": 40,
+    }
+    monkeypatch.setenv("COLLABFEAT_CACHE", str(tmp_path / "cfcache"))
+    records = runner.run_jobs(
+        [job], tmp_path / "run", "vision", tmp_path / "cache", log=lambda s: None
+    )
+    rec = records[0]
+    assert rec["status"] == "ok", rec.get("reason")
+    assert rec["items"] == 40 and len(rec["epoch_images_per_s"]) == 2
+    assert rec["train_images_per_s"] > 0 and rec["ceiling_images_per_s"] > 0
+    assert rec["fraction"] == pytest.approx(rec["train_images_per_s"] / rec["ceiling_images_per_s"])
+    assert rec["images"] == "synthetic 185×278 JPEGs" and rec["workers_effective"] == 0
+    assert rec["purpose"] == "table"
+    skipped = runner.skip_reason({**job, "device": "cuda"}, set())
+    import torch
+
+    assert (skipped is None) == torch.cuda.is_available()
+    md = render(
+        records
+        + [{**rec, "device": "cuda", "arch": "resnet18", "image_size": 224, "fraction": 0.5}],
+        suite="vision",
+        command="python -m bench run vision",
+    )
+    assert "| small | 16 px | cpu |" in md and "≥ 80% ✘" in md
+    # publishing: every kind of run rewrites only its own block, time to quality first
+    results = tmp_path / "RESULTS.md"
+    vision_begin, _ = runner.block_markers("vision")
+    runner.publish_report(md, "vision", results)
+    text = results.read_text()
+    assert text.startswith(runner.PAGE_HEAD) and "## collabfeat benchmark: `vision` suite" in text
+    runner.publish_report("# quick report\n\nnumbers\n", "quick", results)
+    runner.publish_report("# quality report\n", "quality", results)
+    text = results.read_text()
+    assert (
+        text.index("## quality report") < text.index("## quick report") < text.index(vision_begin)
+    )
+    runner.publish_report("# full report\n", "full", results)
+    text = results.read_text()
+    assert "## full report" in text and "numbers" not in text and "## quality report" in text
+    assert text.count(vision_begin) == 1 and "| small | 16 px | cpu |" in text
+    runner.publish_report(md.replace("16 px", "17 px"), "vision", results)
+    text = results.read_text()
+    assert text.count(vision_begin) == 1 and "17 px" in text and "16 px" not in text
+    with pytest.raises(ValueError, match="no block"):
+        runner.publish_report("# tiny\n", "tiny", results)
