@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         "--publish",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="copy the Markdown report to the suite's page (quality: bench/RESULTS.md, "
-        "quick/full: bench/THROUGHPUT.md)",
+        help="write the Markdown report into the suite's block of bench/RESULTS.md "
+        "(quality first, then throughput from quick/full, then vision)",
     )
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("list", help="suites, datasets and methods (and which are installed)")
