@@ -15,7 +15,7 @@ from typing import Any
 from cfcore.io import atomic_write_text
 
 FAMILY_LEAD = {
-    "squared": "collabfeat-squared",
+    "squared": "collabfeat-squared-fang",  # the same problem as libmf-squared
     "bpr": "collabfeat-bpr",
     "warp": "collabfeat-warp",
     "logistic": "collabfeat-logistic",
@@ -23,14 +23,14 @@ FAMILY_LEAD = {
 
 #: The issue's targets: (collabfeat method, peer, dataset, minimum ratio, equal-AUC required).
 TARGETS = (
-    ("collabfeat-squared", "libmf-squared", "synth-ml1m", 2.0, False),
-    ("collabfeat-squared", "libmf-squared", "synth-16m", 1.0, False),
+    ("collabfeat-squared-fang", "libmf-squared", "synth-ml1m", 2.0, False),
+    ("collabfeat-squared-fang", "libmf-squared", "synth-16m", 1.0, False),
     ("collabfeat-warp", "lightfm-warp", "synth-ml1m", 5.0, True),
     ("collabfeat-warp", "lightfm-warp", "synth-16m", 5.0, True),
     ("collabfeat-warp", "lightfm-warp", "ml-100k", None, False),
     ("collabfeat-warp", "lightfm-warp", "ml-latest-small", None, False),
-    ("collabfeat-squared", "collabfeat-squared-random", "synth-ml1m", None, False),
-    ("collabfeat-squared", "collabfeat-squared-random", "synth-16m", None, False),
+    ("collabfeat-squared-fang", "collabfeat-squared-random", "synth-ml1m", None, False),
+    ("collabfeat-squared-fang", "collabfeat-squared-random", "synth-16m", None, False),
     ("collabfeat-bpr", "implicit-bpr", "synth-ml1m", None, False),
     ("collabfeat-bpr", "implicit-bpr", "synth-16m", None, False),
 )

@@ -30,7 +30,7 @@ from bench.system import cpu_count
 SUITES = ("quick", "full", "quality", "vision", "tiny")
 
 CF_TARGETS = (
-    "collabfeat-squared",
+    "collabfeat-squared-fang",
     "libmf-squared",
     "collabfeat-bpr",
     "implicit-bpr",
@@ -38,6 +38,7 @@ CF_TARGETS = (
     "lightfm-warp",
 )
 OTHERS = (
+    "collabfeat-squared",
     "collabfeat-squared-random",
     "collabfeat-logistic",
     "libmf-bpr-row",
@@ -45,7 +46,7 @@ OTHERS = (
     "cornac-bpr",
     "lightfm-bpr",
 )
-LARGE = ("collabfeat-squared", "libmf-squared", "collabfeat-bpr", "implicit-bpr")
+LARGE = ("collabfeat-squared-fang", "libmf-squared", "collabfeat-bpr", "implicit-bpr")
 
 #: The quality suite's methods: every collabfeat loss at its library defaults, the peers users
 #: pick for top-k, and the popularity floor.
@@ -167,7 +168,7 @@ def jobs(
         )
         for d in datasets or ["synth-40k"]:
             out.append({"kind": "prepare", "dataset": d})
-            for m in ("collabfeat-squared", "libmf-squared"):
+            for m in ("collabfeat-squared-fang", "libmf-squared"):
                 out.append(_fit(d, m, top, 3, "throughput", curve=(1, 3), eval_users=300))
             out.append({"kind": "sampler", "dataset": d, "threads": top})
         out.append({"kind": "prepare", "dataset": "lowrank-40k"})
@@ -248,7 +249,7 @@ def jobs(
     for d in sizes:
         if d == "synth-16m":
             continue
-        for m in LARGE if full else ("collabfeat-squared", "libmf-squared"):
+        for m in LARGE if full else ("collabfeat-squared-fang", "libmf-squared"):
             out.append(
                 _fit(d, m, top, 3 if d not in ("synth-1m", "synth-4m") else 5, "size", timeout=1800)
             )

@@ -171,7 +171,7 @@ def test_jobs_that_would_not_fit_in_memory_are_skipped(tmp_path, monkeypatch):
         {
             "kind": "fit",
             "dataset": "synth-100m",
-            "method": "collabfeat-squared",
+            "method": "collabfeat-squared-fang",
             "threads": 1,
             "epochs": 1,
             "factors": 8,
@@ -196,7 +196,7 @@ def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
     assert json.loads((out / "results.json").read_text()) == records
     assert len(list((out / "records").glob("*.json"))) == len(records)
     fits = [r for r in records if r["kind"] == "fit" and r["status"] == "ok"]
-    assert "collabfeat-squared" in ran and "popularity" in ran
+    assert "collabfeat-squared-fang" in ran and "popularity" in ran
     for r in fits:
         assert 0 <= r["ndcg@10"] <= 1 and r["fit_seconds"] >= 0
     for r in (r for r in fits if r["updates_per_s"] is not None):
@@ -228,7 +228,7 @@ def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
     md = (out / "RESULTS.md").read_text()
     assert md.index("## Time to quality") < md.index("## Targets")
     assert "| method | s to 95% |" in md and "lowrank-40k" in md
-    assert "| method | threads |" in md and "collabfeat-squared" in md
+    assert "| method | threads |" in md and "collabfeat-squared-fang" in md
     if "libmf-squared" in ran:
         assert "libmf-squared" in md and "×" in md  # the same-run ratio column is filled
     pngs = sorted(out.glob("*.png"))
@@ -265,7 +265,7 @@ def test_report_states_targets_from_same_run_ratios():
         }
 
     records = [
-        fit("collabfeat-squared", "squared", 25e6, 0.90),
+        fit("collabfeat-squared-fang", "squared", 25e6, 0.90),
         fit("libmf-squared", "squared", 10e6, 0.89),
         fit("collabfeat-warp", "warp", 2e6, 0.80),
         fit("lightfm-warp", "warp", 0.5e6, 0.88),
@@ -287,7 +287,7 @@ def test_report_states_targets_from_same_run_ratios():
         },
     ]
     md = render(records, suite="test")
-    row = next(line for line in md.splitlines() if line.startswith("| collabfeat-squared ÷"))
+    row = next(line for line in md.splitlines() if line.startswith("| collabfeat-squared-fang ÷"))
     assert "**2.50×**" in row and "| met |" in row
     warp = next(line for line in md.splitlines() if line.startswith("| collabfeat-warp ÷"))
     assert "**4.00×**" in warp and "not met" in warp  # below 5× and a worse AUC
