@@ -489,8 +489,18 @@ METHODS: dict[str, Method] = {
             "cfcore.factorize",
             _CF,
             "warp",
-            "positives per epoch, one update attempt each (own counter)",
+            "positives per epoch, one update attempt each (own counter); library defaults "
+            "(up to 50 draws per positive)",
             _collabfeat("warp"),
+        ),
+        Method(
+            "collabfeat-warp-10",
+            "cfcore.factorize",
+            _CF,
+            "warp",
+            "positives per epoch, one update attempt each (own counter); up to 10 draws per "
+            "positive, LightFM's default: lightfm-warp's problem",
+            _collabfeat("warp", max_sampled=10),
         ),
         Method(
             "libmf-squared",
@@ -555,5 +565,5 @@ PEER_OF = {
     "collabfeat-squared-fang": ("libmf-squared",),
     "collabfeat-logistic": ("libmf-squared",),
     "collabfeat-bpr": ("implicit-bpr", "libmf-bpr-row", "cornac-bpr", "lightfm-bpr"),
-    "collabfeat-warp": ("lightfm-warp",),
+    "collabfeat-warp-10": ("lightfm-warp",),
 }

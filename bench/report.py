@@ -17,7 +17,7 @@ from cfcore.io import atomic_write_text
 FAMILY_LEAD = {
     "squared": "collabfeat-squared-fang",  # the same problem as libmf-squared
     "bpr": "collabfeat-bpr",
-    "warp": "collabfeat-warp",
+    "warp": "collabfeat-warp-10",  # the same problem as lightfm-warp
     "logistic": "collabfeat-logistic",
 }
 
@@ -25,10 +25,10 @@ FAMILY_LEAD = {
 TARGETS = (
     ("collabfeat-squared-fang", "libmf-squared", "synth-ml1m", 2.0, False),
     ("collabfeat-squared-fang", "libmf-squared", "synth-16m", 1.0, False),
-    ("collabfeat-warp", "lightfm-warp", "synth-ml1m", 5.0, True),
-    ("collabfeat-warp", "lightfm-warp", "synth-16m", 5.0, True),
-    ("collabfeat-warp", "lightfm-warp", "ml-100k", None, False),
-    ("collabfeat-warp", "lightfm-warp", "ml-latest-small", None, False),
+    ("collabfeat-warp-10", "lightfm-warp", "synth-ml1m", 5.0, True),
+    ("collabfeat-warp-10", "lightfm-warp", "synth-16m", 5.0, True),
+    ("collabfeat-warp-10", "lightfm-warp", "ml-100k", None, False),
+    ("collabfeat-warp-10", "lightfm-warp", "ml-latest-small", None, False),
     ("collabfeat-squared-fang", "collabfeat-squared-random", "synth-ml1m", None, False),
     ("collabfeat-squared-fang", "collabfeat-squared-random", "synth-16m", None, False),
     ("collabfeat-bpr", "implicit-bpr", "synth-ml1m", None, False),

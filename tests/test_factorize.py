@@ -182,10 +182,10 @@ def test_early_stopping_needs_validation_and_a_known_metric(data):
 
 
 def test_plain_sgd_warp_keeps_its_own_defaults(data):
-    """WARP defaults to AdaGrad at η 0.05; with optimizer="sgd" it falls back to the
+    """WARP defaults to AdaGrad at η 0.03; with optimizer="sgd" it falls back to the
     annealed, norm-bounded setting plain SGD needs (cfcore.factorize.PLAIN_SGD_WARP)."""
     adagrad = Factorizer(loss="warp", **FAST).fit(data)
-    assert [h["lr"] for h in adagrad.history_] == pytest.approx([0.05] * 4)
+    assert [h["lr"] for h in adagrad.history_] == pytest.approx([0.03] * 4)
     sgd = Factorizer(loss="warp", optimizer="sgd", **FAST).fit(data)
     assert [h["lr"] for h in sgd.history_] == pytest.approx([0.02, 0.015, 0.01, 0.005])
     norms = np.linalg.norm(sgd.item_factors_, axis=1)
@@ -327,10 +327,11 @@ def test_defaults_are_resolved_once_into_the_effective_params(data, tmp_path):
     assert (e.optimizer, e.neg_weighting, e.learning_rate, e.schedule, e.max_norm) == (
         "adagrad",
         "uniform",
-        0.05,
+        0.03,
         "constant",
         None,
     )
+    assert e.max_sampled == 50 and warp.max_sampled is None
     assert warp.optimizer is None and warp.get_params()["neg_weighting"] is None
     plain = Factorizer(loss="warp", optimizer="sgd", **FAST).fit(data).effective_params_
     assert (plain.learning_rate, plain.schedule, plain.max_norm) == (0.02, "linear", 1.0)
