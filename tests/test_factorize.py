@@ -141,6 +141,19 @@ def test_fang_2015_configuration_is_the_papers(data):
     assert e.learning_rate == DEFAULT_LEARNING_RATES["squared", "sgd"]
 
 
+def test_only_an_explicit_neg_ratio_warns_of_users_short_of_negatives(data):
+    from cfcore.sampling import NegativeShortfallWarning
+
+    heavy = data.tolil(copy=True)
+    heavy[0, :60] = 1  # 60 of 100 items: 40 unobserved, short of 4 × 60
+    heavy = sp.csr_matrix(heavy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NegativeShortfallWarning)
+        Factorizer(**FAST).fit(heavy)  # the library's own ratio, 4: no warning
+    with pytest.warns(NegativeShortfallWarning, match="1 of 80 users"):
+        Factorizer(neg_ratio=4, **FAST).fit(heavy)
+
+
 def test_early_stopping_keeps_the_best_epoch(split):
     """Patience 2 on validation NDCG@10: the fit stops two epochs after the best one and
     holds that epoch's factors (scored again here, they give the recorded NDCG@10)."""
