@@ -28,6 +28,7 @@ _EXPORTS = {
     "sample_negatives": "cfcore.sampling",
     "NegativeSample": "cfcore.sampling",
     "Factorizer": "cfcore.factorize",
+    "FANG_2015": "cfcore.factorize",
     "cluster_items": "cfcore.cluster",
     "NeighborIndex": "cfcore.neighbors",
     "PseudoLabels": "cfcore.cluster",
