@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test lint bench bench-full clean
+.PHONY: install test lint bench bench-quality bench-full clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench:
 
 bench-full:
 	$(PY) -m bench run full
+
+bench-quality:
+	$(PY) -m bench run quality
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -2,6 +2,7 @@
 
 Examples
 --------
+``python -m bench run quality`` (``make bench-quality``, the time-to-quality headline) ·
 ``python -m bench run quick`` (``make bench``) · ``python -m bench run full --threads 1,2,4``
 · ``python -m bench run quick --methods collabfeat-squared,libmf-squared --datasets file:u.data``
 · ``python -m bench list`` · ``python -m bench report bench/results/quick-20260101-120000``
@@ -42,7 +43,8 @@ def cmd_list(_: argparse.Namespace) -> int:
         print(f"  {s:6s} {len(jobs):3d} jobs, threads {suites.default_threads(s)}")
     print(
         "datasets: ml-100k, ml-latest-small, ml-1m (data directory), synth-ml1m "
-        "(6,040 × 3,706, 1 M), synth-<N> (e.g. synth-16m: 200k × 100k), file:<path>"
+        "(6,040 × 3,706, 1 M), synth-<N> (e.g. synth-16m: 200k × 100k), lowrank-ml1m and "
+        "lowrank-<N> (the same shapes, planted low-rank structure), file:<path>"
     )
     print("methods:")
     for name, m in METHODS.items():
@@ -100,10 +102,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run a suite: quick (make bench), full, vision, spark, tiny")
+    p = sub.add_parser(
+        "run",
+        help="run a suite: quality (make bench-quality), quick (make bench), full, vision, "
+        "spark, tiny",
+    )
     p.add_argument("suite", choices=SUITES)
     p.add_argument("--out", type=Path, default=None, help="run directory")
     p.add_argument("--threads", type=_threads, default=None, help="e.g. 1,2,4")
@@ -123,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "--publish",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="copy the Markdown table to bench/RESULTS.md",
+        help="write the Markdown report into the suite's block of bench/RESULTS.md "
+        "(quality first, then throughput from quick/full, then vision)",
     )
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("list", help="suites, datasets and methods (and which are installed)")

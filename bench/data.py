@@ -8,6 +8,8 @@ Names
   generator (:mod:`bench.synthetic`); ``synth-<N>`` — ``N`` interactions (``1m``, ``16m``,
   ``100m``…) over ``N/80`` users × ``N/160`` items (at least 1,000 × 500);
   ``synth-<N>@<U>x<I>`` — ``N`` interactions over ``U`` users × ``I`` items;
+- ``lowrank-ml1m``, ``lowrank-<N>`` — the same shapes with planted low-rank structure (soft
+  topic memberships; :data:`bench.synthetic.LOW_RANK`), for ranking quality;
 - ``file:<path>`` (or any existing path) — a user file through
   :func:`cfcore.readers.read_interactions` (format guessed from the name).
 
@@ -19,13 +21,13 @@ under ``<results>/cache`` so that the methods' subprocesses load it instead of r
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from bench.synthetic import SyntheticSpec, parse_count, power_law_interactions, spec_for
+from bench.synthetic import SyntheticSpec, is_synthetic, power_law_interactions, spec_for
 from cfcore.errors import InputError
 from cfcore.interactions import Interactions
 from cfcore.io import load_artifact, save_artifact
@@ -53,10 +55,9 @@ class Split:
 def synthetic_spec(name: str, seed: int = 0) -> SyntheticSpec:
     """Like :func:`bench.synthetic.spec_for`, with a floor of 1,000 × 500 for tiny sizes."""
     spec = spec_for(name, seed)
-    if name != "synth-ml1m" and "@" not in name:
-        nnz = parse_count(name[len("synth-") :])
-        spec = SyntheticSpec(max(1000, nnz // 80), max(500, nnz // 160), nnz, seed=seed)
-    return spec
+    if "@" in name:  # an explicit shape is taken as given
+        return spec
+    return replace(spec, n_users=max(1000, spec.n_users), n_items=max(500, spec.n_items))
 
 
 #: Measured peak RSS per interaction: generating + splitting (16 M: 1.1 GB), and fitting —
@@ -66,7 +67,7 @@ BYTES_PER_INTERACTION = {"prepare": 80, "libmf-squared": 200, "default": 70}
 
 def estimate_bytes(name: str, what: str = "prepare") -> int | None:
     """Rough peak memory to prepare a dataset or fit a method on it (None: unknown size)."""
-    if not name.startswith("synth-"):
+    if not is_synthetic(name):
         return None
     per = BYTES_PER_INTERACTION.get(what, BYTES_PER_INTERACTION["default"])
     return per * synthetic_spec(name).nnz
@@ -77,14 +78,14 @@ def _load(name: str, seed: int) -> tuple[Interactions, dict]:
         from cfcore.datasets import load_movielens
 
         return load_movielens(name), {"source": "movielens"}
-    if name.startswith("synth-"):
+    if is_synthetic(name):
         spec = synthetic_spec(name, seed)
         return power_law_interactions(spec), {"source": "synthetic", "spec": spec.__dict__}
     path = Path(name[len("file:") :] if name.startswith("file:") else name)
     if not path.exists():
         raise InputError(
             f"unknown dataset {name!r}: use ml-100k, ml-latest-small, ml-1m, synth-ml1m, "
-            "synth-<N> (e.g. synth-16m) or file:<path>"
+            "synth-<N> (e.g. synth-16m), lowrank-ml1m, lowrank-<N> or file:<path>"
         )
     from cfcore.readers import read_interactions
 

@@ -51,6 +51,14 @@ class FactorTables:
     item_factors: np.ndarray
     item_bias: np.ndarray | None = None
 
+    def copy(self) -> FactorTables:
+        """A snapshot that later training steps do not change."""
+        return FactorTables(
+            self.user_factors.copy(),
+            self.item_factors.copy(),
+            None if self.item_bias is None else self.item_bias.copy(),
+        )
+
 
 #: ``callback(epoch, tables)`` after epoch ``epoch`` (1-based); time spent in it is not counted.
 EpochCallback = Callable[[int, Callable[[], FactorTables]], None]
@@ -89,13 +97,18 @@ class Method:
     package : str
         What to install when it is missing.
     family : str
-        Loss family: ``squared``, ``bpr``, ``warp``, ``logistic``, ``als``.
+        Loss family: ``squared``, ``bpr``, ``warp``, ``logistic``, ``als``, ``baseline``.
     counting : str
         How an update is counted (see the module docstring).
     fit : callable
         ``fit(task) -> FitResult``.
     callbacks : bool
         Whether per-epoch callbacks are supported (else quality curves refit).
+    warmup : bool
+        Whether a tiny untimed fit precedes the timed one (JIT compilation, thread pools).
+        Off for libmf: compiled ahead of time, it starts its threads in every fit anyway,
+        and its block scheduler can hang on a problem as tiny as the warm-up's (seen once
+        in a 60 × 40 fit on 2 threads, every thread waiting in ``Scheduler::put_job``).
     """
 
     name: str
@@ -105,10 +118,11 @@ class Method:
     counting: str
     fit: Callable[[FitTask], FitResult]
     callbacks: bool = True
+    warmup: bool = True
 
     @property
     def sgd(self) -> bool:
-        return self.family != "als"
+        return self.family not in ("als", "baseline")
 
 
 def missing_reason(method: Method) -> str | None:
@@ -143,10 +157,20 @@ class _Clock:
 
 
 # ---------------------------------------------------------------------- collabfeat
-#: Squared loss in the suites' few epochs: η 0.05 decaying as 1/√(1+epoch). The library default
-#: (0.02, constant) is tuned for its 20 epochs and is still far from converged after 3 (synth-4m,
-#: 64 factors, 3 epochs: held-out AUC 0.852 vs 0.933 with this setting; after 20 both 0.938).
-FEW_EPOCH_SQUARED = {"learning_rate": 0.05, "schedule": "inverse-sqrt"}
+#: Fang et al.'s squared-loss setting (:data:`cfcore.factorize.FANG_2015`: 2 negatives per
+#: positive drawn once, plain SGD, λ 0.01) — the same problem libmf is given — in the
+#: throughput suites' few epochs: η 0.05 decaying as 1/√(1+epoch). Plain SGD at 0.02 constant
+#: is still far from converged after 3 epochs (synth-4m, 64 factors, 3 epochs: held-out AUC
+#: 0.852 vs 0.933 with this step; after 20 both 0.938).
+FANG_FEW_EPOCHS = {
+    "regularization": 0.01,
+    "neg_ratio": 2.0,
+    "neg_weighting": "log-popularity",
+    "resample_negatives": False,
+    "optimizer": "sgd",
+    "learning_rate": 0.05,
+    "schedule": "inverse-sqrt",
+}
 
 
 def _collabfeat(
@@ -520,6 +544,22 @@ def _spark_factor_table(frame: Any, n: int, k: int) -> np.ndarray:
     return out
 
 
+# ---------------------------------------------------------------------- baseline
+def _popularity(task: FitTask) -> FitResult:
+    """Every user gets the items ranked by their number of training users
+    (:func:`cfcore.metrics.popularity_scorer`'s ranking, as factor tables: zero factors and
+    the counts as item biases)."""
+    t0 = time.perf_counter()
+    n_users, n_items = task.train.shape
+    counts = np.bincount(task.train.indices, minlength=n_items).astype(np.float32)
+    seconds = time.perf_counter() - t0
+    zeros = np.zeros((n_users, 1), np.float32)
+    tables = FactorTables(zeros, np.zeros((n_items, 1), np.float32), counts)
+    if task.callback is not None:
+        task.callback(1, lambda: tables)
+    return FitResult(tables, seconds, 1, None)
+
+
 # ---------------------------------------------------------------------- registry
 _CF = "collabfeat"
 METHODS: dict[str, Method] = {
@@ -530,16 +570,26 @@ METHODS: dict[str, Method] = {
             "cfcore.factorize",
             _CF,
             "squared",
-            "positives + sampled negatives per epoch (own counter); η 0.05 ÷ √(1+epoch)",
-            _collabfeat("squared", **FEW_EPOCH_SQUARED),
+            "positives + sampled negatives per epoch (own counter); library defaults",
+            _collabfeat("squared"),
+        ),
+        Method(
+            "collabfeat-squared-fang",
+            "cfcore.factorize",
+            _CF,
+            "squared",
+            "positives + sampled negatives per epoch (own counter); Fang et al.'s setting "
+            "(2 negatives drawn once, plain SGD, λ 0.01; libmf's problem), η 0.05 ÷ √(1+epoch)",
+            _collabfeat("squared", **FANG_FEW_EPOCHS),
         ),
         Method(
             "collabfeat-squared-random",
             "cfcore.factorize",
             _CF,
             "squared",
-            "as collabfeat-squared; entries visited in uniformly random order (order='random')",
-            _collabfeat("squared", "random", **FEW_EPOCH_SQUARED),
+            "as collabfeat-squared-fang; entries visited in uniformly random order "
+            "(order='random')",
+            _collabfeat("squared", "random", **FANG_FEW_EPOCHS),
         ),
         Method(
             "collabfeat-logistic",
@@ -562,8 +612,18 @@ METHODS: dict[str, Method] = {
             "cfcore.factorize",
             _CF,
             "warp",
-            "positives per epoch, one update attempt each (own counter)",
+            "positives per epoch, one update attempt each (own counter); library defaults "
+            "(up to 50 draws per positive)",
             _collabfeat("warp"),
+        ),
+        Method(
+            "collabfeat-warp-10",
+            "cfcore.factorize",
+            _CF,
+            "warp",
+            "positives per epoch, one update attempt each (own counter); up to 10 draws per "
+            "positive, LightFM's default: lightfm-warp's problem",
+            _collabfeat("warp", max_sampled=10),
         ),
         Method(
             "libmf-squared",
@@ -573,6 +633,7 @@ METHODS: dict[str, Method] = {
             "positives + sampled negatives per iteration",
             _libmf(0, True),
             callbacks=False,
+            warmup=False,
         ),
         Method(
             "libmf-bpr-row",
@@ -582,6 +643,7 @@ METHODS: dict[str, Method] = {
             "positives per iteration (fun=10)",
             _libmf(10, False),
             callbacks=False,
+            warmup=False,
         ),
         Method(
             "implicit-bpr",
@@ -592,6 +654,14 @@ METHODS: dict[str, Method] = {
             _implicit_bpr,
         ),
         Method("implicit-als", "implicit", "implicit", "als", "not SGD: epochs/s", _implicit_als),
+        Method(
+            "popularity",
+            "numpy",
+            "numpy",
+            "baseline",
+            "no training: items ranked by training users",
+            _popularity,
+        ),
         Method(
             "lightfm-warp",
             "lightfm",
@@ -616,7 +686,7 @@ METHODS: dict[str, Method] = {
             "pyspark",
             "squared",
             "positives + sampled negatives per epoch (own counter); DSGD on local[threads]",
-            _spark_dsgd("squared", **FEW_EPOCH_SQUARED),
+            _spark_dsgd("squared"),
         ),
         Method(
             "spark-dsgd-bpr",
@@ -640,8 +710,8 @@ METHODS: dict[str, Method] = {
 
 #: Which peer each collabfeat loss is compared with in the ratio columns.
 PEER_OF = {
-    "collabfeat-squared": ("libmf-squared",),
+    "collabfeat-squared-fang": ("libmf-squared",),
     "collabfeat-logistic": ("libmf-squared",),
     "collabfeat-bpr": ("implicit-bpr", "libmf-bpr-row", "cornac-bpr", "lightfm-bpr"),
-    "collabfeat-warp": ("lightfm-warp",),
+    "collabfeat-warp-10": ("lightfm-warp",),
 }

@@ -1,5 +1,7 @@
 """PNG plots of a run (matplotlib, Agg backend; nothing is shown on screen).
 
+- ``ndcg_vs_time.png`` — held-out NDCG@10 vs training seconds (log x) per method and dataset,
+  with the 95% / 99% targets of the time-to-quality table;
 - ``thread_scaling.png`` — rate vs threads per method and dataset, with parallel efficiency;
 - ``size_scaling.png`` — updates/s vs interactions (log x), with the bare-loop ceilings;
 - ``quality_vs_epochs.png`` — held-out AUC and training seconds per epoch checkpoint;
@@ -165,6 +167,43 @@ def quality_vs_epochs(records: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def ndcg_vs_time(records: list[dict[str, Any]], path: Path) -> bool:
+    from bench.report import QUALITY_TARGETS, _dataset_order, quality_groups
+
+    groups = quality_groups(_fits(records))
+    if not groups:
+        return False
+    keys = sorted(groups, key=lambda k: _dataset_order(k[0]))
+    cols = min(2, len(keys))
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(6.5 * cols, 4.5 * rows), squeeze=False, constrained_layout=True
+    )
+    for ax, (dataset, threads) in zip(axes.flat, keys, strict=False):
+        rs = groups[(dataset, threads)]
+        best = max(r.get("ndcg@10", 0) for r in rs)
+        for r in sorted(rs, key=lambda r: r["method"]):
+            if r["family"] == "baseline":  # no training time: a level, not a curve
+                ax.axhline(r["ndcg@10"], color="black", lw=1, ls="--", label=r["method"])
+                continue
+            curve = sorted(r["curve"], key=lambda p: p["epoch"])
+            style = "-o" if r["method"].startswith("collabfeat") else "--s"
+            xs = [max(p["seconds"], 1e-3) for p in curve]
+            ax.plot(xs, [p.get("ndcg@10") for p in curve], style, label=r["method"], ms=3)
+        for q in QUALITY_TARGETS:
+            ax.axhline(q * best, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_title(f"{dataset} ({threads} threads): NDCG@10 vs training seconds")
+        ax.set_xlabel("wall seconds of training (log)")
+        ax.set_ylabel("held-out NDCG@10")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    _save(fig, path)
+    return True
+
+
 def ceiling_fraction(records: list[dict[str, Any]], path: Path) -> bool:
     from bench.report import ceiling_rows, fraction_of_ceiling
 
@@ -243,6 +282,7 @@ def write_plots(records: list[dict[str, Any]], out_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, fn in (
+        ("ndcg_vs_time.png", ndcg_vs_time),
         ("thread_scaling.png", thread_scaling),
         ("size_scaling.png", size_scaling),
         ("quality_vs_epochs.png", quality_vs_epochs),

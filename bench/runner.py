@@ -33,6 +33,22 @@ from cfcore.io import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PUBLISHED = Path(__file__).resolve().parent / "RESULTS.md"
+#: ``RESULTS.md`` is one page of blocks, one per kind of run, in this order — time to quality
+#: leads; a published run rewrites only its own block (suite → block).
+BLOCK_OF = {
+    "quality": "quality",
+    "quick": "throughput",
+    "full": "throughput",
+    "vision": "vision",
+    "spark": "spark",
+}
+BLOCK_ORDER = ("quality", "throughput", "vision", "spark")
+PAGE_HEAD = (
+    "# collabfeat benchmarks\n\n"
+    "One block per kind of run, each rewritten only by its own suite (`python -m bench run "
+    "quality` — time to quality, the headline; `quick` or `full` — throughput; `vision` — the "
+    "vision pipeline; `spark` — DSGD on Spark), and each saying when, where and how it ran."
+)
 DEFAULT_TIMEOUT = 900
 
 
@@ -106,7 +122,8 @@ def _summary(rec: dict[str, Any]) -> str:
         )
         return (
             f"{rec['seconds_per_epoch']:.3f} s/epoch  {rate}  AUC {rec.get('auc', float('nan')):.4f}"
-            f"  P@10 {rec.get('precision@10', float('nan')):.4f}  peak {rec['peak_rss_mb']:.0f} MiB"
+            f"  P@10 {rec.get('precision@10', float('nan')):.4f}"
+            f"  NDCG@10 {rec.get('ndcg@10', float('nan')):.4f}  peak {rec['peak_rss_mb']:.0f} MiB"
         )
     if kind == "prepare":
         m = rec["dataset_meta"]
@@ -252,35 +269,28 @@ def _run_one(job: dict[str, Any], out_dir: Path, rec_path: Path, timeout: int) -
     return json.loads(rec_path.read_text())
 
 
-def _markers(suite: str) -> tuple[str, str]:
-    return (
-        f"<!-- {suite} suite: begin (`python -m bench run {suite}` rewrites this block) -->",
-        f"<!-- {suite} suite: end -->",
-    )
-
-
-#: Suites published as a block of their own in ``RESULTS.md`` (begin and end markers).
-BLOCKS = {suite: _markers(suite) for suite in ("vision", "spark")}
-VISION_BEGIN, VISION_END = BLOCKS["vision"]
+def block_markers(block: str) -> tuple[str, str]:
+    """The comments that delimit ``block`` in ``RESULTS.md``."""
+    return f"<!-- {block} block: begin -->", f"<!-- {block} block: end -->"
 
 
 def publish_report(md: str, suite: str, path: Path = PUBLISHED) -> None:
-    """Write a run's report to ``RESULTS.md``: a ``vision`` or ``spark`` run replaces its own
-    block (headings one level down), any other run the rest; each keeps the others' parts."""
-    text = path.read_text() if path.exists() else ""
+    """Write a run's report into its block of ``path`` (headings one level down, under the
+    page's title), keeping the other blocks as they are, in :data:`BLOCK_ORDER`."""
+    old = path.read_text() if path.exists() else ""
     blocks: dict[str, str] = {}
-    for name, (begin, end) in BLOCKS.items():
-        if begin in text and end in text:
-            start, stop = text.index(begin), text.index(end) + len(end)
-            blocks[name], text = text[start:stop], (text[:start] + text[stop:]).rstrip() + "\n"
-    if suite in BLOCKS:
-        begin, end = BLOCKS[suite]
-        demoted = "\n".join("#" + ln if ln.startswith("#") else ln for ln in md.splitlines())
-        blocks[suite], rest = f"{begin}\n{demoted}\n{end}", text
-    else:
-        rest = md
-    parts = [rest.rstrip(), *(blocks[name] for name in BLOCKS if name in blocks)]
-    atomic_write_text(path, "\n\n".join(p for p in parts if p).lstrip() + "\n")
+    for block in BLOCK_ORDER:
+        begin, end = block_markers(block)
+        if begin in old and end in old:
+            blocks[block] = old[old.index(begin) : old.index(end) + len(end)]
+    if suite not in BLOCK_OF:
+        raise ValueError(f"suite {suite!r} has no block in {path.name}; publish {tuple(BLOCK_OF)}")
+    block = BLOCK_OF[suite]
+    begin, end = block_markers(block)
+    demoted = "\n".join("#" + ln if ln.startswith("#") else ln for ln in md.strip().splitlines())
+    blocks[block] = f"{begin}\n{demoted}\n{end}"
+    body = "\n\n".join(blocks[b] for b in BLOCK_ORDER if b in blocks)
+    atomic_write_text(path, f"{PAGE_HEAD}\n\n{body}\n")
 
 
 def run_suite(
@@ -300,7 +310,7 @@ def run_suite(
     Parameters
     ----------
     suite : str
-        ``quick``, ``full``, ``vision`` or ``tiny``.
+        ``quick``, ``full``, ``quality``, ``vision`` or ``tiny``.
     out_dir : Path, optional
         Run directory (default ``bench/results/<suite>-<timestamp>``).
     threads : list of int, optional
@@ -311,9 +321,9 @@ def run_suite(
         Run the suite's per-dataset block on these datasets instead of its standard list
         (see :func:`bench.suites.jobs`).
     publish : bool, optional
-        Also copy the Markdown report to ``bench/RESULTS.md`` (default: for ``quick``,
-        ``full``, ``vision`` and ``spark`` runs into the default directory; a ``vision`` or
-        ``spark`` run rewrites only its own block there, see :func:`publish_report`).
+        Also write the Markdown report into the suite's block of ``bench/RESULTS.md``
+        (default: for ``quality``, ``quick``, ``full``, ``vision`` and ``spark`` runs into the
+        default directory; see :func:`publish_report`).
     timeout : int, optional
         Seconds per job (default: the job's own, else 900).
     resume : bool
@@ -347,7 +357,7 @@ def run_suite(
     command = command or f"python -m bench run {suite}"
     elapsed = time.perf_counter() - t0
     write_report(records, out_dir, suite=suite, command=command, elapsed=elapsed)
-    if publish if publish is not None else (default_out and suite in ("quick", "full", *BLOCKS)):
+    if publish if publish is not None else (default_out and suite in BLOCK_OF):
         md = render(records, suite=suite, command=command, elapsed=elapsed)
         where = out_dir.resolve()
         try:

@@ -9,6 +9,10 @@
   memory of ``cfcore factorize`` on a CSV (1 M and 4 M, synth-16m's shape).
 - ``full`` (``make bench-full``): every method everywhere it is affordable, threads
   1, 2, 4, … up to all cores, sizes 1 M → 100 M (as far as memory allows), ml-latest-small.
+- ``quality`` (``make bench-quality``; ~10 minutes on 2 cores): time to quality, the headline —
+  every method's held-out NDCG@10, P@10 and AUC after every epoch, with the wall time to get
+  there, on ml-100k, ml-latest-small and planted low-rank data of MovieLens-1M's shape and of
+  16 M interactions, at the largest thread count; implicit ALS and popularity in every one.
 - ``vision``: ``cfvision train`` images/s next to the model's ceiling (the same model,
   optimizer and batch size on random tensors already in memory) per backbone — the small CNN
   at 64 px, resnet18 at 112 and 224 px — on the CPU (at max threads, plus the small CNN's
@@ -31,20 +35,22 @@ from typing import Any
 from bench.data import FILE_FORMATS
 from bench.system import cpu_count
 
-SUITES = ("quick", "full", "vision", "spark", "tiny")
+SUITES = ("quick", "full", "quality", "vision", "spark", "tiny")
 
 #: The ``spark`` suite's methods: DSGD on Spark, MLlib ALS, and the single-machine reference.
 SPARK_METHODS = ("collabfeat-squared", "spark-dsgd-squared", "spark-dsgd-bpr", "spark-als")
 
 CF_TARGETS = (
-    "collabfeat-squared",
+    "collabfeat-squared-fang",
     "libmf-squared",
     "collabfeat-bpr",
     "implicit-bpr",
-    "collabfeat-warp",
+    "collabfeat-warp-10",
     "lightfm-warp",
 )
 OTHERS = (
+    "collabfeat-squared",
+    "collabfeat-warp",
     "collabfeat-squared-random",
     "collabfeat-logistic",
     "libmf-bpr-row",
@@ -52,13 +58,53 @@ OTHERS = (
     "cornac-bpr",
     "lightfm-bpr",
 )
-LARGE = ("collabfeat-squared", "libmf-squared", "collabfeat-bpr", "implicit-bpr")
+LARGE = ("collabfeat-squared-fang", "libmf-squared", "collabfeat-bpr", "implicit-bpr")
+
+#: The quality suite's methods: every collabfeat loss at its library defaults, Fang et al.'s own
+#: setting of the squared loss, the peers users pick for top-k, and the popularity floor.
+QUALITY = (
+    "popularity",
+    "implicit-als",
+    "collabfeat-squared",
+    "collabfeat-logistic",
+    "collabfeat-bpr",
+    "collabfeat-warp",
+    "collabfeat-squared-fang",
+    "lightfm-warp",
+    "libmf-squared",
+    "implicit-bpr",
+)
+QUALITY_DATASETS = ("ml-100k", "ml-latest-small", "lowrank-ml1m", "lowrank-16m")
+
+
+def quality_epochs(method: str, dataset: str) -> tuple[int, tuple[int, ...]]:
+    """``(epochs, checkpoint epochs)`` of ``method`` in the quality suite: ALS its library's 15
+    iterations, every SGD method collabfeat's and libmf's default 20 epochs (10 on the 16 M
+    data, and 3 for LightFM there, at 15 s an epoch); curves at every epoch, except for the
+    peers without a per-epoch hook, which are refit for each checkpoint."""
+    big = dataset.endswith("16m")
+    if method == "popularity":
+        return 1, (1,)
+    if method == "implicit-als":
+        epochs = 15
+    elif method == "lightfm-warp" and big:
+        epochs = 3
+    else:
+        epochs = 10 if big else 20
+    if method.startswith(("libmf", "cornac")):
+        refits = (2, 5) if big else (1, 2, 4, 8)
+        curve = tuple(e for e in refits if e < epochs) + (epochs,)
+    else:
+        curve = tuple(range(1, epochs + 1))
+    return epochs, curve
 
 
 def default_threads(suite: str) -> list[int]:
     cores = cpu_count()
     if suite == "tiny":
         return [1]
+    if suite == "quality":
+        return [min(2, cores)]  # the issue's comparison: two threads
     if suite == "vision":
         return sorted({1, cores})
     if suite == "spark":
@@ -113,6 +159,16 @@ def jobs(
     T = sorted(set(threads or default_threads(suite)))
     top = T[-1]
     out: list[dict[str, Any]] = []
+    if suite == "quality":
+        for d in datasets or QUALITY_DATASETS:
+            out.append({"kind": "prepare", "dataset": d, "timeout": 1800})
+            big = d.endswith("16m")
+            for m in QUALITY:
+                epochs, curve = quality_epochs(m, d)
+                out.append(
+                    _fit(d, m, top, epochs, "quality", curve=curve, eval_users=500 if big else 1500)
+                )
+        return out
     if suite == "vision":
         return vision_jobs(T)
     if suite == "tiny":
@@ -127,9 +183,14 @@ def jobs(
         )
         for d in datasets or ["synth-40k"]:
             out.append({"kind": "prepare", "dataset": d})
-            for m in ("collabfeat-squared", "libmf-squared"):
+            for m in ("collabfeat-squared-fang", "libmf-squared"):
                 out.append(_fit(d, m, top, 3, "throughput", curve=(1, 3), eval_users=300))
             out.append({"kind": "sampler", "dataset": d, "threads": top})
+        out.append({"kind": "prepare", "dataset": "lowrank-40k"})
+        for m in ("popularity", "collabfeat-warp", "implicit-als"):
+            epochs = 1 if m == "popularity" else 3
+            curve = tuple(range(1, epochs + 1))
+            out.append(_fit("lowrank-40k", m, top, epochs, "quality", curve=curve, eval_users=300))
         out.append({"kind": "kmeans", "threads": top, "n": 4000, "d": 16, "k": 40, "niter": 5})
         out += _reader_jobs(["synth-40k"], ("csv",), ["synth-40k"], top)
         return out
@@ -198,7 +259,7 @@ def jobs(
     big_epochs = 3
     big_users = 2000 if full else 500  # scoring 100k items per user is the slow part
     for t in T:
-        for m in LARGE + (("lightfm-warp", "collabfeat-warp", "cornac-bpr") if full else ()):
+        for m in LARGE + (("lightfm-warp", "collabfeat-warp-10", "cornac-bpr") if full else ()):
             if m == "implicit-bpr" and not full and t != top:
                 continue  # not a target; ~1 min per run here
             out.append(_fit("synth-16m", m, t, big_epochs, "targets", eval_users=big_users))
@@ -212,7 +273,7 @@ def jobs(
     for d in sizes:
         if d == "synth-16m":
             continue
-        for m in LARGE if full else ("collabfeat-squared", "libmf-squared"):
+        for m in LARGE if full else ("collabfeat-squared-fang", "libmf-squared"):
             out.append(
                 _fit(d, m, top, 3 if d not in ("synth-1m", "synth-4m") else 5, "size", timeout=1800)
             )

@@ -44,7 +44,10 @@ def _evaluate(
 
 
 def _warmup(method_name: str, threads: int) -> None:
-    """One tiny fit so JIT compilation and thread-pool start-up are not timed."""
+    """One tiny fit so JIT compilation and thread-pool start-up are not timed (for the methods
+    that need one, :attr:`bench.methods.Method.warmup`)."""
+    if not METHODS[method_name].warmup:
+        return
     rng = np.random.default_rng(0)
     tiny = sp.random(60, 40, density=0.2, format="csr", random_state=rng, dtype=np.float32)
     tiny.data[:] = 1
@@ -60,79 +63,79 @@ def run_fit(job: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
     curve_at = sorted({int(e) for e in job.get("curve_epochs", []) if 0 < int(e) <= epochs})
     _warmup(method.name, threads)
 
-    curve: list[dict[str, Any]] = []
-    stamps: dict[int, float] = {}
-
-    def stamp(epoch: int, tables) -> None:
-        stamps[epoch] = time.perf_counter()
-
     # The timed fit evaluates nothing: an evaluation between epochs would evict the factor
     # tables from the cache and leave the BLAS threads spinning into the next epoch, charging
-    # the method for our measurement (and only methods with callbacks, not the refit peers).
+    # the method for our measurement. The per-epoch hook only notes the time and, at the
+    # checkpoints, copies the tables (one memcpy, its time excluded); the copies are
+    # evaluated after the fit, so every curve point is timed by the very fit it scores.
+    stamps: dict[int, float] = {}
+    snapshots: dict[int, FactorTables] = {}
+    excluded = 0.0
+
+    def on_epoch(epoch: int, tables) -> None:
+        nonlocal excluded
+        now = time.perf_counter()
+        stamps[epoch] = now - excluded
+        if epoch in curve_at:
+            snapshots[epoch] = tables().copy()
+        excluded += time.perf_counter() - now
+
     task = FitTask(
         split.train,
         factors=int(job["factors"]),
         epochs=epochs,
         threads=threads,
         seed=int(job.get("seed", 0)),
-        callback=stamp if method.callbacks else None,
+        callback=on_epoch if method.callbacks else None,
     )
     rss_before = system.rss_mb()
     reset_ok = system.reset_peak_rss()
+    started = time.perf_counter()
     result = method.fit(task)
+    finished = time.perf_counter() - excluded
     peak = system.peak_rss_mb()
     metrics = _evaluate(result.tables, split.train, split.test, users)
-    if curve_at:
-        curve.append({"epoch": result.epochs, **metrics})
-    # Quality curve of methods with callbacks: a second fit, evaluated at the checkpoints.
-    if curve_at and method.callbacks:
-
-        def on_epoch(epoch: int, tables) -> None:
-            if epoch in curve_at and epoch < result.epochs:
-                curve.append(
-                    {"epoch": epoch, **_evaluate(tables(), split.train, split.test, users)}
-                )
-
-        method.fit(dataclasses.replace(task, callback=on_epoch))
-        curve.sort(key=lambda p: p["epoch"])
-    # Methods without callbacks: refit from scratch for the earlier checkpoints.
+    # Training seconds at the end of each epoch, on the method's own clock (our set-up
+    # before its fit call — model construction, format conversion — left out).
+    offset = (finished - started) - result.seconds
+    epoch_end = {e: t - started - offset for e, t in sorted(stamps.items())}
+    curve: list[dict[str, Any]] = []
+    for e in curve_at:
+        if e >= result.epochs or e not in snapshots:
+            continue
+        scored = _evaluate(snapshots.pop(e), split.train, split.test, users)
+        curve.append({"epoch": e, "seconds": epoch_end[e], **scored})
+    # Methods without a per-epoch hook: refit from scratch for the earlier checkpoints.
     if curve_at and not method.callbacks:
         for e in curve_at:
             if e >= result.epochs:
                 continue
-            sub = method.fit(
-                FitTask(
-                    split.train, factors=task.factors, epochs=e, threads=threads, seed=task.seed
-                )
-            )
+            sub = method.fit(dataclasses.replace(task, epochs=e))
             curve.append(
                 {
                     "epoch": e,
-                    "refit_seconds": sub.seconds,
+                    "seconds": sub.seconds,
+                    "refit": True,
                     **_evaluate(sub.tables, split.train, split.test, users),
                 }
             )
+    if curve_at:
+        curve.append({"epoch": result.epochs, "seconds": result.seconds, **metrics})
         curve.sort(key=lambda p: p["epoch"])
     # Steady-state pace: epochs 2..E only, without the fit call's set-up and first epoch
     # (per-epoch stamps, or for methods without a hook a second fit of one epoch).
     steady = None
     if result.epochs >= 2:
-        if method.callbacks and 1 in stamps and result.epochs in stamps:
-            steady = (stamps[result.epochs] - stamps[1]) / (result.epochs - 1)
+        if 1 in epoch_end and result.epochs in epoch_end:
+            steady = (epoch_end[result.epochs] - epoch_end[1]) / (result.epochs - 1)
         elif not method.callbacks:
-            one = next((p["refit_seconds"] for p in curve if p["epoch"] == 1), None)
+            one = next((p["seconds"] for p in curve if p["epoch"] == 1), None)
             if one is None:
-                one = method.fit(
-                    FitTask(
-                        split.train, factors=task.factors, epochs=1, threads=threads, seed=task.seed
-                    )
-                ).seconds
+                one = method.fit(dataclasses.replace(task, epochs=1)).seconds
             steady = (result.seconds - one) / (result.epochs - 1)
         if steady is not None and steady <= 0:
             steady = None
     seconds_per_epoch = result.seconds / max(result.epochs, 1)
-    for p in curve:  # training seconds to reach this point, at the measured pace
-        p["seconds"] = p.get("refit_seconds", seconds_per_epoch * p["epoch"])
     updates_per_epoch = None if result.updates is None else result.updates / max(result.epochs, 1)
     return {
         "kind": "fit",
@@ -166,6 +169,7 @@ def run_fit(job: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
         "eval_users": int(len(users)),
         **metrics,
         "curve": curve,
+        "epoch_seconds": [epoch_end[e] for e in sorted(epoch_end)],
         "params": result.params,
     }
 

@@ -30,6 +30,7 @@ _EXPORTS = {
     "Factorizer": "cfcore.factorize",
     "FactorModel": "cfcore.model",
     "load_model": "cfcore.model",
+    "FANG_2015": "cfcore.factorize",
     "cluster_items": "cfcore.cluster",
     "NeighborIndex": "cfcore.neighbors",
     "PseudoLabels": "cfcore.cluster",

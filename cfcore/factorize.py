@@ -64,13 +64,80 @@ SCHEDULES = ("constant", "linear", "inverse-sqrt")
 ORDERS = sgd.ORDERS
 OPTIMIZERS = ("sgd", "adagrad")
 
-#: Learning rates that work on MovieLens-sized data at the default initialisation (``lr=None``)
-#: with the loss's default optimizer (AdaGrad for ``warp``, plain SGD for the others).
-DEFAULT_LEARNING_RATES = {"squared": 0.02, "logistic": 0.05, "bpr": 0.05, "warp": 0.05}
+#: Each loss's defaults for the parameters the constructor leaves at ``None``. The pointwise
+#: losses take row-wise AdaGrad steps over 4 negatives per positive, drawn afresh every epoch,
+#: at λ 0.02: Fang et al.'s one fixed draw of 2 negatives with plain steps (:data:`FANG_2015`)
+#: overfits that draw — its held-out NDCG@10 peaks and then falls with every epoch (ml-100k,
+#: 64 factors: 0.381 at epoch 10, 0.267 at 40) — and starts slowly (ML-1M-sized planted
+#: low-rank data: NDCG@10 0.14, the popularity level, for 5 epochs). These settings reach
+#: 0.448 on ml-100k and 0.364 on the low-rank data, above implicit's ALS (0.360, 0.339), and
+#: stay there (bench quality suite; docs/measurements in the README). BPR resamples (a fixed
+#: draw overfits: ml-100k AUC 0.935 vs 0.927); WARP draws its own candidates, up to 50 per
+#: positive (see ``max_sampled``).
+LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "squared": {
+        "optimizer": "adagrad",
+        "regularization": 0.02,
+        "neg_ratio": 4.0,
+        "resample_negatives": True,
+        "max_sampled": 50,  # unused: WARP only
+    },
+    "logistic": {
+        "optimizer": "adagrad",
+        "regularization": 0.02,
+        "neg_ratio": 4.0,
+        "resample_negatives": True,
+        "max_sampled": 50,  # unused: WARP only
+    },
+    "bpr": {
+        "optimizer": "sgd",
+        "regularization": 0.01,
+        "neg_ratio": 2.0,
+        "resample_negatives": True,
+        "max_sampled": 50,  # unused: WARP only
+    },
+    "warp": {
+        "optimizer": "adagrad",
+        "regularization": 0.01,
+        "neg_ratio": 2.0,  # unused: WARP draws its candidates from the catalogue
+        "resample_negatives": False,
+        "max_sampled": 50,
+    },
+}
 
-#: WARP's defaults with ``optimizer="sgd"``: rank-weighted plain-SGD steps need a smaller η,
-#: annealing and a norm bound (ml-100k: η 0.05 constant diverges in epoch 2).
-PLAIN_SGD_WARP = {"learning_rate": 0.02, "schedule": "linear", "max_norm": 1.0}
+#: Initial learning rates by (loss, optimizer) that work on MovieLens-sized data at the default
+#: initialisation (``learning_rate=None``): AdaGrad divides them by √G, so they are larger.
+DEFAULT_LEARNING_RATES = {
+    ("squared", "adagrad"): 0.1,
+    ("squared", "sgd"): 0.02,
+    ("logistic", "adagrad"): 0.1,
+    ("logistic", "sgd"): 0.05,
+    ("bpr", "adagrad"): 0.1,
+    ("bpr", "sgd"): 0.05,
+    ("warp", "adagrad"): 0.03,  # with 50 draws per positive (0.05 overfits after ~8 epochs)
+    ("warp", "sgd"): 0.02,
+}
+
+#: WARP's defaults with ``optimizer="sgd"``: rank-weighted plain-SGD steps need a smaller η
+#: (:data:`DEFAULT_LEARNING_RATES`), annealing and a norm bound (ml-100k: η 0.05 constant
+#: diverges in epoch 2).
+PLAIN_SGD_WARP = {"schedule": "linear", "max_norm": 1.0}
+
+#: Fang et al. 2015's own configuration (§3.1, Algorithm 1: squared loss, 100 factors,
+#: λ 0.01, 2 negatives per positive drawn once ∝ log-popularity, plain SGD steps):
+#: ``Factorizer(**FANG_2015)`` reproduces the paper's method.
+FANG_2015: dict[str, Any] = {
+    "loss": "squared",
+    "factors": 100,
+    "regularization": 0.01,
+    "neg_ratio": 2.0,
+    "neg_weighting": "log-popularity",
+    "resample_negatives": False,
+    "optimizer": "sgd",
+}
+
+#: What early stopping can watch: the validation record's top-k and AUC keys (higher is better).
+EARLY_STOPPING_METRICS = ("ndcg@10", "precision@10", "auc")
 
 #: Work blocks per epoch; fixed so that the partition never depends on the thread count.
 N_BLOCKS = 1024
@@ -78,8 +145,11 @@ N_BLOCKS = 1024
 #: A factor entry beyond this magnitude means the fit is diverging.
 MAX_ABS_FACTOR = 1e4
 
-#: Held-out AUC is computed for at most this many validation users (seeded choice).
+#: Validation metrics are computed for at most this many validation users (seeded choice)...
 VALIDATION_USERS = 5000
+#: ... and at most this many user × item scores per epoch (a large catalogue gets fewer users:
+#: 500 at 100,000 items), so that validating costs a fraction of an epoch.
+VALIDATION_SCORES = 50_000_000
 
 Callback = Callable[[int, "Factorizer", dict[str, float]], Any]
 
@@ -145,6 +215,8 @@ class EffectiveParams:
     init_scale: float
     threads: int
     seed: int
+    early_stopping: int | None = None
+    early_stopping_metric: str = "ndcg@10"
 
     @property
     def loss_code(self) -> int:
@@ -169,11 +241,13 @@ class EffectiveParams:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EffectiveParams | None:
-        """From :meth:`as_dict` (a model file's header); ``None`` when fields are missing."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        if not isinstance(values, dict) or not all(n in values for n in names):
+        """From :meth:`as_dict` (a model file's header); ``None`` when fields are missing
+        (fields with a default may be: files written before they existed)."""
+        fields = dataclasses.fields(cls)
+        required = [f.name for f in fields if f.default is dataclasses.MISSING]
+        if not isinstance(values, dict) or not all(n in values for n in required):
             return None
-        return cls(**{n: values[n] for n in names})
+        return cls(**{f.name: values[f.name] for f in fields if f.name in values})
 
 
 def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
@@ -200,13 +274,24 @@ class Factorizer(FactorModel):
     epochs : int, default 20
         Passes over the training entries.
     learning_rate : float, optional
-        Initial SGD step η; ``None`` picks :data:`DEFAULT_LEARNING_RATES` for the loss.
-    regularization : float, default 0.01
-        λ on the factors of every row a step touches (Fang: 0.01).
+        Initial SGD step η; ``None`` picks :data:`DEFAULT_LEARNING_RATES` for the loss and
+        optimizer.
+    regularization : float, optional
+        λ on the factors of every row a step touches. Default (``None``): 0.02 for
+        ``squared`` and ``logistic``, 0.01 (Fang) for ``bpr`` and ``warp``
+        (:data:`LOSS_DEFAULTS`). The penalty is paid per visit (Fang eq. 3), so active users
+        and popular items are held back most. With the pointwise defaults (64 factors, 20
+        epochs), 0.01 overfits — held-out NDCG@10 peaks early and falls (ml-100k 0.422 at
+        epoch 8, 0.394 at 20) — while 0.02 keeps rising (0.446) and 0.05 smothers users with
+        hundreds of entries (ML-1M-sized low-rank data: 0.14, the popularity level).
     bias_regularization : float, optional
         λ_b on the biases (default: ``regularization``).
-    neg_ratio : float, default 2.0
-        Sampled negatives per positive, per user (Fang: 2).
+    neg_ratio : float, optional
+        Sampled negatives per positive, per user. Default (``None``): 4 for ``squared`` and
+        ``logistic`` (ml-100k NDCG@10 0.448 vs 0.423 with Fang's 2, ML-1M-sized low-rank
+        data 0.364 vs 0.323; 8 is no better), 2 (Fang) for ``bpr``. A user with fewer
+        unobserved items than that gets all of them; a ratio given here then warns
+        (:class:`cfcore.sampling.NegativeShortfallWarning`), the default does not.
     neg_weighting : {"log-popularity", "popularity", "uniform"}, optional
         Negative sampling weight ``w(p_i)`` of item popularity (Fang eq. 1–2, "in practice"
         the logarithm; :func:`cfcore.sampling.check_neg_weighting` — also
@@ -216,10 +301,12 @@ class Factorizer(FactorModel):
         0.938 uniform, 0.930 log-popularity, 0.855 popularity).
     resample_negatives : bool, optional
         Draw fresh negatives every epoch (``(seed, epoch)`` streams) instead of once. Default
-        (``None``): fixed negatives for ``squared`` (Fang et al. sample them once), fresh ones
-        for ``logistic`` and ``bpr``, which otherwise keep pushing the same few negatives down
-        and overfit them (ml-100k, 64 factors, 20 epochs: BPR AUC 0.935 vs 0.927). ``warp``
-        draws its candidates from the whole catalogue at every step and ignores it.
+        (``None``): fresh for ``squared``, ``logistic`` and ``bpr``, which otherwise keep
+        pushing the same few negatives down and overfit them — the squared loss on Fang et
+        al.'s single draw (``False``, :data:`FANG_2015`) loses held-out NDCG@10 with every
+        epoch after the tenth (ml-100k, 64 factors: 0.381 at epoch 10, 0.341 at 20, 0.267 at
+        40; resampled: 0.412 at 15, still 0.378 at 40) and BPR held-out AUC (0.935 vs 0.927).
+        ``warp`` draws its candidates from the whole catalogue at every step and ignores it.
     use_biases : bool, default False
         Learn a user and an item bias (``s_ui = x_u·y_i + b_u + b_i``; pairwise losses only
         learn ``b_i``, a user bias cancels in ``s_ui − s_uj``).
@@ -239,13 +326,25 @@ class Factorizer(FactorModel):
         (:mod:`cfcore._kernels.sgd`), so popular items and active users slow down while rare
         ones keep learning. Default (``None``): ``"adagrad"`` for ``warp`` (as LightFM), whose
         rank-weighted steps otherwise need η tuned to the catalogue (16M power-law data, 3
-        epochs: AUC 0.948 / P@10 0.167 vs 0.938 / 0.013 with annealed SGD), ``"sgd"`` for the
-        others. AdaGrad also lifts BPR after few epochs on large data (η 0.1; synth-4m, 3
-        epochs: AUC 0.938 vs 0.896) but costs ``squared``/``bpr`` about half their throughput
-        (two more row passes per step, and accumulators both threads write: ML-1M-sized data,
-        2 threads, BPR 15.6 → 7.6 M updates/s), so it is opt-in there.
-    max_sampled : int, default 10
-        WARP: negatives drawn per positive before giving up (LightFM's default).
+        epochs: AUC 0.948 / P@10 0.167 vs 0.938 / 0.013 with annealed SGD), and for
+        ``squared`` and ``logistic``: it costs them about half their updates/s (two more row
+        passes per step, and accumulators both threads write) but reaches a given NDCG@10 in
+        a third of the epochs — plain steps from the small initialisation sit at the
+        popularity level for the first 5 epochs on ML-1M-sized low-rank data — so it gets
+        there sooner in wall time (bench quality suite). ``"sgd"`` for ``bpr``: AdaGrad lifts
+        it after few epochs on large data (η 0.1; synth-4m, 3 epochs: AUC 0.938 vs 0.896)
+        but halves its throughput (ML-1M-sized data, 2 threads, 15.6 → 7.6 M updates/s).
+    max_sampled : int, optional
+        WARP: catalogue items drawn per positive before giving up. Default (``None``): 50,
+        with η 0.03. LightFM's 10 gives up on a third of the positives once the model is
+        decent (ML-1M-sized low-rank data: 5 draws per positive on average, 32% without a
+        violator after 10), and their rank weights stay coarse; 50 costs about 1.4× the time
+        per epoch (14 draws per positive) and reaches a higher NDCG@10 (64 factors, η 0.05:
+        0.354 vs 0.333 on that data, ml-latest-small 0.298 vs 0.278, 16M low-rank data 0.140
+        vs 0.130; 100 adds little: 0.359, 0.301). At η 0.05 the sharper steps overfit small
+        data after about 8 epochs (100 factors, ml-100k NDCG@10 0.418 at epoch 8, 0.334 at
+        20); η 0.03 keeps rising for 15 epochs and holds (0.429, 0.425 at 20; LightFM's
+        setting: 0.420, 0.385 at 20).
     margin : float, default 1.0
         WARP margin m.
     max_norm : float, optional
@@ -268,6 +367,12 @@ class Factorizer(FactorModel):
         Seeds the initialisation, the user order, the per-block streams and the negatives.
     progress : bool, default True
         Show a tqdm bar with the running loss.
+    early_stopping : int, optional
+        Patience: stop when the validation set's ``early_stopping_metric`` has not improved
+        for this many epochs, and keep the factors of the best epoch (``best_epoch_``).
+        Needs ``fit(..., validation=...)``. Default (``None``): run every epoch.
+    early_stopping_metric : {"ndcg@10", "precision@10", "auc"}, default "ndcg@10"
+        What early stopping watches (see :meth:`fit`); higher is better.
     **deprecated
         ``neg_weight``: the old name of ``neg_weighting`` (``DeprecationWarning``).
 
@@ -279,9 +384,11 @@ class Factorizer(FactorModel):
     item_popularity_ : ndarray of int64 — training viewers per item (used by :meth:`fold_in`)
     effective_params_ : EffectiveParams — the parameters the fit ran with (every default
         resolved; saved in the model file as ``effective_params``)
-    history_ : list of dict — per epoch: ``epoch``, ``loss`` (mean per update), ``lr``,
-        ``updates``, ``seconds``, and with validation ``rmse``, ``sampled_pr``, ``auc``
-        (see :meth:`fit`).
+    history_ : list of dict — per epoch run: ``epoch``, ``loss`` (mean per update), ``lr``,
+        ``updates``, ``seconds``, and with validation ``rmse``, ``sampled_pr``, ``auc``,
+        ``precision@10``, ``ndcg@10`` (see :meth:`fit`).
+    best_epoch_ : int — the epoch whose factors the model holds: the last one run, or with
+        ``early_stopping`` the best one.
     """
 
     #: Constructor parameters under an older name (read from older model files too).
@@ -293,22 +400,24 @@ class Factorizer(FactorModel):
         loss: str = "squared",
         epochs: int = 20,
         learning_rate: float | None = None,
-        regularization: float = 0.01,
+        regularization: float | None = None,
         bias_regularization: float | None = None,
-        neg_ratio: float = 2.0,
+        neg_ratio: float | None = None,
         neg_weighting: str | None = None,
         resample_negatives: bool | None = None,
         use_biases: bool = False,
         schedule: str | None = None,
         order: str = "grouped",
         optimizer: str | None = None,
-        max_sampled: int = 10,
+        max_sampled: int | None = None,
         margin: float = 1.0,
         max_norm: float | None = None,
         init_scale: float = 0.1,
         threads: int = 0,
         seed: int = 0,
         progress: bool = True,
+        early_stopping: int | None = None,
+        early_stopping_metric: str = "ndcg@10",
         **deprecated: Any,
     ) -> None:
         self.factors = factors
@@ -331,6 +440,8 @@ class Factorizer(FactorModel):
         self.threads = threads
         self.seed = seed
         self.progress = progress
+        self.early_stopping = early_stopping
+        self.early_stopping_metric = early_stopping_metric
         for name, value in renamed_arguments(
             deprecated, "Factorizer", self._renamed_params
         ).items():
@@ -341,14 +452,17 @@ class Factorizer(FactorModel):
         """Validate the constructor parameters (at fit time, as scikit-learn does) and resolve
         every default; the one place that knows the loss-specific defaults."""
         loss = _choice(self.loss, "loss", LOSSES)
-        optimizer = self.optimizer
-        if optimizer is None:
-            optimizer = "adagrad" if loss == "warp" else "sgd"
-        optimizer = _choice(optimizer, "optimizer", OPTIMIZERS)
+        defaults = LOSS_DEFAULTS[loss]
+
+        def given(name: str) -> Any:
+            value = getattr(self, name)
+            return defaults[name] if value is None else value
+
+        optimizer = _choice(given("optimizer"), "optimizer", OPTIMIZERS)
         # WARP with plain SGD steps needs its own learning rate, annealing and norm bound.
         plain_warp = PLAIN_SGD_WARP if loss == "warp" and optimizer == "sgd" else {}
         if self.learning_rate is None:
-            lr = plain_warp.get("learning_rate", DEFAULT_LEARNING_RATES[loss])
+            lr = DEFAULT_LEARNING_RATES[loss, optimizer]
         else:
             lr = _positive_number(self.learning_rate, "learning_rate")
         schedule = self.schedule
@@ -368,11 +482,7 @@ class Factorizer(FactorModel):
             weighting = "uniform" if loss == "warp" else "log-popularity"
         else:
             weighting = check_neg_weighting(self.neg_weighting)
-        resample = self.resample_negatives
-        if resample is None:
-            # Fang samples once; the other pointwise/pairwise losses overfit a fixed draw.
-            resample = loss not in ("squared", "warp")
-        reg = _positive_number(self.regularization, "regularization", allow_zero=True)
+        reg = _positive_number(given("regularization"), "regularization", allow_zero=True)
         breg = self.bias_regularization
         breg = reg if breg is None else _positive_number(breg, "bias_regularization", True)
         return EffectiveParams(
@@ -382,19 +492,27 @@ class Factorizer(FactorModel):
             learning_rate=lr,
             regularization=reg,
             bias_regularization=breg,
-            neg_ratio=check_neg_ratio(self.neg_ratio),
+            neg_ratio=check_neg_ratio(given("neg_ratio")),
             neg_weighting=weighting,
-            resample_negatives=_flag(resample, "resample_negatives"),
+            resample_negatives=_flag(given("resample_negatives"), "resample_negatives"),
             use_biases=_flag(self.use_biases, "use_biases"),
             schedule=_choice(schedule, "schedule", SCHEDULES),
             order=_choice(self.order, "order", ORDERS),
             optimizer=optimizer,
-            max_sampled=_integer(self.max_sampled, "max_sampled", 1),
+            max_sampled=_integer(given("max_sampled"), "max_sampled", 1),
             margin=_positive_number(self.margin, "margin", allow_zero=True),
             max_norm=None if max_norm is None else float(max_norm),
             init_scale=_positive_number(self.init_scale, "init_scale"),
             threads=resolve_threads(self.threads, stacklevel=4),
             seed=_integer(self.seed, "seed", 0),
+            early_stopping=(
+                None
+                if self.early_stopping is None
+                else _integer(self.early_stopping, "early_stopping", 1)
+            ),
+            early_stopping_metric=_choice(
+                self.early_stopping_metric, "early_stopping_metric", EARLY_STOPPING_METRICS
+            ),
         )
 
     def _hyper(self, p: EffectiveParams, n_items: int) -> sgd.Hyper:
@@ -442,10 +560,12 @@ class Factorizer(FactorModel):
             validation set — these positives (target 1) and ``neg_ratio`` × as many negatives
             sampled once like the training ones (target 0), training items excluded —
             ``rmse`` and ``sampled_pr`` (Fang's PR: the fraction of mis-ordered
-            (positive, sampled negative) pairs per user, averaged), and ``auc`` (per-user AUC
-            against *uniform unobserved* items, training items excluded, at most
-            :data:`VALIDATION_USERS` users; ``1 − auc`` is the ``pr`` that ``cfcore evaluate``
-            reports).
+            (positive, sampled negative) pairs per user, averaged); and, ranking every item
+            the user has not trained on, ``auc`` (per-user AUC against *uniform unobserved*
+            items; ``1 − auc`` is the ``pr`` that ``cfcore evaluate`` reports),
+            ``precision@10`` and ``ndcg@10`` (:func:`cfcore.metrics.top_k_metrics`) — for at
+            most :data:`VALIDATION_USERS` users and :data:`VALIDATION_SCORES` scores (a
+            seeded choice, the same every epoch). ``early_stopping`` watches one of these.
         callback : callable, optional
             ``callback(epoch, model, metrics)`` after every epoch; returning ``False`` stops.
 
@@ -456,11 +576,17 @@ class Factorizer(FactorModel):
         Raises
         ------
         InputError
-            A bad parameter or input (the message names it).
+            A bad parameter or input (the message names it), or ``early_stopping`` without
+            ``validation``.
         DivergenceError
             The loss or a factor became NaN/inf or exploded.
         """
         p = self._resolve()
+        if p.early_stopping is not None and validation is None:
+            raise InputError(
+                f"early_stopping={p.early_stopping}: needs held-out interactions to watch — "
+                "fit(user_items, validation=...)"
+            )
         train, user_ids, item_ids = _as_matrix(user_items, "user_items")
         n_users, n_items = train.shape
         if train.nnz == 0:
@@ -495,13 +621,19 @@ class Factorizer(FactorModel):
         self.item_popularity_ = np.bincount(train.indices, minlength=n_items).astype(np.int64)
         self.effective_params_ = p
         self.history_ = []
+        self.best_epoch_ = 0
+        best = _BestEpoch(tables, p.early_stopping, p.early_stopping_metric)
 
         with numba_threads(p.threads):
             if val is not None:
                 val_neg = self._validation_negatives(train, val, p)
+                val_users = _validation_users(val, seed)
 
             def entries(epoch: int) -> sgd.Entries:
-                negatives = self._negative_arrays(train, p, epoch=epoch, warn_short=epoch == 0)
+                # A ratio the caller asked for warns when heavy users cannot get it; the
+                # default ratio does not (4 × 400 positives exceed a 1,682-item catalogue).
+                warn = epoch == 0 and self.neg_ratio is not None
+                negatives = self._negative_arrays(train, p, epoch=epoch, warn_short=warn)
                 return sgd.Entries.of(
                     train.indptr, train.indices, *negatives, p.order, p.loss_code in sgd.PAIRWISE
                 )
@@ -512,53 +644,59 @@ class Factorizer(FactorModel):
                 loss=p.loss_code, order=p.order, use_bias=p.use_biases, adagrad=p.adagrad
             )
             bar = self._progress(p.epochs)
-            for epoch in range(p.epochs):
-                t0 = time.perf_counter()
-                if p.resample_negatives and epoch > 0:
-                    data = entries(epoch)
-                hyper = hyper._replace(lr=np.float32(p.lr_at(epoch, p.epochs)))
-                users = None
-                if p.order == "grouped":  # this epoch's user order; the blocks are slices of it
-                    users = np.random.default_rng([seed, epoch]).permutation(n_users)
-                    users = users.astype(np.int32)
-                counters = sgd.Epoch.of(
-                    seed=seed,
-                    epoch=epoch,
-                    n_blocks=N_BLOCKS,
-                    users=users,
-                    n_draws=len(data.entry_user),
-                )
-                run(tables, data, hyper, counters)
-                updates = int(counters.count_out.sum())
-                mean_loss = float(counters.loss_out.sum() / max(updates, 1))
-                # Before the projection, which would hide rows that blew up in the epoch.
-                self._check_divergence(epoch, mean_loss, p, float(hyper.lr))
-                _project_rows(X, p.max_norm)
-                _project_rows(Y, p.max_norm)
-                seconds = time.perf_counter() - t0
-                record: dict[str, Any] = {
-                    "epoch": epoch + 1,
-                    "loss": mean_loss,
-                    "lr": float(hyper.lr),
-                    "updates": updates,
-                    "seconds": seconds,
-                }
-                if val is not None:
-                    record.update(self._validate(train, val, val_neg, seed))
-                self.history_.append(record)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(
-                        {
-                            k_: round(v, 4)
-                            for k_, v in record.items()
-                            if k_ in ("loss", "auc", "rmse")
-                        }
+            try:
+                for epoch in range(p.epochs):
+                    t0 = time.perf_counter()
+                    if p.resample_negatives and epoch > 0:
+                        data = entries(epoch)
+                    hyper = hyper._replace(lr=np.float32(p.lr_at(epoch, p.epochs)))
+                    users = None
+                    if p.order == "grouped":  # this epoch's user order; the blocks are slices of it
+                        users = np.random.default_rng([seed, epoch]).permutation(n_users)
+                        users = users.astype(np.int32)
+                    counters = sgd.Epoch.of(
+                        seed=seed,
+                        epoch=epoch,
+                        n_blocks=N_BLOCKS,
+                        users=users,
+                        n_draws=len(data.entry_user),
                     )
-                if callback is not None and callback(epoch, self, record) is False:
-                    break
-            if bar is not None:
-                bar.close()
+                    run(tables, data, hyper, counters)
+                    updates = int(counters.count_out.sum())
+                    mean_loss = float(counters.loss_out.sum() / max(updates, 1))
+                    # Before the projection, which would hide rows that blew up in the epoch.
+                    self._check_divergence(epoch, mean_loss, p, float(hyper.lr))
+                    _project_rows(X, p.max_norm)
+                    _project_rows(Y, p.max_norm)
+                    seconds = time.perf_counter() - t0
+                    record: dict[str, Any] = {
+                        "epoch": epoch + 1,
+                        "loss": mean_loss,
+                        "lr": float(hyper.lr),
+                        "updates": updates,
+                        "seconds": seconds,
+                    }
+                    if val is not None:
+                        record.update(self._validate(train, val, val_neg, val_users))
+                    self.history_.append(record)
+                    self.best_epoch_ = epoch + 1
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(
+                            {
+                                k_: round(v, 4)
+                                for k_, v in record.items()
+                                if k_ in ("loss", "auc", "ndcg@10", "rmse")
+                            }
+                        )
+                    if callback is not None and callback(epoch, self, record) is False:
+                        break
+                    if best.stop_after(record):
+                        break
+            finally:  # also when the fit fails: the error is not printed onto the bar
+                if bar is not None:
+                    bar.close()
+        self.best_epoch_ = best.restore() or self.best_epoch_
         return self
 
     def _negative_arrays(
@@ -615,11 +753,16 @@ class Factorizer(FactorModel):
         return neg.tocsr()
 
     def _validate(
-        self, train: sp.csr_matrix, val: sp.csr_matrix, val_neg: sp.csr_matrix, seed: int
+        self,
+        train: sp.csr_matrix,
+        val: sp.csr_matrix,
+        val_neg: sp.csr_matrix,
+        ranked: np.ndarray,
     ) -> dict[str, float]:
         """``rmse`` and ``sampled_pr`` on the held-out positives and sampled negatives (Fang's
-        validation), ``auc`` against uniform unobserved items (see :meth:`fit`)."""
-        from cfcore.metrics import pairwise_ranking, rmse
+        validation); ``auc``, ``precision@10`` and ``ndcg@10`` of the ``ranked`` users' full
+        rankings (see :meth:`fit`)."""
+        from cfcore.metrics import pairwise_ranking, rmse, top_k_metrics
 
         pos, neg = val.tocoo(), val_neg.tocoo()
         users = np.concatenate([pos.row, neg.row])
@@ -628,12 +771,9 @@ class Factorizer(FactorModel):
         out = {"rmse": rmse(truth, self.predict(users, items))}
         score = self.scorer()
         out["sampled_pr"] = pairwise_ranking(score, val, negatives=val_neg)["pr"]
-        candidates = np.flatnonzero(np.diff(val.indptr) > 0)
-        if len(candidates) > VALIDATION_USERS:
-            candidates = np.sort(
-                np.random.default_rng(seed).choice(candidates, VALIDATION_USERS, replace=False)
-            )
-        out["auc"] = pairwise_ranking(score, val, exclude=train, users=candidates)["auc"]
+        out["auc"] = pairwise_ranking(score, val, exclude=train, users=ranked)["auc"]
+        top = top_k_metrics(score, val, k=10, exclude=train, users=ranked)
+        out.update({key: top[key] for key in ("precision@10", "ndcg@10")})
         return out
 
     # ------------------------------------------------------------------ new users
@@ -725,6 +865,55 @@ def check_divergence(
             learning_rate=lr,
             regularization=p.regularization,
         )
+
+
+def _validation_users(val: sp.csr_matrix, seed: int) -> np.ndarray:
+    """The validation users whose rankings are scored every epoch: those with a held-out
+    positive, at most :data:`VALIDATION_USERS` of them and :data:`VALIDATION_SCORES` scores
+    (a seeded choice, sorted)."""
+    candidates = np.flatnonzero(np.diff(val.indptr) > 0)
+    n = max(1, min(VALIDATION_USERS, VALIDATION_SCORES // max(val.shape[1], 1)))
+    if len(candidates) <= n:
+        return candidates
+    return np.sort(np.random.default_rng(seed).choice(candidates, n, replace=False))
+
+
+class _BestEpoch:
+    """Early stopping: remembers the best epoch's tables (one copy, kept in buffers made once)
+    and says when ``patience`` epochs have gone by without improving ``metric``."""
+
+    def __init__(self, tables: sgd.Tables, patience: int | None, metric: str) -> None:
+        self.tables, self.patience, self.metric = tables, patience, metric
+        self.best_score, self.best_epoch = -math.inf, 0
+        self.saved: list[np.ndarray] | None = None
+
+    def _live(self) -> list[np.ndarray]:
+        t = self.tables
+        return [t.user_factors, t.item_factors, t.user_bias, t.item_bias]
+
+    def stop_after(self, record: dict[str, Any]) -> bool:
+        """Note epoch ``record["epoch"]``; True when the patience has run out."""
+        if self.patience is None:
+            return False
+        score = record[self.metric]
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, record["epoch"]
+            if self.saved is None:
+                self.saved = [a.copy() for a in self._live()]
+            else:
+                for saved, live in zip(self.saved, self._live(), strict=True):
+                    np.copyto(saved, live)
+            return False
+        return record["epoch"] - self.best_epoch >= self.patience
+
+    def restore(self) -> int | None:
+        """Put the best epoch's tables back in place; its number (None without early
+        stopping)."""
+        if self.saved is None:
+            return None
+        for saved, live in zip(self.saved, self._live(), strict=True):
+            np.copyto(live, saved)
+        return self.best_epoch
 
 
 def _project_rows(table: np.ndarray, max_norm: float | None) -> None:

@@ -11,7 +11,7 @@ import pytest
 from bench import runner
 from bench.methods import METHODS, Method, missing_reason
 from bench.report import render
-from bench.synthetic import SyntheticSpec, parse_count, power_law_interactions, spec_for
+from bench.synthetic import LOW_RANK, SyntheticSpec, parse_count, power_law_interactions, spec_for
 from cfcore.errors import InputError
 
 SPEC = SyntheticSpec(n_users=3000, n_items=1500, nnz=90_000, topics=16, seed=3)
@@ -65,6 +65,30 @@ def test_generator_plants_topics_a_model_can_learn(generated):
     assert in_topic.mean() > 0.7
 
 
+def test_low_rank_generator_plants_preferences_a_ranking_can_recover():
+    from cfcore.metrics import popularity_scorer, top_k_metrics
+    from cfcore.splits import holdout_split
+
+    spec = SyntheticSpec(n_users=3000, n_items=1500, nnz=90_000, seed=3, **LOW_RANK)
+    inter, membership, mixture = power_law_interactions(spec, return_latent=True)
+    assert inter.nnz == 90_000 and inter.user_activity().min() >= spec.min_per_user
+    assert membership.shape == (1500, 32) and mixture.shape == (3000, 32)
+    np.testing.assert_allclose(mixture.sum(1), 1.0)
+    train, test = holdout_split(inter, 0.2, seed=0)
+    # the planted preference Σ_k θ_uk φ_k(i), φ_k ∝ popularity × membership, ranks held-out
+    # items far better than popularity does: there is structure to rank by
+    pop = np.asarray(train.user_items.sum(0)).ravel()
+    phi = membership.T * pop
+    phi /= phi.sum(1, keepdims=True)
+
+    def ndcg(scorer):
+        return top_k_metrics(scorer, test.user_items, 10, exclude=train.user_items)["ndcg@10"]
+
+    planted = ndcg(lambda rows: (mixture[rows] @ phi).astype(np.float32))
+    popular = ndcg(popularity_scorer(train.user_items))
+    assert planted > 3 * popular > 0.1  # measured: 0.211 vs 0.060
+
+
 def test_named_shapes_and_sizes():
     shaped = spec_for("synth-4m@200kx100k")
     assert (shaped.n_users, shaped.n_items, shaped.nnz) == (200_000, 100_000, 4_000_000)
@@ -74,6 +98,11 @@ def test_named_shapes_and_sizes():
     assert (ml1m.n_users, ml1m.n_items, ml1m.nnz) == (6040, 3706, 1_000_209)
     big = spec_for("synth-16m")
     assert (big.n_users, big.n_items, big.nnz) == (200_000, 100_000, 16_000_000)
+    low = spec_for("lowrank-16m")
+    assert (low.n_users, low.n_items, low.structure) == (200_000, 100_000, "low-rank")
+    assert spec_for("lowrank-ml1m").n_items == 3706 and spec_for("synth-ml1m").structure == "topics"
+    with pytest.raises(InputError, match="synthetic"):
+        spec_for("lowrank-")
     assert parse_count("250k") == 250_000 and parse_count("100m") == 100_000_000
     with pytest.raises(InputError, match="size"):
         parse_count("lots")
@@ -146,7 +175,7 @@ def test_jobs_that_would_not_fit_in_memory_are_skipped(tmp_path, monkeypatch):
         {
             "kind": "fit",
             "dataset": "synth-100m",
-            "method": "collabfeat-squared",
+            "method": "collabfeat-squared-fang",
             "threads": 1,
             "epochs": 1,
             "factors": 8,
@@ -162,7 +191,8 @@ def test_jobs_that_would_not_fit_in_memory_are_skipped(tmp_path, monkeypatch):
 def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
     published = runner.PUBLISHED.read_bytes() if runner.PUBLISHED.exists() else None
     out, records = runner.run_suite("tiny", out_dir=tmp_path / "run", log=lambda s: None)
-    # the committed table is only replaced by quick/full runs into the default directory
+    # the committed page is only rewritten by quality/quick/full/vision runs into the default
+    # directory
     assert (runner.PUBLISHED.read_bytes() if runner.PUBLISHED.exists() else None) == published
     for r in records:  # a peer that is not installed is skipped, everything else runs
         assert r["status"] == "ok" or "not installed" in r.get("reason", ""), r.get("reason")
@@ -170,8 +200,10 @@ def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
     assert json.loads((out / "results.json").read_text()) == records
     assert len(list((out / "records").glob("*.json"))) == len(records)
     fits = [r for r in records if r["kind"] == "fit" and r["status"] == "ok"]
-    assert "collabfeat-squared" in ran
+    assert "collabfeat-squared-fang" in ran and "popularity" in ran
     for r in fits:
+        assert 0 <= r["ndcg@10"] <= 1 and r["fit_seconds"] >= 0
+    for r in (r for r in fits if r["updates_per_s"] is not None):
         for key in (
             "dataset",
             "threads",
@@ -198,9 +230,16 @@ def test_tiny_suite_writes_json_markdown_and_plots(tmp_path):
     memory = next(r for r in records if r["kind"] == "factorize-file")
     assert memory["nnz"] == 40_000 and memory["peak_delta_mb"] > 0
     assert memory["bytes_per_interaction"] == memory["peak_delta_mb"] * 2**20 / 40_000
+    # time to quality: a curve point per epoch, timed by the fit it scores
+    warp = next(r for r in fits if r["method"] == "collabfeat-warp")
+    assert [p["epoch"] for p in warp["curve"]] == [1, 2, 3]
+    seconds = [p["seconds"] for p in warp["curve"]]
+    assert 0 < seconds[0] < seconds[1] < seconds[2] == warp["fit_seconds"]
     md = (out / "RESULTS.md").read_text()
     assert "## Reader and memory" in md and "`cfcore factorize` (csv, 64 factors" in md
-    assert "| method | threads |" in md and "collabfeat-squared" in md
+    assert md.index("## Time to quality") < md.index("## Targets")
+    assert "| method | s to 95% |" in md and "lowrank-40k" in md
+    assert "| method | threads |" in md and "collabfeat-squared-fang" in md
     if "libmf-squared" in ran:
         assert "libmf-squared" in md and "×" in md  # the same-run ratio column is filled
     pngs = sorted(out.glob("*.png"))
@@ -237,9 +276,9 @@ def test_report_states_targets_from_same_run_ratios():
         }
 
     records = [
-        fit("collabfeat-squared", "squared", 25e6, 0.90),
+        fit("collabfeat-squared-fang", "squared", 25e6, 0.90),
         fit("libmf-squared", "squared", 10e6, 0.89),
-        fit("collabfeat-warp", "warp", 2e6, 0.80),
+        fit("collabfeat-warp-10", "warp", 2e6, 0.80),
         fit("lightfm-warp", "warp", 0.5e6, 0.88),
         {
             "status": "ok",
@@ -259,9 +298,9 @@ def test_report_states_targets_from_same_run_ratios():
         },
     ]
     md = render(records, suite="test")
-    row = next(line for line in md.splitlines() if line.startswith("| collabfeat-squared ÷"))
+    row = next(line for line in md.splitlines() if line.startswith("| collabfeat-squared-fang ÷"))
     assert "**2.50×**" in row and "| met |" in row
-    warp = next(line for line in md.splitlines() if line.startswith("| collabfeat-warp ÷"))
+    warp = next(line for line in md.splitlines() if line.startswith("| collabfeat-warp-10 ÷"))
     assert "**4.00×**" in warp and "not met" in warp  # below 5× and a worse AUC
     # fraction of the in-cache ceiling: 25 M/s of the best bare loop (50 M/s)
     assert "| 50% |" in md
@@ -355,16 +394,24 @@ def test_vision_job_measures_train_and_ceiling_and_publishes_its_block(tmp_path,
         command="python -m bench run vision",
     )
     assert "| small | 16 px | cpu |" in md and "≥ 80% ✘" in md
-    # publishing: a vision run replaces only its block; a quick run keeps it
+    # publishing: every kind of run rewrites only its own block, time to quality first
     results = tmp_path / "RESULTS.md"
-    results.write_text("# quick report\n\nnumbers\n")
+    vision_begin, _ = runner.block_markers("vision")
     runner.publish_report(md, "vision", results)
     text = results.read_text()
-    assert text.startswith("# quick report") and "## collabfeat benchmark: `vision` suite" in text
-    runner.publish_report("# new quick report\n", "quick", results)
+    assert text.startswith(runner.PAGE_HEAD) and "## collabfeat benchmark: `vision` suite" in text
+    runner.publish_report("# quick report\n\nnumbers\n", "quick", results)
+    runner.publish_report("# quality report\n", "quality", results)
     text = results.read_text()
-    assert text.startswith("# new quick report") and "numbers" not in text
-    assert text.count(runner.VISION_BEGIN) == 1 and "| small | 16 px | cpu |" in text
+    assert (
+        text.index("## quality report") < text.index("## quick report") < text.index(vision_begin)
+    )
+    runner.publish_report("# full report\n", "full", results)
+    text = results.read_text()
+    assert "## full report" in text and "numbers" not in text and "## quality report" in text
+    assert text.count(vision_begin) == 1 and "| small | 16 px | cpu |" in text
     runner.publish_report(md.replace("16 px", "17 px"), "vision", results)
     text = results.read_text()
-    assert text.count(runner.VISION_BEGIN) == 1 and "17 px" in text and "16 px" not in text
+    assert text.count(vision_begin) == 1 and "17 px" in text and "16 px" not in text
+    with pytest.raises(ValueError, match="no block"):
+        runner.publish_report("# tiny\n", "tiny", results)

@@ -112,10 +112,20 @@ def test_help_teaches(runner, command):
     assert "Examples:" in result.output and f"cfcore {command}" in result.output
 
 
-def test_factorize_help_shows_paper_defaults(runner):
+def test_factorize_help_shows_paper_and_library_defaults(runner):
     out = _run(runner, "factorize", "--help").output
     for text in ("--factors 100", "--reg 0.01", "--neg-ratio 2", "log-popularity", "--validation"):
-        assert text in out
+        assert text in out  # Fang et al.'s own setting
+    for text in ("--early-stopping", "PATIENCE", "0.02 for squared", "4 for squared"):
+        assert text in out  # the defaults that differ, and why one would stop early
+
+
+def test_early_stopping_metrics_are_the_librarys():
+    import cfcore.factorize
+    from cfcore.cli import engine
+
+    assert engine.EARLY_STOPPING_METRICS == cfcore.factorize.EARLY_STOPPING_METRICS
+    assert set(engine.LOSSES) == set(cfcore.factorize.LOSSES)
 
 
 # ---------------------------------------------------------------------------- recommend
@@ -520,9 +530,35 @@ def test_factorize_validation_prints_epochs(runner, views, tmp_path):
     assert result.exit_code == 0, result.output
     epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
     assert [e.split()[1] for e in epochs] == ["1", "2", "3"]
-    for key in ("rmse", "sampled_pr", "auc"):  # Fang's validation PR, named as such
+    for key in ("rmse", "sampled_pr", "auc", "ndcg@10"):  # Fang's validation PR, named as such
         assert key in epochs[-1]
     assert " pr " not in epochs[-1]
+
+
+def test_factorize_early_stopping_keeps_the_best_epoch(runner, views, tmp_path):
+    from cfcore.factorize import Factorizer
+
+    out = tmp_path / "model.npz"
+    args = ["factorize", views, "-o", out, "--factors", 4, "--epochs", 40, "--threads", 1]
+    args += ["--loss", "warp", "--lr", 0.5, "--validation", 0.25, "--early-stopping", 2]
+    result = _run(runner, *args)
+    assert result.exit_code == 0, result.output
+    ndcg = [
+        float(line.split("ndcg@10 ")[1].split()[0])
+        for line in result.stdout.splitlines()
+        if line.startswith("epoch ")
+    ]
+    best = ndcg.index(max(ndcg)) + 1
+    assert len(ndcg) == best + 2 < 40  # two epochs without a gain, then stop
+    assert f"kept epoch {best} (ndcg@10 {max(ndcg):.4f})" in result.output
+    assert Factorizer.load(out).get_params()["early_stopping"] == 2
+
+
+def test_factorize_early_stopping_needs_validation(runner, views, tmp_path):
+    out = tmp_path / "model.npz"
+    result = _run(runner, "factorize", views, "-o", out, "--early-stopping", 3, "-q")
+    assert result.exit_code == 2 and "--validation FRACTION" in result.output
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("loss", ["squared", "bpr", "warp", "logistic"])
@@ -690,9 +726,11 @@ def test_sample_negatives_on_ml100k(runner, ml100k_path, tmp_path):
 
 def test_factorize_divergence_is_one_line_with_advice(runner, views, tmp_path):
     out = tmp_path / "model.npz"
-    result = _run(runner, "factorize", views, "-o", out, "--lr", 1e4, "--epochs", 3, "-q")
+    result = _run(
+        runner, "factorize", views, "-o", out, "--lr", 1e4, "--optimizer", "sgd", "--epochs", 3
+    )
     # The advice names this command's options, not the Python API's parameters.
-    _assert_one_line_error(result, "diverged", "lower --lr (now 10000) or raise --reg (now 0.01)")
+    _assert_one_line_error(result, "diverged", "lower --lr (now 10000) or raise --reg (now 0.02)")
     assert "learning_rate" not in result.output
     assert not out.exists()
 

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from test_model_contract import planted
 
 from cfcore.errors import DivergenceError, InputError
-from cfcore.factorize import DEFAULT_LEARNING_RATES, Factorizer
+from cfcore.factorize import DEFAULT_LEARNING_RATES, FANG_2015, LOSS_DEFAULTS, Factorizer
 from cfcore.interactions import Interactions
 from cfcore.io import load_artifact, save_artifact
 from cfcore.sampling import sample_negatives
@@ -93,6 +93,7 @@ def test_validation_metrics_per_epoch_and_callback(split):
         assert {"epoch", "loss", "lr", "updates", "seconds", "rmse", "sampled_pr", "auc"} <= set(
             record
         )
+        assert 0 < record["precision@10"] <= 1 and 0 < record["ndcg@10"] <= 1
         assert "pr" not in record  # "pr" is 1 − AUC vs uniform unobserved items (evaluate)
         assert 0 <= record["sampled_pr"] <= 1 and 0 <= record["auc"] <= 1 and record["rmse"] > 0
         assert record["updates"] == train.nnz
@@ -121,17 +122,83 @@ def test_learning_rate_schedules(data, schedule, expected):
     np.testing.assert_allclose([h["lr"] for h in model.history_], expected, rtol=1e-6)
 
 
-def test_default_learning_rate_depends_on_loss(data):
-    for loss, lr in DEFAULT_LEARNING_RATES.items():
-        model = Factorizer(loss=loss, **{**FAST, "epochs": 1}).fit(data)
+def test_default_learning_rate_depends_on_loss_and_optimizer(data):
+    for (loss, optimizer), lr in DEFAULT_LEARNING_RATES.items():
+        model = Factorizer(loss=loss, optimizer=optimizer, **{**FAST, "epochs": 1}).fit(data)
         assert model.history_[0]["lr"] == pytest.approx(lr)
+    # unset: the loss's optimizer, and that optimizer's rate
+    assert Factorizer(**{**FAST, "epochs": 1}).fit(data).history_[0]["lr"] == pytest.approx(
+        DEFAULT_LEARNING_RATES["squared", LOSS_DEFAULTS["squared"]["optimizer"]]
+    )
+
+
+def test_fang_2015_configuration_is_the_papers(data):
+    """``Factorizer(**FANG_2015)``: squared loss, 100 factors, λ 0.01, 2 negatives per
+    positive drawn once ∝ log-popularity, plain SGD."""
+    e = Factorizer(**{**FANG_2015, "epochs": 1, "progress": False}).fit(data).effective_params_
+    assert (e.loss, e.factors, e.regularization, e.neg_ratio) == ("squared", 100, 0.01, 2.0)
+    assert (e.neg_weighting, e.resample_negatives, e.optimizer) == ("log-popularity", False, "sgd")
+    assert e.learning_rate == DEFAULT_LEARNING_RATES["squared", "sgd"]
+
+
+def test_only_an_explicit_neg_ratio_warns_of_users_short_of_negatives(data):
+    from cfcore.sampling import NegativeShortfallWarning
+
+    heavy = data.tolil(copy=True)
+    heavy[0, :60] = 1  # 60 of 100 items: 40 unobserved, short of 4 × 60
+    heavy = sp.csr_matrix(heavy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NegativeShortfallWarning)
+        Factorizer(**FAST).fit(heavy)  # the library's own ratio, 4: no warning
+    with pytest.warns(NegativeShortfallWarning, match="1 of 80 users"):
+        Factorizer(neg_ratio=4, **FAST).fit(heavy)
+
+
+def test_early_stopping_keeps_the_best_epoch(split):
+    """Patience 2 on validation NDCG@10: the fit stops two epochs after the best one and
+    holds that epoch's factors (scored again here, they give the recorded NDCG@10)."""
+    from cfcore.metrics import top_k_metrics
+
+    train, test = split
+    # a large step overfits this small planted problem quickly, so the metric peaks early
+    params = dict(loss="warp", factors=16, epochs=60, learning_rate=0.3, seed=0, progress=False)
+    model = Factorizer(early_stopping=2, **params).fit(train, validation=test)
+    ndcg = [h["ndcg@10"] for h in model.history_]
+    best = int(np.argmax(ndcg)) + 1
+    assert model.best_epoch_ == best < len(ndcg) == best + 2 < 60
+    held = top_k_metrics(model.scorer(), test, k=10, exclude=train)["ndcg@10"]
+    assert held == pytest.approx(ndcg[best - 1], abs=1e-6)
+    assert model.effective_params_.early_stopping == 2
+    # without early stopping the fit runs every epoch and keeps the last
+    full = Factorizer(**params).fit(train, validation=test)
+    assert full.best_epoch_ == 60 and len(full.history_) == 60
+    np.testing.assert_array_equal(full.item_factors_ == model.item_factors_, False)
+
+
+def test_early_stopping_watches_the_metric_asked_for(split):
+    train, test = split
+    model = Factorizer(
+        loss="bpr", early_stopping=1, early_stopping_metric="auc", **{**FAST, "epochs": 30}
+    ).fit(train, validation=test)
+    aucs = [h["auc"] for h in model.history_]
+    assert aucs[model.best_epoch_ - 1] == max(aucs)
+    assert len(aucs) in (model.best_epoch_ + 1, 30)
+
+
+def test_early_stopping_needs_validation_and_a_known_metric(data):
+    with pytest.raises(InputError, match="validation="):
+        Factorizer(early_stopping=3, **FAST).fit(data)
+    with pytest.raises(InputError, match="early_stopping_metric"):
+        Factorizer(early_stopping=3, early_stopping_metric="rmse", **FAST).fit(data, data)
+    with pytest.raises(InputError, match="early_stopping"):
+        Factorizer(early_stopping=0, **FAST).fit(data, data)
 
 
 def test_plain_sgd_warp_keeps_its_own_defaults(data):
-    """WARP defaults to AdaGrad at η 0.05; with optimizer="sgd" it falls back to the
+    """WARP defaults to AdaGrad at η 0.03; with optimizer="sgd" it falls back to the
     annealed, norm-bounded setting plain SGD needs (cfcore.factorize.PLAIN_SGD_WARP)."""
     adagrad = Factorizer(loss="warp", **FAST).fit(data)
-    assert [h["lr"] for h in adagrad.history_] == pytest.approx([0.05] * 4)
+    assert [h["lr"] for h in adagrad.history_] == pytest.approx([0.03] * 4)
     sgd = Factorizer(loss="warp", optimizer="sgd", **FAST).fit(data)
     assert [h["lr"] for h in sgd.history_] == pytest.approx([0.02, 0.015, 0.01, 0.005])
     norms = np.linalg.norm(sgd.item_factors_, axis=1)
@@ -155,7 +222,7 @@ def test_random_order_also_learns(data):
 
 def test_divergence_is_reported_with_advice(data):
     with pytest.raises(DivergenceError, match=r"lower learning_rate \(now 1000\)"):
-        Factorizer(learning_rate=1000.0, **FAST).fit(data)
+        Factorizer(learning_rate=1000.0, optimizer="sgd", **FAST).fit(data)
 
 
 @pytest.mark.parametrize("loss", ["bpr", "warp", "logistic", "squared"])
@@ -273,19 +340,21 @@ def test_defaults_are_resolved_once_into_the_effective_params(data, tmp_path):
     assert (e.optimizer, e.neg_weighting, e.learning_rate, e.schedule, e.max_norm) == (
         "adagrad",
         "uniform",
-        0.05,
+        0.03,
         "constant",
         None,
     )
+    assert e.max_sampled == 50 and warp.max_sampled is None
     assert warp.optimizer is None and warp.get_params()["neg_weighting"] is None
     plain = Factorizer(loss="warp", optimizer="sgd", **FAST).fit(data).effective_params_
     assert (plain.learning_rate, plain.schedule, plain.max_norm) == (0.02, "linear", 1.0)
     squared = Factorizer(**FAST).fit(data).effective_params_
     assert (squared.optimizer, squared.neg_weighting, squared.resample_negatives) == (
-        "sgd",
+        "adagrad",
         "log-popularity",
-        False,
+        True,
     )
+    assert (squared.regularization, squared.neg_ratio, squared.learning_rate) == (0.02, 4.0, 0.1)
     assert Factorizer(loss="bpr", **FAST).fit(data).effective_params_.resample_negatives
     path = warp.save(tmp_path / "m.npz")
     _, header = load_artifact(path, "factor-model")

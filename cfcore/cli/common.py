@@ -283,9 +283,15 @@ def _validated(check: Callable[[Any, str], Any]) -> Callable[..., Any]:
     return callback
 
 
-def negatives_options(weighting_default: str | None, weighting_help: str) -> Callable[[F], F]:
+def negatives_options(
+    weighting_default: str | None,
+    weighting_help: str,
+    ratio_default: float | None = 2.0,
+    ratio_help: str = "(Fang et al.: 2).",
+) -> Callable[[F], F]:
     """``--neg-ratio`` and ``--neg-weighting``: the library's ``neg_ratio``/``neg_weighting``,
-    checked by its validators (:mod:`cfcore.sampling`), passed on under those names.
+    checked by its validators (:mod:`cfcore.sampling`), passed on under those names
+    (``None`` defaults: the library decides).
 
     The old spellings ``--ratio``, ``--weighting`` and ``--neg-weight`` still work (hidden from
     ``--help``; a ``note:`` says to use the new ones).
@@ -310,11 +316,11 @@ def negatives_options(weighting_default: str | None, weighting_help: str) -> Cal
             click.option(
                 "--neg-ratio",
                 type=float,
-                default=2.0,
-                show_default=True,
+                default=ratio_default,
+                show_default=ratio_default is not None,
                 callback=_validated(check_neg_ratio),
                 help="Sampled negatives per positive, n_j = neg-ratio × |positives_j| "
-                "(Fang et al.: 2).",
+                + ratio_help,
             ),
             click.option(
                 "--neg-weighting",
