@@ -76,6 +76,18 @@ RENDER_BATCH = 256
 #: draws per block of the categorical sampler (bounds its temporary arrays)
 _CATEGORICAL_BLOCK = 1 << 16
 
+#: the latent arrays of a world, as saved in ``truth.npz`` (beside the raw ids)
+TRUTH_ARRAYS = (
+    "item_class",
+    "item_style",
+    "item_popularity",
+    "item_owner",
+    "render_params",
+    "user_class_taste",
+    "user_style_taste",
+    "user_target_views",
+)
+
 # generator streams, one per stage (the second word of each generator's seed)
 _USERS, _ITEMS, _OWNERS, _VIEWS = 1, 2, 3, 4
 
@@ -399,14 +411,7 @@ class SimulatedWorld:
             {
                 "item_ids": self.views.item_ids,
                 "user_ids": self.views.user_ids,
-                "item_class": self.item_class,
-                "item_style": self.item_style,
-                "item_popularity": self.item_popularity,
-                "item_owner": self.item_owner,
-                "render_params": self.render_params,
-                "user_class_taste": self.user_class_taste,
-                "user_style_taste": self.user_style_taste,
-                "user_target_views": self.user_target_views,
+                **{name: getattr(self, name) for name in TRUTH_ARRAYS},
             },
             {
                 "params": asdict(self.params),
@@ -470,20 +475,10 @@ class SimulatedWorld:
         if not (directory / MANIFEST).is_file():
             raise InputError(f"{directory}: not a simulated world (no {MANIFEST})")
         arrays, header = load_artifact(directory / "truth.npz", ARTIFACT_KIND)
-        keys = [
-            "item_class",
-            "item_style",
-            "item_popularity",
-            "item_owner",
-            "render_params",
-            "user_class_taste",
-            "user_style_taste",
-            "user_target_views",
-        ]
-        require_keys(directory / "truth.npz", arrays, keys)
+        require_keys(directory / "truth.npz", arrays, list(TRUTH_ARRAYS))
         params = WorldParams(**header["params"]).validated()
         views = Interactions.load(directory / "views.npz")
-        return cls(views, **{k: arrays[k] for k in keys}, params=params)
+        return cls(views, **{k: arrays[k] for k in TRUTH_ARRAYS}, params=params)
 
 
 def _write_csv(path: Path, header: str, rows: Iterable[Iterable[Any]]) -> None:

@@ -15,7 +15,7 @@ from cfcore.cluster import cluster_items, normalized_mutual_info
 from cfcore.errors import InputError
 from cfcore.factorize import Factorizer
 from cfcore.interactions import Interactions
-from cfcore.simulate import MANIFEST, SimulatedWorld, simulate
+from cfcore.simulate import MANIFEST, TRUTH_ARRAYS, SimulatedWorld, simulate
 
 TINY = dict(n_users=300, n_items=400, n_views=9000, n_classes=6, n_styles=3, image_size=24)
 
@@ -31,18 +31,8 @@ def saved(world, tmp_path_factory) -> Path:
 
 
 def _same(a: SimulatedWorld, b: SimulatedWorld) -> bool:
-    arrays = (
-        "item_class",
-        "item_style",
-        "item_popularity",
-        "item_owner",
-        "render_params",
-        "user_class_taste",
-        "user_style_taste",
-        "user_target_views",
-    )
     return (a.views.user_items != b.views.user_items).nnz == 0 and all(
-        np.array_equal(getattr(a, k), getattr(b, k)) for k in arrays
+        np.array_equal(getattr(a, k), getattr(b, k)) for k in TRUTH_ARRAYS
     )
 
 

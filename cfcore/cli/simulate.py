@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,10 +16,15 @@ D = WorldParams()  # the defaults, shown in --help
 
 @click.command("simulate")
 @click.argument("output", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--users", type=click.IntRange(min=1), default=D.n_users, show_default=True)
-@click.option("--items", type=click.IntRange(min=1), default=D.n_items, show_default=True)
+@click.option(
+    "--users", "n_users", type=click.IntRange(min=1), default=D.n_users, show_default=True
+)
+@click.option(
+    "--items", "n_items", type=click.IntRange(min=1), default=D.n_items, show_default=True
+)
 @click.option(
     "--views",
+    "n_views",
     type=click.IntRange(min=1),
     default=D.n_views,
     show_default=True,
@@ -26,6 +32,7 @@ D = WorldParams()  # the defaults, shown in --help
 )
 @click.option(
     "--classes",
+    "n_classes",
     type=click.IntRange(min=1),
     default=D.n_classes,
     show_default=True,
@@ -33,6 +40,7 @@ D = WorldParams()  # the defaults, shown in --help
 )
 @click.option(
     "--styles",
+    "n_styles",
     type=click.IntRange(min=1),
     default=D.n_styles,
     show_default=True,
@@ -109,25 +117,12 @@ D = WorldParams()  # the defaults, shown in --help
 @seed_option
 def simulate(
     output: Path,
-    users: int,
-    items: int,
-    views: int,
-    classes: int,
-    styles: int,
-    image_size: int,
-    class_concentration: float,
-    style_concentration: float,
-    noise: float,
-    popularity_sigma: float,
-    activity_sigma: float,
-    min_views: int,
-    pixel_noise: float,
     holdout: float,
     no_images: bool,
     force: bool,
     workers: int,
     quiet: bool,
-    seed: int,
+    **params: Any,
 ) -> None:
     """Simulate a social-media site and write it to the folder OUTPUT.
 
@@ -157,9 +152,10 @@ def simulate(
       cfcore simulate big/ --users 100000 --items 200000 --views 10000000 --no-images
     \b
     The paper's pipeline on it, with learned vs random-init features:
-      cfcore factorize world/train_views.npz -o model.npz
+      cfcore factorize world/train_views.npz -o model.npz --threads 1
       cfcore cluster model.npz -k 8 -o labels.npz
-      cfvision train world/ labels.npz -o run/ --arch small --image-size 32 --epochs 5
+      cfvision train world/ labels.npz -o run/ --arch small --image-size 32 \\
+          --epochs 5 --cache-images
       cfvision extract world/ --checkpoint run/checkpoint.pt -o learned.npz
       cfvision extract world/ --arch small --image-size 32 -o random.npz
       cfvision evaluate learned.npz random.npz --interactions world/views.npz \\
@@ -169,22 +165,7 @@ def simulate(
     from cfcore.simulate import simulate as simulate_world
 
     start = time.perf_counter()
-    world = simulate_world(
-        users,
-        items,
-        views,
-        classes,
-        styles,
-        image_size,
-        class_concentration=class_concentration,
-        style_concentration=style_concentration,
-        noise=noise,
-        popularity_sigma=popularity_sigma,
-        activity_sigma=activity_sigma,
-        min_views=min_views,
-        pixel_noise=pixel_noise,
-        seed=seed,
-    )
+    world = simulate_world(**params)  # every other option is a parameter of the world
     drawn = time.perf_counter() - start
     world.save(
         output,
@@ -204,7 +185,8 @@ def simulate(
         f"{s['classes']} classes × {s['styles']} styles; {s['owners']} owners, "
         f"{s['items_viewed_by_owner']} items viewed by their owner"
     )
-    images = "no images" if no_images else f"{items} images of {image_size}×{image_size}"
+    size = params["image_size"]
+    images = "no images" if no_images else f"{s['items']} images of {size}×{size}"
     click.echo(
         f"drawn in {drawn:.1f}s, written in {time.perf_counter() - start - drawn:.1f}s "
         f"({images}) → {output}"
