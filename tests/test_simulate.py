@@ -192,12 +192,12 @@ def test_save_writes_every_file_and_load_reads_the_truth_back(world, saved):
 
 
 def test_saved_files_are_read_by_the_other_commands(world, saved):
-    from cfcore.cli.cluster import _read_owners
     from cfcore.readers import read_interactions
+    from cfcore.retrieval import read_owners
 
     views = read_interactions(saved / "views.npz")
     assert (views.user_items != world.views.user_items).nnz == 0
-    owners = _read_owners(saved / "owners.csv")
+    owners = read_owners(saved / "owners.csv")
     assert owners["7"] == str(world.item_owner[7])
     classes = (saved / "classes.csv").read_text().splitlines()
     assert (
@@ -216,22 +216,28 @@ def test_holdout_splits_items_with_their_views(world, saved):
     assert train.nnz == world.views.subset(items=np.setdiff1d(np.arange(400), test)).nnz
 
 
-def test_images_are_read_by_cfvision(world, saved):
+def test_labels_are_read_by_the_labels_reader(world, saved):
+    from cfcore.labels import read_labels
+
+    classes = read_labels(saved / "classes.csv")
+    assert not classes.multilabel and classes.n_classes == 6
+    assert classes.class_names == sorted(world.class_names)
+    attrs = read_labels(saved / "attributes.csv")
+    assert attrs.multilabel and np.all(attrs.matrix.sum(axis=1) == 4)
+
+
+def test_images_are_read_by_cfvision(world, saved, tmp_path):
     pytest.importorskip("torchvision")
-    from cfvision.data import check_images, load_image_index, load_labels
+    from PIL import Image
+
+    from cfvision.data import load_image_index, prepare_images
 
     index = load_image_index(saved)  # the world folder itself: images/ inside
     assert len(index) == world.n_items
-    report = check_images(index)
-    assert len(report.ok) == world.n_items and not report.bad
-    from PIL import Image
-
-    with Image.open(index["5"]) as img:
+    with Image.open(index.path(5)) as img:
         assert np.array_equal(np.asarray(img), world.render([5])[0])
-    labels = load_labels(saved / "classes.csv")
-    assert not labels.multilabel and labels.n_classes == 6
-    attrs = load_labels(saved / "attributes.csv")
-    assert attrs.multilabel and attrs.targets.sum(axis=1).min() == 4
+    images = prepare_images(index, size=24, cache_dir=tmp_path)
+    assert len(images) == world.n_items and not images.report.bad
 
 
 def test_save_refuses_to_overwrite_unless_asked_and_never_replaces_other_folders(world, tmp_path):

@@ -12,7 +12,7 @@ from cfcore.cluster import cluster_items, normalized_mutual_info  # noqa: E402
 from cfcore.factorize import Factorizer  # noqa: E402
 from cfcore.interactions import Interactions  # noqa: E402
 from cfcore.simulate import simulate  # noqa: E402
-from cfvision.data import load_image_index  # noqa: E402
+from cfvision.data import load_image_index, prepare_images, resize_size  # noqa: E402
 from cfvision.evaluate import compare_features  # noqa: E402
 from cfvision.extract import extract_features  # noqa: E402
 from cfvision.models import build_model  # noqa: E402
@@ -46,7 +46,7 @@ def test_cnn_features_learned_from_pseudo_classes_beat_random_init(tmp_path):
         batch_size=32,
         lr=0.05,
         val_fraction=0.0,
-        cache_images=True,
+        cache_dir=str(tmp_path / "cache"),
         device="cpu",
         progress=False,
         seed=0,
@@ -54,10 +54,12 @@ def test_cnn_features_learned_from_pseudo_classes_beat_random_init(tmp_path):
     learned = train(cfg, log=None).model
     torch.manual_seed(0)
     random_init = build_model("small", 6)
-    index = load_image_index(root)
-    items = [str(i) for i in world.views.item_ids.tolist()]
+    images = prepare_images(
+        load_image_index(root), size=resize_size(24), cache_dir=tmp_path / "cache"
+    )
+    items = images.item_ids
     sets = [
-        (name, items, extract_features(net, items, index, 24, progress=False))
+        (name, items, extract_features(net, images, 24, progress=False))
         for name, net in (("learned", learned), ("random", random_init))
     ]
     test_items = (root / "test_items.csv").read_text().split()[1:]

@@ -154,8 +154,7 @@ def simulate(
     The paper's pipeline on it, with learned vs random-init features:
       cfcore factorize world/train_views.npz -o model.npz --threads 1
       cfcore cluster model.npz -k 8 -o labels.npz
-      cfvision train world/ labels.npz -o run/ --arch small --image-size 32 \\
-          --epochs 5 --cache-images
+      cfvision train world/ labels.npz -o run/ --arch small --image-size 32 --epochs 5
       cfvision extract world/ --checkpoint run/checkpoint.pt -o learned.npz
       cfvision extract world/ --arch small --image-size 32 -o random.npz
       cfvision evaluate learned.npz random.npz --interactions world/views.npz \\
