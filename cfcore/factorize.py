@@ -587,14 +587,7 @@ class Factorizer(FactorModel):
         extremes = [float(X.max()), float(X.min()), float(Y.max()), float(Y.min())]
         if p.use_biases:
             extremes += [float(np.abs(self.item_bias_).max()), float(np.abs(self.user_bias_).max())]
-        biggest = max(abs(v) for v in extremes)
-        if not math.isfinite(mean_loss) or not math.isfinite(biggest) or biggest > MAX_ABS_FACTOR:
-            raise DivergenceError(
-                f"training diverged in epoch {epoch + 1} (mean loss {mean_loss:.4g}, largest "
-                f"|factor| {biggest:.4g})",
-                learning_rate=lr,
-                regularization=p.regularization,
-            )
+        check_divergence(epoch, mean_loss, max(abs(v) for v in extremes), p, lr)
 
     # ------------------------------------------------------------------ validation
     def _validation_negatives(
@@ -715,6 +708,21 @@ class Factorizer(FactorModel):
     def _load_extra(self, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
         self.item_popularity_ = arrays.get("item_popularity")
         self.effective_params_ = EffectiveParams.from_dict(header.get("effective_params"))
+
+
+def check_divergence(
+    epoch: int, mean_loss: float, biggest: float, p: EffectiveParams, lr: float
+) -> None:
+    """:class:`DivergenceError` when an epoch's mean loss is not finite or its largest
+    ``|factor|`` (or bias) is not finite or beyond :data:`MAX_ABS_FACTOR` — the one test,
+    shared by :class:`Factorizer` and the Spark backend (which only has the extremes)."""
+    if not math.isfinite(mean_loss) or not math.isfinite(biggest) or biggest > MAX_ABS_FACTOR:
+        raise DivergenceError(
+            f"training diverged in epoch {epoch + 1} (mean loss {mean_loss:.4g}, largest "
+            f"|factor| {biggest:.4g})",
+            learning_rate=lr,
+            regularization=p.regularization,
+        )
 
 
 def _project_rows(table: np.ndarray, max_norm: float | None) -> None:

@@ -309,6 +309,21 @@ def _check_popularity(popularity: Any, n_items: int) -> np.ndarray:
     return p
 
 
+def _check_user_index(user_index: Any, n_users: int) -> np.ndarray:
+    """The random stream of every row: ``user_index`` checked (int64, >= 0), or ``arange``."""
+    if user_index is None:
+        return np.arange(n_users, dtype=np.int64)
+    index = np.asarray(user_index)
+    if index.shape != (n_users,) or (index.size and index.dtype.kind not in "iu"):
+        raise InputError(
+            f"user_index: expected {n_users} integer user indices (one per row), got "
+            f"{index.dtype} of shape {index.shape}"
+        )
+    if index.size and index.min() < 0:
+        raise InputError(f"user_index: must be >= 0, got {int(index.min())}")
+    return index.astype(np.int64, copy=False)
+
+
 # ---------------------------------------------------------------------------- public API
 def sample_negatives(
     user_items: sp.spmatrix | Any,
@@ -320,6 +335,7 @@ def sample_negatives(
     *,
     epoch: int = 0,
     warn_short: bool = True,
+    user_index: np.ndarray | None = None,
     **deprecated: Any,
 ) -> NegativeSample:
     """Draw negatives per user as in Fang et al. (2015), Algorithm 1.
@@ -353,6 +369,12 @@ def sample_negatives(
         Non-negative; a fresh reproducible draw per epoch for per-epoch resampling.
     warn_short : bool, default True
         Emit a :class:`NegativeShortfallWarning` when some users got fewer than requested.
+    user_index : ndarray of int, shape (n_users,), optional
+        Index of each row's user in a larger matrix whose rows are split up (default: the
+        row number). Row ``r`` draws from the stream ``(seed, epoch, user_index[r])``, so
+        with ``popularity`` (and the columns) of the whole matrix, each part gets exactly
+        the negatives the whole matrix would give its users — how the Spark backend
+        (:mod:`cfcore.spark.sampling`) samples one partition at a time.
     **deprecated
         ``ratio`` and ``weighting``: the old names of ``neg_ratio`` and ``neg_weighting``.
 
@@ -377,6 +399,7 @@ def sample_negatives(
     epoch = _check_int(epoch, "epoch")
     threads = resolve_threads(threads)
     n_users, n_items = positives.shape
+    streams = _check_user_index(user_index, n_users)
     if n_items >= np.iinfo(np.int32).max:
         raise InputError(f"user_items: {n_items} items is more than int32 indices can hold")
     if popularity is None:
@@ -410,6 +433,7 @@ def sample_negatives(
             alias_table,
             seed,
             epoch,
+            streams,
             out_indptr,
             out_indices,
             threads,

@@ -96,7 +96,10 @@ def run_kernel(X, weights, ratio, seed=0, epoch=0, switch=4.0, threads=1):
     np.cumsum(counts, out=out_indptr[1:])
     out = np.empty(out_indptr[-1], dtype=np.int32)
     with numba_threads(threads):
-        sample_into(indptr, indices, weights, table, seed, epoch, out_indptr, out, threads, switch)
+        streams = np.arange(n_users, dtype=np.int64)
+        sample_into(
+            indptr, indices, weights, table, seed, epoch, streams, out_indptr, out, threads, switch
+        )
     return out_indptr, out, n_short, wanted
 
 
@@ -463,3 +466,32 @@ def test_ml100k_weightings_order_the_popularity_of_negatives(ml100k):
         mean_pop[weighting] = pop[neg.indices].mean()
     # popularity ∝ p favours popular items most, log(1+p) less, uniform least.
     assert mean_pop["popularity"] > mean_pop["log-popularity"] > mean_pop["uniform"]
+
+
+def test_rows_split_with_user_index_draw_the_negatives_of_the_whole_matrix():
+    """How the Spark backend samples one partition at a time: any split of the users, each
+    part drawn with its global user indices and the whole matrix's popularity, gives exactly
+    the whole matrix's negatives."""
+    rng = np.random.default_rng(4)
+    X = sp.random(60, 40, density=0.15, format="csr", random_state=rng)
+    whole = sample_negatives(X, 2.0, "log-popularity", seed=5, epoch=2)
+    popularity = np.diff(X.tocsc().indptr)
+    shuffled = rng.permutation(60)
+    for part in np.array_split(shuffled, 3):
+        rows = np.sort(part)
+        got = sample_negatives(
+            X[rows], 2.0, "log-popularity", seed=5, epoch=2, popularity=popularity, user_index=rows
+        )
+        want = whole.to_csr()[rows]
+        assert (got.to_csr() != want).nnz == 0
+    # without user_index the streams are the rows' own numbers: different draws
+    alone = sample_negatives(X[rows], 2.0, "log-popularity", seed=5, epoch=2, popularity=popularity)
+    assert (alone.to_csr() != whole.to_csr()[rows]).nnz > 0
+
+
+def test_user_index_is_checked():
+    X = sp.random(5, 8, density=0.3, format="csr", random_state=0)
+    with pytest.raises(InputError, match="user_index: expected 5"):
+        sample_negatives(X, user_index=np.arange(4))
+    with pytest.raises(InputError, match="user_index: must be >= 0"):
+        sample_negatives(X, user_index=np.array([0, 1, -2, 3, 4]))

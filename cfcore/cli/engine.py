@@ -29,6 +29,7 @@ from cfcore.cli.common import (
     threads_option,
     warnings_as_notes,
 )
+from cfcore.cli.spark import backend_options
 from cfcore.errors import DivergenceError, InputError, ModelFormatError
 from cfcore.ids import id_positions
 from cfcore.metrics import top_n
@@ -200,6 +201,7 @@ output_option = click.option(
 )
 @seed_option
 @threads_option
+@backend_options
 @format_option
 @min_rating_option
 @columns_option
@@ -211,6 +213,8 @@ def sample_negatives_cmd(
     neg_weighting: str,
     seed: int,
     threads: int,
+    backend: str,
+    master: str | None,
     fmt: str,
     min_rating: float | None,
     read_options: dict[str, Any],
@@ -227,14 +231,24 @@ def sample_negatives_cmd(
     Examples:
       cfcore sample-negatives ml-100k -o negatives.npz
       cfcore sample-negatives u.data -o neg.npz --neg-ratio 1 --neg-weighting uniform --seed 3
+      cfcore sample-negatives views.parquet -o neg.parquet --backend spark --master local[4]
 
     The output is an .npz of kind "negatives" (CSR arrays indptr/indices over the
     rows and columns of INPUT as read, ids in sorted order);
-    cfcore.sampling.NegativeSample.load reads it back.
+    cfcore.sampling.NegativeSample.load reads it back. With --backend spark the
+    sampler runs per partition of users on Spark and draws the same negatives; an
+    output not named *.npz is then a Parquet dataset of raw (user, item) ids.
     """
     from cfcore.sampling import NegativeShortfallWarning, sample_negatives
 
     _check_output(output)
+    if backend == "spark":
+        from cfcore.cli.spark import sample_negatives_on_spark
+
+        read = dict(fmt=fmt, data_dir=data_dir, min_rating=min_rating, read_options=read_options)
+        return sample_negatives_on_spark(
+            source, output, neg_ratio, neg_weighting, seed, master, read
+        )
     inter = load_input(source, fmt, data_dir, min_rating, **read_options)
     with warnings_as_notes(NegativeShortfallWarning):  # the shortfall is reported below
         neg = sample_negatives(
@@ -354,6 +368,14 @@ def _epoch_line(row: dict[str, Any]) -> str:
 @threads_option
 @seed_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-epoch lines.")
+@backend_options
+@click.option(
+    "--blocks",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--backend spark: DSGD cuts the matrix into BLOCKS × BLOCKS blocks and trains "
+    "BLOCKS at once [default: Spark's default parallelism].",
+)
 @format_option
 @min_rating_option
 @columns_option
@@ -377,6 +399,9 @@ def factorize(
     threads: int,
     seed: int,
     quiet: bool,
+    backend: str,
+    master: str | None,
+    blocks: int | None,
     fmt: str,
     min_rating: float | None,
     read_options: dict[str, Any],
@@ -394,6 +419,7 @@ def factorize(
       cfcore factorize ml-100k -o model.npz --validation 0.2
       cfcore factorize ratings.csv -o model.npz --loss bpr --factors 64 --epochs 30
       cfcore factorize u.data -o likes.npz --min-rating 4 --threads 1 --seed 7
+      cfcore factorize views.parquet -o model.npz --backend spark --master local[4]
 
     \b
     Paper defaults (Fang et al. 2015): --factors 100 --reg 0.01 --neg-ratio 2
@@ -402,20 +428,24 @@ def factorize(
     Hogwild races. The model (.npz, kind "factor-model") holds user_factors,
     item_factors (float32), the raw user_ids/item_ids and the parameters as JSON;
     `cfcore evaluate`, `recommend`, `similar` and `cluster` read it.
+
+    --backend spark trains the same model by DSGD (Gemulla et al. 2011) on Spark,
+    the Numba kernels inside the executors, and writes the same model file; an
+    output not named *.npz is then a directory of Parquet factor tables written by
+    the executors, for models too large for one machine
+    (cfcore.spark.load_tables reads it back).
     """
     from cfcore.factorize import Factorizer
     from cfcore.splits import holdout_split
 
     _check_output(output)
-    inter = load_input(source, fmt, data_dir, min_rating, **read_options)
-    train, held_out = inter, None
-    if validation is not None:
-        train, held_out = holdout_split(inter, validation, seed=seed)
-        if held_out.nnz == 0:
-            raise InputError(
-                f"--validation {validation}: no user has enough interactions to hold "
-                "any out; use a larger fraction or no validation"
-            )
+    if blocks is not None and backend != "spark":
+        raise click.UsageError("--blocks applies to --backend spark only")
+    if backend == "spark" and validation is not None:
+        raise click.UsageError(
+            "--validation is not available with --backend spark; hold data out and run "
+            "`cfcore evaluate` on the saved model"
+        )
     params: dict[str, Any] = dict(
         factors=factors,
         loss=loss,
@@ -434,6 +464,20 @@ def factorize(
     )
     if lr is not None:
         params["learning_rate"] = lr
+    if backend == "spark":
+        from cfcore.cli.spark import factorize_on_spark
+
+        read = dict(fmt=fmt, data_dir=data_dir, min_rating=min_rating, read_options=read_options)
+        return factorize_on_spark(source, output, params, master, blocks, quiet, read)
+    inter = load_input(source, fmt, data_dir, min_rating, **read_options)
+    train, held_out = inter, None
+    if validation is not None:
+        train, held_out = holdout_split(inter, validation, seed=seed)
+        if held_out.nnz == 0:
+            raise InputError(
+                f"--validation {validation}: no user has enough interactions to hold "
+                "any out; use a larger fraction or no validation"
+            )
     model = Factorizer(**params)
     if not quiet:
         click.echo(
