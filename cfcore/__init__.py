@@ -38,6 +38,7 @@ _EXPORTS = {
     "retrieval_report": "cfcore.retrieval",
     "load_vectors": "cfcore.vectors",
     "save_vectors": "cfcore.vectors",
+    "SimulatedWorld": "cfcore.simulate",
     "CollabfeatError": "cfcore.errors",
     "InputError": "cfcore.errors",
     "DivergenceError": "cfcore.errors",
