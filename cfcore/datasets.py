@@ -16,6 +16,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -179,6 +180,31 @@ def load_movielens(
     path = dataset_path(name, directory)
     file = {"ml-100k": "u.data", "ml-latest-small": "ratings.csv", "ml-1m": "ratings.dat"}[name]
     return read_interactions(path / file, min_rating=min_rating)
+
+
+def load_source(
+    source: str | os.PathLike[str],
+    fmt: str = "auto",
+    directory: str | os.PathLike[str] | None = None,
+    min_rating: float | None = None,
+    **read_options: Any,
+) -> Interactions:
+    """Interactions from a file, or from a dataset name resolved in the data directory.
+
+    ``source`` is a path (any format :func:`cfcore.readers.read_interactions` reads;
+    ``read_options``: ``sep``, ``header``, ``user_col``, ``item_col``, ``rating_col``) or,
+    when no such path exists, the name of a dataset (``ml-100k``). The ``INPUT`` of every
+    ``cfcore`` command and the ``source`` of a pipeline job.
+    """
+    from cfcore.readers import read_interactions
+
+    if not os.path.exists(source):
+        if str(source) not in DATASETS:
+            raise InputError(
+                f"{source}: no such file (give a file or a dataset name: {', '.join(DATASETS)})"
+            )
+        return load_movielens(str(source), directory, min_rating=min_rating)
+    return read_interactions(source, fmt, min_rating=min_rating, **read_options)
 
 
 @dataclass(frozen=True)

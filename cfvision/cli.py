@@ -1,4 +1,4 @@
-"""The ``cfvision`` command: ``train``, ``extract``, ``evaluate``.
+"""The ``cfvision`` command: ``train``, ``extract``, ``evaluate``, ``pipeline``, ``report``.
 
 Errors a user can cause (bad paths, missing labels, ids that do not match, a K that does not
 match a checkpoint) end as one line and exit status 1, through cfcore's click group.
@@ -21,6 +21,7 @@ from cfcore.cli.common import (
     seed_option,
 )
 from cfcore.io import check_outputs
+from cfcore.pipeline.job import STAGE_NAMES
 from cfvision.data import ID_SPACES, MIN_MATCHED_FRACTION
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -577,3 +578,106 @@ def evaluate(
             + "\n",
         )
         click.echo(f"report -> {output}")
+
+
+# ----------------------------------------------------------------------------- pipeline
+@cli.command()
+@click.argument("job_file", metavar="JOB.toml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the outputs go [default: the job's [job] run_dir, else runs/<JOB stem>].",
+)
+@click.option(
+    "--from",
+    "from_stage",
+    type=click.Choice(list(STAGE_NAMES)),
+    default=None,
+    help="Run this stage and every later one even when they are up to date.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (what would run, and why); run nothing."
+)
+def pipeline(job_file: Path, run_dir: Path | None, from_stage: str | None, dry_run: bool) -> None:
+    """Run Fang et al.'s whole pipeline from one job file, resumably, with a report.
+
+    \b
+    Stages: data → split → negatives → factorize → cluster → train → extract → evaluate
+    → report. Each runs in its own process (the first five as `python -m cfcore`, never
+    importing torch; the others as `python -m cfvision`), writes into its own folder of
+    the run directory, and is skipped when its parameters, input files and upstream
+    outputs are unchanged. A job stopped at any point (Ctrl-C, kill -9) and run again
+    redoes only the unfinished stage. RUN_DIR/manifest.json lists every stage's input
+    hashes, parameters, package versions, timings and outputs; RUN_DIR/report/ holds
+    report.md (+ PNGs) and the self-contained report.html.
+
+    \b
+    Examples:
+      cfvision pipeline examples/simulated.toml             # runs/simulated/
+      cfvision pipeline examples/movielens_posters.toml --dry-run
+      cfvision pipeline job.toml --from train              # retrain, keep the factors
+      cfvision pipeline job.toml --run-dir /scratch/run1
+
+    The job file's tables are documented in cfcore.pipeline.job (and the README's
+    "Pipeline jobs" section); an error names its line and key.
+    """
+    from cfvision.pipeline import run_job
+
+    result = run_job(job_file, run_dir, from_stage=from_stage, dry_run=dry_run, log=click.echo)
+    if not dry_run:
+        report = result.run_dir / "report" / "report.html"
+        ran = ", ".join(result.ran) or "nothing (every stage up to date)"
+        click.echo(f"ran: {ran}\nreport: {report}")
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for report.md, its PNGs and report.html [default: RUN_DIR/report].",
+)
+@click.option(
+    "--screenshot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also render report.html with headless Chromium into this PNG.",
+)
+@click.option("--title", default=None, help="Report title [default: from the job file name].")
+def report_cmd(
+    run_dir: Path, output: Path | None, screenshot: Path | None, title: str | None
+) -> None:
+    """(Re)write the report of a pipeline run, optionally with a screenshot of its HTML.
+
+    \b
+    Examples:
+      cfvision report runs/simulated -o /tmp/report
+      cfvision report runs/simulated --screenshot report.png
+    """
+    from cfcore.pipeline.rundir import RunDir
+    from cfvision.report import screenshot as render
+    from cfvision.report import write_report
+
+    folder = output or run_dir / "report"
+    check_outputs([folder / "report.md", folder / "report.html", screenshot])
+    paths = write_report(RunDir(run_dir), folder, title)
+    click.echo(f"report -> {paths['markdown']}, {paths['html']}")
+    if screenshot is not None:
+        render(paths["html"], screenshot)
+        click.echo(f"screenshot -> {screenshot}")
+
+
+@cli.command("run-stage", hidden=True)
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("stage")
+def run_stage(run_dir: Path, stage: str) -> None:
+    """Run STAGE of the job in RUN_DIR (started by `cfvision pipeline`)."""
+    from cfcore.cli.common import warnings_as_notes
+    from cfcore.pipeline.stages import execute
+    from cfvision.stages import FUNCTIONS
+
+    with warnings_as_notes():
+        execute(run_dir, stage, FUNCTIONS, click.echo)
