@@ -420,19 +420,22 @@ def screenshot(
     if exe is None:
         raise FileNotFoundError("no chromium on the PATH (apt-get install chromium, or $CHROMIUM)")
     page = Path(page).resolve()
-    with tempfile.TemporaryDirectory() as profile, atomic_path(png) as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        shot = Path(scratch) / "page.png"  # chromium wants a .png name
         cmd = [
             exe,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
-            f"--user-data-dir={profile}",
+            f"--user-data-dir={Path(scratch) / 'profile'}",
             f"--window-size={width},{height}",
-            f"--screenshot={tmp}",
+            f"--screenshot={shot}",
             page.as_uri(),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
+        if proc.returncode != 0 or not shot.exists() or shot.stat().st_size == 0:
             raise RuntimeError(f"chromium failed ({proc.returncode}): {proc.stderr[-500:]}")
+        with atomic_path(png) as tmp:
+            shutil.copyfile(shot, tmp)
     return Path(png)

@@ -328,13 +328,14 @@ def _check_keys(job: Job, table: str, values: Mapping[str, Any], keys: Mapping[s
         _check_value(job, table, key, value, keys[key])
 
 
-def _library_check(job: Job, table: str, check: Callable[[], Any]) -> None:
-    """Run a library validator; its :class:`InputError` names a parameter: point at its line."""
+def _library_check(job: Job, table: str, check: Callable[[], Any], key: str | None = None) -> None:
+    """Run a library validator; its :class:`InputError` names a parameter: point at its line
+    (or at ``key``'s, for options inside an inline table)."""
     try:
         check()
     except InputError as exc:
         message = str(exc)
-        key = next((k for k in job.tables.get(table, {}) if message.startswith(k)), None)
+        key = key or next((k for k in job.tables.get(table, {}) if message.startswith(k)), None)
         raise JobError(f"{job.where(table, key)}: {message}") from None
 
 
@@ -358,7 +359,7 @@ def _check_semantics(job: Job) -> None:
                 )
             _check_value(job, "data", "simulate", value, keys[key])
         params = {"seed": job.seed, **sim}
-        _library_check(job, "data", lambda: WorldParams(**params).validated())
+        _library_check(job, "data", lambda: WorldParams(**params).validated(), "simulate")
         for key in ("source", "format", "min_rating", "images", "id_space", "labels", "owners"):
             if key in data:
                 raise JobError(
