@@ -20,6 +20,7 @@ from cfcore.cli.common import (
     read_table,
     seed_option,
 )
+from cfcore.cli.pipeline import run_stage_command
 from cfcore.io import check_outputs
 from cfcore.pipeline.job import STAGE_NAMES
 from cfvision.data import ID_SPACES, MIN_MATCHED_FRACTION
@@ -670,14 +671,4 @@ def report_cmd(
         click.echo(f"screenshot -> {screenshot}")
 
 
-@cli.command("run-stage", hidden=True)
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.argument("stage")
-def run_stage(run_dir: Path, stage: str) -> None:
-    """Run STAGE of the job in RUN_DIR (started by `cfvision pipeline`)."""
-    from cfcore.cli.common import warnings_as_notes
-    from cfcore.pipeline.stages import execute
-    from cfvision.stages import FUNCTIONS
-
-    with warnings_as_notes():
-        execute(run_dir, stage, FUNCTIONS, click.echo)
+cli.add_command(run_stage_command("cfvision.stages"))

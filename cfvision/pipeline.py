@@ -145,8 +145,8 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child before exe
 
 def _run_stage_process(job: Job, run: RunDir, name: str, runner: str, lock_fd: int) -> None:
     env = dict(os.environ)
-    if job.threads:
-        env["OMP_NUM_THREADS"] = str(job.threads)
+    if job.threads_for(name):
+        env["OMP_NUM_THREADS"] = str(job.threads_for(name))
     command = [sys.executable, "-m", runner, "run-stage", str(run.root), name]
     proc = subprocess.Popen(
         command,

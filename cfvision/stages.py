@@ -16,13 +16,16 @@ from cfcore.pipeline.stages import VIEWS, StageContext, StageFunction
 #: Names of the feature sets, as the report shows them.
 LEARNED = "learned (pseudo-classes)"
 RANDOM = "random init"
+IMAGENET = "ImageNet weights"
+#: Feature files of the extract stage, by name.
+FEATURE_FILES = {LEARNED: "learned.npz", RANDOM: "random.npz", IMAGENET: "imagenet.npz"}
 
 
 def _torch_setup(ctx: StageContext) -> Any:
     import torch
 
-    if ctx.job.threads:
-        torch.set_num_threads(ctx.job.threads)
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
     return torch
 
 
@@ -32,6 +35,9 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
 
     _torch_setup(ctx)
     data = ctx.job.tables["data"]
+    options = ctx.job.options("train")
+    if "weights" in options:
+        options["weights"] = str(ctx.job.resolve("train", "weights", dataset=False))
     cfg = TrainConfig(
         images=str(ctx.images()),
         labels=str(ctx.input("cluster", "labels.npz")),
@@ -41,7 +47,7 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
         device=ctx.job.device,
         seed=ctx.job.seed,
         progress=False,
-        **ctx.job.table("train"),
+        **options,
     )
     result = train(cfg, log=ctx.log)
     return {
@@ -65,8 +71,8 @@ def stage_extract(ctx: StageContext) -> dict[str, Any]:
     from cfvision.train import resolve_device
 
     torch = _torch_setup(ctx)
-    options = {"batch_size": 128, "random_init": True, **ctx.job.table("extract")}
-    train = ctx.job.table("train")
+    options = {"batch_size": 128, "random_init": True, **ctx.job.options("extract")}
+    train = ctx.job.options("train")
     checkpoint = ctx.input("train", "checkpoint.pt")
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state, checkpoint)
@@ -93,6 +99,9 @@ def stage_extract(ctx: StageContext) -> dict[str, Any]:
         torch.manual_seed(ctx.job.seed)  # the trained model's initial weights (cfvision.train)
         net = build_model(state["arch"], int(state["num_classes"]), dropout=state["dropout"])
         extract(net, "random.npz", "random")
+    if "weights" in options:  # the paper's ImageNet features
+        weights = ctx.job.resolve("extract", "weights", dataset=False)
+        extract(build_model(state["arch"], 1, weights), "imagenet.npz", "weights")
     ctx.log(f"{len(images)} items × {dim} features")
     return {"items": len(images), "feature_dim": dim, "missing_images": len(images.report.bad)}
 
@@ -109,14 +118,16 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     from cfvision.evaluate import compare_features, compare_to_baseline
 
     _torch_setup(ctx)
-    options = {"R": 100, "bootstrap": 2000, "probe": True, **ctx.job.table("evaluate")}
+    options = {"R": 100, "bootstrap": 2000, "probe": True, **ctx.job.options("evaluate")}
     views = Interactions.load(ctx.input("data", VIEWS))
     test_ids = parse_ids(
         np.loadtxt(ctx.input("split", "test_items.csv"), dtype=str, skiprows=1, ndmin=1)
     )
-    sets = [(LEARNED, ctx.input("extract", "learned.npz"))]
-    if (ctx.run.stage("extract") / "random.npz").exists():
-        sets.append((RANDOM, ctx.input("extract", "random.npz")))
+    sets = [
+        (name, ctx.run.stage("extract") / file)
+        for name, file in FEATURE_FILES.items()
+        if (ctx.run.stage("extract") / file).exists()
+    ]
     feature_sets = [(name, *_vectors(load_vectors(path))) for name, path in sets]
     labels_source = ctx.labels() if options["probe"] else None
     labels = load_labels(labels_source, ctx.job.data_dir) if labels_source else None
@@ -139,7 +150,7 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
         "queries": out["queries"],
         "results": out["results"],
     }
-    if len(feature_sets) > 1:
+    if RANDOM in {name for name, _, _ in feature_sets}:
         result["paired"] = compare_to_baseline(
             feature_sets,
             RANDOM,
@@ -157,7 +168,7 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
             rows = id_positions(labels.item_ids, ids)
             has = rows >= 0
             k = int(labels.n_classes)
-            clusters = cluster_items(vecs[has], k, seed=ctx.job.seed, threads=ctx.job.threads)
+            clusters = cluster_items(vecs[has], k, seed=ctx.job.seed, threads=ctx.threads)
             result["nmi"][name] = normalized_mutual_info(clusters.labels, labels.targets[rows[has]])
     return result
 

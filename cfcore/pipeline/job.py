@@ -113,7 +113,7 @@ def _from_signature(func: Callable[..., Any], skip: set[str], owner: Any = None)
 def _factorize_keys() -> dict[str, Key]:
     from cfcore.factorize import Factorizer
 
-    # seed and threads come from [job]; the negatives' options from [negatives]
+    # seed and threads come from the job; the negatives' options from [negatives]
     skip = {"seed", "threads", "progress", "neg_ratio", "neg_weighting"}
     return _from_signature(Factorizer.__init__, skip, "cfcore.Factorizer")
 
@@ -162,8 +162,19 @@ TRAIN_KEYS: dict[str, Key] = {
 }  # fmt: skip
 
 
+#: Stages whose table may set ``threads`` for that stage alone (default: ``[job] threads``).
+THREADED = ("negatives", "factorize", "cluster", "train", "extract", "evaluate")
+
+
 def schema() -> dict[str, dict[str, Key]]:
     """Every table and key a job file may hold."""
+    tables = _tables()
+    for name in THREADED:
+        tables[name]["threads"] = _key(int, "this stage's threads (default: [job] threads)")
+    return tables
+
+
+def _tables() -> dict[str, dict[str, Key]]:
     return {
         "job": {
             "seed": _key(int, "seeds every stage (default 0)"),
@@ -195,8 +206,9 @@ def schema() -> dict[str, dict[str, Key]]:
         },
         "factorize": _factorize_keys(),
         "cluster": _cluster_keys(),
-        "train": TRAIN_KEYS,
+        "train": dict(TRAIN_KEYS),
         "extract": {
+            "weights": _key(str, "local torchvision state dict: adds ImageNet-features rows"),
             "batch_size": _key(int),
             "random_init": _key(bool, "also extract the random-init baseline (default true)"),
         },
@@ -231,6 +243,14 @@ class Job:
     # -------------------------------------------------------------- facts
     def table(self, name: str) -> dict[str, Any]:
         return dict(self.tables.get(name, {}))
+
+    def options(self, name: str) -> dict[str, Any]:
+        """A stage's table without ``threads``: the keyword arguments of its library call."""
+        return {k: v for k, v in self.tables.get(name, {}).items() if k != "threads"}
+
+    def threads_for(self, name: str) -> int:
+        """Threads of stage ``name``: its table's ``threads``, else ``[job] threads``."""
+        return int(self.tables.get(name, {}).get("threads", self.threads))
 
     @property
     def seed(self) -> int:
@@ -375,6 +395,9 @@ def _check_semantics(job: Job) -> None:
                 f"{job.where('data')}: images is required with source (the CNN stages need "
                 "an image per item: a folder, a CSV item_id,path or movielens-posters)"
             )
+    for table in ("train", "extract"):
+        if "weights" in job.tables.get(table, {}):
+            job.resolve(table, "weights", dataset=False)
     split = job.tables.get("split", {})
     if not 0 < split.get("test_fraction", 0.2) < 1:
         raise JobError(
@@ -386,7 +409,7 @@ def _check_semantics(job: Job) -> None:
             f"{job.where('split', 'validation')}: must lie in [0, 1), got {split['validation']}"
         )
     for table, key, low in (
-        ("job", "threads", 0),
+        *((t, "threads", 0) for t in ("job", *THREADED)),
         ("cluster", "k", 2),
         ("extract", "batch_size", 1),
         ("evaluate", "R", 1),
@@ -409,10 +432,10 @@ def _check_semantics(job: Job) -> None:
 def factorizer_params(job: Job) -> dict[str, Any]:
     """The Factorizer's keyword arguments: ``[factorize]``, ``[negatives]``, seed, threads."""
     return {
-        **job.table("factorize"),
-        **job.table("negatives"),
+        **job.options("factorize"),
+        **job.options("negatives"),
         "seed": job.seed,
-        "threads": job.threads,
+        "threads": job.threads_for("factorize"),
         "progress": False,
     }
 
@@ -474,12 +497,12 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
                "evaluate"),
 }  # fmt: skip
 
-#: The ``[data]`` options that name external files, and the stages that read them.
-EXTERNAL: dict[str, tuple[str, ...]] = {
-    "data": ("source",),
-    "train": ("images",),
-    "extract": ("images",),
-    "evaluate": ("labels", "owners"),
+#: The options (table, key) that name external files, and the stages that read them.
+EXTERNAL: dict[str, tuple[tuple[str, str], ...]] = {
+    "data": (("data", "source"),),
+    "train": (("data", "images"), ("train", "weights")),
+    "extract": (("data", "images"), ("extract", "weights")),
+    "evaluate": (("data", "labels"), ("data", "owners")),
 }
 
 
@@ -504,24 +527,26 @@ def stage_params(job: Job, name: str) -> dict[str, Any]:
     if name == "factorize":
         return {k: v for k, v in factorizer_params(job).items() if k != "progress"}
     if name == "cluster":
-        return {**job.table("cluster"), **seed, "threads": job.threads}
+        return {**job.options("cluster"), **seed, "threads": job.threads_for("cluster")}
     if name in ("train", "extract"):
         data = job.tables["data"]
         return {
-            **job.table(name),
+            **job.options(name),
             **seed,
-            "threads": job.threads,
+            "threads": job.threads_for(name),
             "device": job.device,
             "id_space": data.get("id_space"),
         }
     if name == "evaluate":
-        return {**job.table("evaluate"), **seed}
+        return {**job.options("evaluate"), **seed}
     return job.table(name)
 
 
 def external_inputs(job: Job, name: str) -> dict[str, Path]:
-    """The external files and folders a stage reads (a simulated world brings its own)."""
-    if job.simulated:
-        return {}
-    data = job.tables["data"]
-    return {key: job.resolve("data", key) for key in EXTERNAL.get(name, ()) if key in data}
+    """The external files and folders a stage reads (a simulated world brings its own
+    images, labels and owners)."""
+    out = {}
+    for table, key in EXTERNAL.get(name, ()):
+        if key in job.tables.get(table, {}) and not (job.simulated and table == "data"):
+            out[f"{table}.{key}"] = job.resolve(table, key, dataset=table == "data")
+    return out

@@ -43,6 +43,11 @@ class StageContext:
     out: Path
     log: Callable[[str], None]
 
+    @property
+    def threads(self) -> int:
+        """This stage's threads (0 = all cores)."""
+        return self.job.threads_for(self.name)
+
     def input(self, stage: str, file: str) -> Path:
         """A finished stage's output file (``InputError`` when it is missing)."""
         path = self.run.stage(stage) / file
@@ -119,7 +124,7 @@ def stage_data(ctx: StageContext) -> dict[str, Any]:
         from cfcore.simulate import simulate
 
         world = simulate(**{"seed": ctx.job.seed, **data["simulate"]})
-        world.save(ctx.out / WORLD, workers=max(1, ctx.job.threads or 2))
+        world.save(ctx.out / WORLD, workers=max(1, ctx.threads or 2))
         views = world.views
         result["world"] = world.summary()
         result["source"] = "cfcore.simulate"
@@ -149,7 +154,7 @@ def stage_split(ctx: StageContext) -> dict[str, Any]:
     from cfcore.interactions import Interactions
     from cfcore.splits import holdout_split, item_split
 
-    params = ctx.job.table("split")
+    params = ctx.job.options("split")
     views = Interactions.load(ctx.input("data", VIEWS))
     split = item_split(views, params.get("test_fraction", 0.2), seed=ctx.job.seed)
     split.train.save(ctx.out / "train_views.npz")
@@ -182,7 +187,7 @@ def stage_negatives(ctx: StageContext) -> dict[str, Any]:
     fit = Interactions.load(ctx.input("split", "fit_views.npz"))
     p = negative_params(ctx.job)
     ns = sample_negatives(
-        fit, p["neg_ratio"], p["neg_weighting"], seed=ctx.job.seed, threads=ctx.job.threads
+        fit, p["neg_ratio"], p["neg_weighting"], seed=ctx.job.seed, threads=ctx.threads
     )
     ns.save(ctx.out / "negatives.npz")
     counts = ns.counts
@@ -224,14 +229,14 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
     from cfcore.model import load_model
 
     model = load_model(ctx.input("factorize", "model.npz"))
-    options = ctx.job.table("cluster")
+    options = ctx.job.options("cluster")
     k = options.pop("k", None) or suggest_k(len(model.item_ids_))
     labels = cluster_items(
         model.item_factors_,
         k,
         ids=model.item_ids_,
         seed=ctx.job.seed,
-        threads=ctx.job.threads,
+        threads=ctx.threads,
         **options,
     )
     labels.save(ctx.out / "labels.npz")
