@@ -148,8 +148,8 @@ def _data_section(run: RunDir) -> list[Block]:
     blocks.append(Block("table", header=header, rows=rows))
     if "world" in data:
         w = data["world"]
-        keys = [k for k in w if isinstance(w[k], (int, float))][:8]
-        blocks.append(Block("table", header=["world", *keys], rows=[["", *(w[k] for k in keys)]]))
+        rows = [[k.replace("_", " "), v] for k, v in w.items() if isinstance(v, (int, float))]
+        blocks.append(Block("table", header=["simulated world", ""], rows=rows))
     if split:
         blocks.append(
             Block(
@@ -210,8 +210,9 @@ def _cluster_section(run: RunDir, folder: Path) -> list[Block]:
     if not res:
         return blocks
     sizes = sorted(res["sizes"], reverse=True)
-    fig, ax = new_figure(1, 1, (6.0, 3.0))
+    fig, ax = new_figure(1, 1, (5.0, 2.4))
     ax.bar(range(1, len(sizes) + 1), sizes, color="C0")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("pseudo-class (by size)")
     ax.set_ylabel("items")
     ax.grid(True, axis="y", alpha=0.3)
