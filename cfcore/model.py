@@ -10,7 +10,8 @@ tables, so it is shared by every model and by a model loaded from disk:
 - :meth:`FactorModel.scorer` — a scorer for :mod:`cfcore.metrics`;
 - :meth:`FactorModel.save` / :meth:`FactorModel.load` — an ``.npz`` artifact of kind
   ``"factor-model"`` (no pickle);
-- ``get_params`` / ``set_params`` — the scikit-learn estimator contract.
+- ``get_params`` / ``set_params`` — the scikit-learn estimator contract
+  (:class:`cfcore.estimator.Estimator`, shared with the tag models).
 
 Rows and ids: ``userids``/``itemids`` arguments are *row indices* (0..n-1) as in implicit;
 :meth:`FactorModel.user_rows` / :meth:`FactorModel.item_rows` map raw ids (``user_ids_``,
@@ -19,7 +20,6 @@ Rows and ids: ``userids``/``itemids`` arguments are *row indices* (0..n-1) as in
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cfcore.errors import InputError, ModelFormatError
+from cfcore.estimator import Estimator
 from cfcore.ids import id_positions
 from cfcore.io import load_artifact, require_keys, save_artifact
 from cfcore.metrics import top_n
@@ -50,7 +51,7 @@ def _rows_argument(values: Any, n: int, name: str) -> tuple[np.ndarray, bool]:
     return arr, scalar
 
 
-class FactorModel:
+class FactorModel(Estimator):
     """Base class: learned ``user_factors_`` (n_users, k) and ``item_factors_`` (n_items, k).
 
     Subclasses implement ``fit`` (and ``fold_in``); their ``__init__`` only stores its
@@ -73,32 +74,6 @@ class FactorModel:
     user_ids_: np.ndarray
     item_ids_: np.ndarray
     history_: list[dict[str, Any]]
-
-    # ------------------------------------------------------------------ sklearn contract
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind in kinds]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters by name (scikit-learn contract)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> FactorModel:
-        """Set constructor parameters; unknown names raise :class:`InputError`."""
-        valid = set(self._param_names())
-        for name, value in params.items():
-            if name not in valid:
-                raise InputError(
-                    f"{name}: not a parameter of {type(self).__name__} ({sorted(valid)})"
-                )
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ fitted state
     @property
