@@ -145,7 +145,7 @@ class AttributeEncoder:
                 specs.append({"column": name, "kind": "numeric", "min": lo, "max": hi})
             else:
                 counts = Counter(v for v in values if v)
-                levels = sorted(counts, key=lambda v: (-counts[v], v))
+                levels = sorted((str(v) for v in counts), key=lambda v: (-counts[v], v))
                 other = len(levels) > max_levels
                 specs.append(
                     {

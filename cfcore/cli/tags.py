@@ -231,22 +231,20 @@ def _read_inputs(kw: dict[str, Any]):
     data = read_tags(path, **kw["read_options"])
     items = load_vectors(kw["items_path"])
     users = _read_users(kw)
-    if kw["missing"] == "drop":
-        data, n_items = data.only(items=items.ids)
-        n_users = 0
-        if users is not None:
-            data, n_users = data.only(users=users.ids)
-        if n_items or n_users:
-            click.echo(
-                f"dropped {n_items} example(s) whose item has no descriptor in "
-                f"{kw['items_path']}"
-                + (f" and {n_users} whose user has no attributes" if n_users else ""),
-                err=True,
-            )
-        if data.n_examples == 0:
-            raise InputError(
-                f"no example left: no tagged item has a descriptor in {kw['items_path']}"
-            )
+    data, n_items = data.only(items=items.ids)
+    n_users = 0
+    if users is not None:
+        data, n_users = data.only(users=users.ids)
+    if n_items or n_users:
+        what = (
+            f"{n_items} example(s) whose item has no descriptor in {kw['items_path']}"
+            + (f" and {n_users} whose user has no attributes" if n_users else "")
+        )
+        if kw["missing"] == "error":
+            raise InputError(f"{what}; pass --missing drop to leave them out")
+        click.echo(f"dropped {what}", err=True)
+    if data.n_examples == 0:
+        raise InputError(f"no example left: no tagged item has a descriptor in {kw['items_path']}")
     data = prepare_tags(data, kw["vocabulary"], kw["distribution"], kw["balance_top"], kw["seed"])
     return data, items, users
 
