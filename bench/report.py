@@ -465,6 +465,31 @@ def render(
     kept = sum(1 for r in records if r.get("resumed"))
     if kept:  # this invocation's time leaves out the jobs kept from before
         elapsed = sum(r.get("wall_seconds") or 0 for r in records)
+    if suite == "tags" or (_ok(records, "tags") and not fits):
+        from bench.tags import section
+
+        return "\n".join(
+            [
+                "# collabfeat benchmark: tag prediction (Denton et al. 2015)",
+                "",
+                f"{when} on {mach.get('cpu_model', '?')}, {mach.get('cores', '?')} cores"
+                + (f"; {elapsed / 60:.1f} min." if elapsed else "."),
+                f"Versions: {vtext}.",
+                _load_text(records),
+                "",
+                f"Reproduce: `{command}`. P@1, R@10, A@10 on the held-out examples "
+                "(`cfcore.tags.tag_measures`); examples/s = training tag applications per "
+                "second of training (evaluation excluded); `epochs (best)`: epochs run and the "
+                "one kept by the validation score. Datasets, methods and the LightFM mapping: "
+                "`bench/tags.py`.",
+                "",
+                section(records),
+                "## Skipped or failed jobs",
+                "",
+                problems_section(records),
+                "",
+            ]
+        )
     parts = [
         f"# collabfeat benchmark: `{suite}` suite",
         "",

@@ -33,6 +33,7 @@ from cfcore.io import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PUBLISHED = Path(__file__).resolve().parent / "RESULTS.md"
+PUBLISHED_TAGS = Path(__file__).resolve().parent / "TAGS.md"  # the ``tags`` suite's table
 DEFAULT_TIMEOUT = 900
 
 
@@ -49,7 +50,7 @@ def _slug(job: dict[str, Any]) -> str:
 def _env(job: dict[str, Any]) -> dict[str, str]:
     env = dict(os.environ)
     t = job.get("threads")
-    if job["kind"] in ("fit", "sampler", "kmeans") and t:
+    if job["kind"] in ("fit", "sampler", "kmeans", "tags") and t:
         for var in (
             "OMP_NUM_THREADS",
             "OPENBLAS_NUM_THREADS",
@@ -103,6 +104,11 @@ def _summary(rec: dict[str, Any]) -> str:
         return f"{rec['samples_per_s'] / 1e6:.2f} M samples/s"
     if kind == "kmeans":
         return f"{rec['seconds']:.2f} s ({rec['via']})"
+    if kind == "tags":
+        eps = rec.get("examples_per_s")
+        return f"P@1 {rec['P@1']:.4f}  R@10 {rec['R@10']:.4f}  A@10 {rec['A@10']:.4f}" + (
+            f"  {eps:,.0f} examples/s" if eps else ""
+        )
     if kind == "ceiling":
         return "; ".join(
             f"t={r['threads']}: {r['bandwidth_gbs']:.1f} GB/s, cache {r['cache_updates_per_s'] / 1e6:.1f}"
@@ -257,7 +263,9 @@ def run_suite(
     out_dir = Path(out_dir)
     job_list = suites.jobs(suite, threads, datasets)
     if methods:
-        job_list = [j for j in job_list if j["kind"] != "fit" or j["method"] in methods]
+        job_list = [
+            j for j in job_list if j["kind"] not in ("fit", "tags") or j["method"] in methods
+        ]
     cache_dir = (RESULTS_DIR if default_out else out_dir) / "cache"
     machine = system.machine()
     log(f"bench {suite}: {len(job_list)} jobs → {out_dir}")
@@ -275,7 +283,8 @@ def run_suite(
     command = command or f"python -m bench run {suite}"
     elapsed = time.perf_counter() - t0
     write_report(records, out_dir, suite=suite, command=command, elapsed=elapsed)
-    if publish if publish is not None else (default_out and suite in ("quick", "full")):
+    if publish if publish is not None else (default_out and suite in ("quick", "full", "tags")):
+        published = PUBLISHED_TAGS if suite == "tags" else PUBLISHED
         md = render(records, suite=suite, command=command, elapsed=elapsed)
         where = out_dir.resolve()
         try:
@@ -283,7 +292,7 @@ def run_suite(
         except ValueError:
             pass
         md += f"\nPlots and per-job JSON records of this run: `{where}/` (not committed).\n"
-        atomic_write_text(PUBLISHED, md)
-        log(f"published {PUBLISHED}")
+        atomic_write_text(published, md)
+        log(f"published {published}")
     log(f"done in {time.perf_counter() - t0:.0f} s: {out_dir / 'RESULTS.md'}")
     return out_dir, records

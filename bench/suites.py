@@ -8,6 +8,8 @@
 - ``full`` (``make bench-full``): every method everywhere it is affordable, threads
   1, 2, 4, … up to all cores, sizes 1 M → 100 M (as far as memory allows), ml-latest-small.
 - ``tiny`` (the tests): seconds, to check the harness end to end.
+- ``tags``: tag prediction (Denton et al. 2015) — collabfeat's tag models against LightFM on
+  synthetic and MovieLens tags, quality and examples/s (:mod:`bench.tags`).
 
 ``threads`` may be overridden (``--threads 1,2,4``); the largest value is the "max threads"
 used for the single-thread-count jobs.
@@ -19,7 +21,7 @@ from typing import Any
 
 from bench.system import cpu_count
 
-SUITES = ("quick", "full", "tiny")
+SUITES = ("quick", "full", "tiny", "tags")
 
 CF_TARGETS = (
     "collabfeat-squared",
@@ -44,7 +46,7 @@ def default_threads(suite: str) -> list[int]:
     cores = cpu_count()
     if suite == "tiny":
         return [1]
-    if suite == "quick":
+    if suite in ("quick", "tags"):
         return sorted({1, min(2, cores)})
     out, t = [], 1
     while t < cores:
@@ -94,6 +96,10 @@ def jobs(
     T = sorted(set(threads or default_threads(suite)))
     top = T[-1]
     out: list[dict[str, Any]] = []
+    if suite == "tags":
+        from bench.tags import jobs as tag_jobs
+
+        return [j for j in tag_jobs(T) if not datasets or j["dataset"] in datasets]
     if suite == "tiny":
         out.append(
             {

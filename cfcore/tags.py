@@ -539,7 +539,7 @@ class TagModel(Estimator):
                 }
                 stop = False
                 if val_ex is not None and validation is not None:
-                    record.update(_measures(self._scorer(val_ex), validation.tags))
+                    record.update(tag_measures(self._scorer(val_ex), validation.tags))
                     score = float(np.mean([record[m] for m in MEASURES]))
                     if score > best:
                         best, since_best = score, 0
@@ -779,11 +779,12 @@ def evaluate_tags(
         ``P@1``, ``R@10``, ``A@10`` and ``examples`` (how many were evaluated).
     """
     data = data.with_vocabulary(model.tag_names_)
-    return _measures(model.scorer(data, item_vectors, user_attributes), data.tags)
+    return tag_measures(model.scorer(data, item_vectors, user_attributes), data.tags)
 
 
-def _measures(score: Scorer, tags: sp.csr_matrix) -> dict[str, float]:
-    """P@1, R@10, A@10 (k capped at the vocabulary size) and the number of examples."""
+def tag_measures(score: Scorer, tags: sp.csr_matrix) -> dict[str, float]:
+    """P@1, R@10, A@10 (k capped at the vocabulary size) and the number of examples, for any
+    scorer of the rows of the examples × tags matrix ``tags`` (also a peer's)."""
     k = min(10, tags.shape[1])
     top1 = top_k_metrics(score, tags, k=1)
     top10 = top_k_metrics(score, tags, k=k)
