@@ -804,7 +804,11 @@ def per_tag_metrics(
     k: int = 10,
 ) -> dict[str, np.ndarray]:
     """Per-tag precision and recall at ``k`` on held-out examples (§4.2, Figs. 5–6):
-    :func:`cfcore.metrics.top_k_per_label` with ``tag`` (the names) added."""
+    :func:`cfcore.metrics.top_k_per_label` with ``tag`` (the names) added.
+
+    Precision of tag y is the fraction of the examples that rank y in their top k that carry
+    it (the paper's printed P@k(y) divides by every top-k slot of every example, the same
+    number for all tags, which cannot be what its Fig. 5 plots)."""
     data = data.with_vocabulary(model.tag_names_)
     out = top_k_per_label(
         model.scorer(data, item_vectors, user_attributes), data.tags, k=min(k, model.n_tags)
