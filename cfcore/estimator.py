@@ -2,12 +2,15 @@
 
 The constructor only stores its keyword parameters; :meth:`Estimator.get_params` reads them
 back by name and :meth:`Estimator.set_params` changes them (an unknown name is an
-:class:`~cfcore.errors.InputError`). Learned state ends in ``_``.
+:class:`~cfcore.errors.InputError`). Learned state ends in ``_``. Parameters are checked at
+``fit`` (as scikit-learn does) with :func:`check_number` and :func:`check_integer`.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from typing import Any
 
 from cfcore.errors import InputError
@@ -40,3 +43,20 @@ class Estimator:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+def check_number(value: Any, name: str, allow_zero: bool = False) -> float:
+    """``value`` as a float if it is a finite number > 0 (>= 0 with ``allow_zero``), else an
+    :class:`InputError` naming the parameter ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InputError(f"{name}: expected a finite number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InputError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def check_integer(value: Any, name: str, low: int) -> int:
+    """``value`` as an int if it is an integer >= ``low``, else an :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise InputError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return int(value)

@@ -36,7 +36,6 @@ R@10 and A@10) stops improving (§3.4), and the best epoch's parameters are kept
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import time
 from collections.abc import Callable
@@ -49,7 +48,7 @@ import scipy.sparse as sp
 from cfcore._kernels import tags as kt
 from cfcore.attributes import AttributeEncoder, UserAttributes, read_user_attributes
 from cfcore.errors import DivergenceError, InputError, ModelFormatError
-from cfcore.estimator import Estimator
+from cfcore.estimator import Estimator, check_integer, check_number
 from cfcore.ids import id_positions
 from cfcore.io import json_safe, load_artifact, require_keys, save_artifact
 from cfcore.metrics import Scorer, top_k_metrics, top_k_per_label, top_n
@@ -75,20 +74,6 @@ MEASURES = ("P@1", "R@10", "A@10")
 Callback = Callable[[int, "TagModel", dict[str, Any]], Any]
 ItemsLike = ItemVectors | str | os.PathLike[str]
 UsersLike = UserAttributes | str | os.PathLike[str] | None
-
-
-def _number(value: Any, name: str, low: float, inclusive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise InputError(f"{name}: expected a finite number, got {value!r}")
-    if value < low or (value == low and not inclusive):
-        raise InputError(f"{name}: must be {'>=' if inclusive else '>'} {low}, got {value!r}")
-    return float(value)
-
-
-def _integer(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise InputError(f"{name}: expected an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 class TagModel(Estimator):
@@ -208,29 +193,27 @@ class TagModel(Estimator):
     def _checked_params(self) -> dict[str, Any]:
         if self.model not in MODELS:
             raise InputError(f"model: expected one of {MODELS}, got {self.model!r}")
-        vf = _number(self.validation_fraction, "validation_fraction", 0.0)
+        vf = check_number(self.validation_fraction, "validation_fraction", allow_zero=True)
         if vf >= 1:
             raise InputError(f"validation_fraction: must be < 1, got {vf}")
         return {
-            "dim": _integer(self.dim, "dim", 1),
-            "rank": _integer(self.rank, "rank", 1),
-            "hidden": _integer(self.hidden, "hidden", 1),
-            "epochs": _integer(self.epochs, "epochs", 0),
+            "dim": check_integer(self.dim, "dim", 1),
+            "rank": check_integer(self.rank, "rank", 1),
+            "hidden": check_integer(self.hidden, "hidden", 1),
+            "epochs": check_integer(self.epochs, "epochs", 0),
             "lr": DEFAULT_LEARNING_RATES.get(self.model, 0.01)
             if self.learning_rate is None
-            else _number(self.learning_rate, "learning_rate", 0.0, inclusive=False),
-            "momentum": _number(self.momentum, "momentum", 0.0),
-            "margin": _number(self.margin, "margin", 0.0),
-            "max_sampled": _integer(self.max_sampled, "max_sampled", 1),
-            "max_norm": _number(self.max_norm, "max_norm", 0.0, inclusive=False),
-            "init_std": None
-            if self.init_std is None
-            else _number(self.init_std, "init_std", 0.0, inclusive=False),
+            else check_number(self.learning_rate, "learning_rate"),
+            "momentum": check_number(self.momentum, "momentum", allow_zero=True),
+            "margin": check_number(self.margin, "margin", allow_zero=True),
+            "max_sampled": check_integer(self.max_sampled, "max_sampled", 1),
+            "max_norm": check_number(self.max_norm, "max_norm"),
+            "init_std": None if self.init_std is None else check_number(self.init_std, "init_std"),
             "validation_fraction": vf,
-            "patience": _integer(self.patience, "patience", 1),
-            "lr_decays": _integer(self.lr_decays, "lr_decays", 0),
-            "threads": _integer(self.threads, "threads", 0),
-            "seed": _integer(self.seed, "seed", 0),
+            "patience": check_integer(self.patience, "patience", 1),
+            "lr_decays": check_integer(self.lr_decays, "lr_decays", 0),
+            "threads": check_integer(self.threads, "threads", 0),
+            "seed": check_integer(self.seed, "seed", 0),
         }
 
     def _init_stds(self, p: dict[str, Any], user_norm2: float) -> dict[str, float]:

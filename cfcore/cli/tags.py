@@ -236,9 +236,8 @@ def _read_inputs(kw: dict[str, Any]):
     if users is not None:
         data, n_users = data.only(users=users.ids)
     if n_items or n_users:
-        what = (
-            f"{n_items} example(s) whose item has no descriptor in {kw['items_path']}"
-            + (f" and {n_users} whose user has no attributes" if n_users else "")
+        what = f"{n_items} example(s) whose item has no descriptor in {kw['items_path']}" + (
+            f" and {n_users} whose user has no attributes" if n_users else ""
         )
         if kw["missing"] == "error":
             raise InputError(f"{what}; pass --missing drop to leave them out")
