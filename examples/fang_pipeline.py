@@ -103,21 +103,13 @@ def main() -> dict:
 
     # 2. factors of the train items (Fang eq. 3) ----------------------------------------------
     t = time.perf_counter()
-    try:
-        from cfcore.factorize import Factorizer
+    from cfcore.factorize import Factorizer
 
-        # threads=1: bit-reproducible factors (Hogwild races would change the pseudo-classes)
-        model = Factorizer(
-            factors=args.factors, epochs=args.mf_epochs, seed=args.seed, threads=1, progress=False
-        ).fit(train_views)
-        item_factors, factor_source = model.item_factors_, "cfcore.Factorizer (squared, eq. 3)"
-    except ImportError:  # before cfcore.factorize existed: a truncated SVD stand-in
-        from scipy.sparse.linalg import svds
-
-        u, s, vt = svds(
-            train_views.user_items.astype(np.float64), k=args.factors, random_state=args.seed
-        )
-        item_factors, factor_source = (vt.T * np.sqrt(s)).astype(np.float32), "scipy svds"
+    # threads=1: bit-reproducible factors (Hogwild races would change the pseudo-classes)
+    model = Factorizer(
+        factors=args.factors, epochs=args.mf_epochs, seed=args.seed, threads=1, progress=False
+    ).fit(train_views)
+    item_factors, factor_source = model.item_factors_, "cfcore.Factorizer (squared, eq. 3)"
     timings["factorize_s"] = time.perf_counter() - t
 
     # 3. pseudo-classes of the train items that have a poster (Fang eq. 4) ---------------------

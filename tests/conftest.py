@@ -10,9 +10,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from cfcore.datasets import dataset_path
 from cfcore.errors import DatasetNotFoundError
+
+# Property tests draw their examples from a fixed seed (and keep no example database), so a
+# run of the suite is the same on every machine: a failure is reproducible, not a flake.
+settings.register_profile("collabfeat", derandomize=True, database=None, print_blob=True)
+settings.load_profile("collabfeat")
 
 
 def require_dataset(name: str) -> Path:
