@@ -466,8 +466,9 @@ def evaluate_cmd(
 
     \b
     P@1: the top tag is one of the example's tags; R@10: the fraction of its tags in the
-    top 10; A@10: at least one of them in the top 10 (Denton et al. §4.2). Test tags outside
-    the training vocabulary count as misses only through the examples that keep a tag.
+    top 10; A@10: at least one of them in the top 10 (Denton et al. §4.2). The vocabulary
+    is chosen on the whole file before the split, as the paper does: a tag seen only in the
+    test part is in it, and can only be missed.
 
     \b
     Examples:
