@@ -604,9 +604,9 @@ class TagModel(Estimator):
         code = kt.MODEL_CODES[self.model]
 
         def score(rows: np.ndarray) -> np.ndarray:
-            phi = np.empty((len(rows), t.V.shape[1]), np.float32)
-            kt.embed_all(code, ex, t, np.asarray(rows, np.int64), phi)
-            return phi @ t.V.T
+            out = np.empty((len(rows), t.V.shape[0]), np.float32)
+            kt.score_all(code, ex, t, np.asarray(rows, np.int64), out)
+            return out
 
         return score
 

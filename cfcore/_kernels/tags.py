@@ -78,7 +78,7 @@ _INLINE = _JIT
 
 _f32 = np.float32
 
-#: Parallel chunks of :func:`embed_all`.
+#: Parallel chunks of :func:`score_all`.
 N_CHUNKS = 64
 
 __all__ = [
@@ -96,6 +96,7 @@ __all__ = [
     "warp_step",
     "warp_epoch",
     "warp_weights",
+    "score_all",
 ]
 
 
@@ -418,9 +419,11 @@ def warp_epoch(order, ex, t, m, st, seed, epoch, loss_out, count_out, trials_out
 
 
 @numba.njit(parallel=True, **_JIT)
-def embed_all(model, ex, t, examples, out):
-    """``out[k] ← Φ`` of example ``examples[k]`` (the forward pass of training), in
-    :data:`N_CHUNKS` parallel chunks."""
+def score_all(model, ex, t, examples, out):
+    """``out[k, y] ← f(x, u, y)`` for example ``examples[k]`` and every tag y (the forward
+    pass of training), in :data:`N_CHUNKS` parallel chunks. Scoring stays in Numba so that a
+    fit's per-epoch validation starts no BLAS threads, whose spinning would slow the next
+    epoch's Hogwild threads."""
     n = examples.shape[0]
     n_chunks = min(n, N_CHUNKS)
     work = np.zeros((n_chunks, scratch_size(t)), _f32)
@@ -428,5 +431,5 @@ def embed_all(model, ex, t, examples, out):
         s = scratch(t, work[c])
         for k in range((c * n) // n_chunks, ((c + 1) * n) // n_chunks):
             embed(model, ex, t, examples[k], s)
-            for f in range(out.shape[1]):
-                out[k, f] = s.phi[f]
+            for y in range(t.V.shape[0]):
+                out[k, y] = _score(s.phi, t.V, y)
