@@ -50,9 +50,9 @@ def test_learned_user_embeddings_on_the_items_split(syn):
     train, test = syn.data.split("items", 0.2, seed=0)
     r = _scores(compare_models(train, test, syn.item_vectors, None, **FAST))
     p1 = {m: r[m]["P@1"] for m in r}
-    assert p1["frequency"] < p1["bilinear"] < p1["3-way"] < p1["user-biased"]
-    assert p1["user-biased"] > p1["bilinear"] + 0.25
-    assert p1["3-way"] > p1["bilinear"] + 0.05
+    assert p1["frequency"] < 0.2 < p1["bilinear"] < 0.45
+    assert p1["user-biased"] > p1["bilinear"] + 0.3
+    assert p1["3-way"] > p1["bilinear"] + 0.3
 
 
 def test_balanced_distribution_flattens_the_baseline(syn, attrs):

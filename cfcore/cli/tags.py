@@ -141,9 +141,16 @@ def _model_options(f):
         click.option(
             "--epochs",
             type=click.IntRange(min=0),
-            default=30,
-            show_default=True,
-            help="Maximum epochs (training stops after the last learning-rate cut stops helping).",
+            default=None,
+            help="Maximum epochs; training stops earlier once the last learning-rate cut stops "
+            "helping [default: 30; 3-way 60].",
+        ),
+        click.option(
+            "--patience",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Epochs without a better validation score before the learning rate is "
+            "divided by 10 [default: 2; 3-way 4].",
         ),
         click.option(
             "--lr",
@@ -192,6 +199,7 @@ def _model_params(kw: dict[str, Any]) -> dict[str, Any]:
         "rank": kw["rank"],
         "hidden": kw["hidden"],
         "epochs": kw["epochs"],
+        "patience": kw["patience"],
         "learning_rate": kw["lr"],
         "momentum": kw["momentum"],
         "margin": kw["margin"],
