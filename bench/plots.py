@@ -3,7 +3,8 @@
 - ``thread_scaling.png`` — rate vs threads per method and dataset, with parallel efficiency;
 - ``size_scaling.png`` — updates/s vs interactions (log x), with the bare-loop ceilings;
 - ``quality_vs_epochs.png`` — held-out AUC and training seconds per epoch checkpoint;
-- ``ceiling_fraction.png`` — each method's updates/s as a fraction of the ceiling.
+- ``ceiling_fraction.png`` — each method's updates/s as a fraction of the ceiling;
+- ``vision_throughput.png`` — ``cfvision train`` images/s next to the model's ceiling.
 
 A plot with nothing to show is not written.
 """
@@ -198,6 +199,45 @@ def ceiling_fraction(records: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def vision_throughput(records: list[dict[str, Any]], path: Path) -> bool:
+    recs = [
+        r
+        for r in records
+        if r.get("status") == "ok"
+        and r.get("kind") == "vision"
+        and r.get("purpose", "table") == "table"
+    ]
+    if not recs:
+        return False
+    recs.sort(key=lambda r: (r["device"], r["arch"] != "small", r["image_size"]))
+    labels = [f"{r['arch']} {r['image_size']}px\n{r['device']}" for r in recs]
+    x = range(len(recs))
+    fig, ax = plt.subplots(figsize=(1.6 * len(recs) + 2, 4))
+    w = 0.38
+    ax.bar(
+        [i - w / 2 for i in x], [r["train_images_per_s"] for r in recs], w, label="cfvision train"
+    )
+    ax.bar(
+        [i + w / 2 for i in x], [r["ceiling_images_per_s"] for r in recs], w, label="model ceiling"
+    )
+    for i, r in zip(x, recs, strict=True):
+        ax.annotate(
+            f"{100 * r['fraction']:.0f}%",
+            (i - w / 2, r["train_images_per_s"]),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set_xticks(list(x), labels, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("images/s (log)")
+    ax.set_title("training throughput: data path + model vs model alone")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y", which="both")
+    _save(fig, path)
+    return True
+
+
 def write_plots(records: list[dict[str, Any]], out_dir: Path) -> list[str]:
     """Write every plot that has data; return the file names written."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -207,6 +247,7 @@ def write_plots(records: list[dict[str, Any]], out_dir: Path) -> list[str]:
         ("size_scaling.png", size_scaling),
         ("quality_vs_epochs.png", quality_vs_epochs),
         ("ceiling_fraction.png", ceiling_fraction),
+        ("vision_throughput.png", vision_throughput),
     ):
         if fn(records, out_dir / name):
             written.append(name)

@@ -35,7 +35,16 @@ TARGETS = (
     ("collabfeat-bpr", "implicit-bpr", "synth-16m", None, False),
 )
 EQUAL_AUC_TOLERANCE = 0.01
-PLOTS = ("thread_scaling.png", "size_scaling.png", "quality_vs_epochs.png", "ceiling_fraction.png")
+PLOTS = (
+    "thread_scaling.png",
+    "size_scaling.png",
+    "quality_vs_epochs.png",
+    "ceiling_fraction.png",
+    "vision_throughput.png",
+)
+
+#: The vision goals: (device, arch, crop) → minimum fraction of the model's ceiling.
+VISION_GOALS = {("cpu", "small", 64): 0.9, ("cuda", "resnet18", 224): 0.8}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -428,6 +437,103 @@ def how_counted(fits: list[dict[str, Any]]) -> str:
     return "\n".join(f"- `{m}`: {c}" for m, c in sorted(seen.items()))
 
 
+# ---------------------------------------------------------------------- vision
+def _vision_goal(r: dict[str, Any]) -> str:
+    goal = VISION_GOALS.get((r["device"], r["arch"], r["image_size"]))
+    if goal is None:
+        return "–"
+    return f"≥ {100 * goal:.0f}% {'✔' if r['fraction'] >= goal else '✘'}"
+
+
+def vision_section(records: list[dict[str, Any]]) -> str:
+    """``cfvision train`` images/s vs the model's ceiling, per backbone and device."""
+    recs = [r for r in _ok(records, "vision") if r.get("purpose", "table") == "table"]
+    if not recs:
+        return "_No vision jobs in this run._"
+    rows = []
+    for r in sorted(recs, key=lambda r: (r["device"], r["arch"] != "small", r["image_size"])):
+        rows.append(
+            [
+                r["arch"],
+                f"{r['image_size']} px",
+                r["device"] if r["device"] == "cpu" else r.get("device_name", r["device"]),
+                str(r["threads"]),
+                str(r.get("workers_effective", r.get("workers"))),
+                str(r["batch_size"]),
+                f"{r['train_images_per_s']:.1f}",
+                f"{r['ceiling_images_per_s']:.1f}",
+                f"**{100 * r['fraction']:.0f}%**",
+                _vision_goal(r),
+            ]
+        )
+    return _table(
+        [
+            "backbone",
+            "crop",
+            "device",
+            "threads",
+            "workers",
+            "batch",
+            "cfvision train img/s",
+            "model ceiling img/s",
+            "fraction",
+            "goal",
+        ],
+        rows,
+    )
+
+
+def vision_workers_section(records: list[dict[str, Any]]) -> str:
+    """The small CNN's images/s (and fraction of the ceiling) for workers × threads."""
+    recs = [r for r in _ok(records, "vision") if r["device"] == "cpu" and r["arch"] == "small"]
+    if len(recs) < 2:
+        return "_No workers × threads grid in this run._"
+    grid = {(r["threads"], r.get("workers_effective", r.get("workers"))): r for r in recs}
+    threads = sorted({t for t, _ in grid})
+    workers = sorted({w for _, w in grid})
+    rows = []
+    for t in threads:
+        row = [f"{t} thread{'s' if t > 1 else ''}"]
+        for w in workers:
+            r = grid.get((t, w))
+            row.append(f"{r['train_images_per_s']:.0f} ({100 * r['fraction']:.0f}%)" if r else "–")
+        rows.append(row)
+    return _table(["torch threads", *[f"{w} worker{'' if w == 1 else 's'}" for w in workers]], rows)
+
+
+def render_vision(records: list[dict[str, Any]], command: str, header: list[str]) -> str:
+    """The Markdown report of a ``vision`` run (also the section published in RESULTS.md)."""
+    recs = _ok(records, "vision")
+    what = recs[0]["images"] if recs else "?"
+    return "\n".join(
+        [
+            *header,
+            "",
+            "## Vision: `cfvision train` vs the model's ceiling",
+            "",
+            f"Reproduce: `{command}`. Images: {what}; 16 random classes, no validation split. "
+            "`cfvision train` img/s is the median of the per-epoch rates after the first epoch "
+            "(the whole data path: uint8 cache, sampler, crops and flips, DataLoader, transfer, "
+            "normalisation, AMP on CUDA, the loss checks). The ceiling is the same model, "
+            "optimizer, batch size, memory format and AMP on random tensors already on the "
+            "device (forward + backward + step), the better of a measurement before and after "
+            "the training. `fraction` = train ÷ ceiling.",
+            "",
+            vision_section(records),
+            "",
+            "DataLoader worker processes × torch threads, small CNN at 64 px on the CPU "
+            "(img/s and fraction of the ceiling measured in the same job):",
+            "",
+            vision_workers_section(records),
+            "",
+            "## Skipped or failed jobs",
+            "",
+            problems_section(records),
+            "",
+        ]
+    )
+
+
 # ---------------------------------------------------------------------- report
 def _load_text(records: list[dict[str, Any]]) -> str:
     load = next((r["run_load_average"] for r in records if r.get("run_load_average")), None)
@@ -465,17 +571,29 @@ def render(
     kept = sum(1 for r in records if r.get("resumed"))
     if kept:  # this invocation's time leaves out the jobs kept from before
         elapsed = sum(r.get("wall_seconds") or 0 for r in records)
+
+    def short_header(title: str) -> list[str]:
+        return [
+            title,
+            "",
+            f"{when} on {mach.get('cpu_model', '?')}, {mach.get('cores', '?')} cores"
+            + (f"; {elapsed / 60:.1f} min" if elapsed else "")
+            + ".",
+            f"Versions: {vtext}.",
+            _load_text(records),
+        ]
+
+    if suite == "vision":
+        md = render_vision(records, command, short_header("# collabfeat benchmark: `vision` suite"))
+        if plots:
+            md += "\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n"
+        return md
     if suite == "tags" or (_ok(records, "tags") and not fits):
         from bench.tags import section
 
         return "\n".join(
             [
-                "# collabfeat benchmark: tag prediction (Denton et al. 2015)",
-                "",
-                f"{when} on {mach.get('cpu_model', '?')}, {mach.get('cores', '?')} cores"
-                + (f"; {elapsed / 60:.1f} min." if elapsed else "."),
-                f"Versions: {vtext}.",
-                _load_text(records),
+                *short_header("# collabfeat benchmark: tag prediction (Denton et al. 2015)"),
                 "",
                 f"Reproduce: `{command}`. P@1, R@10, A@10 on the held-out examples "
                 "(`cfcore.tags.tag_measures`); examples/s = training tag applications per "

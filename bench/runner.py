@@ -39,9 +39,11 @@ DEFAULT_TIMEOUT = 900
 
 def _slug(job: dict[str, Any]) -> str:
     parts = [job["kind"]]
-    for key in ("method", "dataset"):
+    for key in ("method", "dataset", "arch", "image_size", "device"):
         if key in job:
             parts.append(str(job[key]))
+    if job.get("workers") is not None:
+        parts.append(f"w{job['workers']}")
     if "threads" in job:
         parts.append(f"t{job['threads']}")
     return "-".join(parts).replace("/", "_").replace(":", "_")
@@ -50,7 +52,7 @@ def _slug(job: dict[str, Any]) -> str:
 def _env(job: dict[str, Any]) -> dict[str, str]:
     env = dict(os.environ)
     t = job.get("threads")
-    if job["kind"] in ("fit", "sampler", "kmeans", "tags") and t:
+    if job["kind"] in ("fit", "sampler", "kmeans", "vision", "tags") and t:
         for var in (
             "OMP_NUM_THREADS",
             "OPENBLAS_NUM_THREADS",
@@ -63,10 +65,20 @@ def _env(job: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def skip_reason(job: dict[str, Any], failed_datasets: set[str]) -> str | None:
     """Why ``job`` will not be started (a missing peer, memory, a failed dataset), or None."""
     if job.get("dataset") in failed_datasets and job["kind"] != "prepare":
         return f"dataset {job['dataset']} is unavailable (see its prepare record)"
+    if job["kind"] == "vision" and job.get("device") == "cuda" and not _cuda_available():
+        return "no CUDA device on this machine"
     if job["kind"] == "fit":
         method = METHODS.get(job["method"])
         if method is None:
@@ -104,6 +116,11 @@ def _summary(rec: dict[str, Any]) -> str:
         return f"{rec['samples_per_s'] / 1e6:.2f} M samples/s"
     if kind == "kmeans":
         return f"{rec['seconds']:.2f} s ({rec['via']})"
+    if kind == "vision":
+        return (
+            f"{rec['train_images_per_s']:.0f} img/s of {rec['ceiling_images_per_s']:.0f} "
+            f"(ceiling) = {100 * rec['fraction']:.0f}%"
+        )
     if kind == "tags":
         eps = rec.get("examples_per_s")
         return f"P@1 {rec['P@1']:.4f}  R@10 {rec['R@10']:.4f}  A@10 {rec['A@10']:.4f}" + (
@@ -119,7 +136,19 @@ def _summary(rec: dict[str, Any]) -> str:
 
 
 #: Job fields that must match for a finished record to stand in for the job on ``resume``.
-_JOB_KEYS = ("id", "kind", "method", "dataset", "threads", "epochs", "factors")
+_JOB_KEYS = (
+    "id",
+    "kind",
+    "method",
+    "dataset",
+    "threads",
+    "epochs",
+    "factors",
+    "arch",
+    "image_size",
+    "device",
+    "workers",
+)
 
 
 def _finished(rec_path: Path, job: dict[str, Any]) -> dict[str, Any] | None:
@@ -218,6 +247,27 @@ def _run_one(job: dict[str, Any], out_dir: Path, rec_path: Path, timeout: int) -
     return json.loads(rec_path.read_text())
 
 
+VISION_BEGIN = "<!-- vision suite: begin (`python -m bench run vision` rewrites this block) -->"
+VISION_END = "<!-- vision suite: end -->"
+
+
+def publish_report(md: str, suite: str, path: Path = PUBLISHED) -> None:
+    """Write a run's report to ``RESULTS.md``: a ``vision`` run replaces the vision block
+    (its headings one level down), any other run the rest; each keeps the other's part."""
+    old = path.read_text() if path.exists() else ""
+    block = ""
+    if VISION_BEGIN in old and VISION_END in old:
+        start, end = old.index(VISION_BEGIN), old.index(VISION_END) + len(VISION_END)
+        block, old = old[start:end], (old[:start] + old[end:]).rstrip() + "\n"
+    if suite == "vision":
+        demoted = "\n".join("#" + ln if ln.startswith("#") else ln for ln in md.splitlines())
+        block, rest = f"{VISION_BEGIN}\n{demoted}\n{VISION_END}", old
+    else:
+        rest = md
+    text = rest.rstrip() + ("\n\n" + block if block else "") + "\n"
+    atomic_write_text(path, text.lstrip())
+
+
 def run_suite(
     suite: str,
     out_dir: Path | None = None,
@@ -235,7 +285,7 @@ def run_suite(
     Parameters
     ----------
     suite : str
-        ``quick``, ``full`` or ``tiny``.
+        ``quick``, ``full``, ``vision`` or ``tiny``.
     out_dir : Path, optional
         Run directory (default ``bench/results/<suite>-<timestamp>``).
     threads : list of int, optional
@@ -246,8 +296,9 @@ def run_suite(
         Run the suite's per-dataset block on these datasets instead of its standard list
         (see :func:`bench.suites.jobs`).
     publish : bool, optional
-        Also copy the Markdown report to ``bench/RESULTS.md`` (default: for ``quick`` and
-        ``full`` runs into the default directory).
+        Also copy the Markdown report to ``bench/RESULTS.md`` (default: for ``quick``,
+        ``full`` and ``vision`` runs into the default directory; a ``vision`` run rewrites
+        only its own block there, see :func:`publish_report`).
     timeout : int, optional
         Seconds per job (default: the job's own, else 900).
     resume : bool
@@ -283,8 +334,11 @@ def run_suite(
     command = command or f"python -m bench run {suite}"
     elapsed = time.perf_counter() - t0
     write_report(records, out_dir, suite=suite, command=command, elapsed=elapsed)
-    if publish if publish is not None else (default_out and suite in ("quick", "full", "tags")):
-        published = PUBLISHED_TAGS if suite == "tags" else PUBLISHED
+    if (
+        publish
+        if publish is not None
+        else (default_out and suite in ("quick", "full", "vision", "tags"))
+    ):
         md = render(records, suite=suite, command=command, elapsed=elapsed)
         where = out_dir.resolve()
         try:
@@ -292,7 +346,11 @@ def run_suite(
         except ValueError:
             pass
         md += f"\nPlots and per-job JSON records of this run: `{where}/` (not committed).\n"
-        atomic_write_text(published, md)
-        log(f"published {published}")
+        if suite == "tags":  # its own file: a different table
+            atomic_write_text(PUBLISHED_TAGS, md)
+            log(f"published {PUBLISHED_TAGS}")
+        else:
+            publish_report(md, suite)
+            log(f"published {PUBLISHED}")
     log(f"done in {time.perf_counter() - t0:.0f} s: {out_dir / 'RESULTS.md'}")
     return out_dir, records

@@ -7,6 +7,10 @@
   ML-1M shape and on ml-100k; size scaling 1 M → 4 M → 16 M; sampler and k-means lines.
 - ``full`` (``make bench-full``): every method everywhere it is affordable, threads
   1, 2, 4, … up to all cores, sizes 1 M → 100 M (as far as memory allows), ml-latest-small.
+- ``vision``: ``cfvision train`` images/s next to the model's ceiling (the same model,
+  optimizer and batch size on random tensors already in memory) per backbone — the small CNN
+  at 64 px, resnet18 at 112 and 224 px — on the CPU (at max threads, plus the small CNN's
+  DataLoader workers × threads grid) and, when a CUDA device is present, on the GPU.
 - ``tiny`` (the tests): seconds, to check the harness end to end.
 - ``tags``: tag prediction (Denton et al. 2015) — collabfeat's tag models against LightFM on
   synthetic and MovieLens tags, quality and examples/s (:mod:`bench.tags`).
@@ -21,7 +25,7 @@ from typing import Any
 
 from bench.system import cpu_count
 
-SUITES = ("quick", "full", "tiny", "tags")
+SUITES = ("quick", "full", "vision", "tags", "tiny")
 
 CF_TARGETS = (
     "collabfeat-squared",
@@ -46,6 +50,8 @@ def default_threads(suite: str) -> list[int]:
     cores = cpu_count()
     if suite == "tiny":
         return [1]
+    if suite == "vision":
+        return sorted({1, cores})
     if suite in ("quick", "tags"):
         return sorted({1, min(2, cores)})
     out, t = [], 1
@@ -96,6 +102,8 @@ def jobs(
     T = sorted(set(threads or default_threads(suite)))
     top = T[-1]
     out: list[dict[str, Any]] = []
+    if suite == "vision":
+        return vision_jobs(T)
     if suite == "tags":
         from bench.tags import jobs as tag_jobs
 
@@ -203,4 +211,42 @@ def jobs(
     for t in T if full else [top]:
         out.append({"kind": "kmeans", "threads": t})
     out.append(dict(out[0]))  # the ceiling again at the end; the report keeps the better one
+    return out
+
+
+#: (arch, crop, CPU batch, CPU items, CPU epochs): CPU sizes keep each job within ~1 minute
+#: on 2 cores; the GPU runs every config on all 1,661 posters, batch 256.
+VISION_CONFIGS = (
+    ("small", 64, 64, 1661, 3),
+    ("resnet18", 112, 64, 512, 3),
+    ("resnet18", 224, 32, 128, 3),
+)
+
+
+def _vision(arch, size, device, threads, batch, items, epochs, workers=None, purpose="table"):
+    return {
+        "kind": "vision",
+        "arch": arch,
+        "image_size": size,
+        "device": device,
+        "threads": threads,
+        "batch_size": batch,
+        "items": items,
+        "epochs": epochs,
+        "workers": workers,
+        "purpose": purpose,
+        "timeout": 1200,
+    }
+
+
+def vision_jobs(threads: list[int]) -> list[dict[str, Any]]:
+    """The ``vision`` suite: every config on the CPU at the largest thread count and on CUDA
+    (skipped without a GPU); the small CNN's workers × threads grid on the CPU."""
+    top = threads[-1]
+    out = [_vision(a, s, "cpu", top, b, n, e) for a, s, b, n, e in VISION_CONFIGS]
+    for t in threads:
+        for w in (0, 1, 2):
+            if (t, w) != (top, 0):  # (top, 0) is the table's own row
+                out.append(_vision("small", 64, "cpu", t, 64, 1661, 3, w, "workers"))
+    out += [_vision(a, s, "cuda", top, 256, 1661, 5) for a, s, _, _, _ in VISION_CONFIGS]
     return out

@@ -5,7 +5,8 @@ that every method gets a fresh heap: its peak RSS is its own, one library's thre
 allocator state cannot slow the next, and a crash or a timeout costs one record.
 
 Job kinds: ``prepare`` (generate/split a dataset into the cache), ``fit`` (one method on one
-dataset at one thread count), ``ceiling``, ``sampler``, ``kmeans``, ``tags`` (one tag-prediction
+dataset at one thread count), ``ceiling``, ``sampler``, ``kmeans``, ``vision`` (``cfvision
+train`` images/s and the model's ceiling, :mod:`bench.vision`), ``tags`` (one tag-prediction
 method on one tag dataset, :mod:`bench.tags`).
 """
 
@@ -184,6 +185,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         }
     if kind == "fit":
         return run_fit(job, cache_dir)
+    if kind == "vision":
+        from bench.vision import run_vision
+
+        return run_vision(job, cache_dir)
     if kind == "tags":
         from bench.tags import run_job
 

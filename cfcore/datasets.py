@@ -182,41 +182,6 @@ def load_movielens(
 
 
 @dataclass(frozen=True)
-class ItemGenres:
-    """Multi-label genres: ``labels[i, g]`` is 1 when item ``item_ids[i]`` has genre ``names[g]``."""
-
-    item_ids: np.ndarray
-    names: list[str]
-    labels: np.ndarray
-    titles: list[str]
-
-
-def movielens_100k_genres(directory: str | os.PathLike[str] | None = None) -> ItemGenres:
-    """Genres and titles of the ml-100k items from ``u.item`` (19 genre flags)."""
-    path = dataset_path("ml-100k", directory)
-    names = [
-        line.split("|")[0]
-        for line in (path / "u.genre").read_text(encoding="latin-1").splitlines()
-        if line.strip()
-    ]
-    ids, titles, rows = [], [], []
-    for lineno, line in enumerate((path / "u.item").read_text(encoding="latin-1").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("|")
-        if len(fields) != 5 + len(names):
-            raise InputError(
-                f"{path / 'u.item'}:{lineno}: expected {5 + len(names)} fields, got {len(fields)}"
-            )
-        ids.append(int(fields[0]))
-        titles.append(fields[1])
-        rows.append([int(f) for f in fields[5:]])
-    return ItemGenres(
-        np.asarray(ids, dtype=np.int64), names, np.asarray(rows, dtype=np.int8), titles
-    )
-
-
-@dataclass(frozen=True)
 class UserDemographics:
     """ml-100k ``u.user``: id, age, gender (M/F), occupation, zip code."""
 

@@ -1,12 +1,13 @@
 """Raw ids — integers or strings, as read from a file — and the rows they name.
 
-Every artifact keeps its raw ids in row order; these two functions are the one place that
-checks them and maps them back to rows. Integer ids given as text (from a command line or a
-CSV) match integer ids: ``"9"`` finds the row of ``9``.
+Every artifact keeps its raw ids in row order; these functions are the one place that parses
+them from text, checks them and maps them back to rows. Integer ids given as text (from a
+command line or a CSV) match integer ids: ``"9"`` finds the row of ``9``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,25 @@ def as_ids(ids: Any, n: int, name: str = "ids") -> np.ndarray:
             f"{name}: ids must be unique; {uniq[counts > 1][0].item()!r} appears more than once"
         )
     return arr
+
+
+def parse_ids(values: Any) -> np.ndarray:
+    """Ids read as text → int64 when every one is an integer, else a str array.
+
+    Integral floats written by spreadsheet tools (``"7.0"``) count as integers; surrounding
+    whitespace is ignored. The result never has dtype object (artifacts are saved without
+    pickle).
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    text = [str(v).strip() for v in arr.ravel().tolist()]
+    if all(_INTEGER.match(t) for t in text):
+        return np.asarray([int(t.removesuffix(".0")) for t in text], dtype=np.int64)
+    return np.asarray(text, dtype=str)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+(\.0)?\Z")
 
 
 def _as_known_kind(known: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Evaluation metrics: RMSE, pairwise ranking (AUC / Fang's PR), top-k, and multi-label mAP.
+"""Evaluation metrics: RMSE, ranking (AUC / Fang's PR), top-k, multi-label mAP, bootstrap CIs.
 
 Ranking metrics take a *scorer*: a function mapping an array of user rows to a dense
 ``(len(rows), n_items)`` score matrix (:func:`factor_scorer` builds one from factor tables,
@@ -14,7 +14,7 @@ training items excluded. That is the usual held-out AUC, and the one the accurac
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -380,7 +380,13 @@ def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
     """Per-class average precision of multi-label predictions.
 
     ``AP_c = (1/|P_c|) Σ_{i∈P_c} precision@rank(i)`` with items ranked by decreasing score
-    (ties broken by position). NaN for a class with no positive.
+    (ties broken by position; equal to scikit-learn's ``average_precision_score`` for
+    distinct scores).
+
+    A class without a positive has no defined AP: its entry is **NaN** (never an error, so a
+    small validation split cannot stop a training run); :func:`mean_average_precision` leaves
+    such classes out and raises only when no class has a positive. NaN or inf *scores* raise
+    (a diverged model must not be scored).
 
     Parameters
     ----------
@@ -410,11 +416,65 @@ def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
 
 
 def mean_average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """mAP over classes (classes without a positive are ignored)."""
+    """mAP: the mean of :func:`average_precision` over the classes that have a positive.
+
+    Raises
+    ------
+    InputError
+        No class has a positive example (nothing to average).
+    """
     ap = average_precision(y_true, y_score)
     if np.all(np.isnan(ap)):
         raise InputError("mean_average_precision: no class has a positive example")
     return float(np.nanmean(ap))
+
+
+# ---------------------------------------------------------------------------- bootstrap
+def bootstrap_samples(
+    statistic: Callable[..., float], *arrays: Any, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, np.ndarray]:
+    """``statistic(*arrays)`` and its value on ``n_boot`` bootstrap resamples of the rows.
+
+    The one resampling loop of the library: every array is indexed by the same resampled
+    rows (numpy PCG64 seeded with ``seed``), so arrays that describe the same items stay
+    paired. A resample on which the statistic is undefined (it raises :class:`InputError`,
+    e.g. mAP with no positive) counts as NaN.
+
+    Returns
+    -------
+    point : float
+        The statistic on the data as given.
+    samples : ndarray of float64, shape (n_boot,)
+    """
+    if n_boot < 1:
+        raise InputError(f"n_boot must be >= 1, got {n_boot}")
+    arrays_np: list[Any] = [np.asarray(a) for a in arrays]
+    if not arrays_np:
+        raise InputError("bootstrap: no arrays to resample")
+    n = len(arrays_np[0])
+    if any(len(a) != n for a in arrays_np):
+        raise InputError("bootstrap: arrays must have the same number of rows")
+    if n == 0:
+        raise InputError("bootstrap: no rows")
+    rng = np.random.default_rng(seed)
+    point = float(statistic(*arrays_np))
+    stats = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        try:
+            stats[b] = statistic(*(a[idx] for a in arrays_np))
+        except InputError:
+            stats[b] = np.nan
+    return point, stats
+
+
+def _percentiles(stats: np.ndarray, confidence: float) -> tuple[float, float]:
+    if not 0 < confidence < 1:
+        raise InputError(f"confidence must lie in (0, 1), got {confidence}")
+    if not np.isfinite(stats).any():
+        return float("nan"), float("nan")
+    lo, hi = np.nanpercentile(stats, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(lo), float(hi)
 
 
 def bootstrap_ci(
@@ -426,21 +486,63 @@ def bootstrap_ci(
 ) -> tuple[float, float, float]:
     """Percentile bootstrap confidence interval of ``metric(*arrays)`` resampling rows.
 
+    E.g. ``bootstrap_ci(mean_average_precision, y_true, y_score)``, or for a mean of
+    per-query values ``bootstrap_ci(np.mean, values)``. Two methods scored on the same
+    items: :func:`paired_bootstrap`.
+
     Returns
     -------
     (point, low, high)
     """
-    if not 0 < confidence < 1:
-        raise InputError(f"confidence must lie in (0, 1), got {confidence}")
-    arrays_np: list[Any] = [np.asarray(a) for a in arrays]
-    n = len(arrays_np[0])
-    if any(len(a) != n for a in arrays_np):
-        raise InputError("bootstrap_ci: arrays must have the same number of rows")
-    rng = np.random.default_rng(seed)
-    point = float(metric(*arrays_np))
-    stats = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, n)
-        stats[b] = metric(*(a[idx] for a in arrays_np))
-    lo, hi = np.nanpercentile(stats, [50 * (1 - confidence), 50 * (1 + confidence)])
-    return point, float(lo), float(hi)
+    _percentiles(np.zeros(1), confidence)  # validate before the work
+    point, stats = bootstrap_samples(metric, *arrays, n_boot=n_boot, seed=seed)
+    return (point, *_percentiles(stats, confidence))
+
+
+class PairedBootstrap(NamedTuple):
+    """Difference of a metric between two methods on the same items, with its uncertainty."""
+
+    difference: float  #: metric(a) − metric(b) on the data as given
+    low: float  #: lower end of the percentile confidence interval
+    high: float  #: upper end
+    p_value: float  #: two-sided: 2 · min(P*(d ≤ 0), P*(d ≥ 0)) over the resamples, ≤ 1
+
+
+def paired_bootstrap(
+    metric: Callable[..., float],
+    a: np.ndarray,
+    b: np.ndarray,
+    *shared: np.ndarray,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedBootstrap:
+    """Paired bootstrap of ``metric(*shared, a) − metric(*shared, b)`` over the same rows.
+
+    ``a`` and ``b`` are two methods' outputs for the same items (scores, or per-query
+    values); ``shared`` arrays (e.g. ``y_true``) come first in the metric's call, as in
+    ``metric(y_true, y_score)``. Every resample draws one set of rows for all arrays, so
+    item-to-item variation cancels out of the difference.
+
+    Examples
+    --------
+    >>> paired_bootstrap(mean_average_precision, scores_a, scores_b, y_true)  # doctest: +SKIP
+    >>> paired_bootstrap(np.mean, per_query_a, per_query_b)  # doctest: +SKIP
+
+    Returns
+    -------
+    PairedBootstrap
+        ``(difference, low, high, p_value)``; the p-value of "no difference" is the
+        bootstrap percentile test's (resolution ``1 / n_boot``).
+    """
+    _percentiles(np.zeros(1), confidence)
+    k = len(shared)
+
+    def diff(*arrays: np.ndarray) -> float:
+        return float(metric(*arrays[:k], arrays[k])) - float(metric(*arrays[:k], arrays[k + 1]))
+
+    point, stats = bootstrap_samples(diff, *shared, a, b, n_boot=n_boot, seed=seed)
+    low, high = _percentiles(stats, confidence)
+    ok = stats[np.isfinite(stats)]
+    p = float(min(1.0, 2 * min((ok <= 0).mean(), (ok >= 0).mean()))) if len(ok) else float("nan")
+    return PairedBootstrap(point, low, high, p)

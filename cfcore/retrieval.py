@@ -339,25 +339,21 @@ def _random_pairs(query_pos: np.ndarray, candidates: np.ndarray, r: int, seed: i
 
 def _label_matrix(genres: Any, inter: Interactions) -> tuple[sp.csr_matrix, np.ndarray]:
     """Items × labels binary CSR aligned with ``inter``'s items, and which items have labels."""
-    if hasattr(genres, "item_ids") and hasattr(genres, "labels"):
-        g_ids, g_lab = np.asarray(genres.item_ids), genres.labels
+    from cfcore.ids import id_positions
+
+    if hasattr(genres, "item_ids") and hasattr(genres, "matrix"):
+        g_ids, g_lab = np.asarray(genres.item_ids), genres.matrix
     elif isinstance(genres, tuple) and len(genres) == 2:
         g_ids, g_lab = np.asarray(genres[0]), genres[1]
     else:
         raise InputError(
-            "genres: expected an object with item_ids and labels (e.g. "
-            "cfcore.datasets.movielens_100k_genres()) or a tuple (item_ids, labels)"
+            "genres: expected cfcore.labels.ItemLabels (e.g. read_labels('ml-100k')) "
+            "or a tuple (item_ids, labels)"
         )
     g_lab = binarize(g_lab)
     if g_lab.shape[0] != len(g_ids):
         raise InputError(f"genres: {len(g_ids)} ids for {g_lab.shape[0]} label rows")
-    item_ids = inter.item_ids
-    if item_ids.dtype.kind in "iu" and g_ids.dtype.kind == "U":
-        g_ids = g_ids.astype(np.int64)
-    elif item_ids.dtype.kind == "U":
-        g_ids = g_ids.astype(str)
-    pos = {key: i for i, key in enumerate(g_ids.tolist())}
-    rows = np.array([pos.get(key, -1) for key in item_ids.tolist()], dtype=np.int64)
+    rows = id_positions(g_ids, inter.item_ids)
     has = rows >= 0
     if not has.any():
         raise InputError("genres: none of the interactions' item ids has labels")
@@ -365,6 +361,44 @@ def _label_matrix(genres: Any, inter: Interactions) -> tuple[sp.csr_matrix, np.n
     aligned = sp.vstack([g_lab, empty]).tocsr()[np.where(has, rows, g_lab.shape[0])]
     has &= np.diff(aligned.indptr) > 0
     return binarize(aligned), has
+
+
+def read_owners(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Owner (uploader, a user id) of each item: a CSV or TSV ``item_id,owner``.
+
+    A first line naming the columns (``item_id``/``item``/``id``…) is skipped. Ids are kept
+    as text; :func:`retrieval_report` matches them to integer or string ids alike.
+
+    Raises
+    ------
+    InputError
+        No such file, a row without two fields (naming the line), an item listed twice with
+        different owners, or no row at all.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"owners file {path}: no such file")
+    text = path.read_text(encoding="utf-8-sig")
+    delimiter = "\t" if "\t" in text.split("\n", 1)[0] else ","
+    owners: dict[str, str] = {}
+    for lineno, row in enumerate(csv.reader(text.splitlines(), delimiter=delimiter), 1):
+        if not row or not "".join(row).strip():
+            continue
+        item = row[0].strip()
+        if lineno == 1 and item.lower() in ("item_id", "itemid", "item", "id", "movieid"):
+            continue
+        if len(row) < 2 or not row[1].strip():
+            raise InputError(f"{path}:{lineno}: expected item_id,owner, got {row!r}")
+        owner = row[1].strip()
+        if owners.setdefault(item, owner) != owner:
+            raise InputError(
+                f"{path}:{lineno}: item {item!r} has two owners ({owners[item]}, {owner})"
+            )
+    if not owners:
+        raise InputError(f"{path}: no owners in the file")
+    return owners
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -398,8 +432,8 @@ def retrieval_report(
     owners : mapping of item id → user id, optional
         The owner (uploader) of each query item; enables the owner-viewed count. Queries
         without an owner, or whose owner is not among the users, are left out of it.
-    genres : ItemGenres or (item_ids, labels), optional
-        Multi-label item labels (e.g. :func:`cfcore.datasets.movielens_100k_genres`); enables
+    genres : ItemLabels or (item_ids, labels), optional
+        Multi-label item labels (e.g. ``cfcore.labels.read_labels("ml-100k")``); enables
         genre agreement. Pairs where either item has no label are left out.
     candidates : array-like of item ids, optional
         Items the random baseline draws from (default: every item of ``interactions``). Pass

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from cfcore.cli.common import CollabfeatGroup, data_dir_option, read_table, seed_option
+from cfvision.data import ID_SPACES, MIN_MATCHED_FRACTION
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -27,13 +28,15 @@ def cli() -> None:
     The paper's pipeline on MovieLens-100k posters:
       cfcore factorize ml-100k -o model.npz
       cfcore cluster model.npz -k 50 -o labels.npz
-      cfvision train movielens-posters labels.npz -o run/ --arch resnet18 --image-size 96
+      cfvision train movielens-posters labels.npz -o run/ --id-space ml-100k \\
+          --arch resnet18 --image-size 96
       cfvision extract movielens-posters --checkpoint run/checkpoint.pt -o learned.npz
-      cfvision extract movielens-posters --arch resnet18 -o random.npz
-      cfvision evaluate learned.npz random.npz --interactions ml-100k --labels genres.csv
+      cfvision extract movielens-posters --id-space ml-100k --arch resnet18 -o random.npz
+      cfvision evaluate learned.npz random.npz --interactions ml-100k --labels ml-100k
 
     IMAGES is a folder of <item_id>.<ext> images, a CSV item_id,path, a folder with a
-    poster_index.csv (the MovieLens posters), or the dataset name movielens-posters.
+    poster_index.csv (the MovieLens posters: choose --id-space), or the dataset name
+    movielens-posters. Images are decoded once into a uint8 cache (--cache-dir).
     Distributed: torchrun --nproc-per-node N -m cfvision train ...
     """
 
@@ -58,24 +61,47 @@ def images_options(f):
     )(f)
     f = click.option(
         "--id-space",
-        type=click.Choice(["ml-100k", "movielens"]),
-        default="ml-100k",
-        show_default=True,
-        help="Poster folder only: key posters by ml-100k item id or MovieLens movieId.",
+        type=click.Choice(list(ID_SPACES)),
+        default=None,
+        help="MovieLens poster folder only (required there): key the posters by ml-100k item "
+        "id or by MovieLens movieId (ml-1m, ml-latest-small).",
     )(f)
     f = click.option(
         "--image-size",
         type=click.IntRange(min=8),
         default=None,
-        help="Crop size (paper: 224 after resizing the short side to 256; the resize "
-        "scales with it) [train default: 224; extract default: the checkpoint's].",
+        help="Crop size (paper: 224 crops of the central square of the image resized to a "
+        "short side of 256; the 256 scales with it) [train default: 224; extract default: "
+        "the checkpoint's].",
+    )(f)
+    f = click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where the decoded-image cache lives, shared by runs [default: "
+        "$COLLABFEAT_CACHE/images or ~/.cache/collabfeat/images].",
     )(f)
     f = click.option(
         "--workers",
         type=click.IntRange(min=0),
-        default=0,
-        show_default=True,
-        help="DataLoader worker processes.",
+        default=None,
+        help="DataLoader worker processes [default: 0 on CPU, min(4, cores) on CUDA].",
+    )(f)
+    return f
+
+
+def labels_options(f):
+    f = click.option(
+        "--labels-col",
+        default=None,
+        metavar="NAME|POS",
+        help="Labels CSV: the labels column [default: labels, genres, label...].",
+    )(f)
+    f = click.option(
+        "--item-col",
+        default=None,
+        metavar="NAME|POS",
+        help="Labels CSV: the item id column [default: item_id, movieId, item...].",
     )(f)
     return f
 
@@ -100,7 +126,7 @@ def _torch_threads() -> None:
 # ----------------------------------------------------------------------------- train
 @cli.command()
 @click.argument("images")
-@click.argument("labels", type=click.Path(path_type=Path))
+@click.argument("labels")
 @click.option(
     "-o",
     "--output",
@@ -165,17 +191,27 @@ def _torch_threads() -> None:
     show_default=True,
     help="Labelled items held out for validation metrics.",
 )
-@click.option("--cache-images", is_flag=True, help="Keep decoded, resized images in memory.")
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help=f"Train even when fewer than {int(100 * MIN_MATCHED_FRACTION)}% of the labelled "
+    "items have an image (they are listed in image_report.txt).",
+)
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA.")
-@click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.pt.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from OUTPUT/checkpoint.pt (a larger --epochs extends the run).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@labels_options
 @images_options
 @device_option
 @seed_option
 @data_dir_option
 def train(
     images: str,
-    labels: Path,
+    labels: str,
     output: Path,
     arch: str,
     weights: Path | None,
@@ -191,39 +227,46 @@ def train(
     dropout: float,
     balanced: bool,
     val_fraction: float,
-    cache_images: bool,
+    allow_partial: bool,
     amp: bool,
     resume: bool,
     quiet: bool,
+    item_col: str | None,
+    labels_col: str | None,
     on_bad_image: str,
-    id_space: str,
+    id_space: str | None,
     image_size: int | None,
-    workers: int,
+    cache_dir: Path | None,
+    workers: int | None,
     device: str,
     seed: int,
     data_dir: Path | None,
 ) -> None:
     """Train a CNN to predict the (pseudo-)class of each item's image.
 
-    LABELS is a pseudo-labels .npz from `cfcore cluster`, or a CSV item_id,label
-    (single-label) or item_id,labels with |-separated labels (multi-label).
+    LABELS is a pseudo-labels .npz from `cfcore cluster`; a CSV item_id,label (one class
+    per item) or item_id,labels with |-separated labels (multi-label); MovieLens movies.csv,
+    movies.dat or u.item; or a dataset name (ml-100k: its genres). Training stops when
+    fewer than half the labelled items have an image (ids from another dataset), unless
+    --allow-partial.
 
     \b
     Examples:
-      cfvision train movielens-posters labels.npz -o run/ --image-size 96 --epochs 20
+      cfvision train movielens-posters labels.npz -o run/ --id-space ml-100k \\
+          --arch small --image-size 64 --epochs 20
+      cfvision train movielens-posters ml-100k -o genres/ --id-space ml-100k  # genres
       cfvision train photos/ classes.csv -o run/ --arch alexnet --balanced
       cfvision train photos/ classes.csv -o run/ --resume      # after an interruption
+      cfvision train photos/ classes.csv -o run/ --resume --epochs 40   # train longer
       torchrun --nproc-per-node 2 -m cfvision train photos/ classes.csv -o run/
     """
     from cfvision.train import TrainConfig
     from cfvision.train import train as run
 
     _torch_threads()
-    if not labels.exists():
-        raise click.ClickException(f"labels file {labels}: no such file")
     cfg = TrainConfig(
         images=_images_path(images, data_dir),
-        labels=str(labels),
+        labels=labels,
         output=str(output),
         arch=arch,
         weights=str(weights) if weights else None,
@@ -241,9 +284,13 @@ def train(
         balanced=balanced,
         val_fraction=val_fraction,
         workers=workers,
-        cache_images=cache_images,
+        cache_dir=str(cache_dir) if cache_dir else None,
         on_bad_image=on_bad_image,
         id_space=id_space,
+        allow_partial=allow_partial,
+        item_col=item_col,
+        labels_col=labels_col,
+        data_dir=str(data_dir) if data_dir else None,
         device=device,
         amp=amp,
         seed=seed,
@@ -260,15 +307,21 @@ def train(
 
 
 # ----------------------------------------------------------------------------- extract
-def _read_id_list(path: Path) -> list[str]:
-    """Item ids from the first column of a CSV/text file, or from a labels/vectors .npz."""
-    from cfvision.data import _normalise_id, load_labels
+def _read_id_list(path: Path) -> Any:
+    """Raw item ids: the first column of a CSV/text file, or ``item_ids`` of an artifact
+    (pseudo-labels, item vectors, factor model)."""
+    from cfcore.ids import parse_ids
 
     if not path.exists():
         raise click.ClickException(f"items file {path}: no such file")
     if path.suffix.lower() == ".npz":
-        return load_labels(path).item_ids
-    return [_normalise_id(row[0]) for row in read_table(path, "item ids") if row and row[0]]
+        from cfcore.io import load_artifact
+
+        arrays, header = load_artifact(path)
+        if "item_ids" not in arrays:
+            raise click.ClickException(f"{path}: a {header.get('kind')!r} file without item_ids")
+        return parse_ids(arrays["item_ids"])
+    return parse_ids([row[0] for row in read_table(path, "item ids") if row and row[0]])
 
 
 @cli.command()
@@ -303,7 +356,7 @@ def _read_id_list(path: Path) -> list[str]:
     "items_file",
     type=click.Path(path_type=Path),
     default=None,
-    help="Only these items (first column of a CSV, or a labels .npz).",
+    help="Only these items (first column of a CSV, or the item_ids of a labels/vectors .npz).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option(
@@ -328,9 +381,10 @@ def extract(
     report: Path | None,
     quiet: bool,
     on_bad_image: str,
-    id_space: str,
+    id_space: str | None,
     image_size: int | None,
-    workers: int,
+    cache_dir: Path | None,
+    workers: int | None,
     device: str,
     seed: int,
     data_dir: Path | None,
@@ -340,14 +394,18 @@ def extract(
     \b
     Examples:
       cfvision extract movielens-posters --checkpoint run/checkpoint.pt -o learned.npz
-      cfvision extract movielens-posters --arch resnet18 --image-size 96 -o random.npz
-      cfvision extract movielens-posters --arch resnet18 --weights resnet18-f37072fd.pth \\
-          -o imagenet.npz
+      cfvision extract movielens-posters --id-space ml-100k --arch resnet18 \\
+          --image-size 96 -o random.npz
+      cfvision extract photos/ --arch resnet18 --weights resnet18-f37072fd.pth -o imagenet.npz
+
+    With --checkpoint, the image size and the poster folder's --id-space default to the
+    training run's.
     """
     import torch
 
-    from cfvision.data import check_images, load_image_index
-    from cfvision.extract import extract_features, save_item_vectors
+    from cfcore.vectors import save_vectors
+    from cfvision.data import load_image_index, prepare_images, resize_size
+    from cfvision.extract import extract_features
     from cfvision.models import build_model, load_checkpoint, model_from_checkpoint
     from cfvision.train import resolve_device
 
@@ -365,6 +423,7 @@ def extract(
         state = load_checkpoint(checkpoint)
         model = model_from_checkpoint(state, checkpoint)
         size = image_size or int(state.get("image_size", 224))
+        id_space = id_space or state.get("config", {}).get("id_space")
         meta: dict[str, Any] = {"source": str(checkpoint), "arch": state["arch"], "init": "trained"}
     else:
         model = build_model(arch, 1, weights)
@@ -376,21 +435,19 @@ def extract(
             "seed": seed,
         }
     index = load_image_index(_images_path(images, data_dir), id_space)
-    wanted = _read_id_list(items_file) if items_file else list(index)
-    rep = check_images(index, wanted, on_bad_image, progress=not quiet)
-    for line in rep.lines()[:1]:
-        click.echo(line)
+    wanted = _read_id_list(items_file) if items_file else None
+    got = prepare_images(
+        index, wanted, resize_size(size), cache_dir, on_bad_image, progress=not quiet
+    )
+    click.echo(got.report.lines()[0])
     if report is not None:
-        rep.write(report)
-    if not rep.ok:
+        got.report.write(report)
+    if not len(got):
         raise click.ClickException("no readable image for the requested items")
-    vectors = extract_features(
-        model, rep.ok, index, size, dev, batch_size, workers, progress=not quiet
-    )
-    save_item_vectors(
-        output, rep.ok, vectors, {**meta, "image_size": size, "feature_dim": int(vectors.shape[1])}
-    )
-    click.echo(f"{len(rep.ok)} × {vectors.shape[1]} features -> {output}")
+    vectors = extract_features(model, got, size, dev, batch_size, workers, progress=not quiet)
+    meta.update(image_size=size, feature_dim=int(vectors.shape[1]), normalized=True)
+    save_vectors(output, got.item_ids, vectors, meta)
+    click.echo(f"{len(got)} × {vectors.shape[1]} features -> {output}")
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -425,9 +482,9 @@ def extract(
 )
 @click.option(
     "--labels",
-    type=click.Path(path_type=Path),
     default=None,
-    help="Labels for the linear probe (CSV item_id,label or item_id,labels; or .npz).",
+    help="Labels for the linear probe and genre agreement: a dataset name (ml-100k: its "
+    "genres), movies.csv, u.item, a CSV item_id,label(s), or a pseudo-labels .npz.",
 )
 @click.option(
     "--owners",
@@ -448,6 +505,7 @@ def extract(
     default=None,
     help="PNG of the shared-viewer curves (Fang Fig. 5).",
 )
+@labels_options
 @device_option
 @seed_option
 @data_dir_option
@@ -457,10 +515,12 @@ def evaluate(
     test_items: Path | None,
     test_fraction: float,
     ranks: int,
-    labels: Path | None,
+    labels: str | None,
     owners: Path | None,
     output: Path | None,
     plot: Path | None,
+    item_col: str | None,
+    labels_col: str | None,
     device: str,
     seed: int,
     data_dir: Path | None,
@@ -473,9 +533,10 @@ def evaluate(
     \b
     Example (the paper's comparison: learned vs random-init vs ImageNet features):
       cfvision evaluate learned.npz random.npz imagenet.npz --interactions ml-100k \\
-          --test-items test_items.csv --labels genres.csv -o report.json --plot curves.png
+          --test-items test_items.csv --labels ml-100k -o report.json --plot curves.png
     """
     from cfcore.cli.common import load_input
+    from cfvision.data import load_labels
     from cfvision.evaluate import compare_features
     from cfvision.train import resolve_device
 
@@ -490,7 +551,7 @@ def evaluate(
         test_items=_read_id_list(test_items) if test_items else None,
         test_fraction=test_fraction,
         R=ranks,
-        labels=labels,
+        labels=None if labels is None else load_labels(labels, data_dir, item_col, labels_col),
         owners=owners,
         seed=seed,
         plot=plot,
@@ -501,6 +562,8 @@ def evaluate(
         from cfcore.io import atomic_write_text
 
         atomic_write_text(
-            output, json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2) + "\n"
+            output,
+            json.dumps({k: v for k, v in result.items() if k not in ("table", "probes")}, indent=2)
+            + "\n",
         )
         click.echo(f"report -> {output}")

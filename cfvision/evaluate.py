@@ -30,44 +30,22 @@ import numpy as np
 from cfcore.errors import InputError
 
 
-# ----------------------------------------------------------------------------- metrics
-def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
-    """Per-class average precision; NaN for a class without positives.
-
-    ``AP_c = (1/|P_c|) Σ_{i ∈ P_c} precision@rank(i)`` with items sorted by decreasing score
-    (ties broken by order, as scikit-learn's step interpolation does for distinct scores).
-    """
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_score = np.asarray(y_score, dtype=np.float64)
-    if y_true.ndim == 1:
-        y_true, y_score = y_true[:, None], y_score[:, None]
-    ap = np.full(y_true.shape[1], np.nan)
-    for c in range(y_true.shape[1]):
-        pos = y_true[:, c] > 0
-        if not pos.any():
-            continue
-        order = np.argsort(-y_score[:, c], kind="stable")
-        hits = pos[order]
-        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-        ap[c] = precision[hits].mean()
-    return ap
-
-
-def mean_average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """Mean of :func:`average_precision` over classes that have a positive."""
-    ap = average_precision(y_true, y_score)
-    return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
-
-
 # ----------------------------------------------------------------------------- linear probe
 @dataclass
 class ProbeResult:
+    """A linear probe's score; ``test_scores``/``test_targets`` (the test part's decision
+    values and labels, rows in ``test_rows`` order) allow paired comparisons of two probes on
+    the same split (:func:`cfcore.metrics.paired_bootstrap`)."""
+
     metric: str
     score: float
     l2: float
     n_train: int
     n_test: int
     per_class: list[float] = field(default_factory=list)
+    test_rows: np.ndarray | None = field(default=None, repr=False)
+    test_scores: np.ndarray | None = field(default=None, repr=False)
+    test_targets: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -102,9 +80,10 @@ def _fit_logistic(x, y, multilabel: bool, l2: float, iters: int = 200):
 
 
 def _probe_score(scores: np.ndarray, y: np.ndarray, multilabel: bool) -> tuple[float, np.ndarray]:
+    from cfcore.metrics import average_precision, mean_average_precision
+
     if multilabel:
-        ap = average_precision(y, scores)
-        return float(np.nanmean(ap)), ap
+        return mean_average_precision(y, scores), average_precision(y, scores)
     return float((scores.argmax(axis=1) == y).mean()), np.array([])
 
 
@@ -155,10 +134,11 @@ def linear_probe(
         xf, yf = tensors(fit_rows, mean, std)
         xe, _ = tensors(eval_rows, mean, std)
         w, b = _fit_logistic(xf, yf, multilabel, l2)
-        return _probe_score((xe @ w + b).numpy(), y[eval_rows], multilabel)
+        scores = (xe @ w + b).numpy()
+        return (*_probe_score(scores, y[eval_rows], multilabel), scores)
 
     best = max(l2_grid, key=lambda l2: run(fit_part, val_part, l2)[0])
-    score, per_class = run(train, test, best)
+    score, per_class, scores = run(train, test, best)
     return ProbeResult(
         "mAP" if multilabel else "accuracy",
         score,
@@ -166,44 +146,30 @@ def linear_probe(
         len(train),
         len(test),
         [float(v) for v in per_class],
+        test,
+        scores,
+        y[test],
     )
 
 
 # ----------------------------------------------------------------------------- comparison
-FeatureSet = tuple[str, Sequence[str], np.ndarray]
+FeatureSet = tuple[str, np.ndarray, np.ndarray]
 
 
 def _as_feature_set(entry: Any) -> FeatureSet:
+    """``(name, raw item ids, vectors)`` from a tuple or a vectors / factor-model file."""
+    from cfcore.ids import parse_ids
+    from cfcore.vectors import load_vectors
+
     if isinstance(entry, tuple) and len(entry) == 3:
         name, ids, vecs = entry
-        return str(name), [str(i) for i in ids], np.asarray(vecs, dtype=np.float32)
-    from cfvision.extract import load_item_vectors
-
-    ids, vecs, _ = load_item_vectors(entry)
-    return str(entry), ids, vecs
-
-
-def _read_owners(path: Any) -> dict[str, str]:
-    """CSV ``item_id,owner`` (header optional)."""
-    import csv
-
-    from cfvision.data import _normalise_id
-
-    owner: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for lineno, row in enumerate(csv.reader(fh), 1):
-            if not row or (lineno == 1 and row[0].strip().lower() in ("item_id", "item")):
-                continue
-            if len(row) < 2:
-                raise InputError(f"{path}:{lineno}: expected item_id,owner")
-            owner[_normalise_id(row[0])] = row[1].strip()
-    if not owner:
-        raise InputError(f"{path}: no owners")
-    return owner
+        return str(name), parse_ids(np.asarray(ids)), np.asarray(vecs, dtype=np.float32)
+    vectors = load_vectors(entry)
+    return str(entry), vectors.ids, vectors.vectors
 
 
 def retrieval_eval(
-    item_ids: Sequence[str],
+    item_ids: Any,
     vectors: np.ndarray,
     query_mask: np.ndarray,
     interactions: Any,
@@ -216,8 +182,8 @@ def retrieval_eval(
 
     Parameters
     ----------
-    item_ids : sequence of str
-        Ids of the rows of ``vectors`` (all among ``interactions``' items).
+    item_ids : array-like
+        Raw ids of the rows of ``vectors`` (all among ``interactions``' items).
     vectors : (n, d)
     query_mask : bool (n,)
         True for query (test) items; the others are searched (and are the random baseline's
@@ -235,12 +201,9 @@ def retrieval_eval(
     """
     from cfcore.neighbors import NeighborIndex
     from cfcore.retrieval import retrieval_report
-    from cfvision.data import ids_to_array
 
     query_mask = np.asarray(query_mask, dtype=bool)
-    ids = ids_to_array(item_ids)
-    if interactions.item_ids.dtype.kind == "U":
-        ids = ids.astype(str)
+    ids = np.asarray(item_ids)
     qi, bi = np.flatnonzero(query_mask), np.flatnonzero(~query_mask)
     if len(qi) == 0 or len(bi) == 0:
         raise InputError(f"need query and train items, got {len(qi)} and {len(bi)}")
@@ -260,7 +223,7 @@ def retrieval_eval(
 
 
 def per_query_shared_viewers(
-    item_ids: Sequence[str],
+    item_ids: Any,
     vectors: np.ndarray,
     query_mask: np.ndarray,
     interactions: Any,
@@ -269,15 +232,15 @@ def per_query_shared_viewers(
     """Each query's mean viewer-set Jaccard over its top ``R`` neighbours, shape (Q,).
 
     The mean of this vector is the mean of the shared-viewer curve; per query it allows paired
-    comparisons of two feature sets (e.g. a bootstrap confidence interval of the difference).
-    Queries without viewers are NaN.
+    comparisons of two feature sets (:func:`cfcore.metrics.paired_bootstrap` with ``np.mean``
+    over the queries where both are finite). Queries without viewers are NaN.
     """
+    from cfcore.ids import id_positions
     from cfcore.neighbors import NeighborIndex
     from cfcore.retrieval import pair_jaccard
 
     query_mask = np.asarray(query_mask, dtype=bool)
-    cols = {str(i): c for c, i in enumerate(interactions.item_ids.tolist())}
-    rows = np.asarray([cols[str(i)] for i in item_ids], dtype=np.int64)
+    rows = id_positions(interactions.item_ids, item_ids, unknown="item not in the interactions:")
     qi, bi = np.flatnonzero(query_mask), np.flatnonzero(~query_mask)
     R = min(R, len(bi))  # noqa: N806 - the paper's name
     nn = NeighborIndex(np.asarray(vectors[bi], dtype=np.float32)).search(
@@ -288,28 +251,17 @@ def per_query_shared_viewers(
     return jac.reshape(len(qi), R).mean(axis=1)
 
 
-def paired_bootstrap(
-    a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean of ``a − b`` over paired rows and its 95% bootstrap interval (rows resampled)."""
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    d = d[np.isfinite(d)]
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    low, high = np.percentile(boots, [2.5, 97.5])
-    return float(d.mean()), float(low), float(high)
-
-
 def compare_features(
     feature_sets: Sequence[Any],
     interactions: Any,
-    test_items: Sequence[str] | None = None,
+    test_items: Any = None,
     test_fraction: float = 0.05,
     R: int = 100,
     labels: Any = None,
     owners: Any = None,
     seed: int = 0,
     plot: Any = None,
+    data_dir: Any = None,
 ) -> dict[str, Any]:
     """Score several feature sets on the same items, query split and probe split.
 
@@ -319,39 +271,46 @@ def compare_features(
         Paths of item-vectors / factor-model files, or ``(name, item_ids, vectors)`` tuples.
     interactions : cfcore.Interactions
         Who viewed what (the viewer sets of the shared-viewer curve).
-    test_items : sequence of str, optional
-        Query items; default a seeded random ``test_fraction`` of the common items.
+    test_items : array-like, optional
+        Raw ids of the query items; default a seeded random ``test_fraction`` of the common
+        items.
     R : int
         Neighbours per query.
-    labels : path or :class:`cfvision.data.Labels`, optional
-        Labels for the linear probe (items without a label are left out of the probe).
+    labels : str, path or :class:`cfvision.data.Labels`, optional
+        Labels for the linear probe and genre agreement: anything
+        :func:`cfvision.data.load_labels` reads — e.g. ``"ml-100k"`` for its genres (items
+        without a label are left out of the probe).
     owners : path, optional
-        CSV ``item_id,owner`` for the owner-viewed count.
+        CSV ``item_id,owner`` for the owner-viewed count (:func:`cfcore.retrieval.read_owners`).
     plot : path, optional
         PNG of the curves and the random baseline.
+    data_dir : path, optional
+        Data directory for a dataset name in ``labels``.
 
     Returns
     -------
     dict
-        ``items``, ``queries``, per-set ``results`` (retrieval summary, curve and probe) and a
-        printable ``table`` (list of lines).
+        ``items``, ``queries``, per-set ``results`` (retrieval summary, curve and probe), a
+        printable ``table`` (list of lines) and the :class:`ProbeResult` of each set
+        (``probes``; the same split for every set, so two can be compared pairwise).
     """
+    from cfcore.ids import id_positions
+    from cfcore.retrieval import read_owners
     from cfvision.data import Labels, load_labels
 
     sets = [_as_feature_set(e) for e in feature_sets]
-    inter_cols = {str(i): c for c, i in enumerate(interactions.item_ids.tolist())}
-    common = [i for i in dict.fromkeys(sets[0][1]) if i in inter_cols]
+    common = sets[0][1]
+    keep = id_positions(interactions.item_ids, common) >= 0
     for _name, ids, _ in sets[1:]:
-        have = set(ids)
-        common = [i for i in common if i in have]
-    if not common:
+        keep &= id_positions(ids, common) >= 0
+    common = common[keep]
+    if not len(common):
         raise InputError(
             "no item is in every feature file and in the interactions: "
             "do the ids come from the same dataset?"
         )
     if test_items is not None:
-        wanted = {str(i) for i in test_items}
-        query = np.asarray([i in wanted for i in common])
+        query = id_positions(np.asarray(test_items), common) >= 0
         if not query.any():
             raise InputError("none of the --test-items has features and interactions")
     else:
@@ -359,38 +318,31 @@ def compare_features(
         n_q = max(1, int(round(len(common) * test_fraction)))
         query = np.zeros(len(common), dtype=bool)
         query[rng.choice(len(common), n_q, replace=False)] = True
-    owner_map = _read_owners(owners) if owners is not None else None
+    owner_map = read_owners(owners) if owners is not None else None
     lab: Labels | None = None
+    genres = None
     if labels is not None:
-        lab = labels if isinstance(labels, Labels) else load_labels(labels)
-        have = set(lab.item_ids)
-        probe_items = [i for i in common if i in have]
-        if len(probe_items) < 10:
+        lab = labels if isinstance(labels, Labels) else load_labels(labels, data_dir)
+        rows = id_positions(lab.item_ids, common)
+        probe = np.flatnonzero(rows >= 0)
+        if len(probe) < 10:
             raise InputError(
-                f"only {len(probe_items)} items have both features and a label in "
+                f"only {len(probe)} items have both features and a label in "
                 f"{lab.source}: do the ids come from the same dataset?"
             )
-        lab = lab.subset(probe_items)
-    genres = None
-    if lab is not None:
-        from cfvision.data import ids_to_array
-
-        onehot = (
-            lab.targets if lab.multilabel else np.eye(lab.n_classes, dtype=np.float32)[lab.targets]
-        )
-        genres = (ids_to_array(lab.item_ids), onehot)
+        lab = lab.select(rows[probe])
+        genres = (lab.item_ids, lab.one_hot())
     results: dict[str, Any] = {}
     reports = {}
+    probes: dict[str, ProbeResult] = {}
     for name, ids, vecs in sets:
-        pos = {i: r for r, i in enumerate(ids)}
-        x = vecs[[pos[i] for i in common]]
+        x = vecs[id_positions(ids, common)]
         rep = retrieval_eval(common, x, query, interactions, R, owner_map, genres, seed)
         reports[name] = rep
         entry: dict[str, Any] = rep.to_dict()
         if lab is not None:
-            row = {i: r for r, i in enumerate(common)}
-            xp = x[[row[i] for i in lab.item_ids]]
-            entry["probe"] = linear_probe(xp, lab.targets, lab.multilabel, seed=seed).summary()
+            probes[name] = linear_probe(x[probe], lab.targets, lab.multilabel, seed=seed)
+            entry["probe"] = probes[name].summary()
         results[name] = entry
     n_q = int(query.sum())
     table = _table(results, n_q, len(common) - n_q)
@@ -400,7 +352,13 @@ def compare_features(
         plot_reports(
             plot, {Path(n).stem if n.endswith(".npz") else n: r for n, r in reports.items()}
         )
-    return {"items": len(common), "queries": n_q, "results": results, "table": table}
+    return {
+        "items": len(common),
+        "queries": n_q,
+        "results": results,
+        "table": table,
+        "probes": probes,
+    }
 
 
 def _table(results: dict[str, Any], n_q: int, n_b: int) -> list[str]:

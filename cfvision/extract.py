@@ -1,128 +1,66 @@
 """Penultimate-layer features of item images (Fang §4.3: FC6 of the trained network).
 
 Features are L2-normalised so that inner products are cosine similarities, and saved as an
-``item-vectors`` artifact (``item_ids``, ``vectors`` float32) that ``cfcore neighbors`` and
-:mod:`cfvision.evaluate` read.
+``item-vectors`` artifact (:func:`cfcore.vectors.save_vectors`: ``item_ids``, ``vectors``
+float32) that ``cfcore neighbors``, ``cfcore cluster`` and :mod:`cfvision.evaluate` read.
+Images come from the uint8 cache (:func:`cfvision.data.prepare_images`), centre-cropped.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from cfvision.data import ItemImageDataset, eval_transform, ids_to_array
+from cfvision.data import ItemImages
+from cfvision.loader import CachedImages, channels_last_for, make_loader, to_model_input
 from cfvision.models import FeatureClassifier
-
-ARTIFACT_KIND = "item-vectors"
 
 
 @torch.no_grad()
 def extract_features(
     model: FeatureClassifier,
-    items: Sequence[str],
-    index: dict[str, Path],
+    images: ItemImages,
     image_size: int,
     device: torch.device | str = "cpu",
     batch_size: int = 128,
-    workers: int = 0,
-    cache: dict[str, Any] | None = None,
+    workers: int | None = None,
     progress: bool = True,
 ) -> np.ndarray:
-    """L2-normalised features of ``items``, one row each, in order.
+    """L2-normalised features of every item of ``images``, one row each, in order.
 
     Parameters
     ----------
     model : FeatureClassifier
         Its ``features`` method (the penultimate layer) is used, in eval mode (no dropout,
         batch-norm running statistics).
-    items, index
-        Item ids and their image files (all readable: see :func:`cfvision.data.check_images`).
+    images : ItemImages
+        From :func:`cfvision.data.prepare_images` with ``size = resize_size(image_size)``.
     image_size : int
-        Eval transform size (resize short side to 256·s/224, center crop s).
+        Side of the centre crop.
 
     Returns
     -------
-    ndarray, float32, shape (len(items), model.feature_dim)
+    ndarray, float32, shape (len(images), model.feature_dim)
         ``f / max(‖f‖₂, 1e-12)`` per row.
     """
     device = torch.device(device)
+    channels_last = channels_last_for(device)
     model = model.to(device).eval()
-    ds = ItemImageDataset(items, index, None, eval_transform(image_size), cache)
-    loader = DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-    )
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loader = make_loader(CachedImages(images, crop=image_size), batch_size, device, workers=workers)
     it: Any = loader
     if progress:
         from tqdm import tqdm
 
         it = tqdm(loader, desc="extracting", unit="batch", leave=False)
-    out = np.empty((len(ds), model.feature_dim), dtype=np.float32)
+    out = np.empty((len(images), model.feature_dim), dtype=np.float32)
     row = 0
     for x, _ in it:
-        x = x.to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        f = model.features(x).float()
+        f = model.features(to_model_input(x, device, channels_last)).float()
         f = torch.nn.functional.normalize(f, p=2, dim=1, eps=1e-12)
         out[row : row + len(f)] = f.cpu().numpy()
         row += len(f)
     return out
-
-
-def save_item_vectors(
-    path: str | os.PathLike[str],
-    item_ids: Sequence[str],
-    vectors: np.ndarray,
-    meta: dict[str, Any] | None = None,
-) -> Path:
-    """Write an ``item-vectors`` artifact atomically (ids as int64 when they are integers)."""
-    from cfcore.io import save_artifact
-
-    if len(item_ids) != len(vectors):
-        raise ValueError(f"{len(item_ids)} ids but {len(vectors)} vectors")
-    return save_artifact(
-        path,
-        ARTIFACT_KIND,
-        {"item_ids": ids_to_array(item_ids), "vectors": np.asarray(vectors, np.float32)},
-        {"normalized": True, **(meta or {})},
-    )
-
-
-def load_item_vectors(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """Read item vectors: an ``item-vectors`` artifact or a ``factor-model`` (its item factors).
-
-    Returns
-    -------
-    item_ids : list of str
-    vectors : ndarray, float32
-    header : dict
-    """
-    from cfcore.errors import InputError, ModelFormatError
-    from cfcore.io import load_artifact
-
-    try:
-        arrays, header = load_artifact(path, (ARTIFACT_KIND, "factor-model"))
-    except FileNotFoundError:
-        raise InputError(f"vectors file {path}: no such file") from None
-    except ModelFormatError as exc:
-        raise InputError(str(exc)) from None
-    key = "vectors" if header["kind"] == ARTIFACT_KIND else "item_factors"
-    if "item_ids" not in arrays or key not in arrays:
-        raise InputError(f"{path}: missing item_ids/{key}")
-    vectors = np.asarray(arrays[key], dtype=np.float32)
-    ids = [str(i) for i in arrays["item_ids"].tolist()]
-    if len(ids) != len(vectors):
-        raise InputError(f"{path}: {len(ids)} item_ids but {len(vectors)} vectors")
-    if not np.isfinite(vectors).all():
-        raise InputError(f"{path}: vectors contain NaN or inf")
-    return ids, vectors, header

@@ -132,12 +132,14 @@ def _wrap(arch: str, net: nn.Module, num_classes: int, dropout: float) -> Featur
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(f"weights file {path}: no such file")
+    what = describe_file(path)
+    if what not in ("a torch file", "a pickle or legacy torch file"):
+        raise ModelFormatError(f"{path}: not a torch weights file: it is {what}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, zip errors, unsafe globals
+    except Exception as exc:  # unsafe globals, truncated data: never suggest unsafe loading
         raise ModelFormatError(
-            f"{path}: not a torch weights file loadable with weights_only=True "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            f"{path}: {what} that cannot be read with weights_only=True ({type(exc).__name__})"
         ) from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # a training checkpoint (cfvision's or torchvision's reference script)
@@ -218,17 +220,85 @@ def model_from_checkpoint(
     return model
 
 
+def describe_file(path: str | os.PathLike[str]) -> str:
+    """What a file is, in a few words, for errors about files of the wrong kind."""
+    import zipfile
+
+    path = Path(path)
+    if path.is_dir():
+        return "a folder"
+    with open(path, "rb") as fh:
+        head = fh.read(2048)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile:
+            return "a damaged zip archive"
+        if names and all(n.endswith(".npy") for n in names):
+            from cfcore.io import load_artifact
+
+            try:
+                _, header = load_artifact(path)
+            except ModelFormatError:
+                return "a NumPy .npz archive (not written by collabfeat)"
+            return f"a collabfeat {header.get('kind')!r} file (.npz)"
+        if any(n.endswith("data.pkl") for n in names):
+            return "a torch file"
+        return "a zip archive"
+    magic = {
+        b"\x89PNG": "a PNG image",
+        b"\xff\xd8\xff": "a JPEG image",
+        b"GIF8": "a GIF image",
+        b"\x93NUMPY": "a NumPy .npy array",
+    }
+    for prefix, what in magic.items():
+        if head.startswith(prefix):
+            return what
+    if head.startswith(b"\x80"):
+        return "a pickle or legacy torch file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a binary file of unknown format"
+    first = text.splitlines()[0][:60] if text.strip() else ""
+    return f"a text file (first line: {first!r})"
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> dict[str, Any]:
-    """Read a cfvision checkpoint with ``weights_only=True`` (no pickle of arbitrary objects)."""
+    """Read a cfvision checkpoint with ``weights_only=True`` (no pickle of arbitrary objects).
+
+    Raises
+    ------
+    InputError
+        No such file.
+    ModelFormatError
+        The file is not a cfvision checkpoint; the message says what it is instead.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {path}: no such file")
+    what = describe_file(path)
+    if what not in ("a torch file", "a pickle or legacy torch file"):
+        raise ModelFormatError(f"{path}: not a cfvision checkpoint: it is {what}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # unsafe globals, truncated data: never suggest unsafe loading
         raise ModelFormatError(
-            f"{path}: not a cfvision checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            f"{path}: not a cfvision checkpoint: {what} that cannot be read with "
+            f"weights_only=True ({type(exc).__name__})"
         ) from None
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
-        raise ModelFormatError(f"{path}: not a cfvision checkpoint (no 'model'/'arch' entries)")
+        keys = list(state)[:3] if isinstance(state, dict) else type(state).__name__
+        hint = (
+            "; a torch state dict (backbone weights?) is used with --arch ... --weights FILE"
+            if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+            else ""
+        )
+        raise ModelFormatError(
+            f"{path}: not a cfvision checkpoint (a torch file holding {keys}, no "
+            f"'model'/'arch' entries){hint}"
+        )
     return state

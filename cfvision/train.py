@@ -2,24 +2,44 @@
 
 Laid out like torchvision's ``references/classification/train.py``: one small function each for
 the device, the data, the model, the optimizer, the schedule, one training epoch, evaluation and
-checkpoints; :func:`train` wires them together. Distributed training is the same code path:
-started by ``torchrun --nproc-per-node N -m cfvision train ...`` it wraps the model in
+checkpoints. :func:`train` builds the pseudo-class task and hands it to :func:`fit`, the loop
+every cfvision training shares. Distributed training is the same code path: started by
+``torchrun --nproc-per-node N -m cfvision train ...`` it wraps the model in
 DistributedDataParallel and shards every epoch with a distributed sampler (``gloo`` on CPU,
 ``nccl`` on CUDA).
+
+Plugging in another task
+------------------------
+:func:`fit` knows nothing about classes. It runs a :class:`Run` — a model (any ``nn.Module``;
+its output may be a tensor, a tuple or a dict), an :class:`Objective` (the loss of a batch and
+the metrics of an epoch), the optimizer — over loaders of :class:`~cfvision.loader.CachedImages`
+whose targets may be one array or a dict of named arrays (labels, CF vectors, per-item
+weights, masks). Another head or loss (e.g. Bibas et al.'s multitask CF-vector
+reconstruction) is a new model and a new :class:`Objective` on the same data path, loop,
+schedule, divergence checks and checkpoints.
 
 Reproducibility and ``--resume``
 --------------------------------
 Every random choice of an epoch — the shuffle (or class-balanced draw), the crops and flips,
 dropout — comes from generators seeded with ``(seed, epoch, rank)`` at the start of that epoch.
-A checkpoint is written atomically at the end of every epoch with the model, optimizer,
-scheduler (and AMP scaler) state, the next epoch, the history and the RNG states. A run killed
-in the middle of epoch ``e`` and resumed restarts epoch ``e`` from the checkpoint of epoch
-``e - 1`` with exactly the random stream the uninterrupted run used, so both end with the same
-weights and metrics (on the same device and thread count).
+A checkpoint is written atomically at the end of every epoch with the model, optimizer (and AMP
+scaler) state, the next epoch, the history and the RNG states. A run killed in the middle of
+epoch ``e`` and resumed restarts epoch ``e`` from the checkpoint of epoch ``e - 1`` with exactly
+the random stream the uninterrupted run used, so both end with the same weights and metrics (on
+the same device and thread count). The learning rate of epoch ``e`` is a function of ``e`` and
+``--epochs`` (:func:`lr_factor`), so a resumed run with a larger ``--epochs`` continues on the
+schedule of a run of the new length.
+
+Divergence
+----------
+A non-finite loss (checked every few batches) or non-finite weights (checked after every epoch,
+before anything is saved) stop the run with :class:`~cfcore.errors.DivergenceError` naming
+``--lr``; the checkpoint on disk stays the last good epoch's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -28,25 +48,35 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from cfcore.errors import InputError
+from cfcore.errors import DivergenceError, InputError
+from cfcore.ids import id_positions
 from cfvision.data import (
     ImageReport,
-    ItemImageDataset,
+    ItemImages,
     Labels,
-    check_images,
-    eval_transform,
+    Match,
+    id_space_hint,
     load_image_index,
     load_labels,
     match_items,
+    prepare_images,
     resize_size,
-    train_transform,
+)
+from cfvision.loader import (
+    AugmentSampler,
+    CachedImages,
+    channels_last_for,
+    epoch_seed,
+    make_loader,
+    targets_to,
+    to_model_input,
 )
 from cfvision.models import FeatureClassifier, build_model, load_checkpoint
 
@@ -55,6 +85,20 @@ METRICS = "metrics.jsonl"
 CURVES = "curves.png"
 REPORT = "image_report.txt"
 
+#: The loss is checked for NaN/inf every this many batches (a check waits for the GPU).
+CHECK_EVERY = 20
+
+__all__ = [
+    "ClassificationObjective",
+    "Objective",
+    "Run",
+    "TrainConfig",
+    "epoch_seed",
+    "fit",
+    "lr_factor",
+    "train",
+]
+
 
 @dataclass
 class TrainConfig:
@@ -62,6 +106,8 @@ class TrainConfig:
 
     ``lr=None`` picks 0.1·batch/256 for SGD (Goyal et al.'s linear scaling rule) and 1e-3 for
     AdamW; ``weight_decay=None`` picks 5e-4 for SGD (AlexNet's) and 0.05 for AdamW.
+    ``workers=None`` picks per device (:func:`cfvision.loader.loader_settings`);
+    ``cache_dir=None`` is :func:`cfvision.cache.default_cache_dir`.
     """
 
     images: str
@@ -82,10 +128,14 @@ class TrainConfig:
     dropout: float = 0.5
     balanced: bool = False
     val_fraction: float = 0.1
-    workers: int = 0
-    cache_images: bool = False
+    workers: int | None = None
+    cache_dir: str | None = None
     on_bad_image: str = "skip"
-    id_space: str = "ml-100k"
+    id_space: str | None = None
+    allow_partial: bool = False
+    item_col: str | None = None
+    labels_col: str | None = None
+    data_dir: str | None = None
     device: str = "auto"
     amp: bool = True
     seed: int = 0
@@ -120,7 +170,10 @@ class TrainConfig:
                 f"val_fraction must lie in [0, 1), got {self.val_fraction}",
             ),
             (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (
+                self.workers is None or self.workers >= 0,
+                f"workers must be >= 0, got {self.workers}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -169,87 +222,72 @@ def setup_distributed(device: torch.device) -> DistInfo:
     return info
 
 
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """The seed of every random choice in one epoch of one process (see the module docstring)."""
-    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**63 - 1)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - the global state third-party transforms use
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the global state third-party code uses
     torch.manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------- data
 @dataclass
 class TrainData:
-    """Datasets of one run and what was left out."""
+    """The datasets of one run and what was left out."""
 
-    train: ItemImageDataset
-    val: ItemImageDataset | None
+    train: CachedImages
+    val: CachedImages | None
     labels: Labels
+    images: ItemImages
     report: ImageReport
-    train_items: list[str]
-    val_items: list[str]
-    n_unlabelled_images: int = 0
+    train_items: np.ndarray
+    val_items: np.ndarray
+    match: Match | None = None
 
 
-def split_items(items: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Seeded random train/validation split of the labelled items."""
+def split_items(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random train/validation split of ``n`` items: sorted positions of each part."""
     if val_fraction <= 0:
-        return list(items), []
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(items))
-    n_val = max(1, int(round(len(items) * val_fraction)))
-    if n_val >= len(items):
-        raise InputError(
-            f"val_fraction {val_fraction} leaves no training items ({len(items)} items)"
-        )
-    val = sorted(perm[:n_val].tolist())
-    train = sorted(perm[n_val:].tolist())
-    return [items[i] for i in train], [items[i] for i in val]
+        return np.arange(n), np.arange(0)
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction)))
+    if n_val >= n:
+        raise InputError(f"val_fraction {val_fraction} leaves no training items ({n} items)")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def build_data(cfg: TrainConfig) -> TrainData:
-    """Images ∩ labels, bad images reported (and skipped or fatal), train/val datasets."""
-    index = load_image_index(cfg.images, cfg.id_space)
-    labels = load_labels(cfg.labels)
-    common = match_items(index, labels)
-    cache: dict[str, Any] | None = {} if cfg.cache_images else None
-    report = check_images(
+    """Images ∩ labels (matched-fraction check), the image cache, train/val datasets."""
+    labels = load_labels(cfg.labels, cfg.data_dir, cfg.item_col, cfg.labels_col)
+    try:
+        index = load_image_index(cfg.images, cfg.id_space)
+    except InputError as exc:
+        hint = id_space_hint(cfg.images, labels.item_ids) if cfg.id_space is None else ""
+        raise InputError(f"{exc}{hint}") from None
+    match = match_items(index, labels, cfg.allow_partial)
+    labels = labels.select(match.label_rows)
+    images = prepare_images(
         index,
-        common,
+        labels.item_ids,
+        resize_size(cfg.image_size),
+        cfg.cache_dir,
         cfg.on_bad_image,
-        cache=cache,
-        cache_size=resize_size(cfg.image_size),
-        progress=cfg.progress,
+        cfg.progress,
     )
-    usable = report.ok
-    if len(usable) < 2:
-        raise InputError(f"only {len(usable)} labelled item(s) have a readable image")
-    labels = labels.subset(usable)
-    train_items, val_items = split_items(usable, cfg.val_fraction, cfg.seed)
-    lab_train = labels.subset(train_items)
-    train_ds = ItemImageDataset(
-        train_items, index, lab_train.targets, train_transform(cfg.image_size), cache
-    )
-    val_ds = None
-    if val_items:
-        val_ds = ItemImageDataset(
-            val_items,
-            index,
-            labels.subset(val_items).targets,
-            eval_transform(cfg.image_size),
-            cache,
-        )
+    images.report.match = match
+    if len(images) < 2:
+        raise InputError(f"only {len(images)} labelled item(s) have a readable image")
+    labels = labels.select(id_positions(labels.item_ids, images.item_ids))  # usable ones
+    tr, va = split_items(len(images), cfg.val_fraction, cfg.seed)
+    train_ds = CachedImages(images, tr, labels.targets[tr], cfg.image_size)
+    val_ds = CachedImages(images, va, labels.targets[va], cfg.image_size) if len(va) else None
     return TrainData(
         train_ds,
         val_ds,
         labels,
-        report,
-        train_items,
-        val_items,
-        n_unlabelled_images=len(index) - len(common),
+        images,
+        images.report,
+        images.item_ids[tr],
+        images.item_ids[va],
+        match,
     )
 
 
@@ -291,16 +329,14 @@ class ClassBalancedSampler(Sampler[int]):
 def build_loaders(
     data: TrainData, cfg: TrainConfig, dist: DistInfo, device: torch.device
 ) -> tuple[DataLoader, DataLoader | None]:
-    """Training loader (shuffled or class-balanced, sharded across ranks) and validation loader."""
+    """Training loader (shuffled or class-balanced, sharded, augmented) and validation loader."""
     from torch.utils.data import DistributedSampler
 
     if cfg.balanced:
-        sampler: Any = ClassBalancedSampler(
-            data.train.targets, cfg.seed, dist.rank, dist.world_size
-        )
+        base: Any = ClassBalancedSampler(data.train.targets, cfg.seed, dist.rank, dist.world_size)
     else:
         # DistributedSampler also serves one process: a seeded permutation per epoch.
-        sampler = DistributedSampler(
+        base = DistributedSampler(
             data.train,
             num_replicas=dist.world_size,
             rank=dist.rank,
@@ -308,27 +344,85 @@ def build_loaders(
             seed=cfg.seed,
             drop_last=False,
         )
-    pin = device.type == "cuda"
-    train = DataLoader(
+    sampler = AugmentSampler(base, data.train.size, data.train.crop, cfg.seed, dist.rank)
+    train = make_loader(
         data.train,
-        batch_size=cfg.batch_size,
+        cfg.batch_size,
+        device,
         sampler=sampler,
-        num_workers=cfg.workers,
-        pin_memory=pin,
+        workers=cfg.workers,
         drop_last=len(data.train) > cfg.batch_size,
-        persistent_workers=False,
-        generator=torch.Generator(),
     )
     val = None
     if data.val is not None:
-        val = DataLoader(
-            data.val,
-            batch_size=cfg.batch_size,
-            shuffle=False,
-            num_workers=cfg.workers,
-            pin_memory=pin,
-        )
+        val = make_loader(data.val, cfg.batch_size, device, workers=cfg.workers)
     return train, val
+
+
+# ----------------------------------------------------------------------------- objective
+class Objective(Protocol):
+    """What :func:`fit` optimises: the loss of a batch and the measures of an epoch.
+
+    ``output`` is whatever the model returns, ``target`` whatever the loader's targets are
+    (a tensor or a dict of tensors), both on the device. An objective may set
+    ``collects_outputs = False`` when :meth:`epoch_stats` needs nothing (validation then keeps
+    no outputs).
+    """
+
+    def loss(self, output: Any, target: Any) -> torch.Tensor:
+        """Mean loss of the batch (a float32 scalar)."""
+        ...
+
+    def batch_stats(self, output: Any, target: Any) -> dict[str, torch.Tensor]:
+        """Sums over the batch (e.g. correct predictions), divided by the item count later;
+        reported as ``train_<name>`` and ``val_<name>``."""
+        ...
+
+    def epoch_stats(self, outputs: list[Any], targets: list[Any]) -> dict[str, float]:
+        """Validation measures that need every output at once (e.g. mAP), or ``{}``."""
+        ...
+
+
+class ClassificationObjective:
+    """Cross-entropy over K classes, or binary cross-entropy over K labels (multi-label).
+
+    Measures: ``acc`` (top-1; multi-label: the top-scored label is a positive) and ``top5``
+    per batch; mAP over classes on validation for multi-label data
+    (:func:`cfcore.metrics.mean_average_precision`).
+    """
+
+    def __init__(self, multilabel: bool = False) -> None:
+        self.multilabel = multilabel
+        self.criterion = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.criterion(output.float(), target)
+
+    def _hits(self, output: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+        top = output.topk(min(k, output.shape[1]), dim=1).indices
+        if self.multilabel:
+            return target.gather(1, top).amax(dim=1).sum()
+        return (top == target[:, None]).any(dim=1).sum()
+
+    def batch_stats(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        output = output.detach()
+        return {"acc": self._hits(output, target, 1), "top5": self._hits(output, target, 5)}
+
+    def epoch_stats(self, outputs: list[Any], targets: list[Any]) -> dict[str, float]:
+        if not self.multilabel:
+            return {}
+        from cfcore.metrics import mean_average_precision
+
+        y = torch.cat(targets).cpu().numpy()
+        s = torch.cat(outputs).float().cpu().numpy()
+        try:
+            return {"map": mean_average_precision(y, s)}
+        except InputError:  # no positive in the validation items
+            return {"map": float("nan")}
+
+    @property
+    def collects_outputs(self) -> bool:
+        return self.multilabel
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -347,16 +441,27 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.effective_lr())
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch schedule: cosine to 0 over ``epochs``, step (×gamma every ``step_size``), or constant."""
+def lr_factor(epoch: int, cfg: TrainConfig) -> float:
+    """Learning rate of ``epoch`` relative to the base rate.
+
+    ``cosine``: ½(1 + cos(π·epoch/epochs)), from 1 to 0 over the run (Loshchilov & Hutter,
+    without restarts); ``step``: ``gamma`` every ``step_size`` epochs (default epochs/3);
+    ``constant``: 1. A function of the epoch and ``epochs`` only, so that a resumed run — also
+    one extended to more epochs — follows the schedule of a run of that length.
+    """
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
     if cfg.schedule == "step":
         step = cfg.step_size or max(1, cfg.epochs // 3)
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=cfg.gamma)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        return cfg.gamma ** (epoch // step)
+    return 1.0
+
+
+def set_lr(optimizer: torch.optim.Optimizer, epoch: int, cfg: TrainConfig) -> float:
+    lr = cfg.effective_lr() * lr_factor(epoch, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def average_buffers(model: nn.Module, dist: DistInfo) -> None:
@@ -374,46 +479,89 @@ def average_buffers(model: nn.Module, dist: DistInfo) -> None:
             buf.div_(dist.world_size)
 
 
-def _criterion(multilabel: bool) -> nn.Module:
-    return nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
-
-
 def _autocast(device: torch.device, amp: bool):
     if device.type == "cuda" and amp:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
-    import contextlib
-
     return contextlib.nullcontext()
 
 
-def _correct(logits: torch.Tensor, target: torch.Tensor, multilabel: bool, k: int = 1) -> float:
-    if multilabel:  # exact-match of the thresholded prediction is too strict; count hit@1
-        top = logits.argmax(dim=1)
-        return float(target.gather(1, top[:, None]).sum())
-    k = min(k, logits.shape[1])
-    return float((logits.topk(k, dim=1).indices == target[:, None]).any(dim=1).sum())
+def nonfinite_tensors(model: nn.Module) -> list[str]:
+    """Names of the parameters and floating-point buffers holding NaN or inf."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    named = [(n, t) for n, t in named if t.is_floating_point()]
+    if not named:
+        return []
+    ok = torch.stack([torch.isfinite(t).all() for _, t in named]).cpu().tolist()
+    return [n for (n, _), good in zip(named, ok, strict=True) if not good]
+
+
+def _diverged(where: str, what: str, lr: float) -> DivergenceError:
+    return DivergenceError(
+        f"{where}: {what} — training diverged; try a lower learning rate (--lr, this run {lr:g})"
+    )
+
+
+def make_scaler(device: torch.device, amp: bool) -> Any:
+    """A gradient scaler for float16 autocast on CUDA; None for bf16 (no scaling needed) or
+    without AMP."""
+    if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
+# ----------------------------------------------------------------------------- loop
+def training_step(
+    model: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: Any,
+    device: torch.device,
+    amp: bool = False,
+    scaler: Any = None,
+) -> tuple[Any, torch.Tensor]:
+    """Forward (under autocast when ``amp``), loss, backward, optimizer step; returns the
+    output and the loss (not synchronised: nothing here waits for the GPU)."""
+    with _autocast(device, amp):
+        output = model(x)
+        loss = objective.loss(output, y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return output, loss
 
 
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
-    criterion: nn.Module,
+    objective: Objective,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     *,
     epoch: int,
     amp: bool = True,
     scaler: Any = None,
-    multilabel: bool = False,
     dist: DistInfo = DistInfo(),
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns mean loss, top-1 accuracy and images/s (all ranks)."""
+    """One pass over ``loader``; mean loss and measures, images/s (over all ranks).
+
+    Statistics are summed on the device and read every :data:`CHECK_EVERY` batches, when the
+    loss is also checked for NaN/inf (a read waits for the GPU; the CPU runs ahead otherwise).
+    """
     model.train()
-    channels_last = device.type == "cuda"
-    loss_sum = correct = seen = 0.0
+    channels_last = channels_last_for(device)
+    lr = optimizer.param_groups[0]["lr"]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    sums: dict[str, torch.Tensor] = {}
+    seen = 0
     start = time.perf_counter()
     it: Any = loader
     if progress and dist.main:
@@ -423,85 +571,73 @@ def train_one_epoch(
     for step, (x, y) in enumerate(it):
         if on_batch is not None:
             on_batch(epoch, step)
-        x = x.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = y.to(device, non_blocking=True)
-        with _autocast(device, amp):
-            logits = model(x)
-            loss = criterion(logits.float(), y)
-        if not torch.isfinite(loss):
-            from cfcore.errors import DivergenceError
-
-            raise DivergenceError(
-                f"epoch {epoch} batch {step}: loss is {loss.item()}; try a lower --lr"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        x = to_model_input(x, device, channels_last)
+        y = targets_to(y, device)
+        output, loss = training_step(model, objective, optimizer, x, y, device, amp, scaler)
         n = x.shape[0]
-        loss_sum += float(loss.detach()) * n
-        correct += _correct(logits.detach(), y, multilabel)
+        loss_sum += loss.detach().double() * n
+        for k, v in objective.batch_stats(output, y).items():
+            sums[k] = sums[k] + v if k in sums else v.double()
         seen += n
-        if progress and dist.main and hasattr(it, "set_postfix"):
-            elapsed = time.perf_counter() - start
-            it.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+        if step % CHECK_EVERY == 0:
+            mean = float(loss_sum) / seen
+            if not math.isfinite(mean):
+                raise _diverged(f"epoch {epoch}, batch {step}", f"the loss is {mean}", lr)
+            if hasattr(it, "set_postfix"):
+                elapsed = time.perf_counter() - start
+                it.set_postfix(loss=f"{mean:.3f}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
-    totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64)
+    names = sorted(sums)
+    totals = torch.tensor(
+        [float(loss_sum), seen, *[float(sums[k]) for k in names]], dtype=torch.float64
+    )
     if dist.distributed:
         import torch.distributed as tdist
 
         tdist.all_reduce(totals)
-    loss_sum, correct, seen = totals.tolist()
-    return {
-        "train_loss": loss_sum / max(seen, 1),
-        "train_acc": correct / max(seen, 1),
-        "images_per_s": seen / max(elapsed, 1e-9),
-        "train_seconds": elapsed,
-    }
+    loss_total, n_total, *values = totals.tolist()
+    out = {"train_loss": loss_total / max(n_total, 1)}
+    out.update({f"train_{k}": v / max(n_total, 1) for k, v in zip(names, values, strict=True)})
+    out.update({"images_per_s": n_total / max(elapsed, 1e-9), "train_seconds": elapsed})
+    return out
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     loader: DataLoader,
-    criterion: nn.Module,
+    objective: Objective,
     device: torch.device,
     *,
     amp: bool = True,
-    multilabel: bool = False,
 ) -> dict[str, float]:
-    """Validation loss, top-1 and top-5 accuracy (multi-label: hit@1 and mAP)."""
+    """Validation loss and measures (``val_*``) in eval mode."""
     model.eval()
-    loss_sum = top1 = top5 = seen = 0.0
-    scores, targets = [], []
+    channels_last = channels_last_for(device)
+    loss_sum = 0.0
+    sums: dict[str, float] = {}
+    seen = 0
+    outputs: list[Any] = []
+    targets: list[Any] = []
+    collect = getattr(objective, "collects_outputs", True)
     for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_model_input(x, device, channels_last)
+        y = targets_to(y, device)
         with _autocast(device, amp):
-            logits = model(x).float()
-        loss_sum += float(criterion(logits, y)) * x.shape[0]
-        top1 += _correct(logits, y, multilabel, 1)
-        top5 += _correct(logits, y, multilabel, 5)
+            output = model(x)
+        loss_sum += float(objective.loss(output, y)) * x.shape[0]
+        for k, v in objective.batch_stats(output, y).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
         seen += x.shape[0]
-        if multilabel:
-            scores.append(logits.cpu().numpy())
-            targets.append(y.cpu().numpy())
-    out = {"val_loss": loss_sum / max(seen, 1), "val_acc": top1 / max(seen, 1)}
-    if multilabel:
-        from cfvision.evaluate import mean_average_precision
-
-        out["val_map"] = mean_average_precision(np.concatenate(targets), np.concatenate(scores))
-    else:
-        out["val_top5"] = top5 / max(seen, 1)
+        if collect:
+            outputs.append(output.cpu())
+            targets.append(y.cpu() if isinstance(y, torch.Tensor) else y)
+    out = {"val_loss": loss_sum / max(seen, 1)}
+    out.update({f"val_{k}": v / max(seen, 1) for k, v in sums.items()})
+    if collect:
+        out.update({f"val_{k}": v for k, v in objective.epoch_stats(outputs, targets).items()})
     return out
 
 
@@ -535,76 +671,87 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     name, keys, pos, has_gauss, cached = state["numpy"]
     numpy_state = (name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached))
-    np.random.set_state(numpy_state)  # noqa: NPY002 (DataLoader workers use the global state)
+    np.random.set_state(numpy_state)  # noqa: NPY002 (third-party code uses the global state)
     py = state["python"]
     random.setstate((py["version"], tuple(py["internal"].tolist()), py["gauss"]))
 
 
-def save_checkpoint(
-    path: Path,
-    model: FeatureClassifier,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: Any,
-    epoch: int,
-    history: list[dict[str, Any]],
-    cfg: TrainConfig,
-    labels: Labels,
-) -> None:
+@dataclass
+class Run:
+    """One training run: what :func:`fit` trains and what its checkpoint holds.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The model (not wrapped); a :class:`~cfvision.models.FeatureClassifier` for
+        :func:`train`, any module for other tasks.
+    objective : Objective
+    optimizer : torch.optim.Optimizer
+    cfg : TrainConfig
+        Epochs, schedule, learning rate, seed, AMP, progress (and everything else is saved).
+    device : torch.device
+    meta : dict
+        Extra checkpoint entries describing the model (``arch``, ``num_classes``,
+        ``class_names``…), so that the checkpoint can be rebuilt without the code that made it.
+    scaler : GradScaler or None
+    dist : DistInfo
+    """
+
+    model: nn.Module
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    cfg: TrainConfig
+    device: torch.device
+    meta: dict[str, Any] = field(default_factory=dict)
+    scaler: Any = None
+    dist: DistInfo = field(default_factory=DistInfo)
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.cfg.output) / CHECKPOINT
+
+
+def save_checkpoint(run: Run, epoch: int, history: list[dict[str, Any]]) -> None:
     """Write the checkpoint atomically (temporary file, then rename)."""
     from cfcore.io import atomic_path
 
     state = {
-        "arch": model.arch,
-        "num_classes": model.num_classes,
-        "feature_dim": model.feature_dim,
-        "dropout": cfg.dropout,
-        "image_size": cfg.image_size,
-        "class_names": labels.class_names,
-        "multilabel": labels.multilabel,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        **run.meta,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
         "epoch": epoch,  # the next epoch to run
         "history": history,
-        "config": {k: v for k, v in asdict(cfg).items()},
+        "config": asdict(run.cfg),
         "rng": _rng_state(),
     }
-    with atomic_path(path) as tmp:
+    with atomic_path(run.checkpoint) as tmp:
         torch.save(state, tmp)
 
 
-def restore(
-    path: Path,
-    model: FeatureClassifier,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: Any,
-    cfg: TrainConfig,
-    labels: Labels,
-) -> tuple[int, list[dict[str, Any]]]:
-    """Load a checkpoint into the run; returns (next epoch, history)."""
+def restore(run: Run, check: Callable[[dict[str, Any]], None] | None = None):
+    """Load the run's checkpoint into it; returns ``(next epoch, history, saved config)``.
+
+    ``check(state)`` may refuse a checkpoint that does not fit the run (another K, arch…).
+    Refuses an ``epochs`` smaller than the epochs already done; a larger one continues on the
+    new schedule (:func:`lr_factor`).
+    """
+    path = run.checkpoint
     state = load_checkpoint(path)
-    if int(state["num_classes"]) != labels.n_classes:
+    if check is not None:
+        check(state)
+    done = int(state["epoch"])
+    if run.cfg.epochs < done:
         raise InputError(
-            f"{path}: the checkpoint has K = {state['num_classes']} classes but "
-            f"{cfg.labels} has K = {labels.n_classes}; use the same labels file "
-            "or another --output folder"
+            f"--epochs {run.cfg.epochs}: {path} already holds {done} epochs; pass "
+            f"--epochs {done} or more (a larger value continues on the longer schedule)"
         )
-    for key in ("arch", "image_size"):
-        if state.get(key) != getattr(cfg, key):
-            raise InputError(
-                f"{path}: the checkpoint has {key} = {state.get(key)!r}, "
-                f"this run {getattr(cfg, key)!r}"
-            )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
     _set_rng_state(state["rng"])
-    return int(state["epoch"]), list(state["history"])
+    return done, list(state["history"]), state.get("config", {})
 
 
 def write_metrics(output: Path, history: list[dict[str, Any]]) -> None:
@@ -633,6 +780,92 @@ def write_metrics(output: Path, history: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def fit(
+    run: Run,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None = None,
+    start_epoch: int = 0,
+    history: list[dict[str, Any]] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> list[dict[str, Any]]:
+    """Train ``run`` from ``start_epoch`` to ``run.cfg.epochs``: the loop every task shares.
+
+    Each epoch: seed every random choice from ``(seed, epoch, rank)``, set the learning rate
+    (:func:`lr_factor`), train, average batch-norm statistics over ranks, check the weights,
+    validate, then (rank 0) append to the history, write the checkpoint, ``metrics.jsonl`` and
+    ``curves.png``.
+
+    Raises
+    ------
+    DivergenceError
+        NaN/inf loss or weights; nothing of the diverged epoch is saved.
+    """
+    cfg, dist, device = run.cfg, run.dist, run.device
+    history = list(history or [])
+    net: nn.Module = run.model
+    if dist.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(run.model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    use_amp = cfg.amp and device.type == "cuda"
+    for epoch in range(start_epoch, cfg.epochs):
+        s = epoch_seed(cfg.seed, epoch, dist.rank)
+        seed_everything(s)  # dropout of this epoch (module docstring)
+        if train_loader.generator is not None:
+            train_loader.generator.manual_seed(s)
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        lr = set_lr(run.optimizer, epoch, cfg)
+        stats = train_one_epoch(
+            net,
+            train_loader,
+            run.objective,
+            run.optimizer,
+            device,
+            epoch=epoch,
+            amp=use_amp,
+            scaler=run.scaler,
+            dist=dist,
+            progress=cfg.progress,
+            on_batch=on_batch,
+        )
+        if dist.distributed:
+            average_buffers(run.model, dist)
+        bad = nonfinite_tensors(run.model)
+        if bad or not math.isfinite(stats["train_loss"]):
+            raise _diverged(
+                f"epoch {epoch}",
+                f"{len(bad)} weight tensor(s) hold NaN/inf (e.g. {bad[0]}) after a train loss "
+                f"of {stats['train_loss']:.3g}"
+                if bad
+                else f"the train loss is {stats['train_loss']}",
+                lr,
+            ) from None
+        record: dict[str, Any] = {"epoch": epoch, "lr": lr, **stats}
+        if dist.main:
+            if val_loader is not None:
+                record.update(evaluate(run.model, val_loader, run.objective, device, amp=use_amp))
+                if not math.isfinite(record["val_loss"]):
+                    raise _diverged(
+                        f"epoch {epoch}", f"the validation loss is {record['val_loss']}", lr
+                    )
+            history.append(record)
+            save_checkpoint(run, epoch + 1, history)
+            write_metrics(Path(cfg.output), history)
+            say(
+                " ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in record.items()
+                )
+            )
+        if dist.distributed:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+    return history
+
+
 # ----------------------------------------------------------------------------- the run
 @dataclass
 class TrainResult:
@@ -641,6 +874,20 @@ class TrainResult:
     checkpoint: Path
     data: TrainData
     dist: DistInfo = field(default_factory=DistInfo)
+
+
+def prepare_output(cfg: TrainConfig) -> Path:
+    """The run folder; refuses to overwrite a run without ``resume`` (and resume without one)."""
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    ckpt = output / CHECKPOINT
+    if ckpt.exists() and not cfg.resume:
+        raise InputError(
+            f"{ckpt} exists: pass --resume to continue that run, or choose another --output"
+        )
+    if cfg.resume and not ckpt.exists():
+        raise InputError(f"--resume: no checkpoint at {ckpt}")
+    return output
 
 
 def train(
@@ -668,15 +915,7 @@ def train(
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     dist = setup_distributed(device)
     say = log if (log is not None and dist.main) else (lambda _m: None)
-    output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
-    ckpt = output / CHECKPOINT
-    if ckpt.exists() and not cfg.resume:
-        raise InputError(
-            f"{ckpt} exists: pass --resume to continue that run, or choose another --output"
-        )
-    if cfg.resume and not ckpt.exists():
-        raise InputError(f"--resume: no checkpoint at {ckpt}")
+    output = prepare_output(cfg)
 
     seed_everything(cfg.seed)
     data = build_data(cfg)
@@ -688,81 +927,64 @@ def train(
         f"K = {data.labels.n_classes}; {len(bad)} bad image(s)"
         + (f" (listed in {output / REPORT})" if bad else "")
     )
+    if data.match is not None and data.match.fraction < 1:
+        say(data.match.line())
     if cfg.balanced and data.labels.multilabel:
         raise InputError("--balanced needs single-label classes (a pseudo-labels file)")
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg.arch, data.labels.n_classes, cfg.weights, cfg.dropout).to(device)
-    if device.type == "cuda":
+    if channels_last_for(device):
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = (
-        torch.amp.GradScaler("cuda") if use_amp and not torch.cuda.is_bf16_supported() else None
+    run = Run(
+        model,
+        ClassificationObjective(data.labels.multilabel),
+        build_optimizer(model, cfg),
+        cfg,
+        device,
+        meta={
+            "arch": model.arch,
+            "num_classes": model.num_classes,
+            "feature_dim": model.feature_dim,
+            "dropout": cfg.dropout,
+            "image_size": cfg.image_size,
+            "class_names": data.labels.class_names,
+            "multilabel": data.labels.multilabel,
+        },
+        scaler=make_scaler(device, cfg.amp),
+        dist=dist,
     )
     start_epoch, history = 0, []
     if cfg.resume:
-        start_epoch, history = restore(ckpt, model, optimizer, scheduler, scaler, cfg, data.labels)
-        say(f"resumed from {ckpt} at epoch {start_epoch}")
-
-    net: nn.Module = model
-    if dist.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
-    train_loader, val_loader = build_loaders(data, cfg, dist, device)
-    criterion = _criterion(data.labels.multilabel)
-
-    for epoch in range(start_epoch, cfg.epochs):
-        s = epoch_seed(cfg.seed, epoch, dist.rank)
-        seed_everything(s)  # crops, flips, dropout of this epoch (module docstring)
-        train_loader.generator.manual_seed(s)  # worker seeds
-        train_loader.sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        stats = train_one_epoch(
-            net,
-            train_loader,
-            criterion,
-            optimizer,
-            device,
-            epoch=epoch,
-            amp=use_amp,
-            scaler=scaler,
-            multilabel=data.labels.multilabel,
-            dist=dist,
-            progress=cfg.progress,
-            on_batch=on_batch,
-        )
-        scheduler.step()
-        if dist.distributed:
-            average_buffers(model, dist)
-        record: dict[str, Any] = {"epoch": epoch, "lr": lr, **stats}
-        if dist.main:
-            if val_loader is not None:
-                record.update(
-                    evaluate(
-                        model,
-                        val_loader,
-                        criterion,
-                        device,
-                        amp=use_amp,
-                        multilabel=data.labels.multilabel,
-                    )
-                )
-            history.append(record)
-            save_checkpoint(
-                ckpt, model, optimizer, scheduler, scaler, epoch + 1, history, cfg, data.labels
-            )
-            write_metrics(output, history)
+        start_epoch, history, saved = restore(run, lambda s: _check_resumable(s, cfg, data.labels))
+        before = saved.get("epochs")
+        if before is not None and before != cfg.epochs and start_epoch < cfg.epochs:
             say(
-                " ".join(
-                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in record.items()
-                )
+                f"extending the run from {before} to {cfg.epochs} epochs: the {cfg.schedule} "
+                f"schedule is that of a {cfg.epochs}-epoch run (lr at epoch {start_epoch}: "
+                f"{cfg.effective_lr() * lr_factor(start_epoch, cfg):.3g})"
             )
-        if dist.distributed:
-            import torch.distributed as tdist
+        say(
+            f"resumed from {run.checkpoint} at epoch {start_epoch}"
+            if start_epoch < cfg.epochs
+            else f"{run.checkpoint} already holds all {cfg.epochs} epochs; nothing to do"
+        )
+    train_loader, val_loader = build_loaders(data, cfg, dist, device)
+    history = fit(run, train_loader, val_loader, start_epoch, history, on_batch, say)
+    return TrainResult(model, history, run.checkpoint, data, dist)
 
-            tdist.barrier()
-    return TrainResult(model, history, ckpt, data, dist)
+
+def _check_resumable(state: dict[str, Any], cfg: TrainConfig, labels: Labels) -> None:
+    path = Path(cfg.output) / CHECKPOINT
+    if int(state["num_classes"]) != labels.n_classes:
+        raise InputError(
+            f"{path}: the checkpoint has K = {state['num_classes']} classes but "
+            f"{cfg.labels} has K = {labels.n_classes}; use the same labels file "
+            "or another --output folder"
+        )
+    for key in ("arch", "image_size"):
+        if state.get(key) != getattr(cfg, key):
+            raise InputError(
+                f"{path}: the checkpoint has {key} = {state.get(key)!r}, "
+                f"this run {getattr(cfg, key)!r}"
+            )

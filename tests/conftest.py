@@ -59,3 +59,15 @@ def ml_latest_small_path() -> Path:
 @pytest.fixture(scope="session")
 def posters_path() -> Path:
     return require_dataset("movielens-posters")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _image_cache_in_tmp(tmp_path_factory):
+    """cfvision's decoded-image cache goes to a temporary folder, never the home folder."""
+    before = os.environ.get("COLLABFEAT_CACHE")
+    os.environ["COLLABFEAT_CACHE"] = str(tmp_path_factory.mktemp("collabfeat-cache"))
+    yield
+    if before is None:
+        os.environ.pop("COLLABFEAT_CACHE", None)
+    else:
+        os.environ["COLLABFEAT_CACHE"] = before

@@ -273,3 +273,72 @@ def test_user_file_dataset_is_split_and_cached(tmp_path):
     assert (cached.train != split.train).nnz == 0 and (cached.test != split.test).nnz == 0
     with pytest.raises(InputError, match="unknown dataset"):
         load_split("no-such-dataset", cache_dir=None)
+
+
+# ---------------------------------------------------------------------- vision suite
+def test_vision_suite_lists_every_backbone_on_cpu_and_cuda_and_the_workers_grid():
+    from bench.suites import jobs
+
+    js = jobs("vision", threads=[1, 2])
+    table = {(j["arch"], j["image_size"], j["device"]) for j in js if j["purpose"] == "table"}
+    assert table == {
+        (a, s, d)
+        for a, s in (("small", 64), ("resnet18", 112), ("resnet18", 224))
+        for d in ("cpu", "cuda")
+    }
+    grid = {(j["threads"], j["workers"]) for j in js if j["purpose"] == "workers"}
+    assert grid == {(1, 0), (1, 1), (1, 2), (2, 1), (2, 2)}  # (2, None→0) is the table's row
+
+
+@pytest.mark.slow
+def test_vision_job_measures_train_and_ceiling_and_publishes_its_block(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    job = {
+        "kind": "vision",
+        "arch": "small",
+        "image_size": 16,
+        "device": "cpu",
+        "threads": 1,
+        "batch_size": 8,
+        "items": 40,
+        "epochs": 2,
+        "workers": None,
+        "purpose": "table",
+        "images": "synthetic",
+        "n_images": 40,
+    }
+    monkeypatch.setenv("COLLABFEAT_CACHE", str(tmp_path / "cfcache"))
+    records = runner.run_jobs(
+        [job], tmp_path / "run", "vision", tmp_path / "cache", log=lambda s: None
+    )
+    rec = records[0]
+    assert rec["status"] == "ok", rec.get("reason")
+    assert rec["items"] == 40 and len(rec["epoch_images_per_s"]) == 2
+    assert rec["train_images_per_s"] > 0 and rec["ceiling_images_per_s"] > 0
+    assert rec["fraction"] == pytest.approx(rec["train_images_per_s"] / rec["ceiling_images_per_s"])
+    assert rec["images"] == "synthetic 185×278 JPEGs" and rec["workers_effective"] == 0
+    assert rec["purpose"] == "table"
+    skipped = runner.skip_reason({**job, "device": "cuda"}, set())
+    import torch
+
+    assert (skipped is None) == torch.cuda.is_available()
+    md = render(
+        records
+        + [{**rec, "device": "cuda", "arch": "resnet18", "image_size": 224, "fraction": 0.5}],
+        suite="vision",
+        command="python -m bench run vision",
+    )
+    assert "| small | 16 px | cpu |" in md and "≥ 80% ✘" in md
+    # publishing: a vision run replaces only its block; a quick run keeps it
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# quick report\n\nnumbers\n")
+    runner.publish_report(md, "vision", results)
+    text = results.read_text()
+    assert text.startswith("# quick report") and "## collabfeat benchmark: `vision` suite" in text
+    runner.publish_report("# new quick report\n", "quick", results)
+    text = results.read_text()
+    assert text.startswith("# new quick report") and "numbers" not in text
+    assert text.count(runner.VISION_BEGIN) == 1 and "| small | 16 px | cpu |" in text
+    runner.publish_report(md.replace("16 px", "17 px"), "vision", results)
+    text = results.read_text()
+    assert text.count(runner.VISION_BEGIN) == 1 and "17 px" in text and "16 px" not in text

@@ -16,7 +16,6 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import cfcore.datasets as ds
@@ -201,11 +200,6 @@ def test_unknown_dataset(tmp_path):
 # ---------------------------------------------------------------------------- side information
 @pytest.mark.realdata
 def test_ml100k_side_information(ml100k_path):
-    genres = ds.movielens_100k_genres(ml100k_path.parent)
-    assert genres.labels.shape == (1682, 19) and len(genres.names) == 19
-    assert genres.item_ids.tolist() == list(range(1, 1683))
-    assert genres.titles[0] == "Toy Story (1995)"
-    assert np.all(genres.labels.sum(1) >= 1)
     users = ds.movielens_100k_users(ml100k_path.parent)
     assert len(users.user_ids) == 943
     assert (users.gender == "M").sum() == 670

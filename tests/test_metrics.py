@@ -12,9 +12,11 @@ from cfcore.metrics import (
     auc_score,
     average_precision,
     bootstrap_ci,
+    bootstrap_samples,
     evaluate,
     factor_scorer,
     mean_average_precision,
+    paired_bootstrap,
     pairwise_ranking,
     popularity_scorer,
     rmse,
@@ -197,6 +199,32 @@ def test_map_and_bootstrap():
     assert bootstrap_ci(mean_average_precision, y, s, n_boot=50, seed=1) == bootstrap_ci(
         mean_average_precision, y, s, n_boot=50, seed=1
     )
+
+
+def test_paired_bootstrap_of_two_scorers_on_the_same_items():
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 5)) < 0.3).astype(int)
+    good = y + rng.normal(0, 0.6, y.shape)
+    worse = y + rng.normal(0, 1.2, y.shape)
+    res = paired_bootstrap(mean_average_precision, good, worse, y, n_boot=300, seed=2)
+    assert res.difference == pytest.approx(
+        mean_average_precision(y, good) - mean_average_precision(y, worse)
+    )
+    assert 0 < res.low < res.difference < res.high and res.p_value < 0.01
+    same = paired_bootstrap(mean_average_precision, good, good, y, n_boot=50)
+    assert same.difference == 0 and same.low == same.high == 0 and same.p_value == 1
+    # per-query values: the paired interval is narrower than the unpaired ones would suggest
+    base = rng.normal(0.5, 0.2, 400)
+    a, b = base + 0.01, base + rng.normal(0, 0.005, 400)
+    diff, low, high, p = paired_bootstrap(np.mean, a, b, n_boot=400)
+    assert 0 < low < diff < high and p < 0.01
+    _, lo_a, hi_a = bootstrap_ci(np.mean, a, n_boot=400)
+    assert high - low < (hi_a - lo_a) / 5
+    # undefined resamples are NaN, not a crash: one positive in 300 rows
+    rare = np.zeros((300, 1), int)
+    rare[7] = 1
+    point, samples = bootstrap_samples(mean_average_precision, rare, good[:, :1], n_boot=100)
+    assert np.isnan(samples).any() and np.isfinite(samples).any()
 
 
 def test_bad_inputs_raise_clear_errors():

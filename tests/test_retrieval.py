@@ -200,14 +200,14 @@ def test_planted_neighbours_beat_random_pairs_on_every_measure():
 def test_ml100k_latent_neighbours_beat_random_pairs_at_every_rank(ml100k, ml100k_path, tmp_path):
     """Fang §4.2–4.3 on MovieLens-100k: cosine neighbours of squared-loss factors (eq. 3)."""
     from cfcore import Factorizer
-    from cfcore.datasets import movielens_100k_genres
+    from cfcore.labels import read_labels
 
     model = Factorizer(factors=32, loss="squared", epochs=20, seed=0, threads=1, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a few heavy users get fewer negatives than asked
         model.fit(ml100k)
     nn = NeighborIndex(model).search(None, k=100)
-    genres = movielens_100k_genres(ml100k_path.parent)
+    genres = read_labels("ml-100k", data_dir=ml100k_path.parent)
     rep = retrieval_report(nn, ml100k, 100, genres=genres, seed=0)
     assert rep.n_queries == ml100k.n_items
     # every rank beats random pairs, both the per-rank draw and its mean level
@@ -240,3 +240,24 @@ def test_json_and_plot_outputs(tiny, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
     with pytest.raises(InputError):
         plot_reports(tmp_path / "none.png", {})
+
+
+def test_read_owners_csv_and_tsv_with_errors_naming_the_line(tmp_path):
+    from cfcore.retrieval import read_owners
+
+    f = tmp_path / "owners.csv"
+    f.write_text("item_id,owner\n1,u7\n2, u8\n\n")
+    assert read_owners(f) == {"1": "u7", "2": "u8"}
+    tsv = tmp_path / "owners.tsv"
+    tsv.write_text("a\t3\nb\t4\n")  # no header
+    assert read_owners(tsv) == {"a": "3", "b": "4"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item_id,owner\n1,u7\n2\n")
+    with pytest.raises(InputError, match=r"bad\.csv:3: expected item_id,owner"):
+        read_owners(bad)
+    two = tmp_path / "two.csv"
+    two.write_text("1,u7\n1,u8\n")
+    with pytest.raises(InputError, match="two owners"):
+        read_owners(two)
+    with pytest.raises(InputError, match="no such file"):
+        read_owners(tmp_path / "nope.csv")

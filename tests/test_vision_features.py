@@ -14,17 +14,17 @@ from PIL import Image  # noqa: E402
 from cfcore.errors import InputError, ModelFormatError  # noqa: E402
 from cfcore.interactions import Interactions  # noqa: E402
 from cfcore.io import load_artifact  # noqa: E402
+from cfcore.metrics import paired_bootstrap  # noqa: E402
+from cfcore.vectors import load_vectors, save_vectors  # noqa: E402
 from cfvision.cli import cli  # noqa: E402
-from cfvision.data import load_image_index  # noqa: E402
+from cfvision.data import load_image_index, prepare_images  # noqa: E402
 from cfvision.evaluate import (  # noqa: E402
-    average_precision,
     compare_features,
     linear_probe,
-    paired_bootstrap,
     per_query_shared_viewers,
     retrieval_eval,
 )
-from cfvision.extract import extract_features, save_item_vectors  # noqa: E402
+from cfvision.extract import extract_features  # noqa: E402
 from cfvision.models import build_model  # noqa: E402
 
 
@@ -83,8 +83,12 @@ def test_local_weights_are_loaded_and_checked(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         build_model("resnet18", 5, tmp_path / "missing.pth")
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(ModelFormatError, match="weights_only"):
+    with pytest.raises(ModelFormatError, match="not a torch weights file: it is a text file"):
         build_model("resnet18", 5, tmp_path / "junk.pth")
+    (tmp_path / "evil.pth").write_bytes(b"\x80\x02cos\nsystem\n.")  # a pickle, not tensors
+    with pytest.raises(ModelFormatError, match="cannot be read with weights_only=True") as err:
+        build_model("resnet18", 5, tmp_path / "evil.pth")
+    assert "weights_only=False" not in str(err.value)  # never suggest unsafe loading
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -92,29 +96,20 @@ def test_extracted_features_are_l2_normalised_rows_in_item_order(tmp_path, image
     torch.manual_seed(0)
     model = build_model("small", 3)
     index = load_image_index(images)
-    items = ["3", "0", "17", "5"]
-    feats = extract_features(model, items, index, 16, batch_size=3, progress=False)
+    got = prepare_images(index, ["3", "0", "17", "5"], 18, tmp_path / "cache")
+    assert got.item_ids.tolist() == [3, 0, 17, 5]
+    feats = extract_features(model, got, 16, batch_size=3, progress=False)
     assert feats.shape == (4, 128) and feats.dtype == np.float32
     assert np.allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
-    alone = extract_features(model, ["17"], index, 16, progress=False)
+    alone = extract_features(model, prepare_images(index, [17], 18, tmp_path / "cache"), 16)
     assert np.allclose(alone[0], feats[2], atol=1e-5)  # eval mode: no batch or order effects
-    path = save_item_vectors(tmp_path / "v.npz", items, feats, {"arch": "small"})
-    arrays, header = load_artifact(path, "item-vectors")
-    assert header["arch"] == "small" and header["normalized"] is True
-    assert arrays["item_ids"].tolist() == [3, 0, 17, 5] and arrays["vectors"].shape == (4, 128)
+    path = save_vectors(tmp_path / "v.npz", got.item_ids, feats, {"arch": "small"})
+    vectors = load_vectors(path)
+    assert vectors.meta["arch"] == "small" and vectors.meta["kind"] == "item-vectors"
+    assert vectors.ids.tolist() == [3, 0, 17, 5] and vectors.vectors.shape == (4, 128)
 
 
 # ----------------------------------------------------------------------------- measures
-def test_average_precision_matches_sklearn():
-    sklearn = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(0)
-    y = (rng.random((50, 4)) < 0.3).astype(int)
-    s = rng.random((50, 4))
-    ap = average_precision(y, s)
-    for c in range(4):
-        assert ap[c] == pytest.approx(sklearn.average_precision_score(y[:, c], s[:, c]))
-
-
 @pytest.mark.slow
 def test_linear_probe_separates_what_is_separable_and_not_noise():
     rng = np.random.default_rng(0)
@@ -149,7 +144,7 @@ def _planted_views(n_items=60, n_users=80, groups=3, seed=0):
 def test_compare_features_ranks_informative_features_above_noise(tmp_path):
     inter, group = _planted_views()
     rng = np.random.default_rng(1)
-    ids = [str(i + 100) for i in range(len(group))]
+    ids = np.arange(len(group)) + 100
     informative = np.eye(3)[group] + rng.normal(0, 0.1, (len(group), 3))
     noise = rng.normal(0, 1, (len(group), 3))
     labels = tmp_path / "groups.csv"
@@ -172,6 +167,16 @@ def test_compare_features_ranks_informative_features_above_noise(tmp_path):
     )
     assert good["summary"]["shared_viewers_mean"] > bad["summary"]["shared_viewers_mean"]
     assert good["probe"]["score"] > 0.9 > bad["probe"]["score"]
+    pg, pb = out["probes"]["informative"], out["probes"]["noise"]
+    assert np.array_equal(pg.test_rows, pb.test_rows)  # the same probe split for every set
+    assert np.array_equal(pg.test_targets, pb.test_targets) and pg.test_scores.shape == (12, 3)
+
+    def accuracy(y, s):
+        return float((s.argmax(axis=1) == y).mean())
+
+    assert accuracy(pg.test_targets, pg.test_scores) == pytest.approx(pg.score)
+    gain = paired_bootstrap(accuracy, pg.test_scores, pb.test_scores, pg.test_targets)
+    assert gain.difference == pytest.approx(pg.score - pb.score) and gain.low > 0
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     query = np.zeros(len(ids), dtype=bool)
     query[::4] = True
@@ -179,10 +184,10 @@ def test_compare_features_ranks_informative_features_above_noise(tmp_path):
     rep = retrieval_eval(ids, informative, query, inter, R=10)
     assert per_q.shape == (15,)
     assert per_q.mean() == pytest.approx(rep.summary()["shared_viewers_mean"])
-    gain, low, high = paired_bootstrap(
-        per_q, per_query_shared_viewers(ids, noise, query, inter, R=10)
+    gain, low, high, p = paired_bootstrap(
+        np.mean, per_q, per_query_shared_viewers(ids, noise, query, inter, R=10)
     )
-    assert 0 < low < gain < high
+    assert 0 < low < gain < high and p < 0.05
     with pytest.raises(InputError, match="same dataset"):
         compare_features([("x", ["a", "b"], noise[:2])], inter)
 
@@ -295,7 +300,7 @@ def test_cli_errors_are_one_line(tmp_path, images):
     )
     fails(
         ["train", str(images), str(tmp_path / "missing.csv"), "-o", str(tmp_path / "r"), *base],
-        "labels file",
+        "no such file, and not a dataset name",
     )
     other = tmp_path / "other.csv"
     other.write_text("item_id,label\n5001,0\n5002,1\n")
@@ -315,8 +320,96 @@ def test_cli_errors_are_one_line(tmp_path, images):
     fails(["extract", str(images), "-o", str(tmp_path / "f.npz")], "exactly one of --checkpoint")
     fails(
         ["extract", str(images), "--checkpoint", str(labels), "-o", str(tmp_path / "f.npz")],
-        "not a cfvision checkpoint",
+        "not a cfvision checkpoint: it is a text file (first line: 'item_id,label')",
+    )
+    fails(
+        ["extract", str(images), "--checkpoint", str(other), "-o", str(tmp_path / "f.npz")],
+        "not a cfvision checkpoint: it is a text file",
     )
     fails(["evaluate", str(tmp_path / "none.npz"), "--interactions", str(labels)], "no such file")
     res = runner.invoke(cli, ["train", "--help"])
     assert res.exit_code == 0 and "--resume" in res.output
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_cli_on_the_posters_needs_the_id_space_and_reads_genres_directly(
+    tmp_path, posters_path, ml100k_path, ml_latest_small_path
+):
+    runner = CliRunner()
+    data = ["--data-dir", str(posters_path.parent)]
+    base = ["--arch", "small", "--image-size", "16", "--epochs", "1", "--quiet", *data]
+    res = runner.invoke(
+        cli, ["train", "movielens-posters", "ml-100k", "-o", str(tmp_path / "a"), *base]
+    )
+    assert res.exit_code == 1 and "choose --id-space ml-100k" in res.output
+    assert (
+        "of 1,680 labelled items, 1,661 as ml-100k ids and 1,629 as movielens ids" in res.output
+    )  # the hint says which
+    # ml-latest-small ids on the ml-100k id space: the silent mismatch, now refused
+    res = runner.invoke(
+        cli,
+        [
+            "train",
+            "movielens-posters",
+            "ml-latest-small",
+            "-o",
+            str(tmp_path / "b"),
+            *base,
+            "--id-space",
+            "ml-100k",
+        ],
+    )
+    assert res.exit_code == 1 and "--allow-partial" in res.output, res.output
+    assert "as movielens ids" in res.output
+    # the right id space: genres of u.item straight from the dataset name
+    run = tmp_path / "run"
+    res = runner.invoke(
+        cli,
+        ["train", "movielens-posters", "ml-100k", "-o", str(run), *base, "--id-space", "ml-100k"],
+    )
+    assert res.exit_code == 0, res.output
+    assert (
+        (run / "image_report.txt")
+        .read_text()
+        .splitlines()[1]
+        .startswith("1,680 labelled items: 1,661 with an image")
+    )
+    res = runner.invoke(  # the id space and image size come from the checkpoint
+        cli,
+        [
+            "extract",
+            "movielens-posters",
+            "--checkpoint",
+            str(run / "checkpoint.pt"),
+            "-o",
+            str(tmp_path / "learned.npz"),
+            "--quiet",
+            *data,
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    vectors = load_vectors(tmp_path / "learned.npz")
+    assert (
+        len(vectors) == 1661 and vectors.ids.dtype == np.int64 and vectors.meta["image_size"] == 16
+    )
+    res = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(tmp_path / "learned.npz"),
+            "--interactions",
+            "ml-100k",
+            "--labels",
+            "ml-100k",
+            "-R",
+            "10",
+            *data,
+            "-o",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    entry = report["results"][str(tmp_path / "learned.npz")]
+    assert entry["probe"]["metric"] == "mAP" and "genre_agreement@1" in entry["summary"]

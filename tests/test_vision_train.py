@@ -13,8 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
-from cfcore.errors import InputError  # noqa: E402
-from cfvision.train import ClassBalancedSampler, TrainConfig, train  # noqa: E402
+from cfcore.errors import DivergenceError, InputError  # noqa: E402
+from cfvision.train import ClassBalancedSampler, TrainConfig, lr_factor, train  # noqa: E402
 
 COLORS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40)]
 
@@ -48,6 +48,7 @@ def config(root, **kw):
         device="cpu",
         progress=False,
         seed=0,
+        cache_dir=str(root / "cache"),
     )
     return TrainConfig(**{**base, **kw})
 
@@ -70,7 +71,9 @@ def test_training_lowers_the_loss_and_writes_logs(data):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2, 3]
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert (run / "image_report.txt").read_text().startswith("48 images usable")
+    report = (run / "image_report.txt").read_text().splitlines()
+    assert report[0].startswith("48 images usable")
+    assert report[1].startswith("48 labelled items: 48 with an image (100.0%)")
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # atomic writes left nothing
 
 
@@ -120,6 +123,39 @@ def test_resume_after_a_mid_epoch_kill_matches_an_uninterrupted_run(tmp_path, ba
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_divergence_stops_with_an_error_naming_lr_and_keeps_the_last_good_checkpoint(data):
+    torch.set_num_threads(1)
+    with pytest.raises(
+        DivergenceError, match=r"diverged; try a lower learning rate \(--lr, this run 1e\+06\)"
+    ):
+        train(config(data, lr=1e6, epochs=3), log=None)
+    ckpt = data / "run" / "checkpoint.pt"
+    assert not ckpt.exists()  # the first epoch diverged: nothing was saved
+    train(config(data, output=str(data / "ok"), epochs=1), log=None)
+    good = torch.load(data / "ok" / "checkpoint.pt", weights_only=True)
+    with pytest.raises(DivergenceError, match="--lr"):
+        train(config(data, output=str(data / "ok"), lr=1e6, epochs=3, resume=True), log=None)
+    kept = torch.load(data / "ok" / "checkpoint.pt", weights_only=True)
+    assert kept["epoch"] == 1 and len(kept["history"]) == 1  # still the last good epoch
+    for name, tensor in kept["model"].items():
+        assert torch.equal(tensor, good["model"][name]), name
+
+
+def test_resume_with_more_epochs_continues_on_the_longer_schedule(data):
+    torch.set_num_threads(1)
+    short = train(config(data, epochs=2, lr=0.05), log=None)
+    assert [round(h["lr"], 6) for h in short.history] == [0.05, 0.025]  # cosine over 2 epochs
+    messages = []
+    longer = train(config(data, epochs=4, lr=0.05, resume=True), log=messages.append)
+    cfg = config(data, epochs=4, lr=0.05)
+    assert [h["lr"] for h in longer.history[2:]] == [0.05 * lr_factor(e, cfg) for e in (2, 3)]
+    assert longer.history[2]["lr"] == pytest.approx(0.025) and longer.history[3]["lr"] > 0
+    assert longer.history[:2] == short.history  # the first two epochs are kept as they were
+    assert any("extending the run from 2 to 4 epochs" in m for m in messages)
+    with pytest.raises(InputError, match="already holds 4 epochs; pass --epochs 4 or more"):
+        train(config(data, epochs=3, resume=True), log=None)
 
 
 def test_resume_refuses_other_k_and_needs_a_checkpoint(data):
@@ -209,3 +245,64 @@ def test_ddp_two_gloo_processes_end_with_identical_weights(data):
     torch.manual_seed(0)  # the seeded initial weights: training moved away from them
     start = build_model("small", 4).state_dict()
     assert not torch.equal(start["head.1.weight"], w0["head.1.weight"])
+
+
+def test_another_head_loss_and_targets_plug_into_the_same_loop(data):
+    """The extension point for other tasks (e.g. multitask CF-vector reconstruction):
+    a two-output model, dict targets and an own Objective through cfvision.train.fit."""
+    from cfvision.data import load_image_index, prepare_images
+    from cfvision.loader import AugmentSampler, CachedImages, make_loader
+    from cfvision.models import build_model
+    from cfvision.train import Run, build_optimizer, fit
+
+    torch.set_num_threads(1)
+    images = prepare_images(load_image_index(data / "img"), None, 18, data / "cache")
+    classes = (images.item_ids % 4).astype(np.int64)
+    vectors = np.eye(4, dtype=np.float32)[classes] * 3  # a per-item vector to reconstruct
+    targets = {"label": classes, "vector": vectors}
+    ds = CachedImages(images, None, targets, crop=16)
+    sampler = AugmentSampler(torch.utils.data.RandomSampler(ds), 18, 16, seed=0)
+    loader = make_loader(ds, 8, torch.device("cpu"), sampler=sampler)
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = build_model("small", 4, dropout=0.0)
+            self.cf = torch.nn.Linear(self.net.feature_dim, 4)
+
+        def forward(self, x):
+            f = self.net.features(x)
+            return {"logits": self.net.head(f), "vector": self.cf(f)}
+
+    class Multitask:
+        collects_outputs = False
+
+        def loss(self, out, y):
+            ce = torch.nn.functional.cross_entropy(out["logits"].float(), y["label"])
+            return ce + torch.nn.functional.mse_loss(out["vector"].float(), y["vector"])
+
+        def batch_stats(self, out, y):
+            return {"acc": (out["logits"].argmax(1) == y["label"]).sum()}
+
+        def epoch_stats(self, outputs, targets):
+            return {}
+
+    torch.manual_seed(0)
+    model = TwoHeads()
+    cfg = config(data, epochs=4, lr=0.05, output=str(data / "mt"))
+    (data / "mt").mkdir()
+    run = Run(
+        model,
+        Multitask(),
+        build_optimizer(model, cfg),
+        cfg,
+        torch.device("cpu"),
+        meta={"task": "two-heads"},
+    )
+    history = fit(
+        run, loader, make_loader(CachedImages(images, None, targets, 16), 8, torch.device("cpu"))
+    )
+    assert len(history) == 4 and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert {"train_acc", "val_loss", "val_acc", "lr"} <= set(history[-1])
+    saved = torch.load(data / "mt" / "checkpoint.pt", weights_only=True)
+    assert saved["task"] == "two-heads" and saved["epoch"] == 4

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from pathlib import Path
@@ -238,48 +237,6 @@ def neighbors(
 
 
 # --------------------------------------------------------------------------- retrieval-report
-def _read_owners(path: Path) -> dict[str, str]:
-    rows = read_table(path, "owners")
-    bad = [i for i, r in enumerate(rows) if len(r) < 2]
-    if bad:
-        raise InputError(
-            f"{path}: expected 'item_id,owner' rows; row {bad[0] + 1} has {len(rows[bad[0]])} field(s)"
-        )
-    return {r[0]: r[1] for r in rows}
-
-
-def _read_genres(spec: str, data_dir: Path | None) -> Any:
-    """``ml-100k`` (u.item genres) or a CSV ``item_id,labels`` with '|'-separated labels."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    if spec == "ml-100k" and not os.path.exists(spec):
-        from cfcore.datasets import movielens_100k_genres
-
-        return movielens_100k_genres(data_dir)
-    path = Path(spec)
-    if not path.exists():
-        raise InputError(f"--genres: {spec!r} is neither 'ml-100k' nor an existing CSV file")
-    rows = read_table(path, "labels")
-    names: dict[str, int] = {}
-    ids, r_idx, c_idx = [], [], []
-    for i, row in enumerate(rows):
-        if len(row) < 2:
-            raise InputError(
-                f"{path}: expected 'item_id,labels' rows; row {i + 1} has no labels field"
-            )
-        ids.append(row[0])
-        for lab in row[1].split("|"):
-            if lab.strip():
-                r_idx.append(i)
-                c_idx.append(names.setdefault(lab.strip(), len(names)))
-    labels = sp.csr_matrix(
-        (np.ones(len(r_idx), dtype=np.float32), (r_idx, c_idx)),
-        shape=(len(ids), max(1, len(names))),
-    )
-    return (np.asarray(ids), labels)
-
-
 @click.command("retrieval-report")
 @click.argument(
     "neighbors_file", metavar="NEIGHBORS", type=click.Path(dir_okay=False, path_type=Path)
@@ -303,7 +260,8 @@ def _read_genres(spec: str, data_dir: Path | None) -> Any:
 @click.option(
     "--genres",
     default=None,
-    help="'ml-100k' (u.item genres) or a CSV item_id,labels ('|'-separated): genre agreement.",
+    help="Item genres for genre agreement: a dataset name (ml-100k, ml-latest-small, ml-1m), "
+    "movies.csv, movies.dat, u.item, or a CSV item_id,labels ('|'-separated).",
 )
 @click.option(
     "--candidates",
@@ -356,10 +314,18 @@ def retrieval_report(
     NEIGHBORS is a file from `cfcore neighbors -o`; INTERACTIONS (a file or a dataset name)
     says who viewed each item. Fang et al. 2015 §4.3.
     """
+    from cfcore.labels import read_labels
+    from cfcore.retrieval import read_owners
     from cfcore.retrieval import retrieval_report as report_fn
     from cfcore.vectors import ItemVectors
 
     inter = load_input(interactions, fmt, data_dir, min_rating)
+    labels = None
+    if genres is not None:
+        try:
+            labels = read_labels(genres, data_dir=data_dir)
+        except InputError as exc:
+            raise InputError(f"--genres: {exc}") from None
     cand = None
     if candidates is not None:
         got = _read_ids(candidates, "candidates")
@@ -368,8 +334,8 @@ def retrieval_report(
         neighbors_file,
         inter,
         ranks,
-        owners=None if owners is None else _read_owners(owners),
-        genres=None if genres is None else _read_genres(genres, data_dir),
+        owners=None if owners is None else read_owners(owners),
+        genres=labels,
         candidates=cand,
         seed=seed,
         on_empty=on_empty,
