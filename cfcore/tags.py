@@ -336,8 +336,7 @@ class TagModel(Estimator):
             raise InputError(
                 f"{len(missing)} item(s) have no descriptor in "
                 f"{iv.meta.get('source', 'item_vectors')} (first: item {missing[0].item()!r}; "
-                f"{int((rows < 0).sum())} example(s)); drop them first (TagData.only(items=...); "
-                "on the command line: --missing drop)"
+                f"{int((rows < 0).sum())} example(s)); drop them first (TagData.only(items=...))"
             )
         used, inverse = np.unique(rows, return_inverse=True)
         X = l2_normalize(iv.vectors[used], iv.ids[used], "item_vectors")
