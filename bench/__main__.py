@@ -15,6 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench.suites import SUITES
+
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -101,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run a suite: quick (make bench), full, vision, tags, tiny")
-    p.add_argument("suite", choices=("quick", "full", "vision", "tags", "tiny"))
+    p = sub.add_parser(
+        "run", help="run a suite: quick (make bench), full, vision, spark, tags, tiny"
+    )
+    p.add_argument("suite", choices=SUITES)
     p.add_argument("--out", type=Path, default=None, help="run directory")
     p.add_argument("--threads", type=_threads, default=None, help="e.g. 1,2,4")
     p.add_argument("--methods", default=None, help="comma-separated method names")

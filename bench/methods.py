@@ -397,6 +397,129 @@ def _cornac_bpr(task: FitTask) -> FitResult:
     )
 
 
+# ---------------------------------------------------------------------- Spark
+#: MLlib ALS with implicit preferences: the regularization and confidence of implicit-als
+#: (λ 0.01, α 1), rank = factors, maxIter = epochs.
+SPARK_ALS = {"regParam": 0.01, "alpha": 1.0, "implicitPrefs": True}
+
+
+def _spark_session(threads: int):
+    """The benchmark's Spark: ``local[threads]``, ``threads`` shuffle partitions."""
+    from cfcore.spark import spark_session
+
+    return spark_session(f"local[{threads}]", config={"spark.default.parallelism": str(threads)})
+
+
+def _spark_dsgd(loss: str, **overrides: Any) -> Callable[[FitTask], FitResult]:
+    def fit(task: FitTask) -> FitResult:
+        from cfcore.interactions import Interactions
+        from cfcore.spark import SparkFactorizer, SparkInteractions
+
+        t0 = time.perf_counter()
+        spark = _spark_session(task.threads)
+        data = SparkInteractions.from_interactions(Interactions(task.train), spark)
+        prep = time.perf_counter() - t0
+        model = SparkFactorizer(
+            factors=task.factors,
+            loss=loss,
+            epochs=task.epochs,
+            seed=task.seed,
+            progress=False,
+            blocks=task.threads,
+            **overrides,
+        )
+        clock = _Clock()
+
+        def tables() -> FactorTables:  # the factors live on the executors until the end
+            return FactorTables(model.user_factors_, model.item_factors_, model.item_bias_)
+
+        cb = clock.wrap(task.callback, tables)
+        t0 = time.perf_counter()
+        model.fit(data, callback=None if cb is None else (lambda e, m, r: cb(e + 1)))
+        seconds = time.perf_counter() - t0 - clock.excluded
+        history = model.history_
+        strata = [s for h in history[1:] or history for s in h["stratum_seconds"]]
+        kernels = [s for h in history[1:] or history for s in h["kernel_seconds"]]
+        return FitResult(
+            tables(),
+            seconds,
+            len(history),
+            float(sum(h["updates"] for h in history)),
+            prep,
+            {
+                **model.get_params(),
+                "master": f"local[{task.threads}]",
+                "blocks": model.blocks_,
+                "stratum_seconds_median": float(np.median(strata)),
+                "kernel_seconds_median": float(np.median(kernels)),
+                "first_epoch_seconds": history[0]["seconds"],
+            },
+        )
+
+    return fit
+
+
+def _spark_als(task: FitTask) -> FitResult:
+    import pyarrow as pa
+    from pyspark.ml.recommendation import ALS
+
+    t0 = time.perf_counter()
+    spark = _spark_session(task.threads)
+    coo = task.train.tocoo()
+    frame = spark.createDataFrame(
+        pa.table(
+            {
+                "user": coo.row.astype(np.int32),
+                "item": coo.col.astype(np.int32),
+                "rating": np.ones(coo.nnz, dtype=np.float32),
+            }
+        )
+    ).cache()
+    frame.count()
+    prep = time.perf_counter() - t0
+    als = ALS(
+        rank=task.factors,
+        maxIter=task.epochs,
+        seed=task.seed,
+        userCol="user",
+        itemCol="item",
+        ratingCol="rating",
+        numUserBlocks=task.threads,
+        numItemBlocks=task.threads,
+        **SPARK_ALS,
+    )
+    t0 = time.perf_counter()
+    model = als.fit(frame)
+    n_users, n_items = task.train.shape
+    user_factors = _spark_factor_table(model.userFactors, n_users, task.factors)
+    item_factors = _spark_factor_table(model.itemFactors, n_items, task.factors)
+    seconds = time.perf_counter() - t0
+    frame.unpersist()
+    return FitResult(
+        FactorTables(user_factors, item_factors),
+        seconds,
+        task.epochs,
+        None,
+        prep,
+        {
+            "rank": task.factors,
+            "maxIter": task.epochs,
+            **SPARK_ALS,
+            "master": f"local[{task.threads}]",
+        },
+    )
+
+
+def _spark_factor_table(frame: Any, n: int, k: int) -> np.ndarray:
+    """MLlib's ``(id, features)`` factor frame as an ``(n, k)`` float32 table (rows of ids
+    ALS never saw stay 0)."""
+    table = frame.toArrow()
+    ids = table.column("id").to_numpy()
+    out = np.zeros((n, k), dtype=np.float32)
+    out[ids] = np.asarray(table.column("features").to_pylist(), dtype=np.float32)
+    return out
+
+
 # ---------------------------------------------------------------------- registry
 _CF = "collabfeat"
 METHODS: dict[str, Method] = {
@@ -485,6 +608,31 @@ METHODS: dict[str, Method] = {
             "bpr",
             "nnz sampled triples per epoch",
             _cornac_bpr,
+            callbacks=False,
+        ),
+        Method(
+            "spark-dsgd-squared",
+            "pyspark",
+            "pyspark",
+            "squared",
+            "positives + sampled negatives per epoch (own counter); DSGD on local[threads]",
+            _spark_dsgd("squared", **FEW_EPOCH_SQUARED),
+        ),
+        Method(
+            "spark-dsgd-bpr",
+            "pyspark",
+            "pyspark",
+            "bpr",
+            "positives per epoch with a negative in the same item block (own counter)",
+            _spark_dsgd("bpr"),
+        ),
+        Method(
+            "spark-als",
+            "pyspark",
+            "pyspark",
+            "als",
+            "not SGD: epochs/s (MLlib ALS, implicitPrefs)",
+            _spark_als,
             callbacks=False,
         ),
     )

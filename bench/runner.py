@@ -247,25 +247,35 @@ def _run_one(job: dict[str, Any], out_dir: Path, rec_path: Path, timeout: int) -
     return json.loads(rec_path.read_text())
 
 
-VISION_BEGIN = "<!-- vision suite: begin (`python -m bench run vision` rewrites this block) -->"
-VISION_END = "<!-- vision suite: end -->"
+def _markers(suite: str) -> tuple[str, str]:
+    return (
+        f"<!-- {suite} suite: begin (`python -m bench run {suite}` rewrites this block) -->",
+        f"<!-- {suite} suite: end -->",
+    )
+
+
+#: Suites published as a block of their own in ``RESULTS.md`` (begin and end markers).
+BLOCKS = {suite: _markers(suite) for suite in ("vision", "spark")}
+VISION_BEGIN, VISION_END = BLOCKS["vision"]
 
 
 def publish_report(md: str, suite: str, path: Path = PUBLISHED) -> None:
-    """Write a run's report to ``RESULTS.md``: a ``vision`` run replaces the vision block
-    (its headings one level down), any other run the rest; each keeps the other's part."""
-    old = path.read_text() if path.exists() else ""
-    block = ""
-    if VISION_BEGIN in old and VISION_END in old:
-        start, end = old.index(VISION_BEGIN), old.index(VISION_END) + len(VISION_END)
-        block, old = old[start:end], (old[:start] + old[end:]).rstrip() + "\n"
-    if suite == "vision":
+    """Write a run's report to ``RESULTS.md``: a ``vision`` or ``spark`` run replaces its own
+    block (headings one level down), any other run the rest; each keeps the others' parts."""
+    text = path.read_text() if path.exists() else ""
+    blocks: dict[str, str] = {}
+    for name, (begin, end) in BLOCKS.items():
+        if begin in text and end in text:
+            start, stop = text.index(begin), text.index(end) + len(end)
+            blocks[name], text = text[start:stop], (text[:start] + text[stop:]).rstrip() + "\n"
+    if suite in BLOCKS:
+        begin, end = BLOCKS[suite]
         demoted = "\n".join("#" + ln if ln.startswith("#") else ln for ln in md.splitlines())
-        block, rest = f"{VISION_BEGIN}\n{demoted}\n{VISION_END}", old
+        blocks[suite], rest = f"{begin}\n{demoted}\n{end}", text
     else:
         rest = md
-    text = rest.rstrip() + ("\n\n" + block if block else "") + "\n"
-    atomic_write_text(path, text.lstrip())
+    parts = [rest.rstrip(), *(blocks[name] for name in BLOCKS if name in blocks)]
+    atomic_write_text(path, "\n\n".join(p for p in parts if p).lstrip() + "\n")
 
 
 def run_suite(
@@ -297,8 +307,8 @@ def run_suite(
         (see :func:`bench.suites.jobs`).
     publish : bool, optional
         Also copy the Markdown report to ``bench/RESULTS.md`` (default: for ``quick``,
-        ``full`` and ``vision`` runs into the default directory; a ``vision`` run rewrites
-        only its own block there, see :func:`publish_report`).
+        ``full``, ``vision`` and ``spark`` runs into the default directory; a ``vision`` or
+        ``spark`` run rewrites only its own block there, see :func:`publish_report`).
     timeout : int, optional
         Seconds per job (default: the job's own, else 900).
     resume : bool
@@ -337,7 +347,7 @@ def run_suite(
     if (
         publish
         if publish is not None
-        else (default_out and suite in ("quick", "full", "vision", "tags"))
+        else (default_out and suite in ("quick", "full", "tags", *BLOCKS))
     ):
         md = render(records, suite=suite, command=command, elapsed=elapsed)
         where = out_dir.resolve()

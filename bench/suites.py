@@ -11,6 +11,11 @@
   optimizer and batch size on random tensors already in memory) per backbone — the small CNN
   at 64 px, resnet18 at 112 and 224 px — on the CPU (at max threads, plus the small CNN's
   DataLoader workers × threads grid) and, when a CUDA device is present, on the GPU.
+- ``spark`` (``python -m bench run spark``; ~15 minutes on 2 cores): the Spark backend — DSGD
+  (:class:`cfcore.spark.SparkFactorizer`, squared and BPR) against Spark MLlib ALS with
+  implicit preferences, on ``local[1]`` and ``local[2]``, with the single-machine factorizer
+  as the reference, on ml-100k and MovieLens-1M-sized synthetic data (10 epochs); published
+  as its own block of ``bench/RESULTS.md``.
 - ``tiny`` (the tests): seconds, to check the harness end to end.
 - ``tags``: tag prediction (Denton et al. 2015) — collabfeat's tag models against LightFM on
   synthetic and MovieLens tags, quality and examples/s (:mod:`bench.tags`).
@@ -25,7 +30,10 @@ from typing import Any
 
 from bench.system import cpu_count
 
-SUITES = ("quick", "full", "vision", "tags", "tiny")
+SUITES = ("quick", "full", "vision", "spark", "tags", "tiny")
+
+#: The ``spark`` suite's methods: DSGD on Spark, MLlib ALS, and the single-machine reference.
+SPARK_METHODS = ("collabfeat-squared", "spark-dsgd-squared", "spark-dsgd-bpr", "spark-als")
 
 CF_TARGETS = (
     "collabfeat-squared",
@@ -52,6 +60,8 @@ def default_threads(suite: str) -> list[int]:
         return [1]
     if suite == "vision":
         return sorted({1, cores})
+    if suite == "spark":
+        return sorted({1, min(2, cores)})
     if suite in ("quick", "tags"):
         return sorted({1, min(2, cores)})
     out, t = [], 1
@@ -124,6 +134,14 @@ def jobs(
                 out.append(_fit(d, m, top, 3, "throughput", curve=(1, 3), eval_users=300))
             out.append({"kind": "sampler", "dataset": d, "threads": top})
         out.append({"kind": "kmeans", "threads": top, "n": 4000, "d": 16, "k": 40, "niter": 5})
+        return out
+
+    if suite == "spark":
+        for d in datasets or ["ml-100k", "synth-ml1m"]:
+            out.append({"kind": "prepare", "dataset": d, "timeout": 1800})
+            for t in T:
+                for m in SPARK_METHODS:
+                    out.append(_fit(d, m, t, 10, "spark", eval_users=1500, timeout=1800))
         return out
 
     full = suite == "full"

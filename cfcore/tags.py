@@ -53,6 +53,7 @@ from cfcore.ids import id_positions
 from cfcore.io import json_safe, load_artifact, require_keys, save_artifact
 from cfcore.metrics import Scorer, top_k_metrics, top_k_per_label, top_n
 from cfcore.tagdata import TagData
+from cfcore.threads import numba_threads, resolve_threads
 from cfcore.vectors import ItemVectors, as_item_vectors, l2_normalize
 
 MODELS = ("frequency", "bilinear", "user-biased", "3-way")
@@ -126,7 +127,8 @@ class TagModel(Estimator):
     lr_decays : int, default 2
         Divisions of η after which the next plateau ends training.
     threads : int, default 0
-        Worker threads (0 = all Numba sees). One thread reproduces a fit bit for bit.
+        Worker threads (0 = all cores; more than the cores are clamped with a warning,
+        :mod:`cfcore.threads`). One thread reproduces a fit bit for bit.
     seed : int, default 0
         Seeds the initialisation, the validation split, the visiting order and the draws.
     progress : bool, default True
@@ -216,7 +218,7 @@ class TagModel(Estimator):
             "validation_fraction": vf,
             "patience": check_integer(self._default("patience"), "patience", 1),
             "lr_decays": check_integer(self.lr_decays, "lr_decays", 0),
-            "threads": check_integer(self.threads, "threads", 0),
+            "threads": resolve_threads(self.threads),
             "seed": check_integer(self.seed, "seed", 0),
         }
 
@@ -482,8 +484,6 @@ class TagModel(Estimator):
         validation: TagData | None,
         callback: Callback | None,
     ) -> None:
-        from cfcore.sampling import _numba_threads
-
         t = self.tables_
         assert t is not None
         momentum = kt.Tables(*(np.zeros_like(a) for a in t))
@@ -501,7 +501,7 @@ class TagModel(Estimator):
         best, best_tables, since_best, decays = -math.inf, None, 0, 0
         bar = self._progress(p["epochs"])
         train_seconds = 0.0
-        with _numba_threads(p["threads"]):
+        with numba_threads(p["threads"]):
             # Load (or compile) the kernel outside the timed epochs.
             steps = kt.Steps(
                 code, f32(lr), f32(p["momentum"]), f32(p["margin"]), f32(p["max_norm"]), weights

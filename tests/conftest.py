@@ -71,3 +71,22 @@ def _image_cache_in_tmp(tmp_path_factory):
         os.environ.pop("COLLABFEAT_CACHE", None)
     else:
         os.environ["COLLABFEAT_CACHE"] = before
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (``local[2]``) for the whole test session.
+
+    Skips with the reason where pyspark or Java 17+ is missing — except in CI (``CI`` set),
+    where ``make install`` provides pyspark and a missing Java is a failure.
+    """
+    from cfcore.spark.session import SparkUnavailableError, spark_session
+
+    try:
+        session = spark_session("local[2]", config={"spark.default.parallelism": "2"})
+    except SparkUnavailableError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Spark unavailable in CI: {exc}")
+        pytest.skip(str(exc))
+    yield session
+    session.stop()

@@ -24,7 +24,6 @@ from cfcore._kernels.sampling import (
     negative_counts,
     pack_alias,
     sample_into,
-    sample_into_serial,
     select_smallest,
 )
 from cfcore.errors import InputError, ModelFormatError
@@ -35,6 +34,7 @@ from cfcore.sampling import (
     item_weights,
     sample_negatives,
 )
+from cfcore.threads import numba_threads
 
 PATHS = {"keys": 0.0, "auto": 4.0, "rejection": np.inf}
 
@@ -91,28 +91,15 @@ def run_kernel(X, weights, ratio, seed=0, epoch=0, switch=4.0, threads=1):
     pack_alias(prob, alias, table)
     counts = np.empty(n_users, dtype=np.int64)
     wanted = np.empty(n_users, dtype=np.int64)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        n_short = negative_counts(indptr, indices, weights, float(ratio), counts, wanted)
-        out_indptr = np.zeros(n_users + 1, dtype=np.int64)
-        np.cumsum(counts, out=out_indptr[1:])
-        out = np.empty(out_indptr[-1], dtype=np.int32)
-        kernel = sample_into_serial if threads == 1 else sample_into
-        kernel(
-            indptr,
-            indices,
-            weights,
-            table,
-            seed,
-            epoch,
-            out_indptr,
-            out,
-            threads,
-            float(switch),
+    n_short = negative_counts(indptr, indices, weights, float(ratio), counts, wanted)
+    out_indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(counts, out=out_indptr[1:])
+    out = np.empty(out_indptr[-1], dtype=np.int32)
+    with numba_threads(threads):
+        streams = np.arange(n_users, dtype=np.int64)
+        sample_into(
+            indptr, indices, weights, table, seed, epoch, streams, out_indptr, out, threads, switch
         )
-    finally:
-        numba.set_num_threads(previous)
     return out_indptr, out, n_short, wanted
 
 
@@ -296,7 +283,7 @@ def test_same_seed_same_negatives_on_1_and_2_threads(weighting):
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
-def test_serial_and_parallel_kernels_agree_on_every_path(path):
+def test_one_and_two_threads_agree_on_every_path(path):
     X = power_law_matrix(n_users=300, n_items=700, seed=1)
     w = np.log1p(X.getnnz(axis=0).astype(float))
     serial = run_kernel(X, w, 2.0, seed=8, switch=PATHS[path], threads=1)
@@ -327,9 +314,9 @@ def test_epochs_and_seeds_give_fresh_reproducible_draws():
 
 def test_default_popularity_is_column_counts_and_inputs_are_canonicalised():
     X = power_law_matrix()
-    a = sample_negatives(X, seed=4, weighting="popularity", warn_short=False)
+    a = sample_negatives(X, seed=4, neg_weighting="popularity", warn_short=False)
     b = sample_negatives(
-        X, seed=4, weighting="popularity", popularity=X.getnnz(axis=0), warn_short=False
+        X, seed=4, neg_weighting="popularity", popularity=X.getnnz(axis=0), warn_short=False
     )
     np.testing.assert_array_equal(a.indices, b.indices)
     # The same positives given as COO with duplicates and an explicit zero elsewhere.
@@ -342,7 +329,7 @@ def test_default_popularity_is_column_counts_and_inputs_are_canonicalised():
         shape=X.shape,
     )
     if X[0, X.shape[1] - 1] == 0:
-        c = sample_negatives(messy, seed=4, weighting="popularity", warn_short=False)
+        c = sample_negatives(messy, seed=4, neg_weighting="popularity", warn_short=False)
         np.testing.assert_array_equal(a.indices, c.indices)
 
 
@@ -420,13 +407,13 @@ X_SMALL = sp.csr_matrix(np.eye(3, dtype=np.float32))
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
-        ({"ratio": 0.0}, "ratio"),
-        ({"ratio": -1.0}, "ratio"),
-        ({"ratio": float("nan")}, "ratio"),
-        ({"ratio": float("inf")}, "ratio"),
-        ({"ratio": "2"}, "ratio"),
-        ({"weighting": "log"}, "weighting"),
-        ({"weighting": None}, "weighting"),
+        ({"neg_ratio": 0.0}, "neg_ratio"),
+        ({"neg_ratio": -1.0}, "neg_ratio"),
+        ({"neg_ratio": float("nan")}, "neg_ratio"),
+        ({"neg_ratio": float("inf")}, "neg_ratio"),
+        ({"neg_ratio": "2"}, "neg_ratio"),
+        ({"neg_weighting": "log"}, "neg_weighting"),
+        ({"neg_weighting": None}, "neg_weighting"),
         ({"seed": -1}, "seed"),
         ({"seed": 1.5}, "seed"),
         ({"epoch": -2}, "epoch"),
@@ -436,7 +423,7 @@ X_SMALL = sp.csr_matrix(np.eye(3, dtype=np.float32))
         ({"popularity": np.array([1.0, -1.0, 0.0])}, "popularity"),
         ({"popularity": np.array([1.0, np.nan, 0.0])}, "popularity"),
         ({"popularity": ["a", "b", "c"]}, "popularity"),
-        ({"popularity": np.full(3, 1e308), "weighting": "popularity"}, "popularity"),
+        ({"popularity": np.full(3, 1e308), "neg_weighting": "popularity"}, "popularity"),
     ],
 )
 def test_bad_arguments_raise_input_error_naming_them(kwargs, name):
@@ -479,3 +466,32 @@ def test_ml100k_weightings_order_the_popularity_of_negatives(ml100k):
         mean_pop[weighting] = pop[neg.indices].mean()
     # popularity ∝ p favours popular items most, log(1+p) less, uniform least.
     assert mean_pop["popularity"] > mean_pop["log-popularity"] > mean_pop["uniform"]
+
+
+def test_rows_split_with_user_index_draw_the_negatives_of_the_whole_matrix():
+    """How the Spark backend samples one partition at a time: any split of the users, each
+    part drawn with its global user indices and the whole matrix's popularity, gives exactly
+    the whole matrix's negatives."""
+    rng = np.random.default_rng(4)
+    X = sp.random(60, 40, density=0.15, format="csr", random_state=rng)
+    whole = sample_negatives(X, 2.0, "log-popularity", seed=5, epoch=2)
+    popularity = np.diff(X.tocsc().indptr)
+    shuffled = rng.permutation(60)
+    for part in np.array_split(shuffled, 3):
+        rows = np.sort(part)
+        got = sample_negatives(
+            X[rows], 2.0, "log-popularity", seed=5, epoch=2, popularity=popularity, user_index=rows
+        )
+        want = whole.to_csr()[rows]
+        assert (got.to_csr() != want).nnz == 0
+    # without user_index the streams are the rows' own numbers: different draws
+    alone = sample_negatives(X[rows], 2.0, "log-popularity", seed=5, epoch=2, popularity=popularity)
+    assert (alone.to_csr() != whole.to_csr()[rows]).nnz > 0
+
+
+def test_user_index_is_checked():
+    X = sp.random(5, 8, density=0.3, format="csr", random_state=0)
+    with pytest.raises(InputError, match="user_index: expected 5"):
+        sample_negatives(X, user_index=np.arange(4))
+    with pytest.raises(InputError, match="user_index: must be >= 0"):
+        sample_negatives(X, user_index=np.array([0, 1, -2, 3, 4]))

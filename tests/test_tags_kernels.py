@@ -314,15 +314,13 @@ def test_norm_constraints_hold_after_steps():
 
 
 def test_one_thread_epochs_are_bit_reproducible():
-    import numba
+    from cfcore.threads import numba_threads
 
     rng = np.random.default_rng(5)
     ex = _epoch_inputs("3-way", rng)
     T = random_tables(rng, scale=0.5)
     results = []
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
+    with numba_threads(1):
         for _ in range(2):
             t = kernel_tables(T)
             m = kt.Tables(*(np.zeros_like(a) for a in t))
@@ -333,7 +331,5 @@ def test_one_thread_epochs_are_bit_reproducible():
             for epoch in range(2):
                 kt.warp_epoch(np.arange(len(ex.positive_tag)), ex, t, m, st, 7, epoch, *out)
             results.append(t)
-    finally:
-        numba.set_num_threads(previous)
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)

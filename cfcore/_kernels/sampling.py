@@ -8,9 +8,13 @@ weights into a packed alias table (:func:`build_alias`, :func:`pack_alias`) and 
 
 1. :func:`negative_counts` — ``n_j = min(round(ratio · |positives_j|), |C_j|)`` per user and
    the number of users that got fewer than requested (the shortfall);
-2. :func:`sample_into` (parallel over users) or :func:`sample_into_serial` (same output, no
-   parallel region) — fills a CSR whose ``out_indptr`` is the prefix sum of the counts, each
-   user's indices sorted ascending, with no allocation inside the loop over users.
+2. :func:`sample_into` — fills a CSR whose ``out_indptr`` is the prefix sum of the counts,
+   each user's indices sorted ascending, with no allocation inside the loop over users.
+
+Threads: :func:`sample_into` is built ``parallel=True`` (users under ``prange``), the only
+build, as the SGD drivers of :mod:`cfcore._kernels.sgd`; the number of Numba threads
+(``cfcore.threads.numba_threads``) decides how many users are drawn at once, and the output
+does not depend on it (see "Random numbers").
 
 The distribution
 ----------------
@@ -44,7 +48,9 @@ use 53-bit uniforms. Weights are float64 (popularity sums overflow float32's man
 Random numbers: user ``j``'s stream is ``stream_seed(seed, epoch, j)``
 (:mod:`cfcore._kernels.rng`) XOR a sampler-specific constant (so it is not the SGD kernel's
 stream for block ``j``), so the output depends on ``(seed, epoch)`` and the data only —
-never on the number of threads or on which thread served which user.
+never on the number of threads or on which thread served which user. ``j`` is the user's
+index in the whole matrix (the ``streams`` argument), so a subset of the users — one
+partition of a Spark job — draws exactly the negatives the whole matrix would give them.
 
 Memory: per thread, a bitmap of ``n_items`` bits (the current user's positives ∪ drawn
 negatives; a 100k-item catalogue is 12.5 kB, so it stays in L1/L2), plus ``n_items`` float64
@@ -318,6 +324,7 @@ def _scratch(weights: np.ndarray, n_threads: int):
 @numba.njit(cache=True)
 def _sample_user(
     u: int,
+    stream: int,
     indptr: np.ndarray,
     indices: np.ndarray,
     weights: np.ndarray,
@@ -333,7 +340,8 @@ def _sample_user(
     ids: np.ndarray,
     switch: float,
 ) -> int:
-    """Draw user ``u``'s negatives into its slice of ``out_indices``; 1 if keys were used.
+    """Draw user ``u``'s negatives into its slice of ``out_indices``, from random stream
+    ``stream`` (the user's index in the whole matrix); 1 if keys were used.
 
     ``tk`` (bitmap) must be all zero on entry and is all zero on return.
     """
@@ -365,7 +373,7 @@ def _sample_user(
         for p in range(pos_start, pos_end):
             tk[indices[p] >> 6] = _ZERO
         return 0
-    state = stream_seed(seed, epoch, u) ^ _STREAM_DOMAIN
+    state = stream_seed(seed, epoch, stream) ^ _STREAM_DOMAIN
     n_u = np.uint64(n_items)
     reject_below = ((_LOW32 - n_u) + _ONE) % n_u  # (2**32 - n) mod n
     fail_budget = switch * n_items
@@ -438,6 +446,7 @@ def sample_into(
     alias_table: np.ndarray,
     seed: int,
     epoch: int,
+    streams: np.ndarray,
     out_indptr: np.ndarray,
     out_indices: np.ndarray,
     n_threads: int,
@@ -448,8 +457,7 @@ def sample_into(
     User ``j`` receives ``out_indptr[j+1] - out_indptr[j]`` distinct items from ``C_j`` by
     successive weighted sampling without replacement (see the module docstring); the count
     must not exceed ``|C_j|`` (use :func:`negative_counts`). Parallel over users
-    (``prange``); :func:`sample_into_serial` is the same computation on one thread, with
-    identical output.
+    (``prange``); the output is the same for any number of threads.
 
     Parameters
     ----------
@@ -458,8 +466,11 @@ def sample_into(
     weights : float64 array (n_items), non-negative item weights
     alias_table : uint64 array (n_items), the packed alias table of ``weights``
         (:func:`build_alias` then :func:`pack_alias`)
-    seed, epoch : int, non-negative; user ``j`` uses ``stream_seed(seed, epoch, j)`` (XOR
-        ``_STREAM_DOMAIN``)
+    seed, epoch : int, non-negative; row ``j`` uses ``stream_seed(seed, epoch, streams[j])``
+        (XOR ``_STREAM_DOMAIN``)
+    streams : int64 array (n_users), the index of each row's user in the whole matrix
+        (``arange`` for a whole matrix; a subset of its users passes their indices and gets
+        exactly the negatives the whole matrix would give them)
     out_indptr : int64 array (n_users + 1), prefix sum of the wanted counts
     out_indices : int32 array (out_indptr[-1]), written
     n_threads : int
@@ -480,6 +491,7 @@ def sample_into(
         tid = numba.get_thread_id()
         n_keyed += _sample_user(
             u,
+            streams[u],
             indptr,
             indices,
             weights,
@@ -493,46 +505,6 @@ def sample_into(
             taken[tid],
             keys[tid],
             cand[tid],
-            switch,
-        )
-    return n_keyed
-
-
-@numba.njit(cache=True)
-def sample_into_serial(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    weights: np.ndarray,
-    alias_table: np.ndarray,
-    seed: int,
-    epoch: int,
-    out_indptr: np.ndarray,
-    out_indices: np.ndarray,
-    n_threads: int = 1,
-    switch: float = DEFAULT_SWITCH,
-) -> int:
-    """:func:`sample_into` on the calling thread (no parallel region); same output.
-
-    ``n_threads`` is accepted for a drop-in signature and ignored.
-    """
-    taken, keys, cand, weighted, n_nonzero = _scratch(weights, 1)
-    n_keyed = 0
-    for u in range(indptr.shape[0] - 1):
-        n_keyed += _sample_user(
-            u,
-            indptr,
-            indices,
-            weights,
-            alias_table,
-            weighted,
-            n_nonzero,
-            seed,
-            epoch,
-            out_indptr,
-            out_indices,
-            taken[0],
-            keys[0],
-            cand[0],
             switch,
         )
     return n_keyed
