@@ -193,17 +193,13 @@ class UserDemographics:
 
 
 def movielens_100k_users(directory: str | os.PathLike[str] | None = None) -> UserDemographics:
-    """User demographics of ml-100k (``u.user``)."""
-    path = dataset_path("ml-100k", directory) / "u.user"
-    cols: list[list[str]] = [[], [], [], [], []]
-    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("|")
-        if len(fields) != 5:
-            raise InputError(f"{path}:{lineno}: expected 5 fields, got {len(fields)}")
-        for c, f in zip(cols, fields, strict=True):
-            c.append(f)
+    """User demographics of ml-100k (``u.user``, read by :func:`cfcore.readers.read_table`)."""
+    from cfcore.readers import read_table
+
+    table = read_table(dataset_path("ml-100k", directory) / "u.user")
+    if len(table.names) != 5:
+        raise InputError(f"{table.path}: expected 5 fields per line, got {len(table.names)}")
+    cols = [table.column(name) for name in table.names]
     return UserDemographics(
         np.asarray(cols[0], dtype=np.int64),
         np.asarray(cols[1], dtype=np.int64),

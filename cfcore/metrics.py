@@ -298,6 +298,65 @@ def top_k_metrics(
     return out
 
 
+def top_k_per_label(
+    scorer: Scorer,
+    test: sp.spmatrix,
+    k: int = 10,
+    rows: np.ndarray | None = None,
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
+    """Precision and recall at ``k`` of each column (label) of a multi-label test matrix.
+
+    With the top-k list of every row (Denton et al. 2015, §4.2, per hashtag y):
+    ``recall@k(y) = hits_y / support_y`` — of the rows that have y, the fraction that rank it
+    in their top k — and ``precision@k(y) = hits_y / predicted_y`` — of the rows that rank y
+    in their top k, the fraction that have it. NaN where the denominator is 0.
+
+    Parameters
+    ----------
+    scorer : callable
+        Rows → dense ``(len(rows), n_labels)`` scores.
+    test : sparse (n_rows, n_labels)
+        The true labels of each row.
+    k : int
+    rows : array of int, optional
+        Evaluate only these rows (default: every row with a label).
+
+    Returns
+    -------
+    dict
+        ``support``, ``predicted``, ``hits`` (int64 per label), ``precision``, ``recall``
+        (float64 per label).
+    """
+    t = _csr(test, "test")
+    assert t is not None
+    n_labels = t.shape[1]
+    if not 1 <= k <= n_labels:
+        raise InputError(f"k must lie in [1, {n_labels}] (the number of labels), got {k}")
+    candidates = np.flatnonzero(np.diff(t.indptr) > 0) if rows is None else np.asarray(rows)
+    predicted = np.zeros(n_labels, np.int64)
+    hits = np.zeros(n_labels, np.int64)
+    support = np.zeros(n_labels, np.int64)
+    for start in range(0, len(candidates), batch_size):
+        batch = candidates[start : start + batch_size]
+        top, _ = top_n(_scores(scorer, batch, n_labels), k)
+        rel = _row_mask(t, batch)
+        hit = np.take_along_axis(rel, top, 1)
+        predicted += np.bincount(top.ravel(), minlength=n_labels)
+        hits += np.bincount(top[hit], minlength=n_labels)
+        support += rel.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, hits / np.maximum(predicted, 1), np.nan)
+        recall = np.where(support > 0, hits / np.maximum(support, 1), np.nan)
+    return {
+        "support": support,
+        "predicted": predicted,
+        "hits": hits,
+        "precision": precision,
+        "recall": recall,
+    }
+
+
 def evaluate(
     scorer: Scorer,
     train: sp.spmatrix,
