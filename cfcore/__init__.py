@@ -42,6 +42,7 @@ _EXPORTS = {
     "read_user_attributes": "cfcore.attributes",
     "TagModel": "cfcore.tags",
     "save_vectors": "cfcore.vectors",
+    "SimulatedWorld": "cfcore.simulate",
     "CollabfeatError": "cfcore.errors",
     "InputError": "cfcore.errors",
     "DivergenceError": "cfcore.errors",
