@@ -320,9 +320,11 @@ def evaluate(
 def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
     """Per-class average precision of multi-label predictions.
 
-    ``AP_c = (1/|P_c|) Σ_{i∈P_c} precision@rank(i)`` with items ranked by decreasing score
-    (ties broken by position; equal to scikit-learn's ``average_precision_score`` for
-    distinct scores).
+    ``AP_c = (1/|P_c|) Σ_{i∈P_c} precision@rank(i)`` with items ranked by decreasing score.
+    Tied scores form one threshold: every item of a tie gets the precision at the tie's
+    end, so the order of tied items never matters (scikit-learn's
+    ``average_precision_score``; a constant score — the popularity baseline of a class —
+    gets the class's prevalence).
 
     A class without a positive has no defined AP: its entry is **NaN** (never an error, so a
     small validation split cannot stop a training run); :func:`mean_average_precision` leaves
@@ -348,8 +350,16 @@ def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
         raise InputError("average_precision: scores contain NaN or inf")
     order = np.argsort(-y_score, axis=0, kind="stable")
     hits = np.take_along_axis(y_true > 0, order, 0).astype(np.float64)
+    ranked = np.take_along_axis(y_score, order, 0)
+    n = len(hits)
     n_pos = hits.sum(0)
-    precision = np.cumsum(hits, 0) / np.arange(1, len(hits) + 1)[:, None]
+    precision = np.cumsum(hits, 0) / np.arange(1, n + 1)[:, None]
+    # the last rank of each tie: the next score differs (or the list ends)
+    is_end = np.ones_like(hits, dtype=bool)
+    is_end[:-1] = ranked[1:] != ranked[:-1]
+    ends = np.where(is_end, np.arange(n)[:, None], n)
+    tie_end = np.minimum.accumulate(ends[::-1], axis=0)[::-1]
+    precision = np.take_along_axis(precision, tie_end, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         ap = (precision * hits).sum(0) / n_pos
     ap[n_pos == 0] = np.nan

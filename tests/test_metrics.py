@@ -175,17 +175,25 @@ def test_rmse_and_auc_score():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 10_000), st.integers(2, 40), st.integers(1, 5))
-def test_average_precision_matches_sklearn(seed, n, c):
+@given(st.integers(0, 10_000), st.integers(2, 40), st.integers(1, 5), st.booleans())
+def test_average_precision_matches_sklearn(seed, n, c, ties):
+    """Also with tied scores (each tie one threshold, as scikit-learn's)."""
     rng = np.random.default_rng(seed)
     y = (rng.random((n, c)) < 0.4).astype(int)
-    s = rng.random((n, c))
+    s = rng.integers(0, 4, (n, c)).astype(float) if ties else rng.random((n, c))
     ap = average_precision(y, s)
     for j in range(c):
         if y[:, j].sum() == 0:
             assert np.isnan(ap[j])
         else:
             assert ap[j] == pytest.approx(average_precision_score(y[:, j], s[:, j]))
+
+
+def test_average_precision_of_tied_scores_ignores_their_order():
+    y = np.array([[1], [0], [0], [1], [0]])
+    constant = np.zeros((5, 1))
+    assert average_precision(y, constant)[0] == pytest.approx(0.4)  # the prevalence
+    assert average_precision(y[::-1], constant)[0] == pytest.approx(0.4)
 
 
 def test_map_and_bootstrap():
