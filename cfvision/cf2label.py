@@ -353,13 +353,10 @@ def cf2label_study(
     model = fit_cf2label(q[train], y[train], cfg)
     scores = model.predict(q[test])
     pop = popularity_scores(y[train], len(test))
-    point, lo, hi = bootstrap_ci(mean_average_precision, y[test], scores, n_boot=n_boot, seed=seed)
-    p_point, p_lo, p_hi = bootstrap_ci(
-        mean_average_precision, y[test], pop, n_boot=n_boot, seed=seed
-    )
-    paired = paired_bootstrap(
-        mean_average_precision, scores, pop, y[test], n_boot=n_boot, seed=seed
-    )
+    boot = {"n_boot": n_boot, "seed": seed, "interval": "normal"}  # see bootstrap_ci
+    point, lo, hi = bootstrap_ci(mean_average_precision, y[test], scores, **boot)
+    p_point, p_lo, p_hi = bootstrap_ci(mean_average_precision, y[test], pop, **boot)
+    paired = paired_bootstrap(mean_average_precision, scores, pop, y[test], **boot)
     study = CF2LabelStudy(
         point,
         (lo, hi),

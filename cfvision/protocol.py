@@ -146,10 +146,6 @@ def keep_labels(n: int, ratio: float, seed: int = 0) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- CF vectors
-#: Factorizer settings of :func:`fit_cf_model` recorded in (and checked against) a cached model.
-CF_PARAMS = ("factors", "loss", "epochs", "seed")
-
-
 def fit_cf_model(
     interactions: Interactions,
     held_out: Any,

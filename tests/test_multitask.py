@@ -358,6 +358,11 @@ def test_contrastive_and_loss_confidence_runs(collab):
     m = train_multitask(mt_config(collab, confidence="loss", output=str(collab / "m")), log=None)
     w = m.data.weight
     assert w.max() <= 5.0 and (w[m.data.items.has_vector] > 0).all()
+    # items missing from the labels file (every ninth) train the CF head only
+    items = m.data.items
+    unlabelled = np.flatnonzero((items.part == TRAIN) & ~items.labelled)
+    assert len(unlabelled) > 0 and np.isin(unlabelled, m.data.train_rows).all()
+    assert m.result["n_train_images"] > m.result["n_train_labelled"]
     # both runs share the split: their test items pair up
     assert np.array_equal(
         load_scores(collab / "c" / "test_scores.npz")[0],
