@@ -12,8 +12,9 @@ Two numbers bound any factorization kernel on this machine:
   locks). Measured with tables that fit in cache (MovieLens-1M's 6,040 × 3,706 rows) and
   tables that do not (200,000 × 100,000 rows, the 16 M synthetic shape), each without and
   with software prefetch: the rows of the sample ``PREFETCH_DISTANCE`` steps ahead are
-  requested early (``llvm.prefetch``; where that intrinsic cannot be built, a "look-ahead
-  touch" that loads one float of each of their cache lines).
+  requested early by the kernels' own helper (:mod:`cfcore._kernels.prefetch`,
+  ``llvm.prefetch``; where that intrinsic cannot be built it does nothing and the record's
+  ``prefetch`` says ``none``).
 
 The same loop over DRAM-sized tables with the samples sorted by user ("grouped", the order of
 collabfeat's factorizer) is reported beside it: it is not the ceiling, it shows what the order
@@ -30,61 +31,11 @@ import numba
 import numpy as np
 from numba import prange
 
+from cfcore._kernels.prefetch import PREFETCH_KIND, prefetch_row
+
 PREFETCH_DISTANCE = 8
 CACHE_SHAPE = (6040, 3706)
 DRAM_SHAPE = (200_000, 100_000)
-
-
-def _build_prefetch():
-    """An ``llvm.prefetch`` intrinsic for ``(array2d, row)``; None when it cannot be built."""
-    try:
-        from llvmlite import ir
-        from numba.core import cgutils
-        from numba.extending import intrinsic
-
-        @intrinsic
-        def prefetch_row(typingctx, arr, row):
-            sig = numba.types.void(arr, row)
-
-            def codegen(context, builder, signature, args):
-                aryty = signature.args[0]
-                ary = context.make_array(aryty)(context, builder, args[0])
-                zero = context.get_constant(numba.types.intp, 0)
-                rowv = context.cast(builder, args[1], signature.args[1], numba.types.intp)
-                ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [rowv, zero])
-                i8p = ir.IntType(8).as_pointer()
-                i32 = ir.IntType(32)
-                fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-                fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-                base = builder.bitcast(ptr, i8p)
-                ncols = context.cast(
-                    builder, builder.extract_value(ary.shape, 1), numba.types.intp, numba.types.intp
-                )
-                row_bytes = builder.mul(ncols, context.get_constant(numba.types.intp, 4))
-                # one prefetch per 64-byte line of the row (rows of up to 512 floats)
-                for line in range(32):
-                    off = context.get_constant(numba.types.intp, 64 * line)
-                    inside = builder.icmp_signed("<", off, row_bytes)
-                    with builder.if_then(inside):
-                        addr = builder.gep(base, [off])
-                        builder.call(fn, [addr, i32(0), i32(3), i32(1)])
-                return context.get_dummy_value()
-
-            return sig, codegen
-
-        @numba.njit
-        def _probe(a):
-            prefetch_row(a, 0)
-            return a[0, 0]
-
-        _probe(np.zeros((2, 16), dtype=np.float32))
-        return prefetch_row
-    except Exception:  # noqa: BLE001 - any failure means "use the look-ahead touch"
-        return None
-
-
-_PREFETCH = _build_prefetch()
-PREFETCH_KIND = "llvm.prefetch" if _PREFETCH is not None else "look-ahead touch"
 
 
 @numba.njit(parallel=True, cache=True)
@@ -123,45 +74,18 @@ def _bare_sgd(X, Y, users, items, lr, reg, n_chunks):
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _bare_sgd_touch(X, Y, users, items, lr, reg, n_chunks, distance):
-    """As :func:`_bare_sgd`, loading one float per cache line of the rows ``distance`` ahead."""
+def _bare_sgd_prefetch(X, Y, users, items, lr, reg, n_chunks, distance):
+    """As :func:`_bare_sgd`, prefetching the rows of the sample ``distance`` steps ahead."""
     n = users.shape[0]
-    k = X.shape[1]
-    sink = np.zeros(n_chunks, dtype=np.float32)
     for t in prange(n_chunks):
         lo = t * n // n_chunks
         hi = (t + 1) * n // n_chunks
-        acc = np.float32(0.0)
         for s in range(lo, hi):
             ahead = s + distance
             if ahead < hi:
-                ua = users[ahead]
-                ia = items[ahead]
-                for f in range(0, k, 16):
-                    acc += X[ua, f] + Y[ia, f]
+                prefetch_row(X, users[ahead])
+                prefetch_row(Y, items[ahead])
             _step(X, Y, users[s], items[s], lr, reg)
-        sink[t] = acc
-    return sink.sum()
-
-
-if _PREFETCH is not None:
-    _pf = _PREFETCH
-
-    @numba.njit(parallel=True, fastmath=True)
-    def _bare_sgd_prefetch(X, Y, users, items, lr, reg, n_chunks, distance):
-        n = users.shape[0]
-        for t in prange(n_chunks):
-            lo = t * n // n_chunks
-            hi = (t + 1) * n // n_chunks
-            for s in range(lo, hi):
-                ahead = s + distance
-                if ahead < hi:
-                    _pf(X, users[ahead])
-                    _pf(Y, items[ahead])
-                _step(X, Y, users[s], items[s], lr, reg)
-        return np.float32(0.0)
-else:  # pragma: no cover - depends on the LLVM build
-    _bare_sgd_prefetch = _bare_sgd_touch
 
 
 def _best(fn, repeats: int) -> float:

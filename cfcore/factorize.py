@@ -22,27 +22,33 @@ uniformly random entries (``order="random"``), and 4× the speed once the tables
 >>> train, test = holdout_split(load_movielens("ml-100k"), 0.2, seed=0)
 >>> model = Factorizer(factors=64, loss="bpr", epochs=30).fit(train, validation=test)
 >>> model.history_[-1]["auc"]     # held-out AUC vs uniform unobserved items
+>>> model.effective_params_      # every default resolved: what the fit ran with
 >>> ids, scores = model.recommend([0, 1], train.user_items[[0, 1]], N=10)
 >>> model.save("model.npz")
+
+Parameters are resolved once per fit: :meth:`Factorizer.fit` validates the constructor's
+parameters and replaces every ``None`` by the loss's default into one
+:class:`EffectiveParams` (``effective_params_``, saved in the model file beside the
+constructor's own), from which the kernels' hyper-parameter bundle is built.
 
 Parallelism: ``threads`` workers update the shared tables without locks (Hogwild, Niu et al.
 2011). Work is cut into a fixed number of blocks of users that does not depend on ``threads``;
 with ``threads=1`` one worker runs them in order and a seed reproduces the model bit for bit;
-with more threads only the interleaving of item-row updates differs. Fits always use the
-``parallel=True`` build of the kernels, also for one thread: Numba compiles the serial build
-of the same loop about 1.5–2× slower for the pairwise losses (ML-1M-sized data, one thread:
-BPR 6.5 vs 9.2, WARP 2.3 vs 5.2 M updates/s).
+with more threads only the interleaving of item-row updates differs. The kernels have one
+(``parallel=True``) build, also used on one thread: Numba compiles the serial form of the
+same loop about 1.5–2× slower for the pairwise losses (ML-1M-sized data, one thread: BPR 6.5
+vs 9.2, WARP 2.3 vs 5.2 M updates/s).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -50,12 +56,13 @@ from cfcore._kernels import sgd
 from cfcore.errors import DivergenceError, InputError
 from cfcore.interactions import Interactions, binarize
 from cfcore.model import FactorModel
+from cfcore.sampling import check_neg_ratio, check_neg_weighting, renamed_arguments
+from cfcore.threads import numba_threads, resolve_threads
 
 LOSSES = tuple(sgd.LOSS_CODES)
 SCHEDULES = ("constant", "linear", "inverse-sqrt")
-ORDERS = ("grouped", "random")
+ORDERS = sgd.ORDERS
 OPTIMIZERS = ("sgd", "adagrad")
-WEIGHTINGS = ("popularity", "log-popularity", "uniform")
 
 #: Learning rates that work on MovieLens-sized data at the default initialisation (``lr=None``)
 #: with the loss's default optimizer (AdaGrad for ``warp``, plain SGD for the others).
@@ -107,6 +114,80 @@ def _integer(value: Any, name: str, low: int) -> int:
     return int(value)
 
 
+@dataclasses.dataclass(frozen=True)
+class EffectiveParams:
+    """The parameters a fit runs with: the constructor's, validated, each ``None`` resolved to
+    the loss's default (see :class:`Factorizer` for each one's meaning).
+
+    Built once by :meth:`Factorizer.fit` (and :meth:`Factorizer.fold_in`); the kernels'
+    hyper-parameter bundle (:class:`cfcore._kernels.sgd.Hyper`) is built from it, and it is
+    saved in the model file as ``effective_params`` beside the constructor's ``params``.
+    ``max_norm`` is ``None`` when rows are unconstrained; ``threads`` is the number of
+    threads used (``threads=0`` resolved to the cores, a larger request clamped).
+    """
+
+    factors: int
+    loss: str
+    epochs: int
+    learning_rate: float
+    regularization: float
+    bias_regularization: float
+    neg_ratio: float
+    neg_weighting: str
+    resample_negatives: bool
+    use_biases: bool
+    schedule: str
+    order: str
+    optimizer: str
+    max_sampled: int
+    margin: float
+    max_norm: float | None
+    init_scale: float
+    threads: int
+    seed: int
+
+    @property
+    def loss_code(self) -> int:
+        """The kernels' code of :attr:`loss`."""
+        return sgd.LOSS_CODES[self.loss]
+
+    @property
+    def adagrad(self) -> bool:
+        return self.optimizer == "adagrad"
+
+    def lr_at(self, epoch: int, epochs: int) -> float:
+        """The step ``η_e`` of epoch ``epoch`` (0-based) of ``epochs`` under :attr:`schedule`."""
+        lr = self.learning_rate
+        if self.schedule == "linear":
+            return lr * max(1.0 - epoch / max(epochs, 1), 1.0 / max(epochs, 1))
+        if self.schedule == "inverse-sqrt":
+            return lr / math.sqrt(1.0 + epoch)
+        return lr
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EffectiveParams | None:
+        """From :meth:`as_dict` (a model file's header); ``None`` when fields are missing."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(values, dict) or not all(n in values for n in names):
+            return None
+        return cls(**{n: values[n] for n in names})
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InputError(f"{name}: expected one of {choices}, got {value!r}")
+    return value
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
 class Factorizer(FactorModel):
     """Implicit-feedback matrix factorization by Hogwild SGD with sampled negatives.
 
@@ -126,9 +207,10 @@ class Factorizer(FactorModel):
         λ_b on the biases (default: ``regularization``).
     neg_ratio : float, default 2.0
         Sampled negatives per positive, per user (Fang: 2).
-    neg_weight : {"log-popularity", "popularity", "uniform"}, optional
+    neg_weighting : {"log-popularity", "popularity", "uniform"}, optional
         Negative sampling weight ``w(p_i)`` of item popularity (Fang eq. 1–2, "in practice"
-        the logarithm). Default (``None``): ``"log-popularity"`` (Fang), except for ``warp``,
+        the logarithm; :func:`cfcore.sampling.check_neg_weighting` — also
+        ``"log_popularity"``). Default (``None``): ``"log-popularity"`` (Fang), except for ``warp``,
         whose candidates are drawn ``"uniform"``-ly from the catalogue as in LightFM, the
         draw its rank estimate ``⌊(N−1)/n⌋`` assumes (ml-100k, 64 factors, 20 epochs: AUC
         0.938 uniform, 0.930 log-popularity, 0.855 popularity).
@@ -180,11 +262,14 @@ class Factorizer(FactorModel):
         Factors start as ``N(0, init_scale² / √factors)`` — i.e. std ``init_scale / factors**0.25``
         — so that initial scores have std ``init_scale`` whatever ``factors``; biases start at 0.
     threads : int, default 0
-        Worker threads (0 = all cores Numba sees).
+        Worker threads (0 = all cores Numba sees; more than that are clamped, with a
+        :class:`cfcore.threads.ThreadsWarning`).
     seed : int, default 0
         Seeds the initialisation, the user order, the per-block streams and the negatives.
     progress : bool, default True
         Show a tqdm bar with the running loss.
+    **deprecated
+        ``neg_weight``: the old name of ``neg_weighting`` (``DeprecationWarning``).
 
     Attributes
     ----------
@@ -192,9 +277,15 @@ class Factorizer(FactorModel):
     user_bias_, item_bias_ : ndarray of float32 or None
     user_ids_, item_ids_ : ndarray — raw ids when fit on an Interactions, else ``arange``
     item_popularity_ : ndarray of int64 — training viewers per item (used by :meth:`fold_in`)
+    effective_params_ : EffectiveParams — the parameters the fit ran with (every default
+        resolved; saved in the model file as ``effective_params``)
     history_ : list of dict — per epoch: ``epoch``, ``loss`` (mean per update), ``lr``,
-        ``updates``, ``seconds``, and with validation ``rmse``, ``pr``, ``auc``.
+        ``updates``, ``seconds``, and with validation ``rmse``, ``sampled_pr``, ``auc``
+        (see :meth:`fit`).
     """
+
+    #: Constructor parameters under an older name (read from older model files too).
+    _renamed_params = {"neg_weight": "neg_weighting"}
 
     def __init__(
         self,
@@ -205,7 +296,7 @@ class Factorizer(FactorModel):
         regularization: float = 0.01,
         bias_regularization: float | None = None,
         neg_ratio: float = 2.0,
-        neg_weight: str | None = None,
+        neg_weighting: str | None = None,
         resample_negatives: bool | None = None,
         use_biases: bool = False,
         schedule: str | None = None,
@@ -218,6 +309,7 @@ class Factorizer(FactorModel):
         threads: int = 0,
         seed: int = 0,
         progress: bool = True,
+        **deprecated: Any,
     ) -> None:
         self.factors = factors
         self.loss = loss
@@ -226,7 +318,7 @@ class Factorizer(FactorModel):
         self.regularization = regularization
         self.bias_regularization = bias_regularization
         self.neg_ratio = neg_ratio
-        self.neg_weight = neg_weight
+        self.neg_weighting = neg_weighting
         self.resample_negatives = resample_negatives
         self.use_biases = use_biases
         self.schedule = schedule
@@ -239,83 +331,98 @@ class Factorizer(FactorModel):
         self.threads = threads
         self.seed = seed
         self.progress = progress
+        for name, value in renamed_arguments(
+            deprecated, "Factorizer", self._renamed_params
+        ).items():
+            setattr(self, name, value)
 
     # ------------------------------------------------------------------ parameters
-    def _checked_params(self) -> dict[str, Any]:
-        """Validate the constructor parameters (at fit time, as scikit-learn does)."""
-        if self.loss not in LOSSES:
-            raise InputError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
-        if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise InputError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
-        if self.order not in ORDERS:
-            raise InputError(f"order: expected one of {ORDERS}, got {self.order!r}")
-        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            raise InputError(f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.neg_weight is not None and self.neg_weight not in WEIGHTINGS:
-            raise InputError(f"neg_weight: expected one of {WEIGHTINGS}, got {self.neg_weight!r}")
-        lr = self.learning_rate
-        if lr is None:
-            lr = self._plain_sgd_warp("learning_rate", DEFAULT_LEARNING_RATES[self.loss])
+    def _resolve(self) -> EffectiveParams:
+        """Validate the constructor parameters (at fit time, as scikit-learn does) and resolve
+        every default; the one place that knows the loss-specific defaults."""
+        loss = _choice(self.loss, "loss", LOSSES)
+        optimizer = self.optimizer
+        if optimizer is None:
+            optimizer = "adagrad" if loss == "warp" else "sgd"
+        optimizer = _choice(optimizer, "optimizer", OPTIMIZERS)
+        # WARP with plain SGD steps needs its own learning rate, annealing and norm bound.
+        plain_warp = PLAIN_SGD_WARP if loss == "warp" and optimizer == "sgd" else {}
+        if self.learning_rate is None:
+            lr = plain_warp.get("learning_rate", DEFAULT_LEARNING_RATES[loss])
         else:
-            lr = _positive_number(lr, "learning_rate")
-        reg = _positive_number(self.regularization, "regularization", allow_zero=True)
-        breg = (
-            reg
-            if self.bias_regularization is None
-            else _positive_number(self.bias_regularization, "bias_regularization", allow_zero=True)
-        )
-        return {
-            "factors": _integer(self.factors, "factors", 1),
-            "epochs": _integer(self.epochs, "epochs", 0),
-            "lr": lr,
-            "reg": reg,
-            "reg_bias": breg,
-            "neg_ratio": _positive_number(self.neg_ratio, "neg_ratio"),
-            "max_sampled": _integer(self.max_sampled, "max_sampled", 1),
-            "margin": _positive_number(self.margin, "margin", allow_zero=True),
-            "max_norm": self._max_norm(),
-            "init_scale": _positive_number(self.init_scale, "init_scale"),
-            "threads": _integer(self.threads, "threads", 0),
-            "seed": _integer(self.seed, "seed", 0),
-        }
-
-    def _adagrad(self) -> bool:
-        """Whether row-wise AdaGrad is in force (``optimizer`` or the loss's default)."""
-        return (self.optimizer or ("adagrad" if self.loss == "warp" else "sgd")) == "adagrad"
-
-    def _plain_sgd_warp(self, name: str, default: Any) -> Any:
-        """``PLAIN_SGD_WARP[name]`` for WARP with ``optimizer="sgd"``, else ``default``."""
-        return PLAIN_SGD_WARP[name] if self.loss == "warp" and not self._adagrad() else default
-
-    def _accumulators(self, n_rows: int) -> np.ndarray:
-        """AdaGrad's per-row ``G`` (starting at 1), or a dummy when it is off."""
-        return np.ones(n_rows if self._adagrad() else 1, dtype=np.float32)
-
-    def _weighting(self) -> str:
-        """The negative weighting in force (``neg_weight`` or the loss's default)."""
-        if self.neg_weight is None:
-            return "uniform" if self.loss == "warp" else "log-popularity"
-        return self.neg_weight
-
-    def _max_norm(self) -> float:
-        """The row-norm bound (``inf`` = unconstrained)."""
-        if self.max_norm is None:
-            return self._plain_sgd_warp("max_norm", math.inf)
-        if (
-            isinstance(self.max_norm, bool)
-            or not isinstance(self.max_norm, numbers.Real)
-            or not (self.max_norm > 0)
+            lr = _positive_number(self.learning_rate, "learning_rate")
+        schedule = self.schedule
+        if schedule is None:
+            schedule = plain_warp.get("schedule", "constant")
+        max_norm = self.max_norm
+        if max_norm is None:
+            max_norm = plain_warp.get("max_norm")
+        elif (
+            isinstance(max_norm, bool)
+            or not isinstance(max_norm, numbers.Real)
+            or not (0 < max_norm < math.inf)
         ):
-            raise InputError(f"max_norm: expected a number > 0 (or None), got {self.max_norm!r}")
-        return float(self.max_norm)
+            raise InputError(f"max_norm: expected a number > 0 (or None), got {max_norm!r}")
+        if self.neg_weighting is None:
+            # WARP's rank estimate assumes uniform catalogue draws, as LightFM makes them.
+            weighting = "uniform" if loss == "warp" else "log-popularity"
+        else:
+            weighting = check_neg_weighting(self.neg_weighting)
+        resample = self.resample_negatives
+        if resample is None:
+            # Fang samples once; the other pointwise/pairwise losses overfit a fixed draw.
+            resample = loss not in ("squared", "warp")
+        reg = _positive_number(self.regularization, "regularization", allow_zero=True)
+        breg = self.bias_regularization
+        breg = reg if breg is None else _positive_number(breg, "bias_regularization", True)
+        return EffectiveParams(
+            factors=_integer(self.factors, "factors", 1),
+            loss=loss,
+            epochs=_integer(self.epochs, "epochs", 0),
+            learning_rate=lr,
+            regularization=reg,
+            bias_regularization=breg,
+            neg_ratio=check_neg_ratio(self.neg_ratio),
+            neg_weighting=weighting,
+            resample_negatives=_flag(resample, "resample_negatives"),
+            use_biases=_flag(self.use_biases, "use_biases"),
+            schedule=_choice(schedule, "schedule", SCHEDULES),
+            order=_choice(self.order, "order", ORDERS),
+            optimizer=optimizer,
+            max_sampled=_integer(self.max_sampled, "max_sampled", 1),
+            margin=_positive_number(self.margin, "margin", allow_zero=True),
+            max_norm=None if max_norm is None else float(max_norm),
+            init_scale=_positive_number(self.init_scale, "init_scale"),
+            threads=resolve_threads(self.threads, stacklevel=4),
+            seed=_integer(self.seed, "seed", 0),
+        )
 
-    def _lr_at(self, lr: float, epoch: int, epochs: int) -> float:
-        schedule = self.schedule or self._plain_sgd_warp("schedule", "constant")
-        if schedule == "linear":
-            return lr * max(1.0 - epoch / max(epochs, 1), 1.0 / max(epochs, 1))
-        if schedule == "inverse-sqrt":
-            return lr / math.sqrt(1.0 + epoch)
-        return lr
+    def _hyper(self, p: EffectiveParams, n_items: int) -> sgd.Hyper:
+        """The kernels' hyper-parameters (``lr`` is set per epoch): λ, λ_b, WARP's margin,
+        rank weights and candidate table — an alias table over the sampler's item weights
+        ``w(p_i)`` (a one-slot table — uniform over the catalogue — for ``uniform`` weights
+        and for the other losses)."""
+        from cfcore._kernels.sampling import build_alias
+        from cfcore.sampling import item_weights
+
+        table: dict[str, np.ndarray] = {}
+        if p.loss == "warp" and p.neg_weighting != "uniform":
+            popularity = getattr(self, "item_popularity_", None)
+            if popularity is None:
+                popularity = np.ones(n_items, dtype=np.int64)
+            w = item_weights(popularity, p.neg_weighting)
+            prob, alias = np.empty(n_items, np.float64), np.empty(n_items, np.int32)
+            if build_alias(w, prob, alias) <= 0:
+                raise InputError(f"neg_weighting={p.neg_weighting!r}: every item has weight 0")
+            table = {"alias_prob": prob, "alias_idx": alias}
+        return sgd.Hyper.of(
+            lr=p.learning_rate,
+            reg=p.regularization,
+            reg_bias=p.bias_regularization,
+            margin=p.margin,
+            warp_weights=sgd.warp_weights(n_items, p.max_sampled),
+            **table,
+        )
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -331,11 +438,14 @@ class Factorizer(FactorModel):
         user_items : scipy.sparse matrix (n_users, n_items) or Interactions
             Training positives (any stored non-zero is a positive).
         validation : scipy.sparse matrix or Interactions, same shape, optional
-            Held-out positives. After every epoch ``history_`` records ``rmse`` (targets 1 on
-            these positives and 0 on ``neg_ratio`` × as many negatives sampled once like the
-            training ones, training items excluded), ``pr`` (Fang's PR on the same pairs) and
-            ``auc`` (per-user AUC against uniform unobserved items, training items excluded;
-            at most :data:`VALIDATION_USERS` users).
+            Held-out positives. After every epoch ``history_`` records, on Fang et al.'s
+            validation set — these positives (target 1) and ``neg_ratio`` × as many negatives
+            sampled once like the training ones (target 0), training items excluded —
+            ``rmse`` and ``sampled_pr`` (Fang's PR: the fraction of mis-ordered
+            (positive, sampled negative) pairs per user, averaged), and ``auc`` (per-user AUC
+            against *uniform unobserved* items, training items excluded, at most
+            :data:`VALIDATION_USERS` users; ``1 − auc`` is the ``pr`` that ``cfcore evaluate``
+            reports).
         callback : callable, optional
             ``callback(epoch, model, metrics)`` after every epoch; returning ``False`` stops.
 
@@ -350,7 +460,7 @@ class Factorizer(FactorModel):
         DivergenceError
             The loss or a factor became NaN/inf or exploded.
         """
-        p = self._checked_params()
+        p = self._resolve()
         train, user_ids, item_ids = _as_matrix(user_items, "user_items")
         n_users, n_items = train.shape
         if train.nnz == 0:
@@ -367,99 +477,67 @@ class Factorizer(FactorModel):
                     raise InputError(f"validation: its {name} ids differ from user_items'")
             if val.nnz == 0:
                 raise InputError("validation: has no interactions")
-        threads = p["threads"] or numba.config.NUMBA_NUM_THREADS
-        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-        k, seed = p["factors"], p["seed"]
-        code = sgd.LOSS_CODES[self.loss]
+        k, seed = p.factors, p.seed
 
         # Seeded initialisation (std init_scale / k**0.25 → initial scores have std init_scale).
         rng = np.random.default_rng(seed)
-        std = np.float32(p["init_scale"] / k**0.25)
+        std = np.float32(p.init_scale / k**0.25)
         X = rng.standard_normal((n_users, k), dtype=np.float32) * std
         Y = rng.standard_normal((n_items, k), dtype=np.float32) * std
-        ub = np.zeros(n_users, dtype=np.float32)
-        ib = np.zeros(n_items, dtype=np.float32)
+        tables = sgd.Tables.of(X, Y, adagrad=p.adagrad)
         self.user_factors_, self.item_factors_ = X, Y
-        self.user_bias_ = ub if self.use_biases else None
-        self.item_bias_ = ib if self.use_biases else None
+        self.user_bias_ = tables.user_bias if p.use_biases else None
+        self.item_bias_ = tables.item_bias if p.use_biases else None
         self.user_ids_ = np.arange(n_users) if user_ids is None else user_ids
         self.item_ids_ = np.arange(n_items) if item_ids is None else item_ids
         self.item_popularity_ = np.diff(train.tocsc().indptr).astype(np.int64)
+        self.effective_params_ = p
         self.history_ = []
 
-        pos_indptr = train.indptr.astype(np.int64)
-        pos_indices = train.indices.astype(np.int32)
-        old_threads = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
+        with numba_threads(p.threads):
             if val is not None:
                 val_neg = self._validation_negatives(train, val, p)
 
-            def negatives(epoch: int):
-                return self._negative_arrays(
-                    train, p, threads=threads, epoch=epoch, warn_short=epoch == 0
+            def entries(epoch: int) -> sgd.Entries:
+                negatives = self._negative_arrays(train, p, epoch=epoch, warn_short=epoch == 0)
+                return sgd.Entries.of(
+                    train.indptr, train.indices, *negatives, p.order, p.loss_code in sgd.PAIRWISE
                 )
 
-            neg_indptr, neg_indices = negatives(0)
-            resample = self.resample_negatives
-            if resample is None:
-                resample = code not in (sgd.SQUARED, sgd.WARP)
-            loss_out = np.zeros(N_BLOCKS, dtype=np.float64)
-            count_out = np.zeros(N_BLOCKS, dtype=np.int64)
-            f32 = np.float32
-            consts = self._kernel_constants(p, n_items)
+            data = entries(0)
+            hyper = self._hyper(p, n_items)
             run = sgd.epoch_kernel(
-                code, bool(self.use_biases), True, True, self.order, self._adagrad()
+                loss=p.loss_code, order=p.order, use_bias=p.use_biases, adagrad=p.adagrad
             )
-            user_acc, item_acc = self._accumulators(n_users), self._accumulators(n_items)
-            bar = self._progress(p["epochs"])
-            entries = None
-            for epoch in range(p["epochs"]):
+            bar = self._progress(p.epochs)
+            for epoch in range(p.epochs):
                 t0 = time.perf_counter()
-                if resample and epoch > 0:
-                    neg_indptr, neg_indices = negatives(epoch)
-                    entries = None
-                lr = f32(self._lr_at(p["lr"], epoch, p["epochs"]))
-                if self.order == "grouped":
-                    # User order of this epoch (the blocks are slices of it).
+                if p.resample_negatives and epoch > 0:
+                    data = entries(epoch)
+                hyper = hyper._replace(lr=np.float32(p.lr_at(epoch, p.epochs)))
+                users = None
+                if p.order == "grouped":  # this epoch's user order; the blocks are slices of it
                     users = np.random.default_rng([seed, epoch]).permutation(n_users)
-                    work: tuple[Any, ...] = (users.astype(np.int32),)
-                else:
-                    if entries is None:
-                        entries = _entry_arrays(
-                            pos_indptr, pos_indices, neg_indptr, neg_indices, code in sgd.PAIRWISE
-                        )
-                    work = (len(entries[0]), *entries)
-                run(
-                    *work,
-                    pos_indptr,
-                    pos_indices,
-                    neg_indptr,
-                    neg_indices,
-                    X,
-                    Y,
-                    ub,
-                    ib,
-                    user_acc,
-                    item_acc,
-                    lr,
-                    *consts,
-                    seed,
-                    epoch,
-                    loss_out,
-                    count_out,
+                    users = users.astype(np.int32)
+                counters = sgd.Epoch.of(
+                    seed=seed,
+                    epoch=epoch,
+                    n_blocks=N_BLOCKS,
+                    users=users,
+                    n_draws=len(data.entry_user),
                 )
-                updates = int(count_out.sum())
-                mean_loss = float(loss_out.sum() / max(updates, 1))
+                run(tables, data, hyper, counters)
+                updates = int(counters.count_out.sum())
+                mean_loss = float(counters.loss_out.sum() / max(updates, 1))
                 # Before the projection, which would hide rows that blew up in the epoch.
-                self._check_divergence(epoch, mean_loss, float(lr), p["reg"])
-                _project_rows(X, p["max_norm"])
-                _project_rows(Y, p["max_norm"])
+                self._check_divergence(epoch, mean_loss, p, float(hyper.lr))
+                _project_rows(X, p.max_norm)
+                _project_rows(Y, p.max_norm)
                 seconds = time.perf_counter() - t0
                 record: dict[str, Any] = {
                     "epoch": epoch + 1,
                     "loss": mean_loss,
-                    "lr": float(lr),
+                    "lr": float(hyper.lr),
                     "updates": updates,
                     "seconds": seconds,
                 }
@@ -479,49 +557,23 @@ class Factorizer(FactorModel):
                     break
             if bar is not None:
                 bar.close()
-        finally:
-            numba.set_num_threads(old_threads)
         return self
 
     def _negative_arrays(
-        self, rows: sp.csr_matrix, p: dict[str, Any], **sampling: Any
+        self, rows: sp.csr_matrix, p: EffectiveParams, **sampling: Any
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The sampled negatives of ``rows`` as the kernels take them (int64 indptr, int32
-        indices), drawn with the model's ratio, weighting and seed (``sampling``: the rest of
+        """The sampled negatives of ``rows`` (indptr, indices), drawn with the model's ratio,
+        weighting, seed and threads (``sampling``: the rest of
         :func:`cfcore.sampling.sample_negatives`'s options). WARP draws its candidates from the
         catalogue and gets none."""
         from cfcore.sampling import sample_negatives
 
-        if self.loss == "warp":
+        if p.loss == "warp":
             return np.zeros(rows.shape[0] + 1, np.int64), np.zeros(0, np.int32)
-        ns = sample_negatives(rows, p["neg_ratio"], self._weighting(), seed=p["seed"], **sampling)
-        return ns.indptr.astype(np.int64), ns.indices.astype(np.int32)
-
-    def _kernel_constants(self, p: dict[str, Any], n_items: int) -> tuple:
-        """The epoch kernels' arguments after ``lr``: float32 ``reg``, ``reg_bias``,
-        ``margin`` and WARP's rank weights and candidate table."""
-        f32 = np.float32
-        tables = self._warp_tables(n_items, p["max_sampled"])
-        return (f32(p["reg"]), f32(p["reg_bias"]), f32(p["margin"]), *tables)
-
-    def _warp_tables(self, n_items: int, max_sampled: int):
-        """``(weights, alias_prob, alias_idx)``: WARP's rank weights and its candidate table,
-        an alias table over the sampler's item weights ``w(p_i)`` (a one-slot table — uniform
-        over the catalogue — for ``uniform`` weights and for the other losses)."""
-        from cfcore._kernels.sampling import build_alias
-        from cfcore.sampling import item_weights
-
-        weights = sgd.warp_weights(n_items, max_sampled)
-        if self.loss != "warp" or self._weighting() == "uniform":
-            return weights, np.ones(1, np.float64), np.zeros(1, np.int32)
-        popularity = getattr(self, "item_popularity_", None)
-        if popularity is None:
-            popularity = np.ones(n_items, dtype=np.int64)
-        w = item_weights(popularity, self._weighting())
-        prob, alias = np.empty(n_items, np.float64), np.empty(n_items, np.int32)
-        if build_alias(w, prob, alias) <= 0:
-            raise InputError(f"neg_weight={self._weighting()!r}: every item has weight 0")
-        return weights, prob, alias
+        ns = sample_negatives(
+            rows, p.neg_ratio, p.neg_weighting, seed=p.seed, threads=p.threads, **sampling
+        )
+        return ns.indptr, ns.indices
 
     def _progress(self, total: int):
         if not self.progress:
@@ -530,22 +582,23 @@ class Factorizer(FactorModel):
 
         return tqdm(total=total, desc=f"factorize ({self.loss})", unit="epoch", leave=False)
 
-    def _check_divergence(self, epoch: int, mean_loss: float, lr: float, reg: float) -> None:
+    def _check_divergence(self, epoch: int, mean_loss: float, p: EffectiveParams, lr: float):
         X, Y = self.user_factors_, self.item_factors_
         extremes = [float(X.max()), float(X.min()), float(Y.max()), float(Y.min())]
-        if self.use_biases:
+        if p.use_biases:
             extremes += [float(np.abs(self.item_bias_).max()), float(np.abs(self.user_bias_).max())]
         biggest = max(abs(v) for v in extremes)
         if not math.isfinite(mean_loss) or not math.isfinite(biggest) or biggest > MAX_ABS_FACTOR:
             raise DivergenceError(
                 f"training diverged in epoch {epoch + 1} (mean loss {mean_loss:.4g}, largest "
-                f"|factor| {biggest:.4g}): lower learning_rate (now {lr:g}) or raise "
-                f"regularization (now {reg:g})"
+                f"|factor| {biggest:.4g})",
+                learning_rate=lr,
+                regularization=p.regularization,
             )
 
     # ------------------------------------------------------------------ validation
     def _validation_negatives(
-        self, train: sp.csr_matrix, val: sp.csr_matrix, p: dict[str, Any]
+        self, train: sp.csr_matrix, val: sp.csr_matrix, p: EffectiveParams
     ) -> sp.csr_matrix:
         """``neg_ratio`` negatives per held-out positive, drawn like the training negatives
         (same weighting, training popularity), never a training or held-out positive."""
@@ -553,10 +606,10 @@ class Factorizer(FactorModel):
 
         ns = sample_negatives(
             val,
-            p["neg_ratio"],
-            self._weighting(),
-            seed=p["seed"],
-            threads=0,
+            p.neg_ratio,
+            p.neg_weighting,
+            seed=p.seed,
+            threads=p.threads,
             popularity=self.item_popularity_,
             epoch=2**31 - 1,
             warn_short=False,
@@ -569,6 +622,8 @@ class Factorizer(FactorModel):
     def _validate(
         self, train: sp.csr_matrix, val: sp.csr_matrix, val_neg: sp.csr_matrix, seed: int
     ) -> dict[str, float]:
+        """``rmse`` and ``sampled_pr`` on the held-out positives and sampled negatives (Fang's
+        validation), ``auc`` against uniform unobserved items (see :meth:`fit`)."""
         from cfcore.metrics import pairwise_ranking, rmse
 
         pos, neg = val.tocoo(), val_neg.tocoo()
@@ -577,7 +632,7 @@ class Factorizer(FactorModel):
         truth = np.concatenate([np.ones(pos.nnz), np.zeros(neg.nnz)])
         out = {"rmse": rmse(truth, self.predict(users, items))}
         score = self.scorer()
-        out["pr"] = pairwise_ranking(score, val, negatives=val_neg)["pr"]
+        out["sampled_pr"] = pairwise_ranking(score, val, negatives=val_neg)["pr"]
         candidates = np.flatnonzero(np.diff(val.indptr) > 0)
         if len(candidates) > VALIDATION_USERS:
             candidates = np.sort(
@@ -594,7 +649,8 @@ class Factorizer(FactorModel):
         over each new user's positives and freshly sampled negatives (same ``neg_ratio`` and
         weighting, training popularity), updating only the new user rows (and user biases) —
         the same kernel as :meth:`fit` with item learning switched off. Deterministic for a
-        given ``seed``.
+        given ``seed``, whatever the number of threads (each new user's row is written by its
+        own block only, item rows are read-only).
 
         Parameters
         ----------
@@ -606,64 +662,42 @@ class Factorizer(FactorModel):
         """
 
         self._check_fitted()
-        p = self._checked_params()
+        p = self._resolve()
         rows, _, _ = _as_matrix(user_items_rows, "user_items_rows")
         if rows.shape[1] != self.n_items:
             raise InputError(
                 f"user_items_rows: has {rows.shape[1]} columns, the model has {self.n_items} items"
             )
-        epochs = p["epochs"] if epochs is None else _integer(epochs, "epochs", 0)
+        epochs = p.epochs if epochs is None else _integer(epochs, "epochs", 0)
         n_new, k = rows.shape[0], self.item_factors_.shape[1]
-        rng = np.random.default_rng([p["seed"], 1])
-        X = rng.standard_normal((n_new, k), dtype=np.float32) * np.float32(
-            p["init_scale"] / k**0.25
-        )
+        rng = np.random.default_rng([p.seed, 1])
+        X = rng.standard_normal((n_new, k), dtype=np.float32) * np.float32(p.init_scale / k**0.25)
         if rows.nnz == 0 or n_new == 0:
             return X
         popularity = getattr(self, "item_popularity_", None)
-        if popularity is None or self._weighting() == "uniform":
+        if popularity is None or p.neg_weighting == "uniform":
             popularity = np.ones(self.n_items, dtype=np.int64)
-        code = sgd.LOSS_CODES[self.loss]
-        neg_indptr, neg_indices = self._negative_arrays(
-            rows, p, threads=1, popularity=popularity, warn_short=False
+        tables = sgd.Tables.of(X, self.item_factors_, item_bias=self.item_bias_, adagrad=p.adagrad)
+        run = sgd.epoch_kernel(
+            loss=p.loss_code, use_bias=p.use_biases, learn_items=False, adagrad=p.adagrad
         )
-        Y = self.item_factors_
-        ub = np.zeros(n_new, dtype=np.float32)
-        ib = self.item_bias_ if self.item_bias_ is not None else np.zeros(self.n_items, np.float32)
-        loss_out = np.zeros(min(N_BLOCKS, n_new), dtype=np.float64)
-        count_out = np.zeros_like(loss_out, dtype=np.int64)
-        f32 = np.float32
-        # Parallel build (see the module docstring); each new user's row is written by its own
-        # block only and item rows are read-only, so the result does not depend on the threads.
-        run = sgd.epoch_kernel(code, bool(self.use_biases), False, True, "grouped", self._adagrad())
-        user_acc, item_acc = self._accumulators(n_new), self._accumulators(1)
-        consts = self._kernel_constants(p, self.n_items)
-        pos_indptr, pos_indices = rows.indptr.astype(np.int64), rows.indices.astype(np.int32)
-        for epoch in range(epochs):
-            users = np.random.default_rng([p["seed"], epoch, 1]).permutation(n_new).astype(np.int32)
-            run(
-                users,
-                pos_indptr,
-                pos_indices,
-                neg_indptr,
-                neg_indices,
-                X,
-                Y,
-                ub,
-                ib,
-                user_acc,
-                item_acc,
-                f32(self._lr_at(p["lr"], epoch, epochs)),
-                *consts,
-                p["seed"],
-                epoch,
-                loss_out,
-                count_out,
-            )
-            _project_rows(X, p["max_norm"])
+        hyper = self._hyper(p, self.n_items)
+        with numba_threads(p.threads):
+            negatives = self._negative_arrays(rows, p, popularity=popularity, warn_short=False)
+            data = sgd.Entries.of(rows.indptr, rows.indices, *negatives)
+            for epoch in range(epochs):
+                users = np.random.default_rng([p.seed, epoch, 1]).permutation(n_new)
+                counters = sgd.Epoch.of(
+                    seed=p.seed,
+                    epoch=epoch,
+                    n_blocks=min(N_BLOCKS, n_new),
+                    users=users.astype(np.int32),
+                )
+                run(tables, data, hyper._replace(lr=np.float32(p.lr_at(epoch, epochs))), counters)
+                _project_rows(X, p.max_norm)
         if not np.all(np.isfinite(X)):
             raise DivergenceError(
-                f"fold_in diverged: lower learning_rate (now {p['lr']:g}) or raise regularization"
+                "fold_in diverged", learning_rate=p.learning_rate, regularization=p.regularization
             )
         return X
 
@@ -674,30 +708,20 @@ class Factorizer(FactorModel):
             arrays["item_popularity"] = self.item_popularity_
         return arrays
 
+    def _artifact_meta(self) -> dict[str, Any]:
+        effective = getattr(self, "effective_params_", None)
+        return {} if effective is None else {"effective_params": effective.as_dict()}
+
     def _load_extra(self, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
         self.item_popularity_ = arrays.get("item_popularity")
+        self.effective_params_ = EffectiveParams.from_dict(header.get("effective_params"))
 
 
-def _project_rows(table: np.ndarray, max_norm: float) -> None:
+def _project_rows(table: np.ndarray, max_norm: float | None) -> None:
     """Scale the rows of ``table`` longer than ``max_norm`` back to that norm (in place)."""
-    if not math.isfinite(max_norm):
+    if max_norm is None:
         return
     norms = np.sqrt(np.einsum("ij,ij->i", table, table))
     long = np.flatnonzero(norms > max_norm)
     if len(long):
         table[long] *= (max_norm / norms[long]).astype(np.float32)[:, None]
-
-
-def _entry_arrays(pos_indptr, pos_indices, neg_indptr, neg_indices, pairwise: bool):
-    """Flat (user, item, target) arrays for the random-order drivers."""
-    n_users = len(pos_indptr) - 1
-    users = np.arange(n_users, dtype=np.int32)
-    pu = np.repeat(users, np.diff(pos_indptr))
-    if pairwise:
-        return pu, pos_indices, np.ones(len(pu), dtype=np.float32)
-    nu = np.repeat(users, np.diff(neg_indptr))
-    return (
-        np.concatenate([pu, nu]).astype(np.int32),
-        np.concatenate([pos_indices, neg_indices]).astype(np.int32),
-        np.concatenate([np.ones(len(pu), np.float32), np.zeros(len(nu), np.float32)]),
-    )

@@ -275,8 +275,13 @@ class FactorModel:
             "model": type(self).__name__,
             "params": self.get_params(),
             "history": getattr(self, "history_", []),
+            **self._artifact_meta(),
         }
         return save_artifact(path, ARTIFACT_KIND, self._artifact_arrays(), meta)
+
+    def _artifact_meta(self) -> dict[str, Any]:
+        """Hook for subclasses: more header entries (JSON-serialisable)."""
+        return {}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FactorModel:
@@ -290,6 +295,8 @@ class FactorModel:
         arrays, header = load_artifact(path, ARTIFACT_KIND)
         require_keys(path, arrays, ["user_factors", "item_factors", "user_ids", "item_ids"])
         params = header.get("params", {})
+        renamed = getattr(cls, "_renamed_params", {})
+        params = {renamed.get(k, k): v for k, v in params.items()}
         valid = set(cls._param_names())
         model = cls(**{k: v for k, v in params.items() if k in valid})
         uf = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)

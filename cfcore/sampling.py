@@ -1,19 +1,25 @@
 """Negative sampling for implicit feedback (Fang et al. 2015, Algorithm 1).
 
 Implicit feedback only says what a user *did* view. Fang et al. turn the missing entries
-into negatives by sampling: for each user ``j``, ``n_j = ratio × |positives_j|`` (paper:
-ratio 2) items the user has not viewed, drawn with probability ∝ ``w(p_i)`` where ``p_i`` is
+into negatives by sampling: for each user ``j``, ``n_j = neg_ratio × |positives_j|`` (paper:
+2) items the user has not viewed, drawn with probability ∝ ``w(p_i)`` where ``p_i`` is
 the item's popularity (number of viewers, eq. 1–2) — "in practice we take the logarithm",
 read here as ``w = log(1 + p)``. Those entries then become ``V_ij = 0`` for the factorizer.
 
 >>> from cfcore import load_movielens, sample_negatives
 >>> views = load_movielens("ml-100k")
->>> neg = sample_negatives(views.user_items, ratio=2.0, weighting="log-popularity", seed=0)
+>>> neg = sample_negatives(views.user_items, neg_ratio=2.0, neg_weighting="log-popularity")
 >>> neg.to_csr()            # users × items, float32 ones at the sampled negatives
 >>> neg.save("negatives.npz")
 
 For resampling every epoch pass ``epoch=e``: each (seed, epoch) pair gives fresh,
-reproducible negatives, identical for any number of threads. The kernels live in
+reproducible negatives, identical for any number of threads.
+
+Vocabulary (the same in :class:`cfcore.Factorizer` and on the command line): ``neg_ratio``
+(``--neg-ratio``) is the number of negatives per positive, ``neg_weighting``
+(``--neg-weighting``) the item weight ``w(p_i)``; :func:`check_neg_ratio` and
+:func:`check_neg_weighting` are their one validator each. The old names (``ratio``,
+``weighting``, ``neg_weight``) still work with a ``DeprecationWarning``. The kernels live in
 :mod:`cfcore._kernels.sampling` (alias-table rejection with an Efraimidis–Spirakis fallback;
 see there for the exact distribution and the numerics). Speed, one busy 2-core machine,
 MovieLens-1M shape (1M positives → 2M negatives): ~45–70 M samples per CPU-second per
@@ -22,17 +28,14 @@ thread, so an epoch's resampling costs a fraction of an SGD epoch over the same 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -42,13 +45,17 @@ from cfcore._kernels.sampling import (
     negative_counts,
     pack_alias,
     sample_into,
-    sample_into_serial,
 )
 from cfcore.errors import InputError, ModelFormatError
 from cfcore.io import load_artifact, require_keys, save_artifact
+from cfcore.threads import numba_threads, resolve_threads
 
 ARTIFACT_KIND = "negatives"
+#: The choices of ``neg_weighting`` (``w(p_i) = p_i``, ``log(1 + p_i)``, ``1``).
 WEIGHTINGS = ("popularity", "log-popularity", "uniform")
+
+#: Old argument names → the current ones (accepted with a ``DeprecationWarning``).
+RENAMED = {"ratio": "neg_ratio", "weighting": "neg_weighting", "neg_weight": "neg_weighting"}
 
 
 class NegativeShortfallWarning(UserWarning):
@@ -223,30 +230,55 @@ def _check_int(value: Any, name: str) -> int:
     return value
 
 
-def _check_ratio(ratio: Any) -> float:
-    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
-        raise InputError(f"ratio: expected a positive number, got {ratio!r}")
-    ratio = float(ratio)
-    if not math.isfinite(ratio) or ratio <= 0.0:
-        raise InputError(f"ratio: must be a finite number > 0, got {ratio}")
-    return ratio
+def check_neg_ratio(value: Any, name: str = "neg_ratio") -> float:
+    """``neg_ratio`` as a float: finite and > 0, or :class:`InputError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name}: expected a positive number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0.0:
+        raise InputError(f"{name}: must be a finite number > 0, got {value}")
+    return value
 
 
-def _check_weighting(weighting: Any) -> str:
-    name = str(weighting).strip().lower().replace("_", "-") if isinstance(weighting, str) else None
-    if name not in WEIGHTINGS:
-        raise InputError(f"weighting: expected one of {', '.join(WEIGHTINGS)}; got {weighting!r}")
-    return name
+def check_neg_weighting(value: Any, name: str = "neg_weighting") -> str:
+    """``neg_weighting`` in its canonical spelling (one of :data:`WEIGHTINGS`; case and
+    ``_``/``-`` do not matter: ``"Log_Popularity"`` is ``"log-popularity"``), or
+    :class:`InputError` naming ``name``."""
+    canonical = value.strip().lower().replace("_", "-") if isinstance(value, str) else None
+    if canonical not in WEIGHTINGS:
+        raise InputError(f"{name}: expected one of {', '.join(WEIGHTINGS)}; got {value!r}")
+    return canonical
 
 
-def item_weights(popularity: np.ndarray, weighting: str = "log-popularity") -> np.ndarray:
+def renamed_arguments(
+    given: dict[str, Any], where: str, renamed: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Keyword arguments ``given`` under an old name, under the current one.
+
+    Each old name (:data:`RENAMED`, or ``renamed``) warns once with a ``DeprecationWarning``;
+    any other keyword is a ``TypeError``, as Python would raise for ``where(**given)``.
+    """
+    renamed = RENAMED if renamed is None else renamed
+    out: dict[str, Any] = {}
+    for old, value in given.items():
+        new = renamed.get(old)
+        if new is None:
+            raise TypeError(f"{where}() got an unexpected keyword argument {old!r}")
+        warnings.warn(
+            f"{where}: {old!r} is deprecated, use {new!r}", DeprecationWarning, stacklevel=3
+        )
+        out[new] = value
+    return out
+
+
+def item_weights(popularity: np.ndarray, neg_weighting: str = "log-popularity") -> np.ndarray:
     """Sampling weight of every item (float64), Fang eq. 2 up to normalisation.
 
     Parameters
     ----------
     popularity : ndarray, shape (n_items,)
         ``p_i ≥ 0``, e.g. the number of users who viewed item ``i``.
-    weighting : {"popularity", "log-popularity", "uniform"}
+    neg_weighting : {"popularity", "log-popularity", "uniform"}
         ``w_i = p_i``; ``w_i = log(1 + p_i)`` (Fang: "in practice we take the logarithm");
         ``w_i = 1``. Items with ``w_i = 0`` (popularity 0 under the first two) are never drawn.
 
@@ -254,7 +286,7 @@ def item_weights(popularity: np.ndarray, weighting: str = "log-popularity") -> n
     -------
     ndarray of float64, shape (n_items,)
     """
-    weighting = _check_weighting(weighting)
+    weighting = check_neg_weighting(neg_weighting)
     p = np.asarray(popularity, dtype=np.float64)
     if weighting == "popularity":
         return p.copy()
@@ -277,35 +309,23 @@ def _check_popularity(popularity: Any, n_items: int) -> np.ndarray:
     return p
 
 
-@contextlib.contextmanager
-def _numba_threads(threads: int) -> Iterator[int]:
-    """Run the block with ``threads`` Numba threads (0 = all); restore the previous count."""
-    limit = numba.config.NUMBA_NUM_THREADS
-    n = limit if threads == 0 else min(threads, limit)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        numba.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------------------- public API
 def sample_negatives(
     user_items: sp.spmatrix | Any,
-    ratio: float = 2.0,
-    weighting: str = "log-popularity",
+    neg_ratio: float = 2.0,
+    neg_weighting: str = "log-popularity",
     seed: int = 0,
     threads: int = 0,
     popularity: np.ndarray | None = None,
     *,
     epoch: int = 0,
     warn_short: bool = True,
+    **deprecated: Any,
 ) -> NegativeSample:
     """Draw negatives per user as in Fang et al. (2015), Algorithm 1.
 
     For each user ``j`` with positives ``P_j`` (the stored non-zeros of row ``j``) this draws
-    ``n_j = round(ratio · |P_j|)`` (half up) distinct items from the candidates
+    ``n_j = round(neg_ratio · |P_j|)`` (half up) distinct items from the candidates
     ``C_j = {i ∉ P_j : w_i > 0}`` by successive weighted sampling without replacement: the
     first with ``P(i) = w_i / Σ_{k∈C_j} w_k`` (Fang eq. 2), each next one ∝ ``w`` over the
     candidates not drawn yet. Users with ``|C_j| < n_j`` get all of ``C_j`` and are counted
@@ -315,24 +335,26 @@ def sample_negatives(
     ----------
     user_items : scipy.sparse matrix, shape (n_users, n_items), or Interactions
         Positives; any stored non-zero counts, duplicates count once.
-    ratio : float, default 2.0
-        Negatives per positive (Fang: 2). Must be finite and > 0.
-    weighting : {"log-popularity", "popularity", "uniform"}
-        ``w_i = log(1 + p_i)`` (Fang's "in practice"), ``w_i = p_i`` (eq. 1–2) or ``w_i = 1``.
-        Items with weight 0 — popularity 0 under the first two — are never drawn.
+    neg_ratio : float, default 2.0
+        Negatives per positive (Fang: 2). Must be finite and > 0 (:func:`check_neg_ratio`).
+    neg_weighting : {"log-popularity", "popularity", "uniform"}
+        ``w_i = log(1 + p_i)`` (Fang's "in practice"), ``w_i = p_i`` (eq. 1–2) or ``w_i = 1``
+        (:func:`check_neg_weighting`). Items with weight 0 — popularity 0 under the first
+        two — are never drawn.
     seed : int, default 0
         Non-negative. User ``j`` draws from the stream ``(seed, epoch, j)``, so the result
         does not depend on ``threads``.
     threads : int, default 0
-        Numba threads (0 = all available, more are capped at ``NUMBA_NUM_THREADS``); the
-        previous setting is restored afterwards. 1 runs the serial kernel (no parallel
-        region to start: fastest for small inputs).
+        Numba threads (0 = all cores; more than there are is clamped with a
+        :class:`cfcore.threads.ThreadsWarning`); the previous setting is restored afterwards.
     popularity : ndarray, shape (n_items,), optional
         ``p_i ≥ 0``; default: the column counts of ``user_items`` (number of viewers).
     epoch : int, default 0
         Non-negative; a fresh reproducible draw per epoch for per-epoch resampling.
     warn_short : bool, default True
         Emit a :class:`NegativeShortfallWarning` when some users got fewer than requested.
+    **deprecated
+        ``ratio`` and ``weighting``: the old names of ``neg_ratio`` and ``neg_weighting``.
 
     Returns
     -------
@@ -342,15 +364,18 @@ def sample_negatives(
     Raises
     ------
     InputError
-        Bad ``user_items``, ``ratio``, ``weighting``, ``seed``, ``epoch``, ``threads`` or
-        ``popularity`` (the message names which).
+        Bad ``user_items``, ``neg_ratio``, ``neg_weighting``, ``seed``, ``epoch``,
+        ``threads`` or ``popularity`` (the message names which).
     """
+    old = renamed_arguments(
+        deprecated, "sample_negatives", {"ratio": "neg_ratio", "weighting": "neg_weighting"}
+    )
     positives = _as_positives(user_items)
-    ratio = _check_ratio(ratio)
-    weighting = _check_weighting(weighting)
+    ratio = check_neg_ratio(old.get("neg_ratio", neg_ratio))
+    weighting = check_neg_weighting(old.get("neg_weighting", neg_weighting))
     seed = _check_int(seed, "seed")
     epoch = _check_int(epoch, "epoch")
-    threads = _check_int(threads, "threads")
+    threads = resolve_threads(threads)
     n_users, n_items = positives.shape
     if n_items >= np.iinfo(np.int32).max:
         raise InputError(f"user_items: {n_items} items is more than int32 indices can hold")
@@ -377,10 +402,8 @@ def sample_negatives(
     out_indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(counts, out=out_indptr[1:])
     out_indices = np.empty(int(out_indptr[-1]), dtype=np.int32)
-    with _numba_threads(threads) as n_threads:
-        # One thread: the serial twin, no parallel region to start (same output).
-        kernel = sample_into_serial if n_threads == 1 else sample_into
-        kernel(
+    with numba_threads(threads):
+        sample_into(
             indptr,
             indices,
             weights,
@@ -389,14 +412,14 @@ def sample_negatives(
             epoch,
             out_indptr,
             out_indices,
-            numba.get_num_threads(),
+            threads,
             DEFAULT_SWITCH,
         )
     requested = int(wanted.sum())
     if n_short and warn_short:
         warnings.warn(
             f"{n_short} of {n_users} users have fewer candidate negatives than "
-            f"ratio × positives ({requested - int(out_indptr[-1])} of {requested} negatives "
+            f"neg_ratio × positives ({requested - int(out_indptr[-1])} of {requested} negatives "
             "missing); they got every candidate",
             NegativeShortfallWarning,
             stacklevel=2,

@@ -312,10 +312,10 @@ def test_sample_negatives_command(runner, views, tmp_path):
 
     out1, out2 = tmp_path / "neg1.npz", tmp_path / "neg2.npz"
     r1 = _run(
-        runner, "sample-negatives", views, "-o", out1, "--ratio", 1, "--seed", 5, "--threads", 1
+        runner, "sample-negatives", views, "-o", out1, "--neg-ratio", 1, "--seed", 5, "--threads", 1
     )
     r2 = _run(
-        runner, "sample-negatives", views, "-o", out2, "--ratio", 1, "--seed", 5, "--threads", 2
+        runner, "sample-negatives", views, "-o", out2, "--neg-ratio", 1, "--seed", 5, "--threads", 2
     )
     assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
     neg1, neg2 = NegativeSample.load(out1), NegativeSample.load(out2)
@@ -332,7 +332,7 @@ def test_sample_negatives_reports_shortfall(runner, tmp_path):
     dense = _write_udata(
         tmp_path / "d" / "u.data", [(1, 1, 5), (1, 2, 5), (1, 3, 5), (2, 1, 5), (3, 4, 5)]
     )
-    result = _run(runner, "sample-negatives", dense, "-o", tmp_path / "n.npz", "--ratio", 2)
+    result = _run(runner, "sample-negatives", dense, "-o", tmp_path / "n.npz", "--neg-ratio", 2)
     assert result.exit_code == 0, result.output
     assert "users had fewer candidates than requested" in result.output
 
@@ -344,9 +344,78 @@ def test_sample_negatives_bad_input(runner, views, tmp_path):
     _assert_one_line_error(
         _run(runner, "sample-negatives", bad, "-o", out), "u.data:2: item id 'abc'"
     )
-    _assert_one_line_error(_run(runner, "sample-negatives", views, "-o", out, "--ratio", 0), code=2)
+    _assert_one_line_error(
+        _run(runner, "sample-negatives", views, "-o", out, "--neg-ratio", 0), "--neg-ratio", code=2
+    )
+    _assert_one_line_error(
+        _run(runner, "sample-negatives", views, "-o", out, "--neg-weighting", "zipf"),
+        "--neg-weighting",
+        "expected one of popularity, log-popularity, uniform",
+        code=2,
+    )
     _assert_one_line_error(_run(runner, "sample-negatives", views, "-o", tmp_path), code=2)
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_negative_sampling_options_speak_the_librarys_vocabulary(runner, views, tmp_path):
+    """--neg-ratio/--neg-weighting on both commands, the library's spellings; the old
+    options still work with a note."""
+    from cfcore.sampling import NegativeSample
+
+    new, old = tmp_path / "new.npz", tmp_path / "old.npz"
+    args = ["--seed", 3, "--threads", 1]
+    r_new = _run(
+        runner,
+        "sample-negatives",
+        views,
+        "-o",
+        new,
+        "--neg-ratio",
+        1,
+        "--neg-weighting",
+        "log_popularity",
+        *args,
+    )
+    r_old = _run(
+        runner,
+        "sample-negatives",
+        views,
+        "-o",
+        old,
+        "--ratio",
+        1,
+        "--weighting",
+        "log-popularity",
+        *args,
+    )
+    assert r_new.exit_code == 0 and r_old.exit_code == 0, r_new.output + r_old.output
+    np.testing.assert_array_equal(
+        NegativeSample.load(new).indices, NegativeSample.load(old).indices
+    )
+    assert NegativeSample.load(new).weighting == "log-popularity"
+    assert "note: --ratio is deprecated; use --neg-ratio" in r_old.output
+    assert "deprecated" not in r_new.output
+    model = tmp_path / "m.npz"
+    result = _run(runner, "factorize", views, "-o", model, "--neg-weight", "uniform", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "use --neg-weighting" in result.output
+    from cfcore.factorize import Factorizer
+
+    assert Factorizer.load(model).effective_params_.neg_weighting == "uniform"
+
+
+def test_threads_above_the_cores_are_clamped_with_a_note(runner, views, tmp_path):
+    from cfcore.threads import available_threads
+
+    many = available_threads() + 5
+    for command in ("sample-negatives", "factorize"):
+        result = _run(runner, command, views, "-o", tmp_path / f"{command}.npz", "--threads", many)
+        assert result.exit_code == 0, result.output
+        notes = [line for line in result.output.splitlines() if "more than the" in line]
+        assert notes == [
+            f"note: threads={many} is more than the {available_threads()} core(s) available; "
+            f"using {available_threads()}"
+        ], result.output
 
 
 # ---------------------------------------------------------------------------- factorize
@@ -405,8 +474,9 @@ def test_factorize_validation_prints_epochs(runner, views, tmp_path):
     assert result.exit_code == 0, result.output
     epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
     assert [e.split()[1] for e in epochs] == ["1", "2", "3"]
-    for key in ("rmse", "pr", "auc"):
+    for key in ("rmse", "sampled_pr", "auc"):  # Fang's validation PR, named as such
         assert key in epochs[-1]
+    assert " pr " not in epochs[-1]
 
 
 @pytest.mark.parametrize("loss", ["squared", "bpr", "warp", "logistic"])
@@ -427,7 +497,7 @@ def test_factorize_every_loss(runner, views, tmp_path, loss):
         "--threads",
         1,
         "-q",
-        "--neg-weight",
+        "--neg-weighting",
         "uniform",
         "--resample",
     )
@@ -466,7 +536,8 @@ def test_factorize_bad_files_write_nothing(runner, tmp_path, lines, fragments):
         (["--reg", -1], "--reg"),
         (["--validation", 1.5], "--validation"),
         (["--loss", "hinge"], "'hinge' is not one of"),
-        (["--neg-weight", "zipf"], "--neg-weight"),
+        (["--neg-weighting", "zipf"], "--neg-weighting"),
+        (["--neg-ratio", "inf"], "--neg-ratio"),
         (["--threads", -1], "--threads"),
     ],
 )
@@ -572,7 +643,9 @@ def test_sample_negatives_on_ml100k(runner, ml100k_path, tmp_path):
 def test_factorize_divergence_is_one_line_with_advice(runner, views, tmp_path):
     out = tmp_path / "model.npz"
     result = _run(runner, "factorize", views, "-o", out, "--lr", 1e4, "--epochs", 3, "-q")
-    _assert_one_line_error(result, "diverged", "learning_rate")
+    # The advice names this command's options, not the Python API's parameters.
+    _assert_one_line_error(result, "diverged", "lower --lr (now 10000) or raise --reg (now 0.01)")
+    assert "learning_rate" not in result.output
     assert not out.exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ from test_model_contract import planted
 from cfcore.errors import DivergenceError, InputError
 from cfcore.factorize import DEFAULT_LEARNING_RATES, Factorizer
 from cfcore.interactions import Interactions
+from cfcore.io import load_artifact, save_artifact
+from cfcore.sampling import sample_negatives
+from cfcore.threads import ThreadsWarning, available_threads
 
 FAST = dict(factors=8, epochs=4, progress=False)
 
@@ -86,11 +90,14 @@ def test_validation_metrics_per_epoch_and_callback(split):
     assert [e for e, _ in seen] == list(range(8))
     assert len(model.history_) == 8
     for record in model.history_:
-        assert {"epoch", "loss", "lr", "updates", "seconds", "rmse", "pr", "auc"} <= set(record)
-        assert 0 <= record["pr"] <= 1 and 0 <= record["auc"] <= 1 and record["rmse"] > 0
+        assert {"epoch", "loss", "lr", "updates", "seconds", "rmse", "sampled_pr", "auc"} <= set(
+            record
+        )
+        assert "pr" not in record  # "pr" is 1 − AUC vs uniform unobserved items (evaluate)
+        assert 0 <= record["sampled_pr"] <= 1 and 0 <= record["auc"] <= 1 and record["rmse"] > 0
         assert record["updates"] == train.nnz
     assert model.history_[-1]["auc"] > 0.85  # planted structure is easy
-    assert model.history_[-1]["pr"] < 0.15  # Fang's PR on sampled negatives, lower is better
+    assert model.history_[-1]["sampled_pr"] < 0.15  # Fang's PR on sampled negatives
 
 
 def test_validation_must_match(split):
@@ -174,7 +181,10 @@ def test_every_loss_reports_divergence_not_a_kernel_error(data, loss, threads):
         ({"regularization": -1}, "regularization"),
         ({"epochs": -1}, "epochs"),
         ({"neg_ratio": 0}, "neg_ratio"),
-        ({"neg_weight": "log"}, "neg_weight"),
+        ({"neg_weighting": "log"}, "neg_weighting"),
+        ({"neg_ratio": float("inf")}, "neg_ratio"),
+        ({"resample_negatives": "yes"}, "resample_negatives"),
+        ({"max_norm": 0}, "max_norm"),
         ({"schedule": "cosine"}, "schedule"),
         ({"order": "blocked"}, "order"),
         ({"optimizer": "adam"}, "optimizer"),
@@ -253,3 +263,99 @@ def test_progress_bar_shows_running_loss(data, capsys):
     Factorizer(factors=4, epochs=2, progress=True).fit(data)
     err = capsys.readouterr().err
     assert "loss" in err
+
+
+def test_defaults_are_resolved_once_into_the_effective_params(data, tmp_path):
+    """The loss-specific defaults are resolved at fit into ``effective_params_``; the model
+    file keeps the constructor's parameters as given and adds what ran."""
+    warp = Factorizer(loss="warp", **FAST).fit(data)
+    e = warp.effective_params_
+    assert (e.optimizer, e.neg_weighting, e.learning_rate, e.schedule, e.max_norm) == (
+        "adagrad",
+        "uniform",
+        0.05,
+        "constant",
+        None,
+    )
+    assert warp.optimizer is None and warp.get_params()["neg_weighting"] is None
+    plain = Factorizer(loss="warp", optimizer="sgd", **FAST).fit(data).effective_params_
+    assert (plain.learning_rate, plain.schedule, plain.max_norm) == (0.02, "linear", 1.0)
+    squared = Factorizer(**FAST).fit(data).effective_params_
+    assert (squared.optimizer, squared.neg_weighting, squared.resample_negatives) == (
+        "sgd",
+        "log-popularity",
+        False,
+    )
+    assert Factorizer(loss="bpr", **FAST).fit(data).effective_params_.resample_negatives
+    path = warp.save(tmp_path / "m.npz")
+    _, header = load_artifact(path, "factor-model")
+    assert header["params"]["optimizer"] is None
+    assert header["effective_params"]["optimizer"] == "adagrad"
+    assert header["effective_params"]["threads"] == warp.effective_params_.threads
+    loaded = Factorizer.load(path)
+    assert loaded.effective_params_ == e
+    assert loaded.get_params() == warp.get_params()
+
+
+def test_threads_above_the_cores_are_clamped_with_one_warning(data):
+    n = available_threads()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = Factorizer(loss="bpr", threads=n + 3, **FAST).fit(data)
+    clamped = [w for w in caught if issubclass(w.category, ThreadsWarning)]
+    assert len(clamped) == 1  # once per fit, not once per epoch's resampling
+    assert f"threads={n + 3}" in str(clamped[0].message) and f"using {n}" in str(clamped[0].message)
+    assert model.effective_params_.threads == n
+
+
+def test_negative_sampling_has_one_vocabulary_and_one_validator(data):
+    """``neg_ratio``/``neg_weighting`` everywhere; the same spellings pass everywhere; the
+    old names still work with a DeprecationWarning."""
+    for spelling in ("log_popularity", "Log-Popularity"):
+        model = Factorizer(neg_weighting=spelling, **FAST).fit(data)
+        assert model.effective_params_.neg_weighting == "log-popularity"
+        assert sample_negatives(data, neg_weighting=spelling).weighting == "log-popularity"
+    for bad in ("log", None, 3):
+        with pytest.raises(InputError, match="neg_weighting"):
+            sample_negatives(data, neg_weighting=bad)
+    with pytest.warns(DeprecationWarning, match="'neg_weight' is deprecated, use 'neg_weighting'"):
+        old = Factorizer(neg_weight="uniform", **FAST)
+    assert old.neg_weighting == "uniform" and "neg_weight" not in old.get_params()
+    with pytest.warns(DeprecationWarning) as old_names:
+        a = sample_negatives(data, ratio=1.0, weighting="uniform", seed=2)
+    assert {str(w.message) for w in old_names} == {
+        "sample_negatives: 'ratio' is deprecated, use 'neg_ratio'",
+        "sample_negatives: 'weighting' is deprecated, use 'neg_weighting'",
+    }
+    b = sample_negatives(data, neg_ratio=1.0, neg_weighting="uniform", seed=2)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    with pytest.raises(TypeError, match="neg_wieght"):
+        Factorizer(neg_wieght="uniform")
+
+
+def test_models_saved_under_the_old_parameter_name_load(data, tmp_path):
+    model = Factorizer(neg_weighting="uniform", **FAST).fit(data)
+    arrays = model._artifact_arrays()
+    params = {
+        ("neg_weight" if k == "neg_weighting" else k): v for k, v in model.get_params().items()
+    }
+    save_artifact(
+        tmp_path / "old.npz", "factor-model", arrays, {"model": "Factorizer", "params": params}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the user's old file is not their mistake: no warning
+        loaded = Factorizer.load(tmp_path / "old.npz")
+    assert loaded.neg_weighting == "uniform"
+    assert loaded.effective_params_ is None  # written before effective parameters were saved
+    np.testing.assert_array_equal(loaded.fold_in(data[:3]), model.fold_in(data[:3]))
+
+
+def test_divergence_advice_names_the_callers_parameters():
+    err = DivergenceError("training diverged in epoch 2", learning_rate=0.5, regularization=0.01)
+    assert str(err) == (
+        "training diverged in epoch 2: lower learning_rate (now 0.5) or raise "
+        "regularization (now 0.01)"
+    )
+    assert err.advice({"learning_rate": "--lr", "regularization": "--reg"}).endswith(
+        "lower --lr (now 0.5) or raise --reg (now 0.01)"
+    )

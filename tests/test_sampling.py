@@ -24,7 +24,6 @@ from cfcore._kernels.sampling import (
     negative_counts,
     pack_alias,
     sample_into,
-    sample_into_serial,
     select_smallest,
 )
 from cfcore.errors import InputError, ModelFormatError
@@ -35,6 +34,7 @@ from cfcore.sampling import (
     item_weights,
     sample_negatives,
 )
+from cfcore.threads import numba_threads
 
 PATHS = {"keys": 0.0, "auto": 4.0, "rejection": np.inf}
 
@@ -91,28 +91,12 @@ def run_kernel(X, weights, ratio, seed=0, epoch=0, switch=4.0, threads=1):
     pack_alias(prob, alias, table)
     counts = np.empty(n_users, dtype=np.int64)
     wanted = np.empty(n_users, dtype=np.int64)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        n_short = negative_counts(indptr, indices, weights, float(ratio), counts, wanted)
-        out_indptr = np.zeros(n_users + 1, dtype=np.int64)
-        np.cumsum(counts, out=out_indptr[1:])
-        out = np.empty(out_indptr[-1], dtype=np.int32)
-        kernel = sample_into_serial if threads == 1 else sample_into
-        kernel(
-            indptr,
-            indices,
-            weights,
-            table,
-            seed,
-            epoch,
-            out_indptr,
-            out,
-            threads,
-            float(switch),
-        )
-    finally:
-        numba.set_num_threads(previous)
+    n_short = negative_counts(indptr, indices, weights, float(ratio), counts, wanted)
+    out_indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(counts, out=out_indptr[1:])
+    out = np.empty(out_indptr[-1], dtype=np.int32)
+    with numba_threads(threads):
+        sample_into(indptr, indices, weights, table, seed, epoch, out_indptr, out, threads, switch)
     return out_indptr, out, n_short, wanted
 
 
@@ -296,7 +280,7 @@ def test_same_seed_same_negatives_on_1_and_2_threads(weighting):
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
-def test_serial_and_parallel_kernels_agree_on_every_path(path):
+def test_one_and_two_threads_agree_on_every_path(path):
     X = power_law_matrix(n_users=300, n_items=700, seed=1)
     w = np.log1p(X.getnnz(axis=0).astype(float))
     serial = run_kernel(X, w, 2.0, seed=8, switch=PATHS[path], threads=1)
@@ -327,9 +311,9 @@ def test_epochs_and_seeds_give_fresh_reproducible_draws():
 
 def test_default_popularity_is_column_counts_and_inputs_are_canonicalised():
     X = power_law_matrix()
-    a = sample_negatives(X, seed=4, weighting="popularity", warn_short=False)
+    a = sample_negatives(X, seed=4, neg_weighting="popularity", warn_short=False)
     b = sample_negatives(
-        X, seed=4, weighting="popularity", popularity=X.getnnz(axis=0), warn_short=False
+        X, seed=4, neg_weighting="popularity", popularity=X.getnnz(axis=0), warn_short=False
     )
     np.testing.assert_array_equal(a.indices, b.indices)
     # The same positives given as COO with duplicates and an explicit zero elsewhere.
@@ -342,7 +326,7 @@ def test_default_popularity_is_column_counts_and_inputs_are_canonicalised():
         shape=X.shape,
     )
     if X[0, X.shape[1] - 1] == 0:
-        c = sample_negatives(messy, seed=4, weighting="popularity", warn_short=False)
+        c = sample_negatives(messy, seed=4, neg_weighting="popularity", warn_short=False)
         np.testing.assert_array_equal(a.indices, c.indices)
 
 
@@ -420,13 +404,13 @@ X_SMALL = sp.csr_matrix(np.eye(3, dtype=np.float32))
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
-        ({"ratio": 0.0}, "ratio"),
-        ({"ratio": -1.0}, "ratio"),
-        ({"ratio": float("nan")}, "ratio"),
-        ({"ratio": float("inf")}, "ratio"),
-        ({"ratio": "2"}, "ratio"),
-        ({"weighting": "log"}, "weighting"),
-        ({"weighting": None}, "weighting"),
+        ({"neg_ratio": 0.0}, "neg_ratio"),
+        ({"neg_ratio": -1.0}, "neg_ratio"),
+        ({"neg_ratio": float("nan")}, "neg_ratio"),
+        ({"neg_ratio": float("inf")}, "neg_ratio"),
+        ({"neg_ratio": "2"}, "neg_ratio"),
+        ({"neg_weighting": "log"}, "neg_weighting"),
+        ({"neg_weighting": None}, "neg_weighting"),
         ({"seed": -1}, "seed"),
         ({"seed": 1.5}, "seed"),
         ({"epoch": -2}, "epoch"),
@@ -436,7 +420,7 @@ X_SMALL = sp.csr_matrix(np.eye(3, dtype=np.float32))
         ({"popularity": np.array([1.0, -1.0, 0.0])}, "popularity"),
         ({"popularity": np.array([1.0, np.nan, 0.0])}, "popularity"),
         ({"popularity": ["a", "b", "c"]}, "popularity"),
-        ({"popularity": np.full(3, 1e308), "weighting": "popularity"}, "popularity"),
+        ({"popularity": np.full(3, 1e308), "neg_weighting": "popularity"}, "popularity"),
     ],
 )
 def test_bad_arguments_raise_input_error_naming_them(kwargs, name):

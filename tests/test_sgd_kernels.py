@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from cfcore._kernels import sgd
+from cfcore.threads import available_threads, numba_threads
 
 K = 8
 LR, REG, REG_B, MARGIN = 0.1, 0.05, 0.02, 1.0
@@ -116,51 +117,39 @@ def _run_one_user(
     use_bias=True,
     learn_items=True,
     max_sampled=10,
-    parallel=False,
     candidates=None,
     accumulators=None,
 ):
-    """One grouped epoch over a single user 0 with the given positives/negatives.
+    """One grouped epoch over a single user 0 with the given positives/negatives, on one
+    thread (the production build).
 
     ``candidates``: WARP draws only this item (an alias table whose every slot aliases it).
     ``accumulators``: ``(user_acc, item_acc)`` switches row-wise AdaGrad on (updated in place).
     """
-    tables = _warp_tables(Y.shape[0], max_sampled)
+    weights, prob, alias = _warp_tables(Y.shape[0], max_sampled)
     if candidates is not None:
-        tables = (tables[0], np.zeros(Y.shape[0]), np.full(Y.shape[0], candidates, np.int32))
-    f32 = np.float32
-    pos_indptr = np.array([0, len(pos)], dtype=np.int64)
-    neg_indptr = np.array([0, len(neg)], dtype=np.int64)
-    loss_out = np.zeros(1)
-    count_out = np.zeros(1, dtype=np.int64)
+        prob, alias = np.zeros(Y.shape[0]), np.full(Y.shape[0], candidates, np.int32)
     adagrad = accumulators is not None
-    if not adagrad:
-        accumulators = (np.ones(1, np.float32), np.ones(1, np.float32))
+    tables = sgd.Tables.of(X, Y, ub, ib, adagrad=adagrad)
+    if adagrad:
+        tables = tables._replace(user_acc=accumulators[0], item_acc=accumulators[1])
+    entries = sgd.Entries.of([0, len(pos)], np.array(pos, np.int32), [0, len(neg)], np.array(neg))
+    hyper = sgd.Hyper.of(
+        lr=LR,
+        reg=REG,
+        reg_bias=REG_B,
+        margin=MARGIN,
+        warp_weights=weights,
+        alias_prob=prob,
+        alias_idx=alias,
+    )
+    epoch = sgd.Epoch.of(seed=7, epoch=0, n_blocks=1, users=np.zeros(1, np.int32))
     run = sgd.epoch_kernel(
-        sgd.LOSS_CODES[loss], use_bias, learn_items, parallel, "grouped", adagrad
+        loss=sgd.LOSS_CODES[loss], use_bias=use_bias, learn_items=learn_items, adagrad=adagrad
     )
-    run(
-        np.zeros(1, dtype=np.int32),
-        pos_indptr,
-        np.array(pos, dtype=np.int32),
-        neg_indptr,
-        np.array(neg, dtype=np.int32),
-        X,
-        Y,
-        ub,
-        ib,
-        *accumulators,
-        f32(LR),
-        f32(REG),
-        f32(REG_B),
-        f32(MARGIN),
-        *tables,
-        7,
-        0,
-        loss_out,
-        count_out,
-    )
-    return float(loss_out[0]), int(count_out[0])
+    with numba_threads(1):
+        run(tables, entries, hyper, epoch)
+    return float(epoch.loss_out[0]), int(epoch.count_out[0])
 
 
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
@@ -332,45 +321,72 @@ def test_fold_in_kernel_leaves_items_alone():
     np.testing.assert_allclose(X[0], theta["x"] - LR * grad["x"], rtol=1e-5, atol=1e-6)
 
 
-def test_parallel_driver_equals_serial_on_disjoint_work():
-    """Users that share no item: no Hogwild race, so both drivers give the same tables."""
+def test_one_and_two_threads_agree_on_disjoint_work():
+    """Users that share no item: no Hogwild race, so any thread count gives the same tables."""
     n_users, n_items = 16, 32
     rng = np.random.default_rng(3)
     X = (rng.standard_normal((n_users, K)) * 0.3).astype(np.float32)
     Y = (rng.standard_normal((n_items, K)) * 0.3).astype(np.float32)
-    pos_indptr = np.arange(0, 2 * n_users + 1, 2, dtype=np.int64)
-    pos_indices = np.arange(2 * n_users, dtype=np.int32)  # user u owns items 2u, 2u+1
-    neg_indptr = np.zeros(n_users + 1, dtype=np.int64)
+    pos_indptr = np.arange(0, 2 * n_users + 1, 2)
+    pos_indices = np.arange(2 * n_users)  # user u owns items 2u, 2u+1
+    entries = sgd.Entries.of(pos_indptr, pos_indices, np.zeros(n_users + 1), [])
     users = rng.permutation(n_users).astype(np.int32)
+    hyper = sgd.Hyper.of(lr=0.1, reg=0.01, reg_bias=0.01)
+    run = sgd.epoch_kernel(loss=sgd.SQUARED)
     out = []
-    for parallel in (False, True):
-        Xc, Yc = X.copy(), Y.copy()
-        run = sgd.epoch_kernel(sgd.SQUARED, False, True, parallel, "grouped")
-        loss_out, count_out = np.zeros(8), np.zeros(8, dtype=np.int64)
-        f32 = np.float32
-        run(
-            users,
-            pos_indptr,
-            pos_indices,
-            neg_indptr,
-            np.zeros(0, np.int32),
-            Xc,
-            Yc,
-            np.zeros(n_users, f32),
-            np.zeros(n_items, f32),
-            np.ones(1, f32),
-            np.ones(1, f32),
-            f32(0.1),
-            f32(0.01),
-            f32(0.01),
-            f32(1),
-            *_warp_tables(n_items, 2),
-            0,
-            0,
-            loss_out,
-            count_out,
-        )
-        assert count_out.sum() == 2 * n_users
-        out.append((Xc, Yc, loss_out))
+    for threads in (1, min(2, available_threads())):
+        tables = sgd.Tables.of(X.copy(), Y.copy())
+        epoch = sgd.Epoch.of(seed=0, epoch=0, n_blocks=8, users=users)
+        with numba_threads(threads):
+            run(tables, entries, hyper, epoch)
+        assert epoch.count_out.sum() == 2 * n_users
+        out.append((tables.user_factors, tables.item_factors, epoch.loss_out))
     for a, b in zip(out[0], out[1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_bundles_refuse_wrong_arrays():
+    """The bundles name the field that does not fit instead of compiling a new variant."""
+    X = np.zeros((3, K), np.float32)
+    with pytest.raises(ValueError, match="item_factors"):
+        sgd.Tables.of(X, np.zeros((4, K)))  # float64
+    with pytest.raises(ValueError, match="user_factors"):
+        sgd.Tables.of(np.asfortranarray(np.zeros((3, K), np.float32)), X)
+    with pytest.raises(ValueError, match="width"):
+        sgd.Tables.of(X, np.zeros((4, K + 1), np.float32))
+    with pytest.raises(ValueError, match="user_bias"):
+        sgd.Tables.of(X, X, user_bias=np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="users"):
+        sgd.Entries.of([0, 1], [0], [0, 0, 0], [])
+    with pytest.raises(TypeError):
+        sgd.Hyper.of(0.1, 0.01, 0.01)  # keyword-only: lr and reg cannot be swapped
+    with pytest.raises(ValueError, match="alias_idx"):
+        sgd.Hyper.of(
+            lr=0.1, reg=0.0, reg_bias=0.0, alias_prob=np.ones(3), alias_idx=np.zeros(2, np.int32)
+        )
+    with pytest.raises(ValueError, match="order"):
+        sgd.epoch_kernel(loss=sgd.BPR, order="sorted")
+    hyper = sgd.Hyper.of(lr=0.1, reg=0.01, reg_bias=0.0)
+    assert all(isinstance(v, np.float32) for v in hyper[:4])
+
+
+def test_one_prefetch_helper_with_a_fallback():
+    """The kernels and the benchmark's ceiling share one prefetch helper; where the LLVM
+    intrinsic cannot be built it degrades to a no-op instead of breaking every kernel."""
+    import numba
+
+    from bench import ceiling
+    from cfcore._kernels import prefetch
+
+    assert ceiling.prefetch_row is prefetch.prefetch_row is sgd.prefetch_row
+    assert ceiling.PREFETCH_KIND == prefetch.PREFETCH_KIND == "llvm.prefetch"
+    fallback, kind = prefetch._select(False)
+    assert kind == "none"
+
+    @numba.njit
+    def touch(table):
+        for r in range(table.shape[0]):
+            fallback(table, r)
+        return table.sum()
+
+    assert touch(np.ones((3, 20), np.float32)) == 60.0

@@ -8,9 +8,13 @@ weights into a packed alias table (:func:`build_alias`, :func:`pack_alias`) and 
 
 1. :func:`negative_counts` — ``n_j = min(round(ratio · |positives_j|), |C_j|)`` per user and
    the number of users that got fewer than requested (the shortfall);
-2. :func:`sample_into` (parallel over users) or :func:`sample_into_serial` (same output, no
-   parallel region) — fills a CSR whose ``out_indptr`` is the prefix sum of the counts, each
-   user's indices sorted ascending, with no allocation inside the loop over users.
+2. :func:`sample_into` — fills a CSR whose ``out_indptr`` is the prefix sum of the counts,
+   each user's indices sorted ascending, with no allocation inside the loop over users.
+
+Threads: :func:`sample_into` is built ``parallel=True`` (users under ``prange``), the only
+build, as the SGD drivers of :mod:`cfcore._kernels.sgd`; the number of Numba threads
+(``cfcore.threads.numba_threads``) decides how many users are drawn at once, and the output
+does not depend on it (see "Random numbers").
 
 The distribution
 ----------------
@@ -448,8 +452,7 @@ def sample_into(
     User ``j`` receives ``out_indptr[j+1] - out_indptr[j]`` distinct items from ``C_j`` by
     successive weighted sampling without replacement (see the module docstring); the count
     must not exceed ``|C_j|`` (use :func:`negative_counts`). Parallel over users
-    (``prange``); :func:`sample_into_serial` is the same computation on one thread, with
-    identical output.
+    (``prange``); the output is the same for any number of threads.
 
     Parameters
     ----------
@@ -493,46 +496,6 @@ def sample_into(
             taken[tid],
             keys[tid],
             cand[tid],
-            switch,
-        )
-    return n_keyed
-
-
-@numba.njit(cache=True)
-def sample_into_serial(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    weights: np.ndarray,
-    alias_table: np.ndarray,
-    seed: int,
-    epoch: int,
-    out_indptr: np.ndarray,
-    out_indices: np.ndarray,
-    n_threads: int = 1,
-    switch: float = DEFAULT_SWITCH,
-) -> int:
-    """:func:`sample_into` on the calling thread (no parallel region); same output.
-
-    ``n_threads`` is accepted for a drop-in signature and ignored.
-    """
-    taken, keys, cand, weighted, n_nonzero = _scratch(weights, 1)
-    n_keyed = 0
-    for u in range(indptr.shape[0] - 1):
-        n_keyed += _sample_user(
-            u,
-            indptr,
-            indices,
-            weights,
-            alias_table,
-            weighted,
-            n_nonzero,
-            seed,
-            epoch,
-            out_indptr,
-            out_indices,
-            taken[0],
-            keys[0],
-            cand[0],
             switch,
         )
     return n_keyed

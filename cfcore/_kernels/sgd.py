@@ -1,7 +1,41 @@
 """Hogwild SGD kernels for matrix factorization of implicit feedback.
 
-Free functions over arrays and scalars only (no Python objects); the model class in
-:mod:`cfcore.factorize` owns validation, initialisation, seeding and progress.
+Kernels over arrays and scalars only (no Python objects); the model class in
+:mod:`cfcore.factorize` owns validation, defaults, initialisation, seeding and progress.
+
+Entry point
+-----------
+``driver = epoch_kernel(loss=SQUARED, order="grouped", use_bias=False, learn_items=True,
+adagrad=False)`` returns the compiled epoch driver for one combination of compile-time
+constants. Every driver has the one signature ``driver(tables, entries, hyper, epoch)``; the
+four arguments are typed bundles (NamedTuples, fields by name; build them with their ``of``
+constructors, which check dtypes, shapes and contiguity, so two float32 arguments cannot be
+swapped silently):
+
+* :class:`Tables` — what an epoch learns, updated in place: the factor tables, the biases
+  and the AdaGrad accumulators;
+* :class:`Entries` — what it reads: each user's positives and sampled negatives (CSR), and
+  for ``order="random"`` the flat list of entries;
+* :class:`Hyper` — the step: learning rate, regularization, WARP's margin, rank weights and
+  candidate table;
+* :class:`Epoch` — which epoch: seed and epoch number (the random streams), the user order,
+  and the per-block loss and update counters it writes.
+
+One epoch of BPR over a users × items CSR of positives ``pos`` and sampled negatives ``neg``
+(what :class:`cfcore.Factorizer` does each epoch)::
+
+    tables = Tables.of(X, Y)                       # float32 (n_users, k), (n_items, k)
+    entries = Entries.of(pos.indptr, pos.indices, neg.indptr, neg.indices)
+    hyper = Hyper.of(lr=0.05, reg=0.01, reg_bias=0.01)
+    epoch = Epoch.of(seed=0, epoch=e, n_blocks=1024, users=order)   # order: int32 permutation
+    with cfcore.threads.numba_threads(2):
+        epoch_kernel(loss=BPR)(tables, entries, hyper, epoch)
+    mean_loss = epoch.loss_out.sum() / epoch.count_out.sum()
+
+Every driver is built with ``parallel=True``; how many blocks run at once is the number of
+Numba threads (``cfcore.threads.numba_threads``). One thread runs the blocks in order and is
+the bit-reproducible reference (there is no separate serial build: Numba compiles the serial
+form of these loops 1.5–2× slower for the pairwise losses).
 
 Notation: user row ``x = X[u]``, item rows ``y_i = Y[i]``, optional biases ``b_u``, ``b_i``,
 score ``s_ui = x·y_i + b_u + b_i``, learning rate ``η``, regularization ``λ`` (factors) and
@@ -49,10 +83,9 @@ are i.i.d. draws independent of the positive, so each block keeps a ring of
 :data:`CANDIDATES_AHEAD` of them drawn and prefetched ahead of use (:func:`next_candidate`):
 every trial's DRAM miss overlaps the trials before it (16M data: 1.6× the throughput of
 drawing on demand). The blocks (not the threads)
-define the work partition, so the serial driver (and the parallel one on one thread) is a
-bit-reproducible reference and more threads differ from it only through Hogwild races on item
-rows (Niu et al. 2011): a
-user row is only ever written by the block that owns the user in that epoch. The ``random``
+define the work partition, so a driver on one thread is a bit-reproducible reference and more
+threads differ from it only through Hogwild races on item rows (Niu et al. 2011): a user row
+is only ever written by the block that owns the user in that epoch. The ``random``
 drivers visit uniformly random entries with replacement (the classical order, as implicit's
 BPR) and are kept for comparison.
 
@@ -62,23 +95,24 @@ popularity weighting, Fang Alg. 1), WARP searches the catalogue table; an epoch 
 triples (for WARP: ``nnz`` positives, each costing up to ``max_sampled`` dot products).
 Pointwise losses visit every positive and every sampled negative once per epoch.
 
-Specialisation: the loss, the bias switch and whether item rows learn (``False`` for
-fold-in) are compile-time constants of each driver (:func:`epoch_kernel` builds and caches
-one per combination), so the hot loop carries no branch on them and LLVM vectorises the
-loops over factors. Rows are indexed in place (``X[u, f]``): a row *view* would cost an
-atomic reference-count update per access on a counter all threads share.
+Specialisation: the loss, the order, the bias switch, whether item rows learn (``False``
+for fold-in) and AdaGrad are compile-time constants of each driver (:func:`epoch_kernel`
+builds and caches one per combination), so the hot loop carries no branch on them and LLVM
+vectorises the loops over factors. Rows are indexed in place (``X[u, f]``): a row *view*
+would cost an atomic reference-count update per access on a counter all threads share.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
 from numba import prange
 
+from cfcore._kernels.prefetch import prefetch_row
 from cfcore._kernels.rng import next_below, next_float, stream_seed
-from cfcore._kernels.sgd_prefetch import prefetch_row
 
 SQUARED = 0
 LOGISTIC = 1
@@ -87,6 +121,7 @@ WARP = 3
 
 LOSS_CODES = {"squared": SQUARED, "logistic": LOGISTIC, "bpr": BPR, "warp": WARP}
 PAIRWISE = (BPR, WARP)
+ORDERS = ("grouped", "random")
 
 #: Entries ahead whose item row is prefetched.
 PREFETCH_AHEAD = 4
@@ -100,7 +135,213 @@ CANDIDATES_AHEAD = 8
 _JIT = dict(cache=True, fastmath=True, nogil=True, error_model="numpy")
 _INLINE = dict(inline="always", **_JIT)
 
+
 _f32 = np.float32
+
+
+# ----------------------------------------------------------------------------- bundles
+def _array(value, name, dtype, ndim, length=None):
+    """``value`` unchanged if it is a C-contiguous ``dtype`` array of ``ndim`` dims (and
+    ``length`` rows); ``ValueError`` naming the field otherwise (no silent copy)."""
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{name}: expected a numpy array, got {type(value).__name__}")
+    if value.dtype != dtype or value.ndim != ndim or not value.flags.c_contiguous:
+        raise ValueError(
+            f"{name}: expected a C-contiguous {np.dtype(dtype).name} array with {ndim} "
+            f"dimension(s), got {value.dtype} with shape {value.shape}"
+        )
+    if length is not None and value.shape[0] != length:
+        raise ValueError(f"{name}: expected {length} rows, got {value.shape[0]}")
+    return value
+
+
+class Tables(NamedTuple):
+    """What an epoch learns, updated in place.
+
+    Fields: ``user_factors`` X (n_users, k) and ``item_factors`` Y (n_items, k), float32
+    C-contiguous; ``user_bias`` (n_users,) and ``item_bias`` (n_items,), float32 (always
+    allocated, read only by ``use_bias`` drivers); ``user_acc`` (n_users,) and ``item_acc``
+    (n_items,), float32 row-wise AdaGrad accumulators (read only by ``adagrad`` drivers;
+    length-1 dummies otherwise).
+    """
+
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    user_bias: np.ndarray
+    item_bias: np.ndarray
+    user_acc: np.ndarray
+    item_acc: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        user_factors: np.ndarray,
+        item_factors: np.ndarray,
+        user_bias: np.ndarray | None = None,
+        item_bias: np.ndarray | None = None,
+        adagrad: bool = False,
+    ) -> Tables:
+        """Check the tables; missing biases become zeros, the accumulators start at 1
+        (one per row with ``adagrad``, length-1 dummies without)."""
+        X = _array(user_factors, "user_factors", np.float32, 2)
+        Y = _array(item_factors, "item_factors", np.float32, 2)
+        if X.shape[1] != Y.shape[1]:
+            raise ValueError(f"factor tables differ in width: {X.shape[1]} vs {Y.shape[1]}")
+        n_users, n_items = X.shape[0], Y.shape[0]
+        ub = np.zeros(n_users, np.float32) if user_bias is None else user_bias
+        ib = np.zeros(n_items, np.float32) if item_bias is None else item_bias
+        return cls(
+            X,
+            Y,
+            _array(ub, "user_bias", np.float32, 1, n_users),
+            _array(ib, "item_bias", np.float32, 1, n_items),
+            np.ones(n_users if adagrad else 1, np.float32),
+            np.ones(n_items if adagrad else 1, np.float32),
+        )
+
+
+class Entries(NamedTuple):
+    """What an epoch reads: users' positives and sampled negatives.
+
+    Fields: ``pos_indptr``/``pos_indices`` and ``neg_indptr``/``neg_indices`` (CSR over
+    users; int64 indptr, int32 indices; positives sorted within each user — WARP rejects
+    candidates by binary search); for ``order="random"`` the flat entries ``entry_user``,
+    ``entry_item`` (int32) and ``entry_target`` (float32: 1 positive, 0 negative; pairwise
+    losses list positives only), empty for ``"grouped"``.
+    """
+
+    pos_indptr: np.ndarray
+    pos_indices: np.ndarray
+    neg_indptr: np.ndarray
+    neg_indices: np.ndarray
+    entry_user: np.ndarray
+    entry_item: np.ndarray
+    entry_target: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        pos_indptr: np.ndarray,
+        pos_indices: np.ndarray,
+        neg_indptr: np.ndarray,
+        neg_indices: np.ndarray,
+        order: str = "grouped",
+        pairwise: bool = False,
+    ) -> Entries:
+        """Check the CSR arrays (converted to int64/int32 if needed); for ``order="random"``
+        also build the flat entries (positives only when ``pairwise``)."""
+        pos_indptr = np.ascontiguousarray(pos_indptr, dtype=np.int64)
+        pos_indices = np.ascontiguousarray(pos_indices, dtype=np.int32)
+        neg_indptr = np.ascontiguousarray(neg_indptr, dtype=np.int64)
+        neg_indices = np.ascontiguousarray(neg_indices, dtype=np.int32)
+        if len(pos_indptr) != len(neg_indptr):
+            raise ValueError(
+                f"pos_indptr and neg_indptr differ in users: {len(pos_indptr) - 1} vs "
+                f"{len(neg_indptr) - 1}"
+            )
+        if pos_indptr[-1] != len(pos_indices) or neg_indptr[-1] != len(neg_indices):
+            raise ValueError("indptr does not end at the number of indices")
+        empty_i, empty_f = np.zeros(0, np.int32), np.zeros(0, np.float32)
+        if order == "grouped":
+            return cls(pos_indptr, pos_indices, neg_indptr, neg_indices, empty_i, empty_i, empty_f)
+        if order != "random":
+            raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
+        users = np.arange(len(pos_indptr) - 1, dtype=np.int32)
+        pu = np.repeat(users, np.diff(pos_indptr))
+        if pairwise:
+            flat = (pu, pos_indices, np.ones(len(pu), np.float32))
+        else:
+            nu = np.repeat(users, np.diff(neg_indptr))
+            flat = (
+                np.concatenate([pu, nu]).astype(np.int32),
+                np.concatenate([pos_indices, neg_indices]).astype(np.int32),
+                np.concatenate([np.ones(len(pu), np.float32), np.zeros(len(nu), np.float32)]),
+            )
+        return cls(pos_indptr, pos_indices, neg_indptr, neg_indices, *flat)
+
+
+class Hyper(NamedTuple):
+    """The step's hyper-parameters.
+
+    Fields: float32 ``lr`` (this epoch's η), ``reg`` (λ), ``reg_bias`` (λ_b), ``margin``
+    (WARP's m); ``warp_weights`` float32 (:func:`warp_weights`), the WARP candidate table
+    ``alias_prob`` (float64) / ``alias_idx`` (int32) from
+    ``cfcore._kernels.sampling.build_alias`` (a length-1 table draws uniformly from the
+    catalogue). Other losses ignore the last three.
+    """
+
+    lr: np.float32
+    reg: np.float32
+    reg_bias: np.float32
+    margin: np.float32
+    warp_weights: np.ndarray
+    alias_prob: np.ndarray
+    alias_idx: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        lr: float,
+        reg: float,
+        reg_bias: float,
+        margin: float = 1.0,
+        warp_weights: np.ndarray | None = None,
+        alias_prob: np.ndarray | None = None,
+        alias_idx: np.ndarray | None = None,
+    ) -> Hyper:
+        """Keyword-only; scalars become float32; no WARP arrays = a uniform one-slot table."""
+        weights = np.zeros(2, np.float32) if warp_weights is None else warp_weights
+        prob = np.ones(1, np.float64) if alias_prob is None else alias_prob
+        idx = np.zeros(1, np.int32) if alias_idx is None else alias_idx
+        return cls(
+            _f32(lr),
+            _f32(reg),
+            _f32(reg_bias),
+            _f32(margin),
+            _array(weights, "warp_weights", np.float32, 1),
+            _array(prob, "alias_prob", np.float64, 1),
+            _array(idx, "alias_idx", np.int32, 1, len(prob)),
+        )
+
+
+class Epoch(NamedTuple):
+    """Which epoch, and where its counters go.
+
+    Fields: ``seed`` and ``epoch`` (block b draws from ``stream_seed(seed, epoch, b)``);
+    ``users`` int32 — the grouped order's user sequence for this epoch (the blocks are
+    contiguous slices of it); ``n_draws`` — the random order's number of entries drawn;
+    ``loss_out`` float64 and ``count_out`` int64, one slot per block: the number of blocks is
+    their length, and block b writes its loss sum and its number of updates there.
+    """
+
+    seed: int
+    epoch: int
+    users: np.ndarray
+    n_draws: int
+    loss_out: np.ndarray
+    count_out: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        seed: int,
+        epoch: int,
+        n_blocks: int,
+        users: np.ndarray | None = None,
+        n_draws: int = 0,
+    ) -> Epoch:
+        """Keyword-only; fresh zeroed counters for ``n_blocks`` blocks."""
+        order = np.zeros(0, np.int32) if users is None else users
+        return cls(
+            np.int64(seed),
+            np.int64(epoch),
+            _array(order, "users", np.int32, 1),
+            np.int64(n_draws),
+            np.zeros(n_blocks, np.float64),
+            np.zeros(n_blocks, np.int64),
+        )
 
 
 # ----------------------------------------------------------------------------- steps
@@ -139,49 +380,34 @@ def _log1p_exp(z):
 
 
 @numba.njit(**_INLINE)
-def pointwise_step(
-    X,
-    Y,
-    user_bias,
-    item_bias,
-    user_acc,
-    item_acc,
-    u,
-    i,
-    target,
-    loss,
-    lr,
-    reg,
-    reg_bias,
-    use_bias,
-    learn_items,
-    adagrad,
-):
-    """One SGD step on entry (u, i) with target 1 or 0 (squared or logistic loss).
+def pointwise_step(X, Y, ub, ib, uacc, iacc, h, u, i, target, loss, use_bias, learn_items, adagrad):
+    """One SGD step on entry (u, i) with target 1 or 0 (squared or logistic loss), with the
+    :class:`Hyper` ``h``, on the tables of :class:`Tables` (``X`` … ``iacc``, its fields in
+    order).
 
     Returns the entry's loss: ``(v − s)²`` or ``log(1 + e^s) − v s``.
     """
     s = _dot(X, u, Y, i)
     if use_bias:
-        s += user_bias[u] + item_bias[i]
+        s += ub[u] + ib[i]
     if loss == SQUARED:
         e = target - s
         value = e * e
     else:
         e = target - _f32(1.0) / (_f32(1.0) + math.exp(-s))
         value = _log1p_exp(s) - target * s
-    lr_u = lr
-    lr_i = lr
+    lr_u = h.lr
+    lr_i = h.lr
     if adagrad:
         g2 = e * e / X.shape[1]
-        lr_u = _adagrad_rate(user_acc, u, lr, g2 * _sq_norm(Y, i))
+        lr_u = _adagrad_rate(uacc, u, h.lr, g2 * _sq_norm(Y, i))
         if learn_items:
-            lr_i = _adagrad_rate(item_acc, i, lr, g2 * _sq_norm(X, u))
+            lr_i = _adagrad_rate(iacc, i, h.lr, g2 * _sq_norm(X, u))
     ge_u = lr_u * e
-    decay_u = _f32(1.0) - lr_u * reg
+    decay_u = _f32(1.0) - lr_u * h.reg
     if learn_items:
         ge_i = lr_i * e
-        decay_i = _f32(1.0) - lr_i * reg
+        decay_i = _f32(1.0) - lr_i * h.reg
         for f in range(X.shape[1]):
             xf = X[u, f]
             yf = Y[i, f]
@@ -191,56 +417,40 @@ def pointwise_step(
         for f in range(X.shape[1]):
             X[u, f] = decay_u * X[u, f] + ge_u * Y[i, f]
     if use_bias:
-        user_bias[u] += lr_u * (e - reg_bias * user_bias[u])
+        ub[u] += lr_u * (e - h.reg_bias * ub[u])
         if learn_items:
-            item_bias[i] += lr_i * (e - reg_bias * item_bias[i])
+            ib[i] += lr_i * (e - h.reg_bias * ib[i])
     return value
 
 
 @numba.njit(**_INLINE)
-def pairwise_step(
-    X,
-    Y,
-    item_bias,
-    user_acc,
-    item_acc,
-    u,
-    i,
-    j,
-    g,
-    lr,
-    reg,
-    reg_bias,
-    use_bias,
-    learn_items,
-    adagrad,
-):
+def pairwise_step(X, Y, ib, uacc, iacc, h, u, i, j, g, use_bias, learn_items, adagrad):
     """``x += η(g(y_i − y_j) − λx)``, ``y_i += η(g x − λy_i)``, ``y_j += η(−g x − λy_j)``.
 
     ``g = σ(−(s_ui − s_uj))`` for BPR, the rank weight for WARP; with ``adagrad`` each row
     steps with its own ``η/√G``.
     """
-    lr_u = lr
-    lr_i = lr
-    lr_j = lr
+    lr_u = h.lr
+    lr_i = h.lr
+    lr_j = h.lr
     if adagrad:
         g2 = g * g / X.shape[1]
         diff = _f32(0.0)
         for f in range(X.shape[1]):
             d = Y[i, f] - Y[j, f]
             diff += d * d
-        lr_u = _adagrad_rate(user_acc, u, lr, g2 * diff)
+        lr_u = _adagrad_rate(uacc, u, h.lr, g2 * diff)
         if learn_items:
             xx = g2 * _sq_norm(X, u)
-            lr_i = _adagrad_rate(item_acc, i, lr, xx)
-            lr_j = _adagrad_rate(item_acc, j, lr, xx)
+            lr_i = _adagrad_rate(iacc, i, h.lr, xx)
+            lr_j = _adagrad_rate(iacc, j, h.lr, xx)
     gl_u = lr_u * g
-    decay_u = _f32(1.0) - lr_u * reg
+    decay_u = _f32(1.0) - lr_u * h.reg
     if learn_items:
         gl_i = lr_i * g
         gl_j = lr_j * g
-        decay_i = _f32(1.0) - lr_i * reg
-        decay_j = _f32(1.0) - lr_j * reg
+        decay_i = _f32(1.0) - lr_i * h.reg
+        decay_j = _f32(1.0) - lr_j * h.reg
         for f in range(X.shape[1]):
             xf = X[u, f]
             yif = Y[i, f]
@@ -249,42 +459,24 @@ def pairwise_step(
             Y[i, f] = decay_i * yif + gl_i * xf
             Y[j, f] = decay_j * yjf - gl_j * xf
         if use_bias:
-            item_bias[i] += lr_i * (g - reg_bias * item_bias[i])
-            item_bias[j] += lr_j * (-g - reg_bias * item_bias[j])
+            ib[i] += lr_i * (g - h.reg_bias * ib[i])
+            ib[j] += lr_j * (-g - h.reg_bias * ib[j])
     else:
         for f in range(X.shape[1]):
             X[u, f] = decay_u * X[u, f] + gl_u * (Y[i, f] - Y[j, f])
 
 
 @numba.njit(**_INLINE)
-def bpr_step(
-    X, Y, item_bias, user_acc, item_acc, u, i, j, lr, reg, reg_bias, use_bias, learn_items, adagrad
-):
+def bpr_step(X, Y, ib, uacc, iacc, h, u, i, j, use_bias, learn_items, adagrad):
     """One BPR step on triple (u, i, j). Returns ``−log σ(s_ui − s_uj)``."""
     d = _f32(0.0)
     for f in range(X.shape[1]):
         d += X[u, f] * (Y[i, f] - Y[j, f])
     if use_bias:
-        d += item_bias[i] - item_bias[j]
+        d += ib[i] - ib[j]
     t = math.exp(d)
     g = _f32(1.0) / (_f32(1.0) + t)  # σ(−d)
-    pairwise_step(
-        X,
-        Y,
-        item_bias,
-        user_acc,
-        item_acc,
-        u,
-        i,
-        j,
-        g,
-        lr,
-        reg,
-        reg_bias,
-        use_bias,
-        learn_items,
-        adagrad,
-    )
+    pairwise_step(X, Y, ib, uacc, iacc, h, u, i, j, g, use_bias, learn_items, adagrad)
     # −log σ(d) = log(1 + e^−d): log1p(t) − d for d ≤ 0, log1p(1/t) otherwise (t = e^d).
     if d <= 0:
         return math.log1p(t) - d
@@ -369,23 +561,20 @@ def is_positive(pos_indices, p0, n_pos, j):
 def warp_step(
     X,
     Y,
-    item_bias,
-    user_acc,
-    item_acc,
+    ib,
+    uacc,
+    iacc,
+    h,
     u,
     i,
     ring,
+    weights,
+    alias_prob,
+    alias_idx,
     pos_indices,
     p0,
     n_pos,
-    alias_prob,
-    alias_idx,
     state,
-    weights,
-    margin,
-    lr,
-    reg,
-    reg_bias,
     use_bias,
     learn_items,
     adagrad,
@@ -397,34 +586,18 @@ def warp_step(
     ``(state, loss)``."""
     si = _dot(X, u, Y, i)
     if use_bias:
-        si += item_bias[i]
+        si += ib[i]
     for trial in range(1, weights.shape[0]):
         state, j = next_candidate(ring, state, Y, alias_prob, alias_idx)
         sj = _dot(X, u, Y, j)
         if use_bias:
-            sj += item_bias[j]
+            sj += ib[j]
         # Only a violating candidate needs the positive check (a positive that does not
         # violate is a failed trial either way), as in LightFM.
-        if sj > si - margin and not is_positive(pos_indices, p0, n_pos, j):
+        if sj > si - h.margin and not is_positive(pos_indices, p0, n_pos, j):
             w = weights[trial]
-            pairwise_step(
-                X,
-                Y,
-                item_bias,
-                user_acc,
-                item_acc,
-                u,
-                i,
-                j,
-                w,
-                lr,
-                reg,
-                reg_bias,
-                use_bias,
-                learn_items,
-                adagrad,
-            )
-            return state, w * (margin - si + sj)
+            pairwise_step(X, Y, ib, uacc, iacc, h, u, i, j, w, use_bias, learn_items, adagrad)
+            return state, w * (h.margin - si + sj)
     return state, _f32(0.0)
 
 
@@ -433,42 +606,42 @@ _DRIVERS: dict[tuple, object] = {}
 
 
 def epoch_kernel(
-    loss: int, use_bias: bool, learn_items: bool, parallel: bool, order: str, adagrad: bool = False
+    *,
+    loss: int,
+    order: str = "grouped",
+    use_bias: bool = False,
+    learn_items: bool = True,
+    adagrad: bool = False,
 ):
-    """The compiled epoch driver for one combination of compile-time constants.
+    """The compiled epoch driver ``driver(tables, entries, hyper, epoch)`` for one
+    combination of compile-time constants (built once per process, cached on disk).
 
-    ``order="grouped"`` drivers have the signature
-    ``(users, pos_indptr, pos_indices, neg_indptr, neg_indices, X, Y, user_bias, item_bias,
-    user_acc, item_acc, lr, reg, reg_bias, margin, weights, alias_prob, alias_idx, seed, epoch, loss_out,
-    count_out)``; ``order="random"`` drivers
-    ``(n_draws, entry_user, entry_item, entry_target, pos_indptr, pos_indices, neg_indptr,
-    neg_indices, X, Y, user_bias, item_bias, user_acc, item_acc, lr, reg, reg_bias, margin, weights, alias_prob,
-    alias_idx, seed, epoch, loss_out, count_out)``.
+    Parameters
+    ----------
+    loss : int
+        :data:`SQUARED`, :data:`LOGISTIC`, :data:`BPR` or :data:`WARP`.
+    order : {"grouped", "random"}
+        User-grouped blocks over ``epoch.users``, or ``epoch.n_draws`` uniformly random
+        entries of ``entries.entry_*`` with replacement.
+    use_bias : bool
+        Score with (and learn) the biases.
+    learn_items : bool
+        ``False`` holds the item rows (and biases) fixed: fold-in of new users.
+    adagrad : bool
+        Row-wise AdaGrad steps (``tables`` then needs one accumulator per row).
 
-    Arrays: ``users`` int32 (this epoch's user order), int64 ``*_indptr``, int32 ``*_indices``
-    and ``entry_*``, float32 C-contiguous ``X`` (n_users, k) and ``Y`` (n_items, k), float32
-    biases (always allocated; read only when ``use_bias``), float32 AdaGrad accumulators
-    ``user_acc`` (n_users,) / ``item_acc`` (n_items,) (used only when ``adagrad``; length-1
-    dummies otherwise), float32 ``entry_target``,
-    float32 ``weights`` (:func:`warp_weights`; any length-2 array for other losses), the
-    WARP candidate table ``alias_prob`` (float64) / ``alias_idx`` (int32) from
-    ``cfcore._kernels.sampling.build_alias`` (a length-1 table draws uniformly from the
-    catalogue; any length-1 pair for other losses). Positives
-    must be sorted within each user (WARP rejects candidates by binary search).
-    Scalars: float32 ``lr``, ``reg``, ``reg_bias``, ``margin``; int ``seed``, ``epoch``.
-    The number of blocks is ``len(loss_out)``; block b writes its loss sum (float64) and its
-    number of updates (int64) to ``loss_out[b]``, ``count_out[b]``.
+    The driver returns nothing; it updates ``tables`` in place and writes each block's loss
+    sum and update count to ``epoch.loss_out`` / ``epoch.count_out``.
     """
-    key = (int(loss), bool(use_bias), bool(learn_items), bool(parallel), order, bool(adagrad))
+    if loss not in LOSS_CODES.values():
+        raise ValueError(f"loss: expected one of the codes {sorted(LOSS_CODES.values())}")
+    if order not in ORDERS:
+        raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
+    key = (int(loss), order, bool(use_bias), bool(learn_items), bool(adagrad))
     driver = _DRIVERS.get(key)
     if driver is None:
-        if order == "grouped":
-            driver = _make_grouped(*key[:4], key[5])
-        elif order == "random":
-            driver = _make_random(*key[:4], key[5])
-        else:
-            raise ValueError(f"order: unknown {order!r}")
-        _DRIVERS[key] = driver
+        make = _make_grouped if order == "grouped" else _make_random
+        driver = _DRIVERS[key] = make(*key[:1], *key[2:])
     return driver
 
 
@@ -476,19 +649,17 @@ def epoch_kernel(
 def _user_pointwise(
     u,
     state,
+    X,
+    Y,
+    ub,
+    ib,
+    uacc,
+    iacc,
     pos_indptr,
     pos_indices,
     neg_indptr,
     neg_indices,
-    X,
-    Y,
-    user_bias,
-    item_bias,
-    user_acc,
-    item_acc,
-    lr,
-    reg,
-    reg_bias,
+    h,
     work,
     loss,
     use_bias,
@@ -522,22 +693,7 @@ def _user_pointwise(
             i = -v - 1
             target = _f32(0.0)
         total += pointwise_step(
-            X,
-            Y,
-            user_bias,
-            item_bias,
-            user_acc,
-            item_acc,
-            u,
-            i,
-            target,
-            loss,
-            lr,
-            reg,
-            reg_bias,
-            use_bias,
-            learn_items,
-            adagrad,
+            X, Y, ub, ib, uacc, iacc, h, u, i, target, loss, use_bias, learn_items, adagrad
         )
     return state, total, n
 
@@ -546,19 +702,16 @@ def _user_pointwise(
 def _user_pairwise(
     u,
     state,
+    X,
+    Y,
+    ib,
+    uacc,
+    iacc,
     pos_indptr,
     pos_indices,
     neg_indptr,
     neg_indices,
-    X,
-    Y,
-    item_bias,
-    user_acc,
-    item_acc,
-    lr,
-    reg,
-    reg_bias,
-    margin,
+    h,
     weights,
     alias_prob,
     alias_idx,
@@ -595,43 +748,25 @@ def _user_pairwise(
         i = work[k]
         if loss == BPR:
             j = work[n_pos + k]
-            total += bpr_step(
-                X,
-                Y,
-                item_bias,
-                user_acc,
-                item_acc,
-                u,
-                i,
-                j,
-                lr,
-                reg,
-                reg_bias,
-                use_bias,
-                learn_items,
-                adagrad,
-            )
+            total += bpr_step(X, Y, ib, uacc, iacc, h, u, i, j, use_bias, learn_items, adagrad)
         else:
             state, value = warp_step(
                 X,
                 Y,
-                item_bias,
-                user_acc,
-                item_acc,
+                ib,
+                uacc,
+                iacc,
+                h,
                 u,
                 i,
                 ring,
+                weights,
+                alias_prob,
+                alias_idx,
                 pos_indices,
                 p0,
                 n_pos,
-                alias_prob,
-                alias_idx,
                 state,
-                weights,
-                margin,
-                lr,
-                reg,
-                reg_bias,
                 use_bias,
                 learn_items,
                 adagrad,
@@ -640,37 +775,26 @@ def _user_pairwise(
     return state, total, n_pos
 
 
-def _make_grouped(loss, use_bias, learn_items, parallel, adagrad):
+# The drivers unpack the bundles before their parallel loop and hand the steps arrays; only
+# the Hyper's float32 scalars travel as a bundle (``h.lr``, ``h.reg``...). Two reasons, both
+# Numba 0.68's: inside a ``prange`` body a write through a NamedTuple field
+# (``bundle.array[i] = v``) is silently lost, and reading an array out of a tuple there costs
+# a reference-count call each time (WARP reads its tables per positive: 9% of its speed). The
+# blocks stay in the loop body, whose arrays Numba marks ``noalias``: moved into a function of
+# their own they run 1.5× slower (WARP, one thread).
+
+
+def _make_grouped(loss, use_bias, learn_items, adagrad):
     pairwise = loss == BPR or loss == WARP
 
-    @numba.njit(parallel=parallel, **_JIT)
-    def run(
-        users,
-        pos_indptr,
-        pos_indices,
-        neg_indptr,
-        neg_indices,
-        X,
-        Y,
-        user_bias,
-        item_bias,
-        user_acc,
-        item_acc,
-        lr,
-        reg,
-        reg_bias,
-        margin,
-        weights,
-        alias_prob,
-        alias_idx,
-        seed,
-        epoch,
-        loss_out,
-        count_out,
-    ):
-        # Numba's cache key hashes the closure cells but not the jit flags: reading
-        # ``parallel`` here makes it a cell, so serial and parallel builds get their own entry.
-        n_blocks = loss_out.shape[0] if parallel else loss_out.shape[0]
+    @numba.njit(parallel=True, **_JIT)
+    def run(tables, entries, hyper, epoch):
+        X, Y, ub, ib, uacc, iacc = tables
+        pos_indptr, pos_indices, neg_indptr, neg_indices = entries[:4]
+        weights, alias_prob, alias_idx = hyper.warp_weights, hyper.alias_prob, hyper.alias_idx
+        users, seed, number = epoch.users, epoch.seed, epoch.epoch
+        loss_out, count_out = epoch.loss_out, epoch.count_out
+        n_blocks = loss_out.shape[0]
         n_users = users.shape[0]
         for b in prange(n_blocks):
             lo = (b * n_users) // n_blocks
@@ -686,29 +810,26 @@ def _make_grouped(loss, use_bias, learn_items, parallel, adagrad):
                 longest = max(longest, n)
             work = np.empty(longest, dtype=np.int64)  # one allocation per block
             state, ring = candidate_ring(
-                stream_seed(seed, epoch, b), Y, alias_prob, alias_idx, loss == WARP
+                stream_seed(seed, number, b), Y, alias_prob, alias_idx, loss == WARP
             )
             total = 0.0
             count = 0
             for k in range(lo, hi):
                 u = users[k]
                 if pairwise:
-                    state, t, c = _user_pairwise(
+                    state, part, c = _user_pairwise(
                         u,
                         state,
+                        X,
+                        Y,
+                        ib,
+                        uacc,
+                        iacc,
                         pos_indptr,
                         pos_indices,
                         neg_indptr,
                         neg_indices,
-                        X,
-                        Y,
-                        item_bias,
-                        user_acc,
-                        item_acc,
-                        lr,
-                        reg,
-                        reg_bias,
-                        margin,
+                        hyper,
                         weights,
                         alias_prob,
                         alias_idx,
@@ -720,29 +841,27 @@ def _make_grouped(loss, use_bias, learn_items, parallel, adagrad):
                         adagrad,
                     )
                 else:
-                    state, t, c = _user_pointwise(
+                    state, part, c = _user_pointwise(
                         u,
                         state,
+                        X,
+                        Y,
+                        ub,
+                        ib,
+                        uacc,
+                        iacc,
                         pos_indptr,
                         pos_indices,
                         neg_indptr,
                         neg_indices,
-                        X,
-                        Y,
-                        user_bias,
-                        item_bias,
-                        user_acc,
-                        item_acc,
-                        lr,
-                        reg,
-                        reg_bias,
+                        hyper,
                         work,
                         loss,
                         use_bias,
                         learn_items,
                         adagrad,
                     )
-                total += t
+                total += part
                 count += c
             loss_out[b] = total
             count_out[b] = count
@@ -750,44 +869,28 @@ def _make_grouped(loss, use_bias, learn_items, parallel, adagrad):
     return run
 
 
-def _make_random(loss, use_bias, learn_items, parallel, adagrad):
+def _make_random(loss, use_bias, learn_items, adagrad):
     pairwise = loss == BPR or loss == WARP
 
-    @numba.njit(parallel=parallel, **_JIT)
-    def run(
-        n_draws,
-        entry_user,
-        entry_item,
-        entry_target,
-        pos_indptr,
-        pos_indices,
-        neg_indptr,
-        neg_indices,
-        X,
-        Y,
-        user_bias,
-        item_bias,
-        user_acc,
-        item_acc,
-        lr,
-        reg,
-        reg_bias,
-        margin,
-        weights,
-        alias_prob,
-        alias_idx,
-        seed,
-        epoch,
-        loss_out,
-        count_out,
-    ):
-        n_blocks = loss_out.shape[0] if parallel else loss_out.shape[0]  # cache key, see above
+    @numba.njit(parallel=True, **_JIT)
+    def run(tables, entries, hyper, epoch):
+        X, Y, ub, ib, uacc, iacc = tables
+        pos_indptr, pos_indices, neg_indptr, neg_indices = entries[:4]
+        entry_user, entry_item, entry_target = (
+            entries.entry_user,
+            entries.entry_item,
+            entries.entry_target,
+        )
+        weights, alias_prob, alias_idx = hyper.warp_weights, hyper.alias_prob, hyper.alias_idx
+        n_draws, seed, number = epoch.n_draws, epoch.seed, epoch.epoch
+        loss_out, count_out = epoch.loss_out, epoch.count_out
+        n_blocks = loss_out.shape[0]
         n_entries = entry_user.shape[0]
         for b in prange(n_blocks):
             lo = (b * n_draws) // n_blocks
             hi = ((b + 1) * n_draws) // n_blocks
             state, ring = candidate_ring(
-                stream_seed(seed, epoch, b), Y, alias_prob, alias_idx, loss == WARP
+                stream_seed(seed, number, b), Y, alias_prob, alias_idx, loss == WARP
             )
             total = 0.0
             count = 0
@@ -800,17 +903,15 @@ def _make_random(loss, use_bias, learn_items, parallel, adagrad):
                     total += pointwise_step(
                         X,
                         Y,
-                        user_bias,
-                        item_bias,
-                        user_acc,
-                        item_acc,
+                        ub,
+                        ib,
+                        uacc,
+                        iacc,
+                        hyper,
                         u,
                         i,
                         entry_target[e],
                         loss,
-                        lr,
-                        reg,
-                        reg_bias,
                         use_bias,
                         learn_items,
                         adagrad,
@@ -824,43 +925,27 @@ def _make_random(loss, use_bias, learn_items, parallel, adagrad):
                     state, r = next_below(state, n_neg)
                     j = neg_indices[q0 + r]
                     total += bpr_step(
-                        X,
-                        Y,
-                        item_bias,
-                        user_acc,
-                        item_acc,
-                        u,
-                        i,
-                        j,
-                        lr,
-                        reg,
-                        reg_bias,
-                        use_bias,
-                        learn_items,
-                        adagrad,
+                        X, Y, ib, uacc, iacc, hyper, u, i, j, use_bias, learn_items, adagrad
                     )
                 else:
                     p0 = pos_indptr[u]
                     state, value = warp_step(
                         X,
                         Y,
-                        item_bias,
-                        user_acc,
-                        item_acc,
+                        ib,
+                        uacc,
+                        iacc,
+                        hyper,
                         u,
                         i,
                         ring,
+                        weights,
+                        alias_prob,
+                        alias_idx,
                         pos_indices,
                         p0,
                         pos_indptr[u + 1] - p0,
-                        alias_prob,
-                        alias_idx,
                         state,
-                        weights,
-                        margin,
-                        lr,
-                        reg,
-                        reg_bias,
                         use_bias,
                         learn_items,
                         adagrad,

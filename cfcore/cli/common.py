@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -191,3 +193,95 @@ def read_table(path: Path, what: str) -> list[list[str]]:
     if not rows:
         raise InputError(f"{path}: no {what} in the file")
     return rows
+
+
+@contextlib.contextmanager
+def warnings_as_notes(*skip: type[Warning]) -> Iterator[None]:
+    """Collect the library's warnings in the block and print each distinct one afterwards as
+    a ``note:`` line on standard error (without the source line Python would show); warnings
+    of the ``skip`` categories are left out (the command reports them itself)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            messages = [str(w.message) for w in caught if not issubclass(w.category, skip)]
+            for message in dict.fromkeys(messages):
+                click.echo(f"note: {message}", err=True)
+
+
+def _validated(check: Callable[[Any, str], Any]) -> Callable[..., Any]:
+    """A click callback running the library's validator ``check(value, name)``."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return check(value, param.name or "")
+        except InputError as exc:
+            raise click.BadParameter(str(exc).split(": ", 1)[-1]) from None
+
+    return callback
+
+
+def negatives_options(weighting_default: str | None, weighting_help: str) -> Callable[[F], F]:
+    """``--neg-ratio`` and ``--neg-weighting``: the library's ``neg_ratio``/``neg_weighting``,
+    checked by its validators (:mod:`cfcore.sampling`), passed on under those names.
+
+    The old spellings ``--ratio``, ``--weighting`` and ``--neg-weight`` still work (hidden from
+    ``--help``; a ``note:`` says to use the new ones).
+    """
+    from cfcore.sampling import WEIGHTINGS, check_neg_ratio, check_neg_weighting
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(
+            *args: Any, old_ratio: float | None, old_weighting: str | None, **kwargs: Any
+        ) -> Any:
+            for old, new, value in (
+                ("--ratio is", "neg_ratio", old_ratio),
+                ("--weighting and --neg-weight are", "neg_weighting", old_weighting),
+            ):
+                if value is not None:
+                    click.echo(f"note: {old} deprecated; use --{new.replace('_', '-')}", err=True)
+                    kwargs[new] = value
+            return f(*args, **kwargs)
+
+        options = [
+            click.option(
+                "--neg-ratio",
+                type=float,
+                default=2.0,
+                show_default=True,
+                callback=_validated(check_neg_ratio),
+                help="Sampled negatives per positive, n_j = neg-ratio × |positives_j| "
+                "(Fang et al.: 2).",
+            ),
+            click.option(
+                "--neg-weighting",
+                default=weighting_default,
+                show_default=weighting_default is not None,
+                metavar="[" + "|".join(WEIGHTINGS) + "]",
+                callback=_validated(check_neg_weighting),
+                help=weighting_help,
+            ),
+            click.option(
+                "--ratio",
+                "old_ratio",
+                type=float,
+                hidden=True,
+                callback=_validated(check_neg_ratio),
+            ),
+            click.option(
+                "--weighting",
+                "--neg-weight",
+                "old_weighting",
+                hidden=True,
+                callback=_validated(check_neg_weighting),
+            ),
+        ]
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -24,16 +24,20 @@ from cfcore.cli.common import (
     format_option,
     load_input,
     min_rating_option,
+    negatives_options,
     seed_option,
     threads_option,
+    warnings_as_notes,
 )
-from cfcore.errors import InputError, ModelFormatError
+from cfcore.errors import DivergenceError, InputError, ModelFormatError
 from cfcore.ids import id_positions
 from cfcore.metrics import top_n
 
 MODEL_KIND = "factor-model"
 LOSSES = ("squared", "bpr", "warp", "logistic")
-WEIGHTINGS = ("log-popularity", "popularity", "uniform")
+
+#: The command-line names of the Factorizer parameters that divergence advice names.
+CLI_NAMES = {"learning_rate": "--lr", "regularization": "--reg"}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -189,19 +193,9 @@ output_option = click.option(
 @click.command("sample-negatives")
 @click.argument("source", metavar="INPUT")
 @output_option
-@click.option(
-    "--ratio",
-    type=click.FloatRange(min=0, min_open=True),
-    default=2.0,
-    show_default=True,
-    help="Negatives per positive, n_j = ratio × |positives_j| (Fang et al.: 2).",
-)
-@click.option(
-    "--weighting",
-    type=click.Choice(WEIGHTINGS),
-    default="log-popularity",
-    show_default=True,
-    help="Item weight w(p_i) from its popularity p_i: log(1+p) (Fang's 'in practice'), "
+@negatives_options(
+    "log-popularity",
+    "Item weight w(p_i) from its popularity p_i: log(1+p) (Fang's 'in practice'), "
     "p (eq. 1-2) or 1.",
 )
 @seed_option
@@ -213,8 +207,8 @@ output_option = click.option(
 def sample_negatives_cmd(
     source: str,
     output: Path,
-    ratio: float,
-    weighting: str,
+    neg_ratio: float,
+    neg_weighting: str,
     seed: int,
     threads: int,
     fmt: str,
@@ -224,7 +218,7 @@ def sample_negatives_cmd(
 ) -> None:
     """Draw negatives for every user (Fang et al. 2015, Algorithm 1) and save them.
 
-    For user j, n_j = RATIO × |positives_j| distinct items the user has NOT
+    For user j, n_j = NEG_RATIO × |positives_j| distinct items the user has NOT
     interacted with are drawn with probability ∝ w(p_i), p_i = number of users of
     item i. A user with fewer candidates gets all of them (reported). The result is
     the same for a given --seed whatever --threads is.
@@ -232,20 +226,19 @@ def sample_negatives_cmd(
     \b
     Examples:
       cfcore sample-negatives ml-100k -o negatives.npz
-      cfcore sample-negatives u.data -o neg.npz --ratio 1 --weighting uniform --seed 3
+      cfcore sample-negatives u.data -o neg.npz --neg-ratio 1 --neg-weighting uniform --seed 3
 
     The output is an .npz of kind "negatives" (CSR arrays indptr/indices over the
     rows and columns of INPUT as read, ids in sorted order);
     cfcore.sampling.NegativeSample.load reads it back.
     """
-    from cfcore.sampling import sample_negatives
+    from cfcore.sampling import NegativeShortfallWarning, sample_negatives
 
     _check_output(output)
     inter = load_input(source, fmt, data_dir, min_rating, **read_options)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the shortfall is reported below, in one line
+    with warnings_as_notes(NegativeShortfallWarning):  # the shortfall is reported below
         neg = sample_negatives(
-            inter.user_items, ratio=ratio, weighting=weighting, seed=seed, threads=threads
+            inter.user_items, neg_ratio, neg_weighting, seed=seed, threads=threads
         )
     neg.meta.update(
         {"source": str(source), "min_rating": min_rating, "n_positives": int(inter.nnz)}
@@ -253,7 +246,7 @@ def sample_negatives_cmd(
     neg.save(output)
     click.echo(
         f"{neg.nnz} negatives for {inter.n_users} users × {inter.n_items} items "
-        f"({weighting}, ratio {ratio:g}, seed {seed}) → {output}"
+        f"({neg_weighting}, neg-ratio {neg_ratio:g}, seed {seed}) → {output}"
     )
     if neg.n_short:
         click.echo(
@@ -265,7 +258,7 @@ def sample_negatives_cmd(
 # ---------------------------------------------------------------------------- factorize
 def _epoch_line(row: dict[str, Any]) -> str:
     parts = [f"epoch {row.get('epoch', '?')}"]
-    for key in ("loss", "rmse", "pr", "auc"):
+    for key in ("loss", "rmse", "sampled_pr", "auc"):
         v = row.get(key)
         if isinstance(v, int | float | np.floating):
             parts.append(f"{key} {float(v):.4f}")
@@ -310,18 +303,9 @@ def _epoch_line(row: dict[str, Any]) -> str:
     show_default=True,
     help="L2 regularisation λ(‖x‖² + ‖y‖²) (Fang et al.: 0.01).",
 )
-@click.option(
-    "--neg-ratio",
-    type=click.FloatRange(min=0, min_open=True),
-    default=2.0,
-    show_default=True,
-    help="Sampled negatives per positive (Fang et al.: 2).",
-)
-@click.option(
-    "--neg-weight",
-    type=click.Choice(WEIGHTINGS),
-    default=None,
-    help="Negative sampling weight w(p_i) of item popularity [default: log-popularity "
+@negatives_options(
+    None,
+    "Negative sampling weight w(p_i) of item popularity [default: log-popularity "
     "(Fang et al.); warp draws its candidates uniformly, as LightFM].",
 )
 @click.option(
@@ -364,7 +348,8 @@ def _epoch_line(row: dict[str, Any]) -> str:
     default=None,
     metavar="FRACTION",
     help="Hold out this fraction of each user's interactions (seeded by --seed); print "
-    "per-epoch RMSE, PR and AUC on it. The saved model is fit on the rest.",
+    "per-epoch RMSE and sampled_pr (Fang's validation: against sampled negatives) and AUC "
+    "(against uniform unobserved items) on it. The saved model is fit on the rest.",
 )
 @threads_option
 @seed_option
@@ -382,7 +367,7 @@ def factorize(
     lr: float | None,
     reg: float,
     neg_ratio: float,
-    neg_weight: str | None,
+    neg_weighting: str | None,
     resample: bool | None,
     schedule: str | None,
     optimizer: str | None,
@@ -412,7 +397,7 @@ def factorize(
 
     \b
     Paper defaults (Fang et al. 2015): --factors 100 --reg 0.01 --neg-ratio 2
-    --neg-weight log-popularity --fixed-negatives, squared loss.
+    --neg-weighting log-popularity --fixed-negatives, squared loss.
     --threads 1 with a --seed is bit-reproducible; more threads differ only by
     Hogwild races. The model (.npz, kind "factor-model") holds user_factors,
     item_factors (float32), the raw user_ids/item_ids and the parameters as JSON;
@@ -437,7 +422,7 @@ def factorize(
         epochs=epochs,
         regularization=reg,
         neg_ratio=neg_ratio,
-        neg_weight=neg_weight,
+        neg_weighting=neg_weighting,
         resample_negatives=resample,
         schedule=schedule,
         optimizer=optimizer,
@@ -463,11 +448,11 @@ def factorize(
 
             tqdm.write(_epoch_line(record))  # keeps the progress bar intact
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model.fit(train, validation=held_out, callback=report)
-    for message in dict.fromkeys(str(w.message) for w in caught):  # one line each, no source
-        click.echo(f"note: {message}", err=True)
+    with warnings_as_notes():
+        try:
+            model.fit(train, validation=held_out, callback=report)
+        except DivergenceError as exc:  # the advice in this command's option names
+            raise click.ClickException(exc.advice(CLI_NAMES)) from None
     model.save(output)
     click.echo(
         f"saved {train.n_users} users × {train.n_items} items × {factors} factors "

@@ -1,24 +1,31 @@
-"""Software prefetch of a factor-table row, for the SGD kernels.
+"""Software prefetch of a table row: the one copy, for the SGD kernels and the benchmark.
 
 SGD over sparse entries gathers item rows at random. Even when the item table fits in the
 last-level cache, each gather waits for a cache miss, and the update cannot start before the
 dot product has read the row: the loop is latency bound. The kernels know the next entries
 in advance (each user's shuffled work list), so they issue a prefetch for the row a few
-entries ahead; its miss then overlaps the current update. ``prefetch_row(Y, i)`` emits one
+entries ahead; its miss then overlaps the current update. ``prefetch_row(T, i)`` emits one
 ``llvm.prefetch`` (read, keep in all cache levels) per 64-byte line of row ``i``; it never
 faults, so any row index inside the table is safe.
+
+Fallback: the intrinsic's name depends on the LLVM behind llvmlite (``llvm.prefetch.p0`` with
+opaque pointers, LLVM ≥ 15; ``llvm.prefetch.p0i8`` before). At import a tiny function using
+it is compiled (cached); if that fails for any reason, :func:`prefetch_row` is a no-op —
+prefetching is a hint, the kernels stay correct and only lose its speed-up — and
+:data:`PREFETCH_KIND` says ``"none"`` (the benchmark reports it).
 """
 
 from __future__ import annotations
 
 import numba
+import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 _LINE_BYTES = 64
-# llvmlite with opaque pointers (LLVM >= 15) mangles the pointer argument as "p0".
-_INTRINSIC = "llvm.prefetch.p0"
+_INTRINSIC = "llvm.prefetch.p0" if llvm.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
 
 
 @intrinsic
@@ -46,8 +53,35 @@ def _prefetch_address(typingctx, arr, row, col):
 
 
 @numba.njit(inline="always", cache=True)
-def prefetch_row(table, row):
-    """Prefetch every cache line of ``table[row]`` (float32, C-contiguous)."""
+def _prefetch_lines(table, row):
+    """Prefetch every cache line of ``table[row]`` (2-D, C-contiguous)."""
     step = _LINE_BYTES // table.itemsize
     for col in range(0, table.shape[1], step):
         _prefetch_address(table, row, col)
+
+
+@numba.njit(inline="always", cache=True)
+def _no_prefetch(table, row):
+    """The fallback: no prefetch."""
+
+
+@numba.njit(cache=True)
+def _probe(table):
+    _prefetch_lines(table, 1)
+    return table[0, 0]
+
+
+def _intrinsic_works() -> bool:
+    try:
+        _probe(np.zeros((2, 16), dtype=np.float32))
+    except Exception:  # noqa: BLE001 - any failure to build it means "no prefetch"
+        return False
+    return True
+
+
+def _select(intrinsic_works: bool):
+    """``(prefetch_row, PREFETCH_KIND)`` for whether the intrinsic can be built."""
+    return (_prefetch_lines, "llvm.prefetch") if intrinsic_works else (_no_prefetch, "none")
+
+
+prefetch_row, PREFETCH_KIND = _select(_intrinsic_works())
