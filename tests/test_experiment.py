@@ -165,6 +165,28 @@ def test_cli_multitask_and_cf2label(collab):
     )
     assert resumed.exit_code == 0 and "already holds all 2 epochs" in resumed.output
 
+    # the trained trunk's features, as for any cfvision checkpoint
+    feats = runner.invoke(
+        cli,
+        [
+            "extract",
+            str(collab / "img"),
+            "--checkpoint",
+            str(collab / "r" / "checkpoint.pt"),
+            "-o",
+            str(collab / "f.npz"),
+            "--device",
+            "cpu",
+            "--quiet",
+            "--cache-dir",
+            str(collab / "cache"),
+        ],
+    )
+    assert feats.exit_code == 0, feats.output
+    from cfcore.vectors import load_vectors
+
+    assert load_vectors(collab / "f.npz").vectors.shape == (72, 128)
+
     model = str(collab / "r" / "cf_model.npz")
     out = runner.invoke(
         cli,
