@@ -181,6 +181,31 @@ def load_movielens(
     return read_interactions(path / file, min_rating=min_rating)
 
 
+def load_interactions(
+    source: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    min_rating: float | None = None,
+    fmt: str = "auto",
+    **read_options: object,
+) -> Interactions:
+    """Interactions from a file, or from a dataset name of the data directory (``ml-100k``).
+
+    ``fmt`` and ``read_options`` (``sep``, ``header``, ``user_col``, ``item_col``,
+    ``rating_col``) go to :func:`cfcore.readers.read_interactions`; they do not apply to a
+    dataset name.
+    """
+    from cfcore.readers import read_interactions
+
+    if not os.path.exists(source):
+        if str(source) in DATASETS:
+            return load_movielens(str(source), data_dir, min_rating=min_rating)
+        raise InputError(
+            f"{source}: no such file (interactions are a file or a dataset name: "
+            f"{', '.join(DATASETS)})"
+        )
+    return read_interactions(source, fmt, min_rating=min_rating, **read_options)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class UserDemographics:
     """ml-100k ``u.user``: id, age, gender (M/F), occupation, zip code."""

@@ -218,23 +218,11 @@ def load_input(
     min_rating: float | None = None,
     **read_options: Any,
 ):  # -> Interactions
-    """Read INPUT: a path, or the name of a dataset in the data directory.
+    """Read INPUT: a path, or the name of a dataset in the data directory
+    (:func:`cfcore.datasets.load_interactions`)."""
+    from cfcore.datasets import load_interactions
 
-    ``read_options`` (``sep``, ``header``, ``user_col``, ``item_col``, ``rating_col``) go to
-    :func:`cfcore.readers.read_interactions`; they do not apply to a dataset name. Repeated
-    (user, item) rows are counted once, with a ``note:`` on standard error saying how many.
-    """
-    from cfcore.datasets import DATASETS, load_movielens
-    from cfcore.readers import read_interactions
-
-    if not os.path.exists(source):
-        if source not in DATASETS:
-            raise InputError(
-                f"{source}: no such file (INPUT is a file or a dataset name: {', '.join(DATASETS)})"
-            )
-        inter = load_movielens(source, data_dir, min_rating=min_rating)
-    else:
-        inter = read_interactions(source, fmt, min_rating=min_rating, **read_options)
+    inter = load_interactions(source, data_dir, min_rating, fmt, **read_options)
     if inter.n_duplicates:
         n = inter.n_duplicates
         click.echo(
