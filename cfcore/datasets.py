@@ -16,7 +16,6 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -182,29 +181,29 @@ def load_movielens(
     return read_interactions(path / file, min_rating=min_rating)
 
 
-def load_source(
+def load_interactions(
     source: str | os.PathLike[str],
-    fmt: str = "auto",
-    directory: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
     min_rating: float | None = None,
-    **read_options: Any,
+    fmt: str = "auto",
+    **read_options: object,
 ) -> Interactions:
-    """Interactions from a file, or from a dataset name resolved in the data directory.
+    """Interactions from a file, or from a dataset name of the data directory (``ml-100k``).
 
-    ``source`` is a path (any format :func:`cfcore.readers.read_interactions` reads;
-    ``read_options``: ``sep``, ``header``, ``user_col``, ``item_col``, ``rating_col``) or,
-    when no such path exists, the name of a dataset (``ml-100k``). The ``INPUT`` of every
-    ``cfcore`` command and the ``source`` of a pipeline job.
+    ``fmt`` and ``read_options`` (``sep``, ``header``, ``user_col``, ``item_col``,
+    ``rating_col``) go to :func:`cfcore.readers.read_interactions`; they do not apply to a
+    dataset name.
     """
     from cfcore.readers import read_interactions
 
     if not os.path.exists(source):
-        if str(source) not in DATASETS:
-            raise InputError(
-                f"{source}: no such file (give a file or a dataset name: {', '.join(DATASETS)})"
-            )
-        return load_movielens(str(source), directory, min_rating=min_rating)
-    return read_interactions(source, fmt, min_rating=min_rating, **read_options)
+        if str(source) in DATASETS:
+            return load_movielens(str(source), data_dir, min_rating=min_rating)
+        raise InputError(
+            f"{source}: no such file (interactions are a file or a dataset name: "
+            f"{', '.join(DATASETS)})"
+        )
+    return read_interactions(source, fmt, min_rating=min_rating, **read_options)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -219,17 +218,13 @@ class UserDemographics:
 
 
 def movielens_100k_users(directory: str | os.PathLike[str] | None = None) -> UserDemographics:
-    """User demographics of ml-100k (``u.user``)."""
-    path = dataset_path("ml-100k", directory) / "u.user"
-    cols: list[list[str]] = [[], [], [], [], []]
-    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("|")
-        if len(fields) != 5:
-            raise InputError(f"{path}:{lineno}: expected 5 fields, got {len(fields)}")
-        for c, f in zip(cols, fields, strict=True):
-            c.append(f)
+    """User demographics of ml-100k (``u.user``, read by :func:`cfcore.readers.read_table`)."""
+    from cfcore.readers import read_table
+
+    table = read_table(dataset_path("ml-100k", directory) / "u.user")
+    if len(table.names) != 5:
+        raise InputError(f"{table.path}: expected 5 fields per line, got {len(table.names)}")
+    cols = [table.column(name) for name in table.names]
     return UserDemographics(
         np.asarray(cols[0], dtype=np.int64),
         np.asarray(cols[1], dtype=np.int64),

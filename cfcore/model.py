@@ -15,7 +15,8 @@ cfvision call it):
   columns, refusing another dataset's (:data:`cfcore.ids.MIN_OVERLAP`);
 - :meth:`FactorModel.save` / :func:`load_model` — an ``.npz`` artifact of kind
   ``"factor-model"`` (no pickle); loading needs no knowledge of the class that wrote it;
-- ``get_params`` / ``set_params`` — the scikit-learn estimator contract.
+- ``get_params`` / ``set_params`` — the scikit-learn estimator contract
+  (:class:`cfcore.estimator.Estimator`, shared with the tag models).
 
 The file: arrays ``user_factors`` (n_users, k) and ``item_factors`` (n_items, k) float32,
 ``user_ids``/``item_ids`` (raw ids in row order, int64 or str), optional ``user_bias``/
@@ -31,7 +32,6 @@ Rows and ids: ``userids``/``itemids`` arguments are *row indices* (0..n-1) as in
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cfcore.errors import InputError, ModelFormatError
+from cfcore.estimator import Estimator
 from cfcore.ids import MIN_OVERLAP, as_ids, id_positions, reindex, require_overlap
 from cfcore.io import load_artifact, require_keys, save_artifact
 from cfcore.metrics import top_n
@@ -121,7 +122,7 @@ class Projection:
         return self.total - self.known
 
 
-class FactorModel:
+class FactorModel(Estimator):
     """Base class: learned ``user_factors_`` (n_users, k) and ``item_factors_`` (n_items, k).
 
     Subclasses implement ``fit`` (and ``fold_in``); their ``__init__`` only stores its
@@ -150,32 +151,6 @@ class FactorModel:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _CLASSES[cls.__name__] = cls
-
-    # ------------------------------------------------------------------ sklearn contract
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind in kinds]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters by name (scikit-learn contract)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> FactorModel:
-        """Set constructor parameters; unknown names raise :class:`InputError`."""
-        valid = set(self._param_names())
-        for name, value in params.items():
-            if name not in valid:
-                raise InputError(
-                    f"{name}: not a parameter of {type(self).__name__} ({sorted(valid)})"
-                )
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ fitted state
     @property

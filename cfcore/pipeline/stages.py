@@ -116,7 +116,7 @@ def interaction_stats(views: Any) -> dict[str, Any]:
 
 def stage_data(ctx: StageContext) -> dict[str, Any]:
     """Read (or simulate) the interactions and filter them (Fang §3's count filter)."""
-    from cfcore.datasets import load_source
+    from cfcore.datasets import load_interactions
 
     data = ctx.job.tables["data"]
     result: dict[str, Any] = {}
@@ -130,8 +130,8 @@ def stage_data(ctx: StageContext) -> dict[str, Any]:
         result["source"] = "cfcore.simulate"
     else:
         source = ctx.job.resolve("data", "source")
-        views = load_source(
-            source, data.get("format", "auto"), ctx.job.data_dir, data.get("min_rating")
+        views = load_interactions(
+            source, ctx.job.data_dir, data.get("min_rating"), data.get("format", "auto")
         )
         result["source"] = str(data["source"])
         result["read"] = interaction_stats(views)
