@@ -325,6 +325,38 @@ def _evaluation_section(run: RunDir, folder: Path) -> list[Block]:
     return blocks
 
 
+def _multitask_section(run: RunDir, folder: Path) -> list[Block]:
+    res = _result(run, "multitask").get("methods")
+    if not res:
+        return []
+    rows = [
+        [
+            variant,
+            r["test_map"],
+            f"{r['test_map_ci'][0]:.4f} … {r['test_map_ci'][1]:.4f}",
+            r["val_map"],
+            r["n_train_images"],
+            r["n_test"],
+        ]
+        for variant, r in res.items()
+    ]
+    return [
+        Block("h2", "Multitask: labelling new images (Bibas et al. 2022)"),
+        Block(
+            "p",
+            "A CNN labels held-out images (no user has seen them) from the image alone; mtl "
+            "also reconstructs each training item's CF vector. Test mAP over the labels, "
+            "95% bootstrap interval over the test items; every method on one split and one "
+            "CF model.",
+        ),
+        Block(
+            "table",
+            header=["method", "test mAP", "95% CI", "validation mAP", "train images", "test"],
+            rows=rows,
+        ),
+    ]
+
+
 def _timings_section(run: RunDir, folder: Path) -> list[Block]:
     from cfcore.plots import bar_plot
 
@@ -363,14 +395,13 @@ def report_blocks(run: RunDir, folder: Path, title: str | None = None) -> list[B
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + "."
     )
-    blocks = [Block("h1", title), Block("p", intro)]
-    for section in (_data_section(run),):
-        blocks += section
+    blocks = [Block("h1", title), Block("p", intro), *_data_section(run)]
     for make in (
         _cf_section,
         _cluster_section,
         _cnn_section,
         _evaluation_section,
+        _multitask_section,
         _timings_section,
     ):
         blocks += make(run, folder)

@@ -177,6 +177,42 @@ def _vectors(v: Any) -> tuple[np.ndarray, np.ndarray]:
     return v.ids, v.vectors
 
 
+def stage_multitask(ctx: StageContext) -> dict[str, Any]:
+    """Bibas et al. 2022 on the job's data: each method of ``[multitask] methods`` labels
+    held-out images (multi-label), on one split and one CF model (``cfvision.multitask``)."""
+    from cfvision.multitask import MultitaskConfig, train_multitask
+
+    _torch_setup(ctx)
+    options = ctx.job.options("multitask")
+    methods = options.pop("methods", ["image-only", "mtl"])
+    if "weights" in options:
+        options["weights"] = str(ctx.job.resolve("multitask", "weights", dataset=False))
+    data = ctx.job.tables["data"]
+    shared: dict[str, str] = {}
+    results = {}
+    for method in methods:
+        out = ctx.out / method
+        cfg = MultitaskConfig(
+            images=str(ctx.images()),
+            labels=str(ctx.labels(multilabel=True)),
+            interactions=str(ctx.input("data", VIEWS)),
+            output=str(out),
+            method=method,
+            id_space=data.get("id_space"),
+            data_dir=str(ctx.job.data_dir) if ctx.job.data_dir else None,
+            device=ctx.job.device,
+            seed=ctx.job.seed,
+            progress=False,
+            **shared,
+            **options,
+        )
+        result = train_multitask(cfg, log=ctx.log).result
+        results[result["variant"]] = {k: v for k, v in result.items() if k != "config"}
+        # every method on the first one's split and CF model: their scores compare
+        shared = {"split": str(out / "split.csv"), "cf_model": str(out / "cf_model.npz")}
+    return {"methods": results}
+
+
 def stage_report(ctx: StageContext) -> dict[str, Any]:
     """The report: Markdown, PNGs and one self-contained HTML page (:mod:`cfvision.report`)."""
     from cfvision.report import write_report
@@ -191,5 +227,6 @@ FUNCTIONS: dict[str, StageFunction] = {
     "train": stage_train,
     "extract": stage_extract,
     "evaluate": stage_evaluate,
+    "multitask": stage_multitask,
     "report": stage_report,
 }

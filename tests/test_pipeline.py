@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from cfcore.pipeline import JobError, RunDir, RunLockedError, parse_job
-from cfcore.pipeline.job import STAGE_NAMES, TRAIN_KEYS, stage_params
+from cfcore.pipeline.job import MULTITASK_KEYS, STAGE_NAMES, TRAIN_KEYS, stage_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,8 @@ def _job(text: str, tmp_path: Path | None = None):
 
 def test_tiny_job_is_valid_and_lists_every_stage():
     job = _job(TINY_JOB)
-    assert job.stages() == list(STAGE_NAMES)
+    assert job.stages() == [s for s in STAGE_NAMES if s != "multitask"]  # optional, absent
+    assert "multitask" in _job(TINY_JOB + "[multitask]\nepochs = 1\n").stages()
     assert job.simulated and job.threads == 1 and job.seed == 0
     assert stage_params(job, "factorize")["factors"] == 16
 
@@ -96,6 +97,7 @@ def test_tiny_job_is_valid_and_lists_every_stage():
         (("test_fraction = 0.2", "test_fraction = 1.5"), r":10: \[split\] test_fraction: must lie"),
         (("[data]\n", '[data]\nsource = "ml-100k"\n'), r":6: \[data\]: give exactly one of"),
         (("seed = 0", "seed = 0\nseed = 1"), r"not valid TOML"),
+        (("[evaluate]", '[multitask]\nmethods = ["mlt"]\n[evaluate]'), r":26: \[multitask\] meth"),
     ],
 )
 def test_job_errors_name_the_line_and_key(edit, message):
@@ -126,6 +128,9 @@ def test_train_keys_are_trainconfig_fields():
     assert set(TRAIN_KEYS) <= names
     # what the job sets itself is not a key
     assert not {"images", "labels", "output", "seed", "device", "resume"} & set(TRAIN_KEYS)
+    from cfvision.multitask import MultitaskConfig
+
+    assert set(MULTITASK_KEYS) - {"methods"} <= {f.name for f in fields(MultitaskConfig)}
 
 
 def test_negatives_stage_draws_what_the_fixed_negative_factorizer_trains_on():
@@ -168,6 +173,10 @@ def test_commit_replaces_a_stage_folder_whole(tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
+def tiny_stages() -> list[str]:
+    return _job(TINY_JOB).stages()
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -238,7 +247,7 @@ def test_sigkill_mid_stage_then_rerun_equals_an_uninterrupted_run(tiny_job, fini
     assert "ran: train, extract, evaluate, report" in rerun.stdout
     assert not list(run.glob("*.partial")) and not list(run.glob(".*.old"))
     _same_outputs(finished_run, run)
-    for stage in STAGE_NAMES:  # every record lists what the issue asks for
+    for stage in tiny_stages():  # every record lists what the issue asks for
         record = json.loads((run / stage / "stage.json").read_text())
         assert {"key", "params", "upstream", "external", "versions", "seconds", "outputs"} <= set(
             record
@@ -296,3 +305,19 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
         pixels = np.asarray(im.convert("L"), dtype=np.float32)
     # a rendered page, not a blank one: text and figures make many dark pixels
     assert (pixels < 128).mean() > 0.01 and pixels.std() > 20
+
+
+def test_adding_the_multitask_stage_runs_only_it_and_the_report(tiny_job, finished_run):
+    job = tiny_job.with_name("multitask.toml")
+    job.write_text(
+        TINY_JOB + '[multitask]\nmethods = ["image-only", "mtl"]\narch = "small"\nimage_size = 16\n'
+        "epochs = 1\ncf_epochs = 3\nfactors = 8\nn_boot = 50\n"
+    )
+    proc = _pipeline(job, finished_run)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "ran: multitask, report" in proc.stdout
+    result = json.loads((finished_run / "multitask" / "result.json").read_text())["methods"]
+    assert set(result) == {"image-only", "mtl-uniform"}
+    assert all(0 < r["test_map"] <= 1 and r["n_test"] > 0 for r in result.values())
+    md = (finished_run / "report" / "report.md").read_text()
+    assert "## Multitask" in md and "| mtl-uniform |" in md

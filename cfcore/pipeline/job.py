@@ -21,6 +21,7 @@ Layout (every table but ``[data]`` is optional)::
     [train]      TrainConfig options                       (Fang §4.1)
     [extract]    batch_size, random_init
     [evaluate]   R, bootstrap, probe                       (Fang §4.3-4.4)
+    [multitask]  methods and MultitaskConfig options       (Bibas et al. 2022; optional)
     [report]     title
 
 Relative paths are relative to the job file's folder; a value that is no path there but the
@@ -69,6 +70,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", "cfvision", "CNN on the pseudo-classes of the train items' images"),
     Stage("extract", "cfvision", "features of every image: trained and random-init CNN"),
     Stage("evaluate", "cfvision", "held-out items query train items (Fang §4.3-4.4)"),
+    Stage(
+        "multitask",
+        "cfvision",
+        "label new images guided by CF vectors (Bibas et al. 2022)",
+        optional=True,
+    ),
     Stage("report", "cfvision", "Markdown, PNGs and a self-contained HTML page"),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
@@ -163,7 +170,28 @@ TRAIN_KEYS: dict[str, Key] = {
 
 
 #: Stages whose table may set ``threads`` for that stage alone (default: ``[job] threads``).
-THREADED = ("negatives", "factorize", "cluster", "train", "extract", "evaluate")
+THREADED = ("negatives", "factorize", "cluster", "train", "extract", "evaluate", "multitask")
+
+
+#: ``cfvision.multitask.MultitaskConfig`` options a ``[multitask]`` table may set besides
+#: the training ones (a test keeps this list in step); ``methods`` lists the methods to run
+#: on one split and one CF model (default: image-only and mtl).
+MULTITASK_KEYS: dict[str, Key] = {
+    "methods": _key(list, "image-only, mtl, sequential, contrastive"),
+    "confidence": _key(str, "", ("uniform", "interactions", "loss")),
+    "alpha": _key(float),
+    "omega_cap": _key(float),
+    "margin": _key(float),
+    "label_ratio": _key(float),
+    "holdout": _key(float),
+    "factors": _key(int),
+    "cf_loss": _key(str),
+    "cf_epochs": _key(int),
+    "cf_standardize": _key(bool),
+    "aux_epochs": _key(int),
+    "n_boot": _key(int),
+}
+MULTITASK_METHODS = ("image-only", "mtl", "sequential", "contrastive")
 
 
 def schema() -> dict[str, dict[str, Key]]:
@@ -216,6 +244,10 @@ def _tables() -> dict[str, dict[str, Key]]:
             "R": _key(int, "neighbours per query (default 100)"),
             "bootstrap": _key(int, "paired bootstrap resamples (default 2000)"),
             "probe": _key(bool, "linear probe on the labels (default true when labels)"),
+        },
+        "multitask": {
+            **{k: v for k, v in TRAIN_KEYS.items() if k not in ("balanced", "val_fraction")},
+            **MULTITASK_KEYS,
         },
         "report": {"title": _key(str)},
     }
@@ -395,7 +427,18 @@ def _check_semantics(job: Job) -> None:
                 f"{job.where('data')}: images is required with source (the CNN stages need "
                 "an image per item: a folder, a CSV item_id,path or movielens-posters)"
             )
-    for table in ("train", "extract"):
+    methods = job.tables.get("multitask", {}).get("methods", [])
+    bad = [m for m in methods if m not in MULTITASK_METHODS]
+    if bad or (methods == [] and "methods" in job.tables.get("multitask", {})):
+        raise JobError(
+            f"{job.where('multitask', 'methods')}: methods are some of "
+            f"{', '.join(MULTITASK_METHODS)}, got {methods!r}"
+        )
+    if "multitask" in job.tables and not job.simulated and "labels" not in job.tables["data"]:
+        raise JobError(
+            f"{job.where('multitask')}: needs [data] labels (multi-label item categories)"
+        )
+    for table in ("train", "extract", "multitask"):
         if "weights" in job.tables.get(table, {}):
             job.resolve(table, "weights", dataset=False)
     split = job.tables.get("split", {})
@@ -493,8 +536,9 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "train": ("data", "cluster"),
     "extract": ("data", "train"),
     "evaluate": ("data", "split", "extract"),
+    "multitask": ("data",),
     "report": ("data", "split", "negatives", "factorize", "cluster", "train", "extract",
-               "evaluate"),
+               "evaluate", "multitask"),
 }  # fmt: skip
 
 #: The options (table, key) that name external files, and the stages that read them.
@@ -503,6 +547,7 @@ EXTERNAL: dict[str, tuple[tuple[str, str], ...]] = {
     "train": (("data", "images"), ("train", "weights")),
     "extract": (("data", "images"), ("extract", "weights")),
     "evaluate": (("data", "labels"), ("data", "owners")),
+    "multitask": (("data", "images"), ("data", "labels"), ("multitask", "weights")),
 }
 
 
@@ -528,7 +573,7 @@ def stage_params(job: Job, name: str) -> dict[str, Any]:
         return {k: v for k, v in factorizer_params(job).items() if k != "progress"}
     if name == "cluster":
         return {**job.options("cluster"), **seed, "threads": job.threads_for("cluster")}
-    if name in ("train", "extract"):
+    if name in ("train", "extract", "multitask"):
         data = job.tables["data"]
         return {
             **job.options(name),

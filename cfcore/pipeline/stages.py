@@ -61,10 +61,12 @@ class StageContext:
             return self.input("data", f"{WORLD}/images")
         return self.job.resolve("data", "images")
 
-    def labels(self) -> str | None:
-        """Probe labels: a file or a dataset name (a world's planted classes)."""
+    def labels(self, multilabel: bool = False) -> str | None:
+        """Item labels: a file or a dataset name — a world's planted classes, or with
+        ``multilabel`` its visible attributes (shape, fill, palette, background)."""
         if self.job.simulated:
-            return str(self.input("data", f"{WORLD}/classes.csv"))
+            file = "attributes.csv" if multilabel else "classes.csv"
+            return str(self.input("data", f"{WORLD}/{file}"))
         data = self.job.tables["data"]
         if "labels" not in data:
             return None
