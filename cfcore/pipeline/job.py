@@ -361,23 +361,36 @@ def _type_name(kinds: tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def _check_value(job: Job, table: str, key: str, value: Any, spec: Key) -> None:
+def _check_value(
+    job: Job, table: str, key: str, value: Any, spec: Key, option: str | None = None
+) -> None:
+    """``value`` has the type (and is one of the choices) of ``spec``; ``option`` names an
+    option inside the inline table ``key``."""
+    where = f"{job.where(table, key)}:" + (f" {option}" if option else "")
     ok = isinstance(value, spec.types) and not (isinstance(value, bool) and bool not in spec.types)
     if not ok:
-        raise JobError(f"{job.where(table, key)}: must be {_type_name(spec.types)}, got {value!r}")
+        raise JobError(f"{where}: must be {_type_name(spec.types)}, got {value!r}")
     if spec.choices and value not in spec.choices:
-        raise JobError(
-            f"{job.where(table, key)}: must be one of {', '.join(spec.choices)}, got {value!r}"
-        )
+        raise JobError(f"{where}: must be one of {', '.join(spec.choices)}, got {value!r}")
 
 
-def _check_keys(job: Job, table: str, values: Mapping[str, Any], keys: Mapping[str, Key]) -> None:
+def _check_keys(
+    job: Job,
+    table: str,
+    values: Mapping[str, Any],
+    keys: Mapping[str, Key],
+    within: str | None = None,
+) -> None:
+    """Every key known and of its type; ``within`` names the inline table holding ``values``
+    (``simulate = {...}``), whose line the messages point at."""
     for key, value in values.items():
+        where = job.where(table, within or key)
         if key not in keys:
+            what = f"unknown {within} option {key!r}" if within else "unknown key"
             raise JobError(
-                f"{job.where(table, key)}: unknown key; [{table}] takes {', '.join(sorted(keys))}"
+                f"{where}: {what}; {within or f'[{table}]'} takes {', '.join(sorted(keys))}"
             )
-        _check_value(job, table, key, value, keys[key])
+        _check_value(job, table, within or key, value, keys[key], key if within else None)
 
 
 def _library_check(job: Job, table: str, check: Callable[[], Any], key: str | None = None) -> None:
@@ -402,14 +415,7 @@ def _check_semantics(job: Job) -> None:
         from cfcore.simulate import WorldParams
 
         sim = data["simulate"]
-        keys = _simulate_keys()
-        for key, value in sim.items():
-            if key not in keys:
-                raise JobError(
-                    f"{job.where('data', 'simulate')}: unknown simulate option {key!r}; "
-                    f"takes {', '.join(sorted(keys))}"
-                )
-            _check_value(job, "data", "simulate", value, keys[key])
+        _check_keys(job, "data", sim, _simulate_keys(), within="simulate")
         params = {"seed": job.seed, **sim}
         _library_check(job, "data", lambda: WorldParams(**params).validated(), "simulate")
         for key in ("source", "format", "min_rating", "images", "id_space", "labels", "owners"):
