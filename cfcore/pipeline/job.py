@@ -366,7 +366,7 @@ def _check_value(
 ) -> None:
     """``value`` has the type (and is one of the choices) of ``spec``; ``option`` names an
     option inside the inline table ``key``."""
-    where = f"{job.where(table, key)}:" + (f" {option}" if option else "")
+    where = job.where(table, key) + (f": {option}" if option else "")
     ok = isinstance(value, spec.types) and not (isinstance(value, bool) and bool not in spec.types)
     if not ok:
         raise JobError(f"{where}: must be {_type_name(spec.types)}, got {value!r}")
