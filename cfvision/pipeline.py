@@ -210,6 +210,7 @@ def run_job(
     names = job.stages()
     forced = set(names[names.index(from_stage) :]) if from_stage else set()
     runners = {s.name: s.runner for s in STAGES}
+    resumable = {s.name: s.resumable for s in STAGES}
     digests = DigestCache()
     if dry_run:
         for name in names:
@@ -232,8 +233,9 @@ def run_job(
                 say(f"{name:<10} skip ({reason})")
                 result.stages.append(StagePlan(name, runners[name], "skip", reason))
                 continue
+            if run.begin(name, key, resumable[name]):
+                reason += "; continuing the stopped run from its checkpoint"
             say(f"{name:<10} run  ({reason})")
-            run.begin(name)
             t0 = time.perf_counter()
             _run_stage_process(job, run, name, runners[name], lock_fd)
             seconds = time.perf_counter() - t0

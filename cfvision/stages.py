@@ -47,6 +47,7 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
         device=ctx.job.device,
         seed=ctx.job.seed,
         progress=False,
+        resume=(ctx.out / "checkpoint.pt").exists(),  # a stopped run of this stage (same key)
         **options,
     )
     result = train(cfg, log=ctx.log)
@@ -203,6 +204,7 @@ def stage_multitask(ctx: StageContext) -> dict[str, Any]:
             device=ctx.job.device,
             seed=ctx.job.seed,
             progress=False,
+            resume=(out / "checkpoint.pt").exists(),  # a stopped run of this stage (same key)
             **shared,
             **options,
         )

@@ -141,7 +141,7 @@ def test_negatives_stage_draws_what_the_fixed_negative_factorizer_trains_on():
     from cfcore.simulate import simulate
 
     job = _job(TINY_JOB.replace("epochs = 5", "epochs = 5\nresample_negatives = false"))
-    views = simulate(n_users=100, n_items=400, n_views=2000, seed=0).views
+    views = simulate(n_users=100, n_items=1000, n_views=2000, seed=0).views
     p = negative_params(job)
     stage = sample_negatives(views, p["neg_ratio"], p["neg_weighting"], seed=job.seed)
     model = Factorizer(**factorizer_params(job))
@@ -161,15 +161,28 @@ def test_lock_refuses_a_second_holder(tmp_path):
 
 def test_commit_replaces_a_stage_folder_whole(tmp_path):
     run = RunDir(tmp_path)
-    part = run.begin("split")
-    (part / "a.txt").write_text("one")
+    run.begin("split", "k1")
+    (run.partial("split") / "a.txt").write_text("one")
     run.commit("split", {"key": "k1"})
-    part = run.begin("split")
-    (part / "b.txt").write_text("two")
+    run.begin("split", "k2")
+    (run.partial("split") / "b.txt").write_text("two")
     assert not run.recover("split", "other-key")
     run.commit("split", {"key": "k2"})
-    assert sorted(p.name for p in run.stage("split").iterdir()) == ["b.txt", "stage.json"]
+    assert sorted(p.name for p in run.stage("split").iterdir()) == [".key", "b.txt", "stage.json"]
     assert run.record("split")["key"] == "k2" and not run.partial("split").exists()
+
+
+def test_a_stopped_partial_folder_is_kept_only_for_a_resumable_stage_with_the_same_key(tmp_path):
+    run = RunDir(tmp_path)
+    assert not run.begin("train", "k1", resumable=True)
+    (run.partial("train") / "checkpoint.pt").write_text("epoch 1")
+    assert run.begin("train", "k1", resumable=True)  # kept: continue from the checkpoint
+    assert (run.partial("train") / "checkpoint.pt").exists()
+    assert not run.begin("train", "k2", resumable=True)  # other parameters: start over
+    assert not (run.partial("train") / "checkpoint.pt").exists()
+    (run.partial("train") / "x").write_text("")
+    assert not run.begin("train", "k2")  # not resumable: always start over
+    assert not (run.partial("train") / "x").exists()
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -245,6 +258,8 @@ def test_sigkill_mid_stage_then_rerun_equals_an_uninterrupted_run(tiny_job, fini
     for stage in ("data", "split", "negatives", "factorize", "cluster"):
         assert f"{stage:<10} skip (up to date)" in rerun.stdout
     assert "ran: train, extract, evaluate, report" in rerun.stdout
+    assert "continuing the stopped run from its checkpoint" in rerun.stdout
+    assert "resumed from" in rerun.stdout
     assert not list(run.glob("*.partial")) and not list(run.glob(".*.old"))
     _same_outputs(finished_run, run)
     for stage in tiny_stages():  # every record lists what the issue asks for

@@ -56,6 +56,7 @@ class Stage:
     runner: str  # "cfcore" (never imports torch) or "cfvision"
     doc: str
     optional: bool = False
+    resumable: bool = False  # continues from its own checkpoints after a kill
 
 
 #: The stages, in order. ``runner`` says which package's process runs the stage: the
@@ -67,7 +68,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("negatives", "cfcore", "sample negatives ∝ log(1+popularity) (Fang Alg. 1)"),
     Stage("factorize", "cfcore", "Hogwild SGD factorization (Fang eq. 3)"),
     Stage("cluster", "cfcore", "spherical k-means of the item factors (Fang eq. 4)"),
-    Stage("train", "cfvision", "CNN on the pseudo-classes of the train items' images"),
+    Stage(
+        "train", "cfvision", "CNN on the pseudo-classes of the train items' images", resumable=True
+    ),
     Stage("extract", "cfvision", "features of every image: trained and random-init CNN"),
     Stage("evaluate", "cfvision", "held-out items query train items (Fang §4.3-4.4)"),
     Stage(
@@ -75,6 +78,7 @@ STAGES: tuple[Stage, ...] = (
         "cfvision",
         "label new images guided by CF vectors (Bibas et al. 2022)",
         optional=True,
+        resumable=True,
     ),
     Stage("report", "cfvision", "Markdown, PNGs and a self-contained HTML page"),
 )

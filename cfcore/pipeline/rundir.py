@@ -43,6 +43,8 @@ MANIFEST = "manifest.json"
 RECORD = "stage.json"
 RESULT = "result.json"
 PARTIAL = ".partial"
+#: The key of the run a ``.partial`` folder belongs to (hidden: not an output).
+PARTIAL_KEY = ".key"
 
 #: Packages whose versions every stage record lists.
 PACKAGES = ("collabfeat", "numpy", "scipy", "numba", "faiss-cpu", "torch", "torchvision")
@@ -127,13 +129,22 @@ class RunDir:
             os.close(fd)  # releases the flock (children holding a copy keep it)
 
     # -------------------------------------------------------------- stages
-    def begin(self, name: str) -> Path:
-        """An empty ``<name>.partial/`` folder (whatever a killed run left there is removed)."""
+    def begin(self, name: str, key: str, resumable: bool = False) -> bool:
+        """Prepare ``<name>.partial/`` for a run of the stage with ``key``.
+
+        What a killed run left there is removed — unless the stage is ``resumable`` (it
+        continues from its own checkpoints) and that run had the same key. Returns whether
+        the folder was kept.
+        """
         part = self.partial(name)
+        marker = part / PARTIAL_KEY
+        if resumable and marker.is_file() and marker.read_text() == key:
+            return True
         if part.exists():
             shutil.rmtree(part)
         part.mkdir(parents=True)
-        return part
+        marker.write_text(key)
+        return False
 
     def commit(self, name: str, record: Mapping[str, Any]) -> Path:
         """Write ``record`` into ``<name>.partial/`` and rename the folder onto ``<name>/``."""
