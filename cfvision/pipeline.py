@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cfcore.errors import CollabfeatError, InputError
-from cfcore.io import atomic_write_json
+from cfcore.io import atomic_write_json, atomic_write_text
 from cfcore.pipeline.job import (
     STAGE_NAMES,
     STAGES,
@@ -222,8 +222,7 @@ def run_job(
     with run.lock() as lock_fd:
         run.clean()
         atomic_write_json(run.root / JOB, job.to_dict())
-        if job.path.exists():
-            (run.root / "job.toml").write_bytes(job.path.read_bytes())
+        atomic_write_text(run.root / "job.toml", job.path.read_text(encoding="utf-8"))
         started = time.time()
         for name in names:
             key, parts, action, reason = _status(job, name, run, digests, name in forced)

@@ -5,6 +5,7 @@ Layout::
     RUN/
       .lock                 held (fcntl.flock) by the job running here; names its pid
       job.json              the validated job the stages read (written at every start)
+      job.toml              a copy of the job file as it was at the last start
       manifest.json         every finished stage's record, written atomically after each stage
       <stage>/              a finished stage's outputs and its stage.json record
       <stage>.partial/      a stage at work (removed and restarted by the next run)
