@@ -336,3 +336,29 @@ def test_adding_the_multitask_stage_runs_only_it_and_the_report(tiny_job, finish
     assert all(0 < r["test_map"] <= 1 and r["n_test"] > 0 for r in result.values())
     md = (finished_run / "report" / "report.md").read_text()
     assert "## Multitask" in md and "| mtl-uniform |" in md
+
+
+def test_data_stage_reads_a_dataset_name_or_a_file_and_filters(tmp_path, ml100k_path):
+    from cfcore.interactions import Interactions
+    from cfcore.pipeline.stages import StageContext, stage_data
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "views.csv").write_text(
+        "user_id,item_id\n" + "".join(f"{u},{i}\n" for u in range(6) for i in range(u + 1))
+    )
+    jobs = {
+        'source = "ml-100k"\nmin_rating = 4': (943, 1682, None),
+        'source = "views.csv"\nmin_interactions = 3': (4, 4, 3 + 4 + 4 + 4),
+    }
+    for options, (users, items, nnz) in jobs.items():
+        job = parse_job(f'[data]\n{options}\nimages = "img"\n', tmp_path / "job.toml")
+        run = RunDir(tmp_path / "run")
+        run.begin("data", "k")
+        result = stage_data(StageContext(job, run, "data", run.partial("data"), lambda _m: None))
+        views = Interactions.load(run.partial("data") / "views.npz")
+        assert result["stats"]["interactions"] == views.nnz
+        if nnz is None:  # ratings >= 4 of ml-100k
+            assert views.nnz == 55375 and result["read"]["interactions"] == 55375
+        else:  # items and users with >= 3: items 0..3, users 2..5 (then item 3 has 3 viewers)
+            assert (views.n_users, views.n_items, views.nnz) == (users, items, nnz)
+            assert result["read"]["items"] == 6

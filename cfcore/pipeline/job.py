@@ -12,8 +12,9 @@ Layout (every table but ``[data]`` is optional)::
 
     [job]        seed, threads, device, data_dir, run_dir
     [data]       source = "ml-100k" (a file or dataset name) | simulate = {n_users = ...};
-                 min_rating, min_item_interactions, max_item_interactions,
-                 min_user_interactions; images, id_space, labels, owners
+                 min_rating, min_interactions, max_interactions (Fang §3's filter of items
+                 and users), min_user_interactions, max_user_interactions;
+                 images, id_space, labels, owners
     [split]      test_fraction (items held out, Fang §4.1), validation (per-user holdout)
     [negatives]  neg_ratio, neg_weighting                 (Fang Alg. 1)
     [factorize]  Factorizer options                        (Fang eq. 3)
@@ -220,9 +221,10 @@ def _tables() -> dict[str, dict[str, Key]]:
             "simulate": _key(dict, "cfcore.simulate options: a simulated world instead"),
             "format": _key(str, "reader format of source (default auto)"),
             "min_rating": _key(float, "keep ratings >= this as interactions"),
-            "min_item_interactions": _key(int, "Fang §3 filter: items with fewer are dropped"),
-            "max_item_interactions": _key(int, "... and items with more"),
-            "min_user_interactions": _key(int, "users with fewer are dropped"),
+            "min_interactions": _key(int, "Fang §3 filter (10): items and users with fewer go"),
+            "max_interactions": _key(int, "... and with more (Fang: 20000)"),
+            "min_user_interactions": _key(int, "users' own lower bound"),
+            "max_user_interactions": _key(int, "users' own upper bound"),
             "images": _key(str, "image folder, CSV item_id,path or movielens-posters"),
             "id_space": _key(str, "poster folder ids", ("ml-100k", "movielens")),
             "labels": _key(str, "labels for the linear probe (a dataset name, a CSV...)"),
@@ -337,6 +339,13 @@ class Job:
             except CollabfeatError as exc:
                 raise JobError(f"{self.where(table, key)}: {exc}") from None
         raise JobError(f"{self.where(table, key)}: {path}: no such file or dataset")
+
+    def path_or_name(self, table: str, key: str) -> str:
+        """What to hand a reader that takes a path or a dataset name: the path when the value
+        names a file or folder (relative to the job file), else the value (``ml-100k``)."""
+        value = str(self.tables[table][key])
+        path = self.path.parent / os.path.expanduser(value)
+        return str(path) if path.exists() else value
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "tables": self.tables}

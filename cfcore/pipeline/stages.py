@@ -67,12 +67,9 @@ class StageContext:
         if self.job.simulated:
             file = "attributes.csv" if multilabel else "classes.csv"
             return str(self.input("data", f"{WORLD}/{file}"))
-        data = self.job.tables["data"]
-        if "labels" not in data:
+        if "labels" not in self.job.tables["data"]:
             return None
-        value = str(data["labels"])
-        path = self.job.path.parent / value
-        return str(path) if path.exists() else value
+        return self.job.path_or_name("data", "labels")
 
     def owners(self) -> Path | None:
         if self.job.simulated:
@@ -131,17 +128,21 @@ def stage_data(ctx: StageContext) -> dict[str, Any]:
         result["world"] = world.summary()
         result["source"] = "cfcore.simulate"
     else:
-        source = ctx.job.resolve("data", "source")
         views = load_interactions(
-            source, ctx.job.data_dir, data.get("min_rating"), data.get("format", "auto")
+            ctx.job.path_or_name("data", "source"),
+            ctx.job.data_dir,
+            data.get("min_rating"),
+            data.get("format", "auto"),
         )
         result["source"] = str(data["source"])
         result["read"] = interaction_stats(views)
-        if any(k in data for k in ("min_item_interactions", "min_user_interactions")):
+        bounds = ("min_interactions", "max_interactions")
+        users = ("min_user_interactions", "max_user_interactions")
+        if any(k in data for k in bounds + users):  # users default to the items' bounds
             views = views.filter_counts(
-                data.get("min_item_interactions", 1),
-                data.get("max_item_interactions", np.iinfo(np.int64).max),
-                min_user_count=data.get("min_user_interactions"),
+                data.get(bounds[0], 1),
+                data.get(bounds[1], np.iinfo(np.int64).max),
+                *(data.get(k) for k in users),
             )
     if views.nnz == 0:
         raise InputError(f"{ctx.job.where('data')}: no interaction is left after filtering")
