@@ -311,7 +311,8 @@ def _evaluation_section(run: RunDir, folder: Path) -> list[Block]:
         for name, measures in paired.items():
             for measure, e in measures.items():
                 ci = f"{e['low']:+.4g} … {e['high']:+.4g}"
-                prow.append([f"{name} − random init", measure, e["diff"], ci, e["p"], e["n"]])
+                p = f"< {1 / res.get('bootstrap', 1000):.2g}" if e["p"] == 0 else e["p"]
+                prow.append([f"{name} − random init", measure, e["diff"], ci, p, e["n"]])
         blocks.append(
             Block(
                 "p",

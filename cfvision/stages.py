@@ -152,6 +152,7 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
         "results": out["results"],
     }
     if RANDOM in {name for name, _, _ in feature_sets}:
+        result["bootstrap"] = options["bootstrap"]
         result["paired"] = compare_to_baseline(
             feature_sets,
             RANDOM,
