@@ -284,11 +284,9 @@ def _evaluation_section(run: RunDir, folder: Path) -> list[Block]:
         shutil.copyfile(curves, folder / "retrieval.png")
         blocks.append(Block("img", "retrieval curves against random pairs", file="retrieval.png"))
     rows = []
-    owner = False
     for name, entry in res["results"].items():
         s = entry["summary"]
         r = s["R"]
-        owner = owner or f"owner_viewed@{r}" in s
         probe = entry.get("probe", {})
         rows.append(
             [
@@ -304,7 +302,14 @@ def _evaluation_section(run: RunDir, folder: Path) -> list[Block]:
         )
     header = ["features", "shared viewers", "random pairs", "lift", "owner viewed",
               "random", "linear probe", "k-means NMI"]  # fmt: skip
-    blocks.append(Block("table", header=header, rows=rows))
+    keep = [c for c in range(len(header)) if any(row[c] is not None for row in rows)]
+    blocks.append(
+        Block(
+            "table",
+            header=[header[c] for c in keep],
+            rows=[[row[c] for c in keep] for row in rows],
+        )
+    )
     paired = res.get("paired", {})
     if paired:
         prow = []
