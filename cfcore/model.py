@@ -303,23 +303,16 @@ class FactorModel:
         if not self.is_fitted:
             raise InputError(f"this {type(self).__name__} is not fitted yet: call fit() first")
 
-    @property
-    def user_factors(self) -> np.ndarray | None:
-        """implicit's name of ``user_factors_`` (``None`` before ``fit``)."""
-        return getattr(self, "user_factors_", None)
-
-    @user_factors.setter
-    def user_factors(self, value: np.ndarray) -> None:
-        self.user_factors_ = value
-
-    @property
-    def item_factors(self) -> np.ndarray | None:
-        """implicit's name of ``item_factors_`` (``None`` before ``fit``)."""
-        return getattr(self, "item_factors_", None)
-
-    @item_factors.setter
-    def item_factors(self, value: np.ndarray) -> None:
-        self.item_factors_ = value
+    user_factors = property(
+        lambda self: getattr(self, "user_factors_", None),
+        lambda self, value: setattr(self, "user_factors_", value),
+        doc="implicit's name of ``user_factors_`` (``None`` before ``fit``).",
+    )
+    item_factors = property(
+        lambda self: getattr(self, "item_factors_", None),
+        lambda self, value: setattr(self, "item_factors_", value),
+        doc="implicit's name of ``item_factors_`` (``None`` before ``fit``).",
+    )
 
     @property
     def n_users(self) -> int:

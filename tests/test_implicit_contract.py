@@ -54,6 +54,19 @@ def fitted(request, user_items):
     return model, calls
 
 
+def _neighbours_of_the_same_parity(similar):
+    """``similar`` (similar_items or similar_users): itself first, at cosine 1, then rows of
+    its parity; one query and a batch, implicit's dtypes."""
+    for query in (6, 3):
+        ids, scores = similar(query, N=10)
+        assert ids[0] == query and scores[0] == pytest.approx(1.0, abs=1e-5)
+        assert np.all(parity(ids) == query % 2)
+        assert ids.dtype == np.int32 and scores.dtype == np.float32
+    batch, _ = similar(np.arange(SIZE), N=5)
+    np.testing.assert_array_equal(batch[:, 0], np.arange(SIZE))
+    assert np.mean(parity(batch) == parity(np.arange(SIZE))[:, None]) >= 0.95
+
+
 class ImplicitContract:
     """Every method of implicit's ``RecommenderBase``/``MatrixFactorizationBase`` as
     implicit's users call it; subclasses set ``params`` (Factorizer keyword arguments)."""
@@ -145,12 +158,7 @@ class ImplicitContract:
 
     def test_similar_items(self, fitted, user_items):
         model, _ = fitted
-        ids, scores = model.similar_items(6, N=10)
-        assert ids[0] == 6 and scores[0] == pytest.approx(1.0, abs=1e-5)
-        assert np.all(parity(ids) == 0) and ids.dtype == np.int32 and scores.dtype == np.float32
-        batch, _ = model.similar_items(np.arange(SIZE), N=5)
-        np.testing.assert_array_equal(batch[:, 0], np.arange(SIZE))
-        assert np.mean(parity(batch) == parity(np.arange(SIZE))[:, None]) >= 0.95
+        _neighbours_of_the_same_parity(model.similar_items)
         everything, _ = model.similar_items(6, N=1000)
         assert sorted(everything) == list(range(SIZE))
         filtered, _ = model.similar_items(6, N=5, filter_items=[6, 8])
@@ -174,11 +182,7 @@ class ImplicitContract:
 
     def test_similar_users(self, fitted):
         model, _ = fitted
-        ids, scores = model.similar_users(3, N=10)
-        assert ids[0] == 3 and scores[0] == pytest.approx(1.0, abs=1e-5)
-        assert np.all(parity(ids) == 1) and ids.dtype == np.int32 and scores.dtype == np.float32
-        batch, _ = model.similar_users(np.arange(SIZE), N=5)
-        np.testing.assert_array_equal(batch[:, 0], np.arange(SIZE))
+        _neighbours_of_the_same_parity(model.similar_users)
         filtered, _ = model.similar_users(3, N=5, filter_users=[3, 5])
         assert not set(filtered) & {3, 5}
         chosen, _ = model.similar_users(3, N=10, users=[0, 3, 7])
