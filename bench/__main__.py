@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser(
         "run",
         help="run a suite: quality (make bench-quality), quick (make bench), full, vision, "
-        "spark, tiny",
+        "spark, tags, tiny",
     )
     p.add_argument("suite", choices=SUITES)
     p.add_argument("--out", type=Path, default=None, help="run directory")

@@ -742,9 +742,10 @@ def render(
     kept = sum(1 for r in records if r.get("resumed"))
     if kept:  # this invocation's time leaves out the jobs kept from before
         elapsed = sum(r.get("wall_seconds") or 0 for r in records)
-    if suite == "vision":
-        header = [
-            "# collabfeat benchmark: `vision` suite",
+
+    def short_header(title: str) -> list[str]:
+        return [
+            title,
             "",
             f"{when} on {mach.get('cpu_model', '?')}, {mach.get('cores', '?')} cores"
             + (f"; {elapsed / 60:.1f} min" if elapsed else "")
@@ -752,10 +753,32 @@ def render(
             f"Versions: {vtext}.",
             _load_text(records),
         ]
-        md = render_vision(records, command, header)
+
+    if suite == "vision":
+        md = render_vision(records, command, short_header("# collabfeat benchmark: `vision` suite"))
         if plots:
             md += "\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n"
         return md
+    if suite == "tags" or (_ok(records, "tags") and not fits):
+        from bench.tags import section
+
+        return "\n".join(
+            [
+                *short_header("# collabfeat benchmark: tag prediction (Denton et al. 2015)"),
+                "",
+                f"Reproduce: `{command}`. P@1, R@10, A@10 on the held-out examples "
+                "(`cfcore.tags.tag_measures`); examples/s = training tag applications per "
+                "second of training (evaluation excluded); `epochs (best)`: epochs run and the "
+                "one kept by the validation score. Datasets, methods and the LightFM mapping: "
+                "`bench/tags.py`.",
+                "",
+                section(records),
+                "## Skipped or failed jobs",
+                "",
+                problems_section(records),
+                "",
+            ]
+        )
     parts = [
         f"# collabfeat benchmark: `{suite}` suite",
         "",

@@ -49,6 +49,7 @@ PAGE_HEAD = (
     "quality` — time to quality, the headline; `quick` or `full` — throughput; `vision` — the "
     "vision pipeline; `spark` — DSGD on Spark), and each saying when, where and how it ran."
 )
+PUBLISHED_TAGS = Path(__file__).resolve().parent / "TAGS.md"  # the ``tags`` suite's table
 DEFAULT_TIMEOUT = 900
 
 
@@ -67,7 +68,7 @@ def _slug(job: dict[str, Any]) -> str:
 def _env(job: dict[str, Any]) -> dict[str, str]:
     env = dict(os.environ)
     t = job.get("threads")
-    if job["kind"] in ("fit", "sampler", "kmeans", "factorize-file", "vision") and t:
+    if job["kind"] in ("fit", "sampler", "kmeans", "factorize-file", "vision", "tags") and t:
         for var in (
             "OMP_NUM_THREADS",
             "OPENBLAS_NUM_THREADS",
@@ -146,6 +147,11 @@ def _summary(rec: dict[str, Any]) -> str:
         return (
             f"{rec['train_images_per_s']:.0f} img/s of {rec['ceiling_images_per_s']:.0f} "
             f"(ceiling) = {100 * rec['fraction']:.0f}%"
+        )
+    if kind == "tags":
+        eps = rec.get("examples_per_s")
+        return f"P@1 {rec['P@1']:.4f}  R@10 {rec['R@10']:.4f}  A@10 {rec['A@10']:.4f}" + (
+            f"  {eps:,.0f} examples/s" if eps else ""
         )
     if kind == "ceiling":
         return "; ".join(
@@ -339,7 +345,9 @@ def run_suite(
     out_dir = Path(out_dir)
     job_list = suites.jobs(suite, threads, datasets)
     if methods:
-        job_list = [j for j in job_list if j["kind"] != "fit" or j["method"] in methods]
+        job_list = [
+            j for j in job_list if j["kind"] not in ("fit", "tags") or j["method"] in methods
+        ]
     cache_dir = (RESULTS_DIR if default_out else out_dir) / "cache"
     machine = system.machine()
     log(f"bench {suite}: {len(job_list)} jobs → {out_dir}")
@@ -357,7 +365,7 @@ def run_suite(
     command = command or f"python -m bench run {suite}"
     elapsed = time.perf_counter() - t0
     write_report(records, out_dir, suite=suite, command=command, elapsed=elapsed)
-    if publish if publish is not None else (default_out and suite in BLOCK_OF):
+    if publish if publish is not None else (default_out and suite in (*BLOCK_OF, "tags")):
         md = render(records, suite=suite, command=command, elapsed=elapsed)
         where = out_dir.resolve()
         try:
@@ -365,7 +373,11 @@ def run_suite(
         except ValueError:
             pass
         md += f"\nPlots and per-job JSON records of this run: `{where}/` (not committed).\n"
-        publish_report(md, suite)
-        log(f"published {PUBLISHED}")
+        if suite == "tags":  # its own file: a different table
+            atomic_write_text(PUBLISHED_TAGS, md)
+            log(f"published {PUBLISHED_TAGS}")
+        else:
+            publish_report(md, suite)
+            log(f"published {PUBLISHED}")
     log(f"done in {time.perf_counter() - t0:.0f} s: {out_dir / 'RESULTS.md'}")
     return out_dir, records

@@ -23,6 +23,8 @@
   as the reference, on ml-100k and MovieLens-1M-sized synthetic data (10 epochs); published
   as its own block of ``bench/RESULTS.md``.
 - ``tiny`` (the tests): seconds, to check the harness end to end.
+- ``tags``: tag prediction (Denton et al. 2015) — collabfeat's tag models against LightFM on
+  synthetic and MovieLens tags, quality and examples/s (:mod:`bench.tags`).
 
 ``threads`` may be overridden (``--threads 1,2,4``); the largest value is the "max threads"
 used for the single-thread-count jobs.
@@ -35,7 +37,7 @@ from typing import Any
 from bench.data import FILE_FORMATS
 from bench.system import cpu_count
 
-SUITES = ("quick", "full", "quality", "vision", "spark", "tiny")
+SUITES = ("quick", "full", "quality", "vision", "spark", "tags", "tiny")
 
 #: The ``spark`` suite's methods: DSGD on Spark, MLlib ALS, and the single-machine reference.
 SPARK_METHODS = ("collabfeat-squared", "spark-dsgd-squared", "spark-dsgd-bpr", "spark-als")
@@ -109,7 +111,7 @@ def default_threads(suite: str) -> list[int]:
         return sorted({1, cores})
     if suite == "spark":
         return sorted({1, min(2, cores)})
-    if suite == "quick":
+    if suite in ("quick", "tags"):
         return sorted({1, min(2, cores)})
     out, t = [], 1
     while t < cores:
@@ -171,6 +173,10 @@ def jobs(
         return out
     if suite == "vision":
         return vision_jobs(T)
+    if suite == "tags":
+        from bench.tags import jobs as tag_jobs
+
+        return [j for j in tag_jobs(T) if not datasets or j["dataset"] in datasets]
     if suite == "tiny":
         out.append(
             {

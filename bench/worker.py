@@ -7,8 +7,9 @@ allocator state cannot slow the next, and a crash or a timeout costs one record.
 Job kinds: ``prepare`` (generate/split a dataset into the cache), ``fit`` (one method on one
 dataset at one thread count), ``ceiling``, ``sampler``, ``kmeans``, ``reader`` (the interaction
 file reader against a pyarrow baseline, with its peak memory), ``factorize-file`` (the peak
-memory of ``cfcore factorize`` on a file above its import baseline) and ``vision``
-(``cfvision train`` images/s and the model's ceiling, :mod:`bench.vision`).
+memory of ``cfcore factorize`` on a file above its import baseline), ``vision``
+(``cfvision train`` images/s and the model's ceiling, :mod:`bench.vision`) and ``tags`` (one
+tag-prediction method on one tag dataset, :mod:`bench.tags`).
 """
 
 from __future__ import annotations
@@ -194,6 +195,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         from bench.vision import run_vision
 
         return run_vision(job, cache_dir)
+    if kind == "tags":
+        from bench.tags import run_job
+
+        return run_job(job)
     if kind == "ceiling":
         from bench import ceiling
 

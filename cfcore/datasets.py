@@ -181,6 +181,31 @@ def load_movielens(
     return read_interactions(path / file, min_rating=min_rating)
 
 
+def load_interactions(
+    source: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    min_rating: float | None = None,
+    fmt: str = "auto",
+    **read_options: object,
+) -> Interactions:
+    """Interactions from a file, or from a dataset name of the data directory (``ml-100k``).
+
+    ``fmt`` and ``read_options`` (``sep``, ``header``, ``user_col``, ``item_col``,
+    ``rating_col``) go to :func:`cfcore.readers.read_interactions`; they do not apply to a
+    dataset name.
+    """
+    from cfcore.readers import read_interactions
+
+    if not os.path.exists(source):
+        if str(source) in DATASETS:
+            return load_movielens(str(source), data_dir, min_rating=min_rating)
+        raise InputError(
+            f"{source}: no such file (interactions are a file or a dataset name: "
+            f"{', '.join(DATASETS)})"
+        )
+    return read_interactions(source, fmt, min_rating=min_rating, **read_options)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class UserDemographics:
     """ml-100k ``u.user``: id, age, gender (M/F), occupation, zip code."""
@@ -193,17 +218,13 @@ class UserDemographics:
 
 
 def movielens_100k_users(directory: str | os.PathLike[str] | None = None) -> UserDemographics:
-    """User demographics of ml-100k (``u.user``)."""
-    path = dataset_path("ml-100k", directory) / "u.user"
-    cols: list[list[str]] = [[], [], [], [], []]
-    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("|")
-        if len(fields) != 5:
-            raise InputError(f"{path}:{lineno}: expected 5 fields, got {len(fields)}")
-        for c, f in zip(cols, fields, strict=True):
-            c.append(f)
+    """User demographics of ml-100k (``u.user``, read by :func:`cfcore.readers.read_table`)."""
+    from cfcore.readers import read_table
+
+    table = read_table(dataset_path("ml-100k", directory) / "u.user")
+    if len(table.names) != 5:
+        raise InputError(f"{table.path}: expected 5 fields per line, got {len(table.names)}")
+    cols = [table.column(name) for name in table.names]
     return UserDemographics(
         np.asarray(cols[0], dtype=np.int64),
         np.asarray(cols[1], dtype=np.int64),

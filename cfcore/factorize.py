@@ -54,6 +54,8 @@ import scipy.sparse as sp
 
 from cfcore._kernels import sgd
 from cfcore.errors import DivergenceError, InputError
+from cfcore.estimator import check_integer as _integer
+from cfcore.estimator import check_number as _positive_number
 from cfcore.interactions import Interactions, binarize
 from cfcore.model import FactorModel
 from cfcore.sampling import check_neg_ratio, check_neg_weighting, renamed_arguments
@@ -170,20 +172,6 @@ def _as_matrix(data: Any, name: str) -> tuple[sp.csr_matrix, np.ndarray | None, 
     if data.nnz and not np.all(np.isfinite(data.data)):
         raise InputError(f"{name}: contains NaN or inf")
     return binarize(data), None, None
-
-
-def _positive_number(value: Any, name: str, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise InputError(f"{name}: expected a finite number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise InputError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return float(value)
-
-
-def _integer(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise InputError(f"{name}: expected an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -340,3 +340,19 @@ def require_keys(path: str | os.PathLike[str], arrays: Mapping[str, Any], keys: 
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise ModelFormatError(f"{path}: missing arrays {missing}")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers, paths as strings, tuples as lists and
+    NaN/inf as None, recursively (for JSON headers and reports)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -28,7 +28,8 @@ What collabfeat adds: :meth:`FactorModel.scorer` / :meth:`FactorModel.predict` (
 :mod:`cfcore.metrics`), :meth:`FactorModel.project` (interactions with raw ids moved onto the
 model's rows and columns, refusing another dataset's, :data:`cfcore.ids.MIN_OVERLAP`),
 :meth:`FactorModel.user_rows` / :meth:`FactorModel.item_rows` (raw ids → rows), the
-``history_`` of the fit, and ``get_params`` / ``set_params`` (the scikit-learn contract).
+``history_`` of the fit, and ``get_params`` / ``set_params`` (the scikit-learn contract,
+:class:`cfcore.estimator.Estimator`, shared with the tag models).
 
 The file (``save``; :func:`load_model` needs no knowledge of the class that wrote it): arrays
 ``user_factors`` (n_users, k) and ``item_factors`` (n_items, k) float32, ``user_ids``/
@@ -46,7 +47,6 @@ Rows and ids: ``userid``/``itemid`` arguments are *row indices* (0..n-1) as in i
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cfcore.errors import InputError, ModelFormatError
+from cfcore.estimator import Estimator
 from cfcore.ids import MIN_OVERLAP, as_ids, id_positions, reindex, require_overlap
 from cfcore.io import PathOrFile, load_artifact, require_keys, save_artifact
 from cfcore.metrics import factor_scorer, top_n
@@ -238,7 +239,7 @@ class Projection:
         return self.total - self.known
 
 
-class FactorModel:
+class FactorModel(Estimator):
     """Base class: learned ``user_factors_`` (n_users, k) and ``item_factors_`` (n_items, k).
 
     Subclasses implement ``fit`` (and ``fold_in``); their ``__init__`` only stores its
@@ -267,32 +268,6 @@ class FactorModel:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _CLASSES[cls.__name__] = cls
-
-    # ------------------------------------------------------------------ sklearn contract
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind in kinds]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters by name (scikit-learn contract)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> FactorModel:
-        """Set constructor parameters; unknown names raise :class:`InputError`."""
-        valid = set(self._param_names())
-        for name, value in params.items():
-            if name not in valid:
-                raise InputError(
-                    f"{name}: not a parameter of {type(self).__name__} ({sorted(valid)})"
-                )
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ fitted state
     @property

@@ -36,6 +36,10 @@ FORMATS = (
 _USER_NAMES = ("userid", "user_id", "user", "uid", "users")
 _ITEM_NAMES = ("movieid", "itemid", "item_id", "item", "movie_id", "iid", "items")
 _RATING_NAMES = ("rating", "ratings", "score", "value", "weight")
+_TAG_NAMES = ("tag", "tags", "hashtag", "hashtags", "tag_id", "tagid", "label", "labels")
+
+#: Header-less tables known by their file name: separator and column names.
+_KNOWN_TABLES = {"u.user": ("|", ["user_id", "age", "gender", "occupation", "zip_code"])}
 
 
 @dataclass(frozen=True)
@@ -119,30 +123,9 @@ def _resolve_columns(
     A column given by position or name is checked; one not given is found by a well-known
     name (``userId``, ``item_id``, ``rating``...), else users are column 0 and items column 1.
     """
-    lowered = [n.lower() for n in names]
-
-    def pick(
-        given: int | str | None, candidates: tuple[str, ...], pos: int | None, what: str
-    ) -> str | None:
-        if isinstance(given, str) and given.isdigit() and given not in names:
-            given = int(given)
-        if isinstance(given, int):
-            if not 0 <= given < len(names):
-                raise InputError(
-                    f"{path}: no column {given} for {what} (the file has {len(names)}: {names})"
-                )
-            return names[given]
-        if given is not None:
-            if given not in names:
-                raise InputError(f"{path}: no column {given!r} for {what} (columns: {names})")
-            return given
-        for cand in candidates:
-            if cand in lowered:
-                return names[lowered.index(cand)]
-        return names[pos] if pos is not None and pos < len(names) else None
-
-    u, i = pick(user_col, _USER_NAMES, 0, "users"), pick(item_col, _ITEM_NAMES, 1, "items")
-    r = pick(rating_col, _RATING_NAMES, None, "ratings")
+    u = _pick_column(path, names, user_col, _USER_NAMES, 0, "users")
+    i = _pick_column(path, names, item_col, _ITEM_NAMES, 1, "items")
+    r = _pick_column(path, names, rating_col, _RATING_NAMES, None, "ratings")
     if u is None or i is None:
         raise InputError(f"{path}: needs a user and an item column (columns: {names})")
     if len({u, i} | ({r} if r else set())) < (3 if r else 2):
@@ -152,6 +135,35 @@ def _resolve_columns(
             "(--user-col/--item-col/--rating-col)"
         )
     return u, i, r
+
+
+def _pick_column(
+    path: Path,
+    names: list[str],
+    given: int | str | None,
+    candidates: tuple[str, ...],
+    pos: int | None,
+    what: str,
+) -> str | None:
+    """The header name of a column given by position or name (checked), else the first of
+    the well-known ``candidates`` present (case-insensitive), else the one at ``pos``."""
+    if isinstance(given, str) and given.isdigit() and given not in names:
+        given = int(given)
+    if isinstance(given, int):
+        if not 0 <= given < len(names):
+            raise InputError(
+                f"{path}: no column {given} for {what} (the file has {len(names)}: {names})"
+            )
+        return names[given]
+    if given is not None:
+        if given not in names:
+            raise InputError(f"{path}: no column {given!r} for {what} (columns: {names})")
+        return given
+    lowered = [n.lower() for n in names]
+    for cand in candidates:
+        if cand in lowered:
+            return names[lowered.index(cand)]
+    return names[pos] if pos is not None and pos < len(names) else None
 
 
 def _first_line(path: Path) -> str:
@@ -166,12 +178,14 @@ def _header_names(path: Path, sep: str) -> list[str]:
     return [f.strip().strip('"') for f in _first_line(path).split(sep)]
 
 
-def _sniff_header(path: Path, sep: str) -> bool:
+def _sniff_header(
+    path: Path, sep: str, known: tuple[str, ...] = _USER_NAMES + _ITEM_NAMES + _RATING_NAMES
+) -> bool:
     fields = _header_names(path, sep)
     if len(fields) < 2:
         return False
     # A header names its columns: the item field of a data line is an id, a header's is a name.
-    return any(f.lower() in _USER_NAMES + _ITEM_NAMES + _RATING_NAMES for f in fields)
+    return any(f.lower() in known for f in fields)
 
 
 def _column_index(col: int | str, names: list[str] | None, path: Path, what: str) -> int:
@@ -543,3 +557,236 @@ def _release_arrow_memory() -> None:
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
+
+
+# ----------------------------------------------------------------------------- small tables
+@dataclass(frozen=True)
+class Table:
+    """A delimited file read whole, as text: column names and rows of stripped fields.
+
+    Attributes
+    ----------
+    path : Path
+    names : list of str
+        The header's column names, the known names of a header-less file (``u.user``), or
+        ``"0"``, ``"1"``... by position.
+    rows : list of list of str
+    lines : list of int
+        1-based line number of each row (for error messages).
+    sep : str
+    header : bool
+    """
+
+    path: Path
+    names: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+    sep: str
+    header: bool
+
+    def column(self, name: str) -> list[str]:
+        """The fields of column ``name`` (every row has it: widths are checked on reading)."""
+        k = self.names.index(name)
+        return [row[k] for row in self.rows]
+
+
+def guess_separator(line: str) -> str:
+    """The field separator of a data line: ``::``, tab, comma, pipe or semicolon (in that
+    order of precedence), else a comma."""
+    for sep in ("::", "\t", ",", "|", ";"):
+        if sep in line:
+            return sep
+    return ","
+
+
+def _checked_file(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    return path
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    *,
+    sep: str | None = None,
+    header: bool | None = None,
+    known: tuple[str, ...] = (),
+    named: tuple[int | str | None, ...] = (),
+    ragged: bool = False,
+) -> Table:
+    """Read a small delimited file (user attributes, tag applications) into a :class:`Table`.
+
+    Parameters
+    ----------
+    path : path-like
+    sep : str, optional
+        Field separator (default: :func:`guess_separator` on the first line; ``u.user``:
+        ``|``). Quoted fields are understood for one-character separators.
+    header : bool, optional
+        Whether the first line names the columns (default: it does when a column in ``named``
+        is a name, or when it holds one of the well-known names ``known``).
+    known : tuple of str
+        Lower-case column names that identify a header line.
+    named : tuple
+        The columns the caller will ask for (a name implies a header).
+    ragged : bool
+        Allow lines of any width (default: every line must have the first line's width).
+
+    Raises
+    ------
+    InputError
+        Missing or empty file, a line of the wrong width (``path:line``), no data line.
+    """
+    import csv
+
+    path = _checked_file(path)
+    first = _first_line(path)
+    known_layout = _KNOWN_TABLES.get(path.name.lower())
+    if sep is None:
+        sep = known_layout[0] if known_layout else guess_separator(first)
+    if header is None:
+        if known_layout is not None:
+            header = False
+        else:
+            header = any(isinstance(c, str) and not c.isdigit() for c in named) or _sniff_header(
+                path, sep, known
+            )
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    names: list[str] | None = None
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        if len(sep) == 1:
+            records = (
+                (reader.line_num, fields)
+                for reader in [csv.reader(fh, delimiter=sep)]
+                for fields in reader
+            )
+        else:
+            records = ((n, line.rstrip("\r\n").split(sep)) for n, line in enumerate(fh, start=1))
+        for lineno, raw in records:
+            fields = [f.strip() for f in raw]
+            if not any(fields):
+                continue
+            if header and names is None:
+                names = [f.strip('"') for f in fields]
+                continue
+            if not ragged and rows and len(fields) != len(rows[0]):
+                raise InputError(
+                    f"{path}:{lineno}: expected {len(rows[0])} fields separated by {sep!r} "
+                    f"(as on line {lines[0]}), got {len(fields)}"
+                )
+            rows.append(fields)
+            lines.append(lineno)
+    if not rows:
+        raise InputError(f"{path}: no data lines")
+    if names is None:
+        width = max(len(r) for r in rows)
+        if known_layout is not None and width == len(known_layout[1]):
+            names = list(known_layout[1])
+        else:
+            names = [str(k) for k in range(width)]
+    elif not ragged and len(rows[0]) != len(names):
+        raise InputError(
+            f"{path}:{lines[0]}: expected {len(names)} fields (as the header), got {len(rows[0])}"
+        )
+    return Table(path, names, rows, lines, sep, bool(header))
+
+
+def _integer_ids(values: list[str]) -> np.ndarray:
+    """Ids as int64 when every one is an integer, else as strings."""
+    arr = np.asarray(values)
+    try:
+        return arr.astype(np.int64)
+    except ValueError:
+        return arr.astype(str)
+
+
+def read_tags(
+    path: str | os.PathLike[str],
+    *,
+    sep: str | None = None,
+    header: bool | None = None,
+    user_col: int | str | None = None,
+    item_col: int | str | None = None,
+    tag_col: int | str | None = None,
+):  # -> TagData
+    """Read tag applications — who put which tag on which item — into a :class:`TagData`.
+
+    Parameters
+    ----------
+    path : path-like
+        A CSV/TSV (any separator) with one application per line, such as MovieLens
+        ``tags.csv`` (``userId,movieId,tag,timestamp``), or with several tags per line
+        (``user<TAB>item<TAB>tag<TAB>tag…``, with ``tag_col="2:"``).
+    sep, header : optional
+        As :func:`read_table`; well-known column names (``userId``, ``movieId``, ``tag``...)
+        identify a header.
+    user_col, item_col : int or str, optional
+        Columns by position or name (default: a well-known name, else 0 and 1).
+    tag_col : int or str, optional
+        The tag column (default: a well-known name such as ``tag``, else 2). ``"N:"`` reads
+        every field from position N to the end of the line as a tag (any number per line).
+
+    Returns
+    -------
+    TagData
+        Tags normalised (stripped, lower-case); ids kept as integers when every id is one.
+
+    Raises
+    ------
+    InputError
+        Missing/empty file, unknown column, a line without a user, item or tag field
+        (``path:line``).
+    """
+    from cfcore.tagdata import TagData
+
+    rest = isinstance(tag_col, str) and tag_col.endswith(":")
+    if rest:
+        start = str(tag_col)[:-1]
+        if not start.isdigit():
+            raise InputError(f"tag column {tag_col!r}: 'N:' needs a position N, e.g. '2:'")
+        tag_col = int(start)
+    table = read_table(
+        path,
+        sep=sep,
+        header=header,
+        known=_USER_NAMES + _ITEM_NAMES + _TAG_NAMES,
+        named=(user_col, item_col, tag_col),
+        ragged=rest,
+    )
+    names = table.names
+    picked = [
+        _pick_column(table.path, names, user_col, _USER_NAMES, 0, "users"),
+        _pick_column(table.path, names, item_col, _ITEM_NAMES, 1, "items"),
+        _pick_column(table.path, names, tag_col, _TAG_NAMES, 2, "tags"),
+    ]
+    if any(p is None for p in picked) or len(set(picked)) < 3:
+        raise InputError(
+            f"{table.path}: needs three different columns for users, items and tags, got "
+            f"{picked} (columns: {names}); choose them with user_col/item_col/tag_col "
+            "(--user-col/--item-col/--tag-col)"
+        )
+    u, i, t = (names.index(p) for p in picked)  # type: ignore[arg-type]
+    users: list[str] = []
+    items: list[str] = []
+    tags: list[str] = []
+    for fields, lineno in zip(table.rows, table.lines, strict=True):
+        if len(fields) <= max(u, i, t):
+            raise InputError(
+                f"{table.path}:{lineno}: expected at least {max(u, i, t) + 1} fields separated "
+                f"by {table.sep!r}, got {len(fields)}"
+            )
+        for k, what in ((u, "user id"), (i, "item id"), (t, "tag")):
+            if not fields[k]:
+                raise InputError(f"{table.path}:{lineno}: empty {what}")
+        for tag in fields[t:] if rest else (fields[t],):
+            if tag:
+                users.append(fields[u])
+                items.append(fields[i])
+                tags.append(tag)
+    return TagData.from_applications(_integer_ids(users), _integer_ids(items), tags)

@@ -1,4 +1,8 @@
-"""collabfeat vision: CNNs trained on collaborative pseudo-classes (Fang et al. 2015).
+"""collabfeat vision: CNNs that learn from what users do with images.
+
+Fang et al. 2015 — a CNN trained on collaborative pseudo-classes (``train``, ``extract``,
+``evaluate``); Bibas et al. 2022 — a CNN that labels new images, guided during training by
+CF vectors (``cf2label``, ``protocol``, ``multitask``, ``experiment``).
 
 Depends on torch and torchvision (``pip install collabfeat[vision]``); imports from
 ``cfcore`` but ``cfcore`` never imports it.
@@ -11,9 +15,18 @@ Depends on torch and torchvision (``pip install collabfeat[vision]``); imports f
 >>> images = prepare_images(load_image_index("posters/", "ml-100k"), None, resize_size(96))
 >>> features = extract_features(result.model, images, 96)
 
+>>> from cfvision.multitask import MultitaskConfig, train_multitask
+>>> run = train_multitask(MultitaskConfig(images="movielens-posters", id_space="ml-100k",
+...     labels="ml-100k", interactions="ml-100k", output="mtl/", method="mtl",
+...     confidence="loss", arch="small", image_size=64, epochs=15))
+>>> run.result["test_map"], run.result["test_map_ci"]
+
 Modules: ``data`` (image index, labels, id matching), ``cache`` (images decoded once into a
 uint8 memory map), ``loader`` (batches, crops, device transfer), ``models``, ``train`` (the
-loop every task shares), ``extract``, ``evaluate``, ``cli``.
+loop every task shares), ``extract``, ``evaluate``; ``cf2label`` (labels from CF vectors),
+``protocol`` (held-out new images, CF vectors, label ratio), ``multitask`` (losses,
+confidences, one method's run), ``experiment`` (the grid, its table and figure); ``cli``,
+``cli_multitask``, ``cli_options``.
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""The ``cfvision`` command: ``train``, ``extract``, ``evaluate``.
+"""The ``cfvision`` command: ``train``, ``extract``, ``evaluate`` (Fang et al.), and
+``cf2label``, ``multitask``, ``experiment`` (Bibas et al., in :mod:`cfvision.cli_multitask`).
 
 Errors a user can cause (bad paths, missing labels, ids that do not match, a K that does not
 match a checkpoint) end as one line and exit status 1, through cfcore's click group.
@@ -7,7 +8,6 @@ match a checkpoint) end as one line and exit status 1, through cfcore's click gr
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,16 @@ from cfcore.cli.common import (
     seed_option,
 )
 from cfcore.io import check_outputs
-from cfvision.data import ID_SPACES, MIN_MATCHED_FRACTION
+from cfvision.cli_multitask import cf2label, experiment, multitask
+from cfvision.cli_options import (
+    ARCH_CHOICES,
+    device_option,
+    images_options,
+    labels_options,
+    torch_threads,
+    training_options,
+)
+from cfvision.data import MIN_MATCHED_FRACTION
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -29,10 +38,11 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.group(cls=CollabfeatGroup, context_settings=CONTEXT)
 @click.version_option(package_name="collabfeat")
 def cli() -> None:
-    """collabfeat vision: CNNs trained on collaborative pseudo-classes (Fang et al. 2015).
+    """collabfeat vision: image understanding from what users do with images.
 
     \b
-    The paper's pipeline on MovieLens-100k posters:
+    Fang et al. 2015 — a CNN trained on collaborative pseudo-classes, on MovieLens-100k
+    posters:
       cfcore factorize ml-100k -o model.npz
       cfcore cluster model.npz -k 50 -o labels.npz
       cfvision train movielens-posters labels.npz -o run/ --id-space ml-100k \\
@@ -41,93 +51,18 @@ def cli() -> None:
       cfvision extract movielens-posters --id-space ml-100k --arch resnet18 -o random.npz
       cfvision evaluate learned.npz random.npz --interactions ml-100k --labels ml-100k
 
+    \b
+    Bibas et al. 2022 — labelling new images, guided by CF vectors during training:
+      cfvision cf2label model.npz ml-100k                  # do CF vectors know the genres?
+      cfvision multitask movielens-posters ml-100k ml-100k --id-space ml-100k -o mtl/ \\
+          --arch small --image-size 64 --epochs 15 --confidence loss
+      cfvision experiment job.toml                         # methods × seeds × label ratios
+
     IMAGES is a folder of <item_id>.<ext> images, a CSV item_id,path, a folder with a
     poster_index.csv (the MovieLens posters: choose --id-space), or the dataset name
     movielens-posters. Images are decoded once into a uint8 cache (--cache-dir).
     Distributed: torchrun --nproc-per-node N -m cfvision train ...
     """
-
-
-def device_option(f):
-    return click.option(
-        "--device",
-        type=click.Choice(["auto", "cpu", "cuda"]),
-        default="auto",
-        show_default=True,
-        help="auto = CUDA when available, else CPU.",
-    )(f)
-
-
-def images_options(f):
-    f = click.option(
-        "--on-bad-image",
-        type=click.Choice(["skip", "fail"]),
-        default="skip",
-        show_default=True,
-        help="Missing/unreadable images: leave them out (listed in a report) or stop.",
-    )(f)
-    f = click.option(
-        "--id-space",
-        type=click.Choice(list(ID_SPACES)),
-        default=None,
-        help="MovieLens poster folder only (required there): key the posters by ml-100k item "
-        "id or by MovieLens movieId (ml-1m, ml-latest-small).",
-    )(f)
-    f = click.option(
-        "--image-size",
-        type=click.IntRange(min=8),
-        default=None,
-        help="Crop size (paper: 224 crops of the central square of the image resized to a "
-        "short side of 256; the 256 scales with it) [train default: 224; extract default: "
-        "the checkpoint's].",
-    )(f)
-    f = click.option(
-        "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Where the decoded-image cache lives, shared by runs [default: "
-        "$COLLABFEAT_CACHE/images or ~/.cache/collabfeat/images].",
-    )(f)
-    f = click.option(
-        "--workers",
-        type=click.IntRange(min=0),
-        default=None,
-        help="DataLoader worker processes [default: 0 on CPU, min(4, cores) on CUDA].",
-    )(f)
-    return f
-
-
-def labels_options(f):
-    f = click.option(
-        "--labels-col",
-        default=None,
-        metavar="NAME|POS",
-        help="Labels CSV: the labels column [default: labels, genres, label...].",
-    )(f)
-    f = click.option(
-        "--item-col",
-        default=None,
-        metavar="NAME|POS",
-        help="Labels CSV: the item id column [default: item_id, movieId, item...].",
-    )(f)
-    return f
-
-
-def _images_path(images: str, data_dir: Path | None) -> str:
-    if images == "movielens-posters" and not os.path.exists(images):
-        from cfcore.datasets import dataset_path
-
-        return str(dataset_path("movielens-posters", data_dir))
-    return images
-
-
-def _torch_threads() -> None:
-    """Respect OMP_NUM_THREADS when set (torchrun sets it to 1 per process)."""
-    n = os.environ.get("OMP_NUM_THREADS")
-    if n and n.isdigit():
-        import torch
-
-        torch.set_num_threads(int(n))
 
 
 # ----------------------------------------------------------------------------- train
@@ -141,53 +76,7 @@ def _torch_threads() -> None:
     required=True,
     help="Run folder: checkpoint.pt, metrics.jsonl, curves.png, image_report.txt.",
 )
-@click.option(
-    "--arch",
-    type=click.Choice(["alexnet", "resnet18", "mobilenet_v3_small", "regnet_y_400mf", "small"]),
-    default="resnet18",
-    show_default=True,
-    help="Backbone (alexnet is the paper's).",
-)
-@click.option(
-    "--weights",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Local torchvision state dict to start from (e.g. ImageNet); default random init.",
-)
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Per process."
-)
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="[default: 0.1·batch/256 for SGD, 1e-3 for AdamW]",
-)
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option(
-    "--weight-decay",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="[default: 5e-4 for SGD, 0.05 for AdamW]",
-)
-@click.option(
-    "--schedule",
-    type=click.Choice(["cosine", "step", "constant"]),
-    default="cosine",
-    show_default=True,
-)
-@click.option(
-    "--step-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Step schedule: epochs between decays [default: epochs/3].",
-)
-@click.option("--gamma", type=float, default=0.1, show_default=True, help="Step schedule factor.")
-@click.option(
-    "--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True
-)
+@training_options
 @click.option(
     "--balanced", is_flag=True, help="Sample uniformly over classes, then items (DeepCluster)."
 )
@@ -204,13 +93,11 @@ def _torch_threads() -> None:
     help=f"Train even when fewer than {int(100 * MIN_MATCHED_FRACTION)}% of the labelled "
     "items have an image (they are listed in image_report.txt).",
 )
-@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA.")
 @click.option(
     "--resume",
     is_flag=True,
     help="Continue from OUTPUT/checkpoint.pt (a larger --epochs extends the run).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
 @labels_options
 @images_options
 @device_option
@@ -270,9 +157,9 @@ def train(
     from cfvision.train import TrainConfig
     from cfvision.train import train as run
 
-    _torch_threads()
+    torch_threads()
     cfg = TrainConfig(
-        images=_images_path(images, data_dir),
+        images=images,
         labels=labels,
         output=str(output),
         arch=arch,
@@ -348,7 +235,7 @@ def _read_id_list(path: Path) -> Any:
 )
 @click.option(
     "--arch",
-    type=click.Choice(["alexnet", "resnet18", "mobilenet_v3_small", "regnet_y_400mf", "small"]),
+    type=click.Choice(list(ARCH_CHOICES)),
     default=None,
     help="Without --checkpoint: this backbone at random init (seeded) or with --weights.",
 )
@@ -417,7 +304,7 @@ def extract(
     from cfvision.train import resolve_device
 
     check_outputs([output, report], [checkpoint, weights, items_file])
-    _torch_threads()
+    torch_threads()
     if (checkpoint is None) == (arch is None):
         raise click.ClickException(
             "give exactly one of --checkpoint (a trained model) or --arch "
@@ -442,7 +329,7 @@ def extract(
             "init": "weights" if weights else "random",
             "seed": seed,
         }
-    index = load_image_index(_images_path(images, data_dir), id_space)
+    index = load_image_index(images, id_space, data_dir)
     wanted = _read_id_list(items_file) if items_file else None
     got = prepare_images(
         index, wanted, resize_size(size), cache_dir, on_bad_image, progress=not quiet
@@ -577,3 +464,9 @@ def evaluate(
             + "\n",
         )
         click.echo(f"report -> {output}")
+
+
+# ----------------------------------------------------------------------------- Bibas et al.
+cli.add_command(cf2label)
+cli.add_command(multitask)
+cli.add_command(experiment)

@@ -40,6 +40,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Fang et al. §4.1 (after Krizhevsky et al.): short side to 256, central square, crops of 224.
 PAPER_RESIZE, PAPER_CROP = 256, 224
 
+#: The dataset name of the MovieLens poster folder.
+POSTERS_DATASET = "movielens-posters"
+
 #: The id spaces of the MovieLens poster folder (``--id-space``).
 ID_SPACES = ("ml-100k", "movielens")
 POSTER_INDEX = "poster_index.csv"
@@ -160,18 +163,37 @@ def is_poster_folder(source: str | os.PathLike[str]) -> bool:
     return Path(source).is_dir() and (Path(source) / POSTER_INDEX).is_file()
 
 
-def load_image_index(source: str | os.PathLike[str], id_space: str | None = None) -> ImageIndex:
+def image_source(
+    source: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """``source`` as a path; the name ``movielens-posters`` (when no such file exists) is the
+    poster folder of the data directory (:func:`cfcore.datasets.dataset_path`)."""
+    if str(source) == POSTERS_DATASET and not os.path.exists(source):
+        from cfcore.datasets import dataset_path
+
+        return dataset_path(POSTERS_DATASET, data_dir)
+    return Path(source)
+
+
+def load_image_index(
+    source: str | os.PathLike[str],
+    id_space: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> ImageIndex:
     """Map item ids to image files.
 
     Parameters
     ----------
     source : path-like
         A folder of ``<item_id>.<ext>`` images (or with such an ``images/`` subfolder); the
-        MovieLens poster folder (holding ``poster_index.csv``); or a CSV ``item_id,path``.
+        MovieLens poster folder (holding ``poster_index.csv``), or its dataset name
+        ``movielens-posters``; or a CSV ``item_id,path``.
     id_space : {"ml-100k", "movielens"}, optional
         Required for the poster folder, ignored otherwise: key the posters by ml-100k item id
         (a poster may serve two ml-100k ids) or by MovieLens ``movieId`` (ml-1m,
         ml-latest-small and the other MovieLens releases).
+    data_dir : path-like, optional
+        The data directory for ``movielens-posters`` (:func:`cfcore.datasets.data_dir`).
 
     Raises
     ------
@@ -179,7 +201,7 @@ def load_image_index(source: str | os.PathLike[str], id_space: str | None = None
         No such file or folder, no images, two images for one id, or the poster folder
         without ``id_space``.
     """
-    source = Path(source)
+    source = image_source(source, data_dir)
     if not source.exists():
         raise InputError(f"image source {source}: no such file or folder")
     if id_space is not None and id_space not in ID_SPACES:
@@ -199,6 +221,22 @@ def load_image_index(source: str | os.PathLike[str], id_space: str | None = None
             return _index_from_dir(source / "images")
         return _index_from_dir(source)
     return _index_from_csv(source)
+
+
+def open_image_index(
+    source: str | os.PathLike[str],
+    id_space: str | None,
+    item_ids: Any,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> ImageIndex:
+    """:func:`load_image_index`; when it fails on the poster folder for want of an id space,
+    the error says how many of ``item_ids`` (the labelled items) each id space would match."""
+    source = image_source(source, data_dir)
+    try:
+        return load_image_index(source, id_space)
+    except InputError as exc:
+        hint = id_space_hint(source, item_ids) if id_space is None else ""
+        raise InputError(f"{exc}{hint}") from None
 
 
 def id_space_hint(source: str | os.PathLike[str], item_ids: Any) -> str:

@@ -49,6 +49,61 @@ class FeatureClassifier(nn.Module):
         return last.out_features
 
 
+class MultitaskNet(FeatureClassifier):
+    """A :class:`FeatureClassifier` with a second head that predicts a CF vector.
+
+    Bibas et al. 2022 (§3.4): the shared trunk feeds the label head (``logits``) and a CF
+    head ``BN → Linear → BN → ReLU → Linear`` to the ``cf_dim`` dimensions of the item's CF
+    vector (``cf``). The CF head's last layer starts at zero, so the first reconstructions
+    are the zero vector — the mean of the centred targets — and the reconstruction loss starts
+    near ``exp(1)`` instead of exploding (:mod:`cfvision.multitask`).
+
+    ``forward`` returns ``{"logits": (B, K), "cf": (B, cf_dim)}``; ``features`` is the
+    trunk's output, as for every model.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        trunk: nn.Module,
+        head: nn.Module,
+        feature_dim: int,
+        cf_dim: int,
+        cf_hidden: int | None = None,
+    ) -> None:
+        super().__init__(arch, trunk, head, feature_dim)
+        hidden = cf_hidden or feature_dim
+        self.cf_dim = cf_dim
+        last = nn.Linear(hidden, cf_dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.cf_head = nn.Sequential(
+            nn.BatchNorm1d(feature_dim),
+            nn.Linear(feature_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            last,
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        f = self.trunk(x)
+        return {"logits": self.head(f), "cf": self.cf_head(f)}
+
+
+def build_multitask_model(
+    arch: str,
+    num_classes: int,
+    cf_dim: int,
+    weights: str | os.PathLike[str] | None = None,
+    dropout: float = 0.5,
+) -> MultitaskNet:
+    """:func:`build_model`'s backbone and label head, plus a CF head of ``cf_dim`` outputs."""
+    if cf_dim < 1:
+        raise InputError(f"cf_dim must be >= 1, got {cf_dim}")
+    base = build_model(arch, num_classes, weights, dropout)
+    return MultitaskNet(base.arch, base.trunk, base.head, base.feature_dim, cf_dim)
+
+
 class SmallCNN(nn.Module):
     """A 4-conv network for CPU tests and quick runs (≈0.1 M parameters).
 
@@ -209,13 +264,18 @@ def build_model(
 def model_from_checkpoint(
     state: Mapping[str, Any], path: str | os.PathLike[str] = "checkpoint"
 ) -> FeatureClassifier:
-    """Rebuild the model stored in a cfvision checkpoint (``arch``, ``num_classes``, ``model``)."""
+    """Rebuild the model stored in a cfvision checkpoint (``arch``, ``num_classes``, ``model``;
+    with ``cf_dim``, the :class:`MultitaskNet` of a ``cfvision multitask`` run)."""
     for key in ("arch", "num_classes", "model"):
         if key not in state:
             raise ModelFormatError(f"{path}: not a cfvision checkpoint (no {key!r})")
-    model = build_model(
-        str(state["arch"]), int(state["num_classes"]), dropout=float(state.get("dropout", 0.5))
-    )
+    dropout = float(state.get("dropout", 0.5))
+    if state.get("cf_dim"):  # a `cfvision multitask` run
+        model: FeatureClassifier = build_multitask_model(
+            str(state["arch"]), int(state["num_classes"]), int(state["cf_dim"]), dropout=dropout
+        )
+    else:
+        model = build_model(str(state["arch"]), int(state["num_classes"]), dropout=dropout)
     model.load_state_dict(state["model"])
     return model
 

@@ -62,10 +62,9 @@ from cfvision.data import (
     ItemImages,
     Labels,
     Match,
-    id_space_hint,
-    load_image_index,
     load_labels,
     match_items,
+    open_image_index,
     prepare_images,
     resize_size,
 )
@@ -257,11 +256,7 @@ def split_items(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.
 def build_data(cfg: TrainConfig) -> TrainData:
     """Images ∩ labels (matched-fraction check), the image cache, train/val datasets."""
     labels = load_labels(cfg.labels, cfg.data_dir, cfg.item_col, cfg.labels_col)
-    try:
-        index = load_image_index(cfg.images, cfg.id_space)
-    except InputError as exc:
-        hint = id_space_hint(cfg.images, labels.item_ids) if cfg.id_space is None else ""
-        raise InputError(f"{exc}{hint}") from None
+    index = open_image_index(cfg.images, cfg.id_space, labels.item_ids, cfg.data_dir)
     match = match_items(index, labels, cfg.allow_partial)
     labels = labels.select(match.label_rows)
     images = prepare_images(
@@ -326,33 +321,56 @@ class ClassBalancedSampler(Sampler[int]):
         return iter(draws[self.rank :: self.world_size].tolist())
 
 
+def shuffled_sampler(dataset: CachedImages, cfg: TrainConfig, dist: DistInfo) -> Sampler[int]:
+    """A seeded permutation of the items per epoch, sharded over the ranks.
+
+    :class:`~torch.utils.data.DistributedSampler` also serves one process; its epoch's
+    permutation is seeded by ``(seed, epoch)``.
+    """
+    from torch.utils.data import DistributedSampler
+
+    return DistributedSampler(
+        dataset,
+        num_replicas=dist.world_size,
+        rank=dist.rank,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=False,
+    )
+
+
+def make_train_loader(
+    dataset: CachedImages,
+    cfg: TrainConfig,
+    dist: DistInfo,
+    device: torch.device,
+    base: Sampler | None = None,
+    batch_size: int | None = None,
+) -> DataLoader:
+    """The training loader: ``base`` (default :func:`shuffled_sampler`) with each draw's crop
+    and flip (:class:`~cfvision.loader.AugmentSampler`); the last partial batch is dropped
+    when there is more than one batch."""
+    base = shuffled_sampler(dataset, cfg, dist) if base is None else base
+    batch = batch_size or cfg.batch_size
+    sampler = AugmentSampler(base, dataset.size, dataset.crop, cfg.seed, dist.rank)
+    return make_loader(
+        dataset,
+        batch,
+        device,
+        sampler=sampler,
+        workers=cfg.workers,
+        drop_last=len(sampler) > batch,
+    )
+
+
 def build_loaders(
     data: TrainData, cfg: TrainConfig, dist: DistInfo, device: torch.device
 ) -> tuple[DataLoader, DataLoader | None]:
     """Training loader (shuffled or class-balanced, sharded, augmented) and validation loader."""
-    from torch.utils.data import DistributedSampler
-
+    base = None
     if cfg.balanced:
-        base: Any = ClassBalancedSampler(data.train.targets, cfg.seed, dist.rank, dist.world_size)
-    else:
-        # DistributedSampler also serves one process: a seeded permutation per epoch.
-        base = DistributedSampler(
-            data.train,
-            num_replicas=dist.world_size,
-            rank=dist.rank,
-            shuffle=True,
-            seed=cfg.seed,
-            drop_last=False,
-        )
-    sampler = AugmentSampler(base, data.train.size, data.train.crop, cfg.seed, dist.rank)
-    train = make_loader(
-        data.train,
-        cfg.batch_size,
-        device,
-        sampler=sampler,
-        workers=cfg.workers,
-        drop_last=len(data.train) > cfg.batch_size,
-    )
+        base = ClassBalancedSampler(data.train.targets, cfg.seed, dist.rank, dist.world_size)
+    train = make_train_loader(data.train, cfg, dist, device, base)
     val = None
     if data.val is not None:
         val = make_loader(data.val, cfg.batch_size, device, workers=cfg.workers)
@@ -604,6 +622,18 @@ def train_one_epoch(
     return out
 
 
+def to_cpu(obj: Any) -> Any:
+    """A model's output or a batch's targets — a tensor, a dict or a tuple of tensors — on the
+    CPU, detached."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -632,8 +662,8 @@ def evaluate(
             sums[k] = sums.get(k, 0.0) + float(v)
         seen += x.shape[0]
         if collect:
-            outputs.append(output.cpu())
-            targets.append(y.cpu() if isinstance(y, torch.Tensor) else y)
+            outputs.append(to_cpu(output))
+            targets.append(to_cpu(y))
     out = {"val_loss": loss_sum / max(seen, 1)}
     out.update({f"val_{k}": v / max(seen, 1) for k, v in sums.items()})
     if collect:
@@ -755,29 +785,31 @@ def restore(run: Run, check: Callable[[dict[str, Any]], None] | None = None):
 
 
 def write_metrics(output: Path, history: list[dict[str, Any]]) -> None:
-    """``metrics.jsonl`` (one JSON object per epoch) and ``curves.png``, both atomically."""
-    from cfcore.io import atomic_path, atomic_write_text
+    """``metrics.jsonl`` (one JSON object per epoch) and ``curves.png``, both atomically.
+
+    The curves: every loss of the history (``train_loss``, ``val_loss`` and the parts of a
+    multitask loss, ``train_main``/``train_aux``) on the left, the accuracies and mAP on the
+    right.
+    """
+    from cfcore.io import atomic_write_text
+    from cfcore.plots import new_figure, save_figure
 
     atomic_write_text(output / METRICS, "".join(json.dumps(h) + "\n" for h in history))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("train_loss", "val_loss"):
-        if all(key in h for h in history):
-            ax1.plot(epochs, [h[key] for h in history], marker="o", label=key)
-    for key in ("train_acc", "val_acc", "val_top5", "val_map"):
-        if all(key in h for h in history):
-            ax2.plot(epochs, [h[key] for h in history], marker="o", label=key)
-    ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend()
-    ax2.set_xlabel("epoch"), ax2.set_ylabel("accuracy"), ax2.legend()
-    fig.tight_layout()
-    with atomic_path(output / CURVES) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    fig, (ax1, ax2) = new_figure(ncols=2, size=(10, 4))
+    panels = (
+        (ax1, ("train_loss", "val_loss", "train_main", "train_aux", "val_main"), "loss"),
+        (ax2, ("train_acc", "val_acc", "val_top5", "val_map"), "accuracy / mAP"),
+    )
+    for ax, keys, ylabel in panels:
+        for key in keys:
+            if all(key in h for h in history):
+                ax.plot(epochs, [h[key] for h in history], marker="o", label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        if ax.get_lines():
+            ax.legend()
+    save_figure(fig, output / CURVES, dpi=80)
 
 
 def fit(

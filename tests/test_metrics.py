@@ -175,17 +175,46 @@ def test_rmse_and_auc_score():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 10_000), st.integers(2, 40), st.integers(1, 5))
-def test_average_precision_matches_sklearn(seed, n, c):
+@given(st.integers(0, 10_000), st.integers(2, 40), st.integers(1, 5), st.booleans())
+def test_average_precision_matches_sklearn(seed, n, c, ties):
+    """Also with tied scores (each tie one threshold, as scikit-learn's)."""
     rng = np.random.default_rng(seed)
     y = (rng.random((n, c)) < 0.4).astype(int)
-    s = rng.random((n, c))
+    s = rng.integers(0, 4, (n, c)).astype(float) if ties else rng.random((n, c))
     ap = average_precision(y, s)
     for j in range(c):
         if y[:, j].sum() == 0:
             assert np.isnan(ap[j])
         else:
             assert ap[j] == pytest.approx(average_precision_score(y[:, j], s[:, j]))
+
+
+def test_average_precision_of_tied_scores_ignores_their_order():
+    y = np.array([[1], [0], [0], [1], [0]])
+    constant = np.zeros((5, 1))
+    assert average_precision(y, constant)[0] == pytest.approx(0.4)  # the prevalence
+    assert average_precision(y[::-1], constant)[0] == pytest.approx(0.4)
+
+
+def test_normal_bootstrap_interval_is_centred_on_the_estimate():
+    rng = np.random.default_rng(0)
+    values = rng.normal(3.0, 2.0, 400)
+    point, lo, hi = bootstrap_ci(np.mean, values, n_boot=500, interval="normal")
+    assert point == pytest.approx(values.mean())
+    assert (hi - point) == pytest.approx(point - lo)
+    assert (hi - lo) / 2 == pytest.approx(1.96 * 2.0 / np.sqrt(400), rel=0.15)  # 1.96 · SE
+    with pytest.raises(InputError, match="interval"):
+        bootstrap_ci(np.mean, values, interval="bca")
+    # paired: a z-test with the bootstrap's standard error
+    shifted = values + 0.3 + rng.normal(0, 0.5, 400)
+    res = paired_bootstrap(np.mean, shifted, values, n_boot=500, interval="normal")
+    sd = (res.high - res.low) / (2 * 1.959964)
+    assert res.difference == pytest.approx(shifted.mean() - values.mean())
+    assert res.high - res.difference == pytest.approx(res.difference - res.low)
+    from statistics import NormalDist
+
+    assert res.p_value == pytest.approx(2 * (1 - NormalDist().cdf(res.difference / sd)))
+    assert paired_bootstrap(np.mean, values, values, interval="normal").p_value == 1.0
 
 
 def test_map_and_bootstrap():

@@ -6,7 +6,9 @@ from pathlib import Path
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_readme_python_blocks_run(ml100k, ml_latest_small_path, tmp_path, monkeypatch, request):
+def test_readme_python_blocks_run(
+    ml100k, ml_latest_small_path, posters_path, tmp_path, monkeypatch, request
+):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)  # the examples save model.npz / labels.npz in the working directory
@@ -18,6 +20,9 @@ def test_readme_python_blocks_run(ml100k, ml_latest_small_path, tmp_path, monkey
     assert (tmp_path / "model.npz").exists() and (tmp_path / "labels.csv").exists()
     assert (tmp_path / "dsgd.npz").exists()
     assert namespace["report"].summary()["shared_viewers_lift"] > 1.5
+    assert (
+        0 < namespace["run"].result["test_map"] < 1 and (tmp_path / "mtl" / "result.json").exists()
+    )
 
 
 def test_every_cited_document_exists():

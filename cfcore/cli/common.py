@@ -109,58 +109,71 @@ def min_rating_option(f: F) -> F:
     )(f)
 
 
-def columns_option(f: F) -> F:
-    """``--sep``, ``--header/--no-header``, ``--user-col``, ``--item-col``, ``--rating-col``.
+def _columns_option(third: str, third_help: str) -> Callable[[F], F]:
+    """``--sep``, ``--header/--no-header``, ``--user-col``, ``--item-col`` and
+    ``--<third>-col``, collected into one ``read_options`` dict (only the options given)."""
+    third_key = f"{third}_col"
 
-    For generic CSV/TSV/Parquet inputs; the command receives them as one ``read_options``
-    dict (only the options given) to pass to :func:`load_input`.
-    """
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(
+            *args: Any,
+            sep: str | None,
+            header: bool | None,
+            user_col: str | None,
+            item_col: str | None,
+            **kwargs: Any,
+        ) -> Any:
+            given = dict(sep=sep, header=header, user_col=user_col, item_col=item_col)
+            given[third_key] = kwargs.pop(third_key)
+            return f(
+                *args, read_options={k: v for k, v in given.items() if v is not None}, **kwargs
+            )
 
-    @functools.wraps(f)
-    def wrapper(
-        *args: Any,
-        sep: str | None,
-        header: bool | None,
-        user_col: str | None,
-        item_col: str | None,
-        rating_col: str | None,
-        **kwargs: Any,
-    ) -> Any:
-        given = dict(
-            sep=sep, header=header, user_col=user_col, item_col=item_col, rating_col=rating_col
-        )
-        return f(*args, read_options={k: v for k, v in given.items() if v is not None}, **kwargs)
+        options = [
+            click.option(
+                "--sep", default=None, help="CSV/TSV field separator [default: ',' or tab]."
+            ),
+            click.option(
+                "--header/--no-header",
+                default=None,
+                help="Whether the first CSV/TSV line names the columns [default: detected].",
+            ),
+            click.option(
+                "--user-col",
+                default=None,
+                metavar="NAME|POS",
+                help="User id column, by name or 0-based position [default: a well-known "
+                "name such as user_id, else 0].",
+            ),
+            click.option(
+                "--item-col",
+                default=None,
+                metavar="NAME|POS",
+                help="Item id column [default: a well-known name such as item_id, else 1].",
+            ),
+            click.option(
+                f"--{third}-col", third_key, default=None, metavar="NAME|POS", help=third_help
+            ),
+        ]
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper  # type: ignore[return-value]
 
-    options = [
-        click.option("--sep", default=None, help="CSV/TSV field separator [default: ',' or tab]."),
-        click.option(
-            "--header/--no-header",
-            default=None,
-            help="Whether the first CSV/TSV line names the columns [default: detected].",
-        ),
-        click.option(
-            "--user-col",
-            default=None,
-            metavar="NAME|POS",
-            help="User id column, by name or 0-based position [default: a well-known "
-            "name such as user_id, else 0].",
-        ),
-        click.option(
-            "--item-col",
-            default=None,
-            metavar="NAME|POS",
-            help="Item id column [default: a well-known name such as item_id, else 1].",
-        ),
-        click.option(
-            "--rating-col",
-            default=None,
-            metavar="NAME|POS",
-            help="Rating column for --min-rating [default: 'rating' if present].",
-        ),
-    ]
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper  # type: ignore[return-value]
+    return decorate
+
+
+#: For interaction files: the columns of :func:`cfcore.readers.read_interactions`.
+columns_option = _columns_option(
+    "rating", "Rating column for --min-rating [default: 'rating' if present]."
+)
+
+#: For tag files: the columns of :func:`cfcore.readers.read_tags`.
+tag_columns_option = _columns_option(
+    "tag",
+    "Tag column [default: a well-known name such as tag, else 2]; 'N:' reads every field "
+    "from position N to the end of the line as a tag (user<TAB>item<TAB>tag...).",
+)
 
 
 def force_option(f: F) -> F:
@@ -205,23 +218,11 @@ def load_input(
     min_rating: float | None = None,
     **read_options: Any,
 ):  # -> Interactions
-    """Read INPUT: a path, or the name of a dataset in the data directory.
+    """Read INPUT: a path, or the name of a dataset in the data directory
+    (:func:`cfcore.datasets.load_interactions`)."""
+    from cfcore.datasets import load_interactions
 
-    ``read_options`` (``sep``, ``header``, ``user_col``, ``item_col``, ``rating_col``) go to
-    :func:`cfcore.readers.read_interactions`; they do not apply to a dataset name. Repeated
-    (user, item) rows are counted once, with a ``note:`` on standard error saying how many.
-    """
-    from cfcore.datasets import DATASETS, load_movielens
-    from cfcore.readers import read_interactions
-
-    if not os.path.exists(source):
-        if source not in DATASETS:
-            raise InputError(
-                f"{source}: no such file (INPUT is a file or a dataset name: {', '.join(DATASETS)})"
-            )
-        inter = load_movielens(source, data_dir, min_rating=min_rating)
-    else:
-        inter = read_interactions(source, fmt, min_rating=min_rating, **read_options)
+    inter = load_interactions(source, data_dir, min_rating, fmt, **read_options)
     if inter.n_duplicates:
         n = inter.n_duplicates
         click.echo(
