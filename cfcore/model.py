@@ -242,7 +242,8 @@ class Projection:
 class FactorModel(Estimator):
     """Base class: learned ``user_factors_`` (n_users, k) and ``item_factors_`` (n_items, k).
 
-    Subclasses implement ``fit`` (and ``fold_in``); their ``__init__`` only stores its
+    Subclasses implement ``fit(user_items, show_progress=True, callback=None)`` (implicit's
+    signature) and ``fold_in`` / ``fold_in_items``; their ``__init__`` only stores its
     keyword parameters (scikit-learn contract), which ``get_params`` reads back by name.
     ``FactorModel`` itself is what :func:`load_model` returns for a file whose class is
     unknown here: every method below works on it.
@@ -250,6 +251,7 @@ class FactorModel(Estimator):
     Attributes
     ----------
     user_factors_, item_factors_ : ndarray of float32
+        Also as ``user_factors`` / ``item_factors`` (implicit's names; ``None`` before fit).
     user_bias_, item_bias_ : ndarray of float32 or None
     user_ids_, item_ids_ : ndarray
         Raw ids in row order (``arange`` when fit on a bare matrix).
