@@ -649,6 +649,7 @@ class Factorizer(FactorModel):
                 for epoch in range(p.epochs):
                     t0 = time.perf_counter()
                     if p.resample_negatives and epoch > 0:
+                        del data  # free the last draw before the next: one set at a time
                         data = entries(epoch)
                     hyper = hyper._replace(lr=np.float32(p.lr_at(epoch, p.epochs)))
                     users = None

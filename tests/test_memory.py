@@ -55,7 +55,8 @@ def test_fit_copies_nothing_of_the_interactions(views):
     model.fit(read_interactions(views))  # compile/load the kernels outside the count
     _, peak = _peak(lambda: model.fit(inter))
     tables = (inter.n_users + inter.n_items) * factors * 4
-    negatives = 2 * inter.nnz * 4  # neg_ratio 2, int32 item indices
+    ratio = model.effective_params_.neg_ratio  # the default's negatives per positive
+    negatives = int(ratio * inter.nnz) * 4  # int32 item indices
     per_row = inter.n_users * 48 + inter.n_items * 48  # indptrs, counts, alias tables...
     # a copy of the positives (4-8 B/row) or of the negatives (8 B/row) would break this
     assert peak < tables + negatives + per_row + 0.5 * inter.nnz, (

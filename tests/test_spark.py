@@ -217,7 +217,9 @@ def test_dsgd_divergence_and_bad_input_get_the_libraries_errors(spark, ml100k_sp
 
     train, test = ml100k_split
     with pytest.raises(DivergenceError, match="diverged in epoch"):
-        SparkFactorizer(factors=8, epochs=3, learning_rate=50.0, progress=False).fit(train)
+        SparkFactorizer(
+            factors=8, epochs=3, learning_rate=50.0, optimizer="sgd", progress=False
+        ).fit(train)
     with pytest.raises(InputError, match="loss: expected one of"):
         SparkFactorizer(loss="hinge").fit(train)
     with pytest.raises(InputError, match="validation: not supported"):
