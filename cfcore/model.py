@@ -84,27 +84,28 @@ def _rows_argument(values: Any, n: int, name: str) -> tuple[np.ndarray, bool]:
 
 
 def _candidates(
-    rows: Any, banned: Any, n: int, name: str, banned_name: str
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """implicit's ``items``/``filter_items`` (``users``/``filter_users``): the sorted unique
-    rows to rank (None: all ``n``) and the rows never returned (None: none); one or the other."""
+    rows: Any,
+    banned: Any,
+    n: int,
+    N: Any,
+    name: str,
+    banned_name: str,  # noqa: N803
+) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """implicit's ``items``/``filter_items`` (``users``/``filter_users``), one or the other:
+    the sorted unique rows to rank (None: all ``n``), the rows never returned (None: none),
+    and ``N`` validated and capped at the candidates there are (implicit returns what exists)."""
+    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
+        raise InputError(f"N must be a positive integer, got {N!r}")
     if rows is not None and banned is not None:
         raise InputError(f"{name} and {banned_name}: give one or the other, not both (as implicit)")
     if rows is not None:
         rows = np.unique(_rows_argument(rows, n, name)[0])
         if not len(rows):
             raise InputError(f"{name}: is empty; leave it out to rank every row")
-        return rows, None
+        return rows, None, min(int(N), len(rows))
     if banned is not None:
-        return None, _rows_argument(banned, n, banned_name)[0]
-    return None, None
-
-
-def _check_n(N: Any, n_candidates: int) -> int:  # noqa: N803 - implicit's name
-    """``N`` validated, capped at the candidates there are (implicit returns what exists)."""
-    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
-        raise InputError(f"N must be a positive integer, got {N!r}")
-    return min(int(N), n_candidates)
+        banned = _rows_argument(banned, n, banned_name)[0]
+    return None, banned, min(int(N), n)
 
 
 def _one_row_each(matrix: Any, n_rows: int, n_cols: int, name: str, of: str) -> sp.csr_matrix:
@@ -456,8 +457,9 @@ class FactorModel(Estimator):
         self._check_fitted()
         limit = np.iinfo(np.int64).max if recalculate_user else self.n_users
         rows, scalar = _rows_argument(userid, limit, "userid")
-        pool, banned = _candidates(items, filter_items, self.n_items, "items", "filter_items")
-        N = _check_n(N, self.n_items if pool is None else len(pool))  # noqa: N806
+        pool, banned, N = _candidates(  # noqa: N806
+            items, filter_items, self.n_items, N, "items", "filter_items"
+        )
         liked = None
         if filter_already_liked_items or recalculate_user:
             liked = _one_row_each(user_items, len(rows), self.n_items, "user_items", "user")
@@ -538,8 +540,9 @@ class FactorModel(Estimator):
         self._check_fitted()
         limit = np.iinfo(np.int64).max if recalculate_item else self.n_items
         rows, scalar = _rows_argument(itemid, limit, "itemid")
-        pool, banned = _candidates(items, filter_items, self.n_items, "items", "filter_items")
-        N = _check_n(N, self.n_items if pool is None else len(pool))  # noqa: N806
+        pool, banned, N = _candidates(  # noqa: N806
+            items, filter_items, self.n_items, N, "items", "filter_items"
+        )
         if recalculate_item:
             folded = _one_row_each(item_users, len(rows), self.n_users, "item_users", "item")
             query, own = self.fold_in_items(folded), None
@@ -583,8 +586,9 @@ class FactorModel(Estimator):
         """
         self._check_fitted()
         rows, scalar = _rows_argument(userid, self.n_users, "userid")
-        pool, banned = _candidates(users, filter_users, self.n_users, "users", "filter_users")
-        N = _check_n(N, self.n_users if pool is None else len(pool))  # noqa: N806
+        pool, banned, N = _candidates(  # noqa: N806
+            users, filter_users, self.n_users, N, "users", "filter_users"
+        )
         ids, vals = _cosine_neighbours(
             self.user_factors_,
             self.user_factors_[rows],
