@@ -196,7 +196,7 @@ def _collabfeat(
 
         cb = clock.wrap(task.callback, tables)
         t0 = time.perf_counter()
-        model.fit(task.train, callback=None if cb is None else (lambda e, m, r: cb(e + 1)))
+        model.fit(task.train, callback=None if cb is None else (lambda epoch, *_: cb(epoch + 1)))
         seconds = time.perf_counter() - t0 - clock.excluded
         updates = float(sum(h["updates"] for h in model.history_))
         return FitResult(
@@ -459,7 +459,7 @@ def _spark_dsgd(loss: str, **overrides: Any) -> Callable[[FitTask], FitResult]:
 
         cb = clock.wrap(task.callback, tables)
         t0 = time.perf_counter()
-        model.fit(data, callback=None if cb is None else (lambda e, m, r: cb(e + 1)))
+        model.fit(data, callback=None if cb is None else (lambda epoch, *_: cb(epoch + 1)))
         seconds = time.perf_counter() - t0 - clock.excluded
         history = model.history_
         strata = [s for h in history[1:] or history for s in h["stratum_seconds"]]

@@ -153,7 +153,9 @@ VALIDATION_USERS = 5000
 #: 500 at 100,000 items), so that validating costs a fraction of an epoch.
 VALIDATION_SCORES = 50_000_000
 
-Callback = Callable[[int, "Factorizer", dict[str, float]], Any]
+#: implicit's per-epoch callback: ``callback(iteration, elapsed, loss)`` (0-based epoch, its
+#: seconds, its mean loss per update); returning ``False`` stops the fit (a collabfeat addition).
+Callback = Callable[[int, float, float], Any]
 
 
 def _as_matrix(data: Any, name: str) -> tuple[sp.csr_matrix, np.ndarray | None, np.ndarray | None]:
@@ -503,17 +505,20 @@ class Factorizer(FactorModel):
             ),
         )
 
-    def _hyper(self, p: EffectiveParams, n_items: int) -> sgd.Hyper:
+    def _hyper(
+        self, p: EffectiveParams, n_items: int, popularity: np.ndarray | None = None
+    ) -> sgd.Hyper:
         """The kernels' hyper-parameters (``lr`` is set per epoch): λ, λ_b, WARP's margin,
-        rank weights and candidate table — an alias table over the sampler's item weights
-        ``w(p_i)`` (a one-slot table — uniform over the catalogue — for ``uniform`` weights
-        and for the other losses)."""
+        rank weights and candidate table — an alias table over the sampler's weights
+        ``w(p_i)`` of ``popularity`` (default: the items'; a one-slot table — uniform over the
+        catalogue — for ``uniform`` weights and for the other losses)."""
         from cfcore._kernels.sampling import build_alias
         from cfcore.sampling import item_weights
 
         table: dict[str, np.ndarray] = {}
         if p.loss == "warp" and p.neg_weighting != "uniform":
-            popularity = getattr(self, "item_popularity_", None)
+            if popularity is None:
+                popularity = getattr(self, "item_popularity_", None)
             if popularity is None:
                 popularity = np.ones(n_items, dtype=np.int64)
             w = item_weights(popularity, p.neg_weighting)
@@ -534,15 +539,25 @@ class Factorizer(FactorModel):
     def fit(
         self,
         user_items: sp.spmatrix | Interactions,
-        validation: sp.spmatrix | Interactions | None = None,
+        show_progress: bool = True,
         callback: Callback | None = None,
+        *,
+        validation: sp.spmatrix | Interactions | None = None,
     ) -> Factorizer:
-        """Learn the factors.
+        """Learn the factors (implicit's ``fit(user_items, show_progress, callback)``).
 
         Parameters
         ----------
         user_items : scipy.sparse matrix (n_users, n_items) or Interactions
             Training positives (any stored non-zero is a positive).
+        show_progress : bool, default True
+            Show a tqdm bar (with the running loss) — when the constructor's ``progress`` is
+            also true.
+        callback : callable, optional
+            implicit's ``callback(iteration, elapsed, loss)`` after every epoch: the epoch
+            (0-based), its seconds and its mean loss per update; the epoch's full record
+            (with the validation metrics) is ``model.history_[-1]`` by then. Returning
+            ``False`` stops the fit (implicit ignores the return value).
         validation : scipy.sparse matrix or Interactions, same shape, optional
             Held-out positives. After every epoch ``history_`` records, on Fang et al.'s
             validation set — these positives (target 1) and ``neg_ratio`` × as many negatives
@@ -554,8 +569,6 @@ class Factorizer(FactorModel):
             ``precision@10`` and ``ndcg@10`` (:func:`cfcore.metrics.top_k_metrics`) — for at
             most :data:`VALIDATION_USERS` users and :data:`VALIDATION_SCORES` scores (a
             seeded choice, the same every epoch). ``early_stopping`` watches one of these.
-        callback : callable, optional
-            ``callback(epoch, model, metrics)`` after every epoch; returning ``False`` stops.
 
         Returns
         -------
@@ -631,11 +644,12 @@ class Factorizer(FactorModel):
             run = sgd.epoch_kernel(
                 loss=p.loss_code, order=p.order, use_bias=p.use_biases, adagrad=p.adagrad
             )
-            bar = self._progress(p.epochs)
+            bar = self._progress(p.epochs) if show_progress else None
             try:
                 for epoch in range(p.epochs):
                     t0 = time.perf_counter()
                     if p.resample_negatives and epoch > 0:
+                        del data  # free the last draw before the next: one set at a time
                         data = entries(epoch)
                     hyper = hyper._replace(lr=np.float32(p.lr_at(epoch, p.epochs)))
                     users = None
@@ -677,9 +691,7 @@ class Factorizer(FactorModel):
                                 if k_ in ("loss", "auc", "ndcg@10", "rmse")
                             }
                         )
-                    if callback is not None and callback(epoch, self, record) is False:
-                        break
-                    if best.stop_after(record):
+                    if report_epoch(callback, record) or best.stop_after(record):
                         break
             finally:  # also when the fit fails: the error is not printed onto the bar
                 if bar is not None:
@@ -773,7 +785,8 @@ class Factorizer(FactorModel):
         weighting, training popularity), updating only the new user rows (and user biases) —
         the same kernel as :meth:`fit` with item learning switched off. Deterministic for a
         given ``seed``, whatever the number of threads (each new user's row is written by its
-        own block only, item rows are read-only).
+        own block only, item rows are read-only). ``recommend(..., recalculate_user=True)``
+        scores with it.
 
         Parameters
         ----------
@@ -783,28 +796,70 @@ class Factorizer(FactorModel):
         -------
         ndarray of float32, shape (n_new_users, factors)
         """
-
         self._check_fitted()
+        popularity = getattr(self, "item_popularity_", None)
+        return self._fold_in(
+            user_items_rows,
+            "user_items_rows",
+            self.item_factors_,
+            self.item_bias_,
+            popularity,
+            epochs,
+        )
+
+    def fold_in_items(self, item_users_rows: sp.spmatrix, epochs: int | None = None) -> np.ndarray:
+        """Factors for new items from their users, user factors held fixed (the mirror of
+        :meth:`fold_in`).
+
+        The same epochs of the model's own loss with the roles of users and items exchanged:
+        each new item is pulled towards the users who have it and away from other users
+        (drawn uniformly; the model keeps no user popularity) — for BPR and WARP, the item's
+        side of the pairwise loss, ranking its users above others. Only the factors matter
+        for ``similar_items(..., recalculate_item=True)``, which calls it; a new item's bias
+        is not estimated.
+
+        Parameters
+        ----------
+        item_users_rows : scipy.sparse matrix, shape (n_new_items, n_users)
+
+        Returns
+        -------
+        ndarray of float32, shape (n_new_items, factors)
+        """
+        self._check_fitted()
+        return self._fold_in(
+            item_users_rows, "item_users_rows", self.user_factors_, self.user_bias_, None, epochs
+        )
+
+    def _fold_in(
+        self,
+        rows: sp.spmatrix,
+        name: str,
+        fixed: np.ndarray,
+        fixed_bias: np.ndarray | None,
+        popularity: np.ndarray | None,
+        epochs: int | None,
+    ) -> np.ndarray:
+        """New rows' factors from their entries (columns: the rows of ``fixed``, held fixed;
+        negatives drawn by ``popularity``, uniform when None)."""
         p = self._resolve()
-        rows, _, _ = _as_matrix(user_items_rows, "user_items_rows")
-        if rows.shape[1] != self.n_items:
-            raise InputError(
-                f"user_items_rows: has {rows.shape[1]} columns, the model has {self.n_items} items"
-            )
+        rows, _, _ = _as_matrix(rows, name)
+        n_fixed = len(fixed)
+        if rows.shape[1] != n_fixed:
+            raise InputError(f"{name}: has {rows.shape[1]} columns, the model has {n_fixed}")
         epochs = p.epochs if epochs is None else _integer(epochs, "epochs", 0)
-        n_new, k = rows.shape[0], self.item_factors_.shape[1]
+        n_new, k = rows.shape[0], fixed.shape[1]
         rng = np.random.default_rng([p.seed, 1])
         X = rng.standard_normal((n_new, k), dtype=np.float32) * np.float32(p.init_scale / k**0.25)
         if rows.nnz == 0 or n_new == 0:
             return X
-        popularity = getattr(self, "item_popularity_", None)
         if popularity is None or p.neg_weighting == "uniform":
-            popularity = np.ones(self.n_items, dtype=np.int64)
-        tables = sgd.Tables.of(X, self.item_factors_, item_bias=self.item_bias_, adagrad=p.adagrad)
+            popularity = np.ones(n_fixed, dtype=np.int64)
+        tables = sgd.Tables.of(X, fixed, item_bias=fixed_bias, adagrad=p.adagrad)
         run = sgd.epoch_kernel(
             loss=p.loss_code, use_bias=p.use_biases, learn_items=False, adagrad=p.adagrad
         )
-        hyper = self._hyper(p, self.n_items)
+        hyper = self._hyper(p, n_fixed, popularity)
         with numba_threads(p.threads):
             negatives = self._negative_arrays(rows, p, popularity=popularity, warn_short=False)
             data = sgd.Entries.of(rows.indptr, rows.indices, *negatives)
@@ -838,6 +893,15 @@ class Factorizer(FactorModel):
     def _load_extra(self, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
         self.item_popularity_ = arrays.get("item_popularity")
         self.effective_params_ = EffectiveParams.from_dict(header.get("effective_params"))
+
+
+def report_epoch(callback: Callback | None, record: dict[str, Any]) -> bool:
+    """Call implicit's ``callback(iteration, elapsed, loss)`` with an epoch's record (1-based
+    ``epoch``, ``seconds``, ``loss``); True when it asks to stop (returns ``False``). The one
+    caller of fit callbacks, shared by :class:`Factorizer` and the Spark backend."""
+    if callback is None:
+        return False
+    return callback(record["epoch"] - 1, record["seconds"], record["loss"]) is False
 
 
 def check_divergence(

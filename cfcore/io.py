@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -37,6 +37,22 @@ FORMAT_VERSION = 1
 SIDE_FILES_KEY = "side_files"
 
 PathLike = str | os.PathLike[str]
+#: A path, or an open binary file object (``io.BytesIO``, ``open(..., "rb"/"wb")``): what
+#: implicit's ``save``/``load`` take.
+PathOrFile = PathLike | IO[bytes]
+
+
+def is_file_object(target: Any) -> bool:
+    """Whether ``target`` is an open file object rather than a path."""
+    return hasattr(target, "read") or hasattr(target, "write")
+
+
+def _name(target: Any) -> Path | str:
+    """How errors name ``target``: its path, or a file object's ``name`` if it has one."""
+    if is_file_object(target):
+        name = getattr(target, "name", None)
+        return name if isinstance(name, str) else f"<{type(target).__name__}>"
+    return Path(target)
 
 
 def _umask() -> int:
@@ -103,18 +119,20 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def save_artifact(
-    path: str | os.PathLike[str],
+    path: PathOrFile,
     kind: str,
     arrays: Mapping[str, np.ndarray],
     meta: Mapping[str, Any] | None = None,
     compress: bool = False,
-) -> Path:
+) -> Path | None:
     """Save ``arrays`` and a JSON header to an ``.npz`` atomically.
 
     Parameters
     ----------
-    path : path-like
-        Destination; ``.npz`` is *not* appended (the exact name is used).
+    path : path-like or binary file object
+        Destination; ``.npz`` is *not* appended (the exact name is used). A path is written
+        atomically; an open file object (``io.BytesIO``, ``open(name, "wb")``) is written
+        from its current position, and left open.
     kind : str
         Artifact kind, e.g. ``"factor-model"``, ``"interactions"``, ``"pseudo-labels"``.
     arrays : mapping of str to ndarray
@@ -123,6 +141,10 @@ def save_artifact(
         JSON-serialisable metadata stored in the header.
     compress : bool
         Use ``np.savez_compressed``.
+
+    Returns
+    -------
+    Path, or None for a file object
     """
     header = {"kind": kind, "version": FORMAT_VERSION, **(meta or {})}
     payload: dict[str, np.ndarray] = {}
@@ -132,26 +154,37 @@ def save_artifact(
             arr = arr.astype(str)
         payload[name] = arr
     payload[HEADER_KEY] = np.array(json.dumps(header))
+    write = np.savez_compressed if compress else np.savez
+    if is_file_object(path):
+        write(path, **payload)
+        return None
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            (np.savez_compressed if compress else np.savez)(fh, **payload)
+            write(fh, **payload)
     return path
 
 
-def _open_npz(path: Path) -> Any:
-    """``np.load`` of an ``.npz`` without pickle; a clear error for anything that is not one."""
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
+def _open_npz(path: Path | IO[bytes]) -> Any:
+    """``np.load`` of an ``.npz`` without pickle; a clear error for anything that is not one.
+    ``path`` may be an open binary file object (read from its current position)."""
+    name = _name(path)
+    if is_file_object(path):
+        start = path.tell()
+        magic = path.read(4)
+        path.seek(start)
+    else:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
     if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip archive (or an empty one)
-        raise ModelFormatError(f"{path}: not an .npz file (an .npz is a zip archive; this is not)")
+        raise ModelFormatError(f"{name}: not an .npz file (an .npz is a zip archive; this is not)")
     try:
         return np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise ModelFormatError(f"{path}: not a readable .npz file ({exc})") from None
+        raise ModelFormatError(f"{name}: not a readable .npz file ({exc})") from None
 
 
-def _read_member(path: Path, npz: Any, name: str) -> np.ndarray:
+def _read_member(path: Path | str, npz: Any, name: str) -> np.ndarray:
     try:
         return npz[name]
     except ValueError:  # an object array: it would need pickle, which collabfeat never uses
@@ -163,7 +196,7 @@ def _read_member(path: Path, npz: Any, name: str) -> np.ndarray:
         raise ModelFormatError(f"{path}: entry {name!r} is unreadable ({exc})") from None
 
 
-def _parse_header(path: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def _parse_header(path: Path | str, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
     if HEADER_KEY not in arrays:
         raise ModelFormatError(
             f"{path}: not a collabfeat artifact (no '{HEADER_KEY}' header); "
@@ -179,9 +212,10 @@ def _parse_header(path: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, Any
 
 
 def load_artifact(
-    path: PathLike, kind: str | tuple[str, ...] | None = None
+    path: PathOrFile, kind: str | tuple[str, ...] | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Load an artifact written by :func:`save_artifact`.
+    """Load an artifact written by :func:`save_artifact` (from a path, or an open binary file
+    object at the artifact's start).
 
     Returns
     -------
@@ -197,10 +231,10 @@ def load_artifact(
         The file is not a collabfeat ``.npz`` artifact (not a zip archive at all, pickled
         entries, no header), or not of the expected ``kind``.
     """
-    path = Path(path)
-    if not path.exists():
+    source, path = path, _name(path)
+    if not is_file_object(source) and not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    with _open_npz(path) as npz:
+    with _open_npz(source) as npz:
         arrays = {k: _read_member(path, npz, k) for k in npz.files}
     header = _parse_header(path, arrays)
     del arrays[HEADER_KEY]

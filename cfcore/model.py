@@ -4,27 +4,42 @@ A factor model scores user ``u`` and item ``i`` as ``s_ui = x_u · y_i + b_i`` (
 when a model has one, never changes a ranking). Everything below needs only the learned
 tables, so it is shared by every model and by a model loaded from disk; this module is the
 one reader, writer and scorer of factor-model files (the CLI, :mod:`cfcore.vectors` and
-cfvision call it):
+cfvision call it).
 
-- :meth:`FactorModel.recommend` — top-N items per user, optionally without the items the user
-  already has, or for users folded in from their items (``recalculate_user``);
-- :meth:`FactorModel.similar_items` — cosine neighbours in the item-factor space (Fang §4.2),
-  the item itself first (as implicit) unless ``include_self=False``;
-- :meth:`FactorModel.scorer` / :meth:`FactorModel.predict` — scores for :mod:`cfcore.metrics`;
-- :meth:`FactorModel.project` — interactions with raw ids moved onto the model's rows and
-  columns, refusing another dataset's (:data:`cfcore.ids.MIN_OVERLAP`);
-- :meth:`FactorModel.save` / :func:`load_model` — an ``.npz`` artifact of kind
-  ``"factor-model"`` (no pickle); loading needs no knowledge of the class that wrote it;
-- ``get_params`` / ``set_params`` — the scikit-learn estimator contract
-  (:class:`cfcore.estimator.Estimator`, shared with the tag models).
+implicit's recommender contract (``implicit.recommender_base.RecommenderBase``) holds as
+implicit spells it, so code written for ``implicit.bpr.BayesianPersonalizedRanking`` or
+``implicit.als.AlternatingLeastSquares`` — ``implicit.evaluation`` included — runs on a
+collabfeat model unchanged:
 
-The file: arrays ``user_factors`` (n_users, k) and ``item_factors`` (n_items, k) float32,
-``user_ids``/``item_ids`` (raw ids in row order, int64 or str), optional ``user_bias``/
-``item_bias``, and whatever the class adds (``Factorizer``: ``item_popularity``); header
-``model`` (the class name), ``params`` (the constructor's parameters as given), ``history``,
-and the class's own entries (``Factorizer``: ``effective_params``, what the fit ran with).
+- :meth:`FactorModel.recommend` — top-N items per user (``filter_already_liked_items``,
+  ``filter_items``, ``items``, ``recalculate_user`` through the model's fold-in);
+- :meth:`FactorModel.similar_items` / :meth:`FactorModel.similar_users` — cosine neighbours
+  in the factor space (Fang §4.2), the item (user) itself first, as implicit, unless
+  ``include_self=False``; ``recalculate_item`` folds items in from ``item_users``;
+- ``user_factors`` / ``item_factors`` — implicit's names of ``user_factors_`` /
+  ``item_factors_``;
+- :meth:`FactorModel.save` / :meth:`FactorModel.load` — a path or a binary file object,
+  fitted or not; instances pickle (``pickle.dumps(model)``) for job queues and
+  multiprocessing;
+- ids come back int32, scores float32; bad shapes raise :class:`~cfcore.errors.InputError`,
+  a ``ValueError``; ``N`` beyond the candidates returns what exists.
 
-Rows and ids: ``userids``/``itemids`` arguments are *row indices* (0..n-1) as in implicit;
+What collabfeat adds: :meth:`FactorModel.scorer` / :meth:`FactorModel.predict` (scores for
+:mod:`cfcore.metrics`), :meth:`FactorModel.project` (interactions with raw ids moved onto the
+model's rows and columns, refusing another dataset's, :data:`cfcore.ids.MIN_OVERLAP`),
+:meth:`FactorModel.user_rows` / :meth:`FactorModel.item_rows` (raw ids → rows), the
+``history_`` of the fit, and ``get_params`` / ``set_params`` (the scikit-learn contract,
+:class:`cfcore.estimator.Estimator`, shared with the tag models).
+
+The file (``save``; :func:`load_model` needs no knowledge of the class that wrote it): arrays
+``user_factors`` (n_users, k) and ``item_factors`` (n_items, k) float32, ``user_ids``/
+``item_ids`` (raw ids in row order, int64 or str), optional ``user_bias``/``item_bias``, and
+whatever the class adds (``Factorizer``: ``item_popularity``); header ``model`` (the class
+name), ``params`` (the constructor's parameters as given), ``fitted`` (false: parameters
+only), ``history``, and the class's own entries (``Factorizer``: ``effective_params``, what
+the fit ran with).
+
+Rows and ids: ``userid``/``itemid`` arguments are *row indices* (0..n-1) as in implicit;
 :meth:`FactorModel.user_rows` / :meth:`FactorModel.item_rows` map raw ids (``user_ids_``,
 ``item_ids_``) to rows and name any unknown id.
 """
@@ -32,7 +47,6 @@ Rows and ids: ``userids``/``itemids`` arguments are *row indices* (0..n-1) as in
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +58,8 @@ import scipy.sparse as sp
 from cfcore.errors import InputError, ModelFormatError
 from cfcore.estimator import Estimator
 from cfcore.ids import MIN_OVERLAP, as_ids, id_positions, reindex, require_overlap
-from cfcore.io import load_artifact, require_keys, save_artifact
-from cfcore.metrics import top_n
+from cfcore.io import PathOrFile, load_artifact, require_keys, save_artifact
+from cfcore.metrics import factor_scorer, top_n
 
 ARTIFACT_KIND = "factor-model"
 
@@ -69,18 +83,122 @@ def _rows_argument(values: Any, n: int, name: str) -> tuple[np.ndarray, bool]:
     return arr, scalar
 
 
-def _check_n(N: Any, n_items: int) -> int:  # noqa: N803 - implicit's name
+def _candidates(
+    rows: Any,
+    banned: Any,
+    n: int,
+    N: Any,
+    name: str,
+    banned_name: str,  # noqa: N803
+) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """implicit's ``items``/``filter_items`` (``users``/``filter_users``), one or the other:
+    the sorted unique rows to rank (None: all ``n``), the rows never returned (None: none),
+    and ``N`` validated and capped at the candidates there are (implicit returns what exists)."""
     if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
         raise InputError(f"N must be a positive integer, got {N!r}")
-    if N > n_items:
-        raise InputError(f"N={N} is larger than the catalogue ({n_items} items)")
-    return int(N)
+    if rows is not None and banned is not None:
+        raise InputError(f"{name} and {banned_name}: give one or the other, not both (as implicit)")
+    if rows is not None:
+        rows = np.unique(_rows_argument(rows, n, name)[0])
+        if not len(rows):
+            raise InputError(f"{name}: is empty; leave it out to rank every row")
+        return rows, None, min(int(N), len(rows))
+    if banned is not None:
+        banned = _rows_argument(banned, n, banned_name)[0]
+    return None, banned, min(int(N), n)
+
+
+def _one_row_each(matrix: Any, n_rows: int, n_cols: int, name: str, of: str) -> sp.csr_matrix:
+    """``matrix`` as CSR, checked to hold one row per requested ``of`` and ``n_cols`` columns
+    (implicit's contract for ``user_items``/``item_users``; :class:`InputError`, a
+    ``ValueError``, otherwise)."""
+    if matrix is None:
+        raise InputError(f"{name}: required here (one row per requested {of})")
+    if sp.issparse(matrix) and matrix.ndim == 1:  # a row of a scipy sparse *array*
+        matrix = matrix.reshape(1, -1)
+    try:
+        matrix = sp.csr_matrix(matrix)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: expected a scipy.sparse matrix ({exc})") from None
+    if matrix.shape != (n_rows, n_cols):
+        raise InputError(
+            f"{name}: expected shape ({n_rows}, {n_cols}) — one row per requested {of}, in "
+            f"the order given, and {n_cols} columns — got {matrix.shape}"
+        )
+    return matrix
 
 
 def _top(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`cfcore.metrics.top_n` with filtered (``-inf``) slots as item ``-1``."""
+    """:func:`cfcore.metrics.top_n` as implicit's dtypes (int32 ids, float32 scores), with
+    filtered (``-inf``) slots as id ``-1``."""
     ids, vals = top_n(scores, n)
+    ids = ids.astype(np.int32)
     ids[~np.isfinite(vals)] = -1
+    return ids, vals.astype(np.float32, copy=False)
+
+
+def _unit_rows(table: np.ndarray) -> np.ndarray:
+    """Rows divided by their norm (float32; an all-zero row stays zero: cosine 0)."""
+    norms = np.linalg.norm(table, axis=1)
+    return (table / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
+
+
+def _result(ids: np.ndarray, vals: np.ndarray, scalar: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The batch as returned: one user/item's row, without unfilled slots, for a scalar query."""
+    if not scalar:
+        return ids, vals
+    kept = ids[0] >= 0
+    return ids[0][kept], vals[0][kept]
+
+
+def _cosine_neighbours(
+    table: np.ndarray,
+    query: np.ndarray,
+    rows: np.ndarray | None,
+    N: int,  # noqa: N803 - implicit's name
+    candidates: np.ndarray | None,
+    banned: np.ndarray | None,
+    include_self: bool,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``N`` rows of ``table`` nearest each ``query`` vector by cosine, best first.
+
+    ``rows``: the queries' own rows in ``table`` (None for vectors not in it). A query's own
+    row is put first whatever ties with it (``include_self``) or left out, so the order never
+    depends on rounding or on another row with the same direction. ``candidates``: the sorted
+    rows that may be returned (None: all); ``banned``: rows never returned. Unfilled slots:
+    row ``-1``, score ``-inf``.
+    """
+    unit = _unit_rows(table)
+    pool = np.arange(len(table)) if candidates is None else candidates
+    pool_unit = unit[pool]
+    ids = np.empty((len(query), N), dtype=np.int32)
+    vals = np.empty((len(query), N), dtype=np.float32)
+    for start in range(0, len(query), batch_size):
+        stop = min(start + batch_size, len(query))
+        sims = _unit_rows(query[start:stop]) @ pool_unit.T
+        at = np.arange(stop - start)
+        own = np.full(stop - start, -np.inf, dtype=np.float32)
+        if rows is not None:  # the query's own row: set aside, put in front below
+            pos = np.searchsorted(pool, rows[start:stop]).clip(max=len(pool) - 1)
+            mine = pool[pos] == rows[start:stop]
+            own[mine] = sims[at[mine], pos[mine]]
+            sims[at[mine], pos[mine]] = -np.inf
+            if banned is not None:
+                own[np.isin(rows[start:stop], banned)] = -np.inf
+        if banned is not None:
+            sims[:, banned] = -np.inf
+        top, best = _top(sims, N)
+        top = np.where(top >= 0, pool[top], -1).astype(np.int32)
+        if rows is not None and include_self:  # itself, then its N - 1 nearest others
+            top = np.concatenate(
+                [np.where(np.isfinite(own), rows[start:stop], -1)[:, None], top], 1
+            )
+            best = np.concatenate([own[:, None], best], axis=1)
+            order = np.argsort(top < 0, axis=1, kind="stable")[:, :N]  # unfilled slots last
+            top = np.take_along_axis(top, order, axis=1).astype(np.int32)
+            best = np.take_along_axis(best, order, axis=1)
+        ids[start:stop], vals[start:stop] = top, best
     return ids, vals
 
 
@@ -125,7 +243,8 @@ class Projection:
 class FactorModel(Estimator):
     """Base class: learned ``user_factors_`` (n_users, k) and ``item_factors_`` (n_items, k).
 
-    Subclasses implement ``fit`` (and ``fold_in``); their ``__init__`` only stores its
+    Subclasses implement ``fit(user_items, show_progress=True, callback=None)`` (implicit's
+    signature) and ``fold_in`` / ``fold_in_items``; their ``__init__`` only stores its
     keyword parameters (scikit-learn contract), which ``get_params`` reads back by name.
     ``FactorModel`` itself is what :func:`load_model` returns for a file whose class is
     unknown here: every method below works on it.
@@ -133,6 +252,7 @@ class FactorModel(Estimator):
     Attributes
     ----------
     user_factors_, item_factors_ : ndarray of float32
+        Also as ``user_factors`` / ``item_factors`` (implicit's names; ``None`` before fit).
     user_bias_, item_bias_ : ndarray of float32 or None
     user_ids_, item_ids_ : ndarray
         Raw ids in row order (``arange`` when fit on a bare matrix).
@@ -160,6 +280,17 @@ class FactorModel(Estimator):
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise InputError(f"this {type(self).__name__} is not fitted yet: call fit() first")
+
+    user_factors = property(
+        lambda self: getattr(self, "user_factors_", None),
+        lambda self, value: setattr(self, "user_factors_", value),
+        doc="implicit's name of ``user_factors_`` (``None`` before ``fit``).",
+    )
+    item_factors = property(
+        lambda self: getattr(self, "item_factors_", None),
+        lambda self, value: setattr(self, "item_factors_", value),
+        doc="implicit's name of ``item_factors_`` (``None`` before ``fit``).",
+    )
 
     @property
     def n_users(self) -> int:
@@ -253,8 +384,6 @@ class FactorModel(Estimator):
     # ------------------------------------------------------------------ scoring
     def scorer(self) -> Callable[[np.ndarray], np.ndarray]:
         """A scorer for :mod:`cfcore.metrics`: user rows → ``x_u · Yᵀ + b`` (float32)."""
-        from cfcore.metrics import factor_scorer
-
         self._check_fitted()
         return factor_scorer(self.user_factors_, self.item_factors_, self.item_bias_)
 
@@ -276,76 +405,76 @@ class FactorModel(Estimator):
         """Factors for new users from their items (subclasses that can implement it)."""
         raise InputError(f"{type(self).__name__} cannot fold in new users (a Factorizer model can)")
 
+    def fold_in_items(self, item_users_rows: sp.spmatrix) -> np.ndarray:
+        """Factors for new items from their users (subclasses that can implement it)."""
+        raise InputError(f"{type(self).__name__} cannot fold in new items (a Factorizer model can)")
+
     def recommend(
         self,
-        userids: Any,
+        userid: Any,
         user_items: sp.spmatrix | None = None,
         N: int = 10,  # noqa: N803 - implicit's name
         filter_already_liked_items: bool = True,
         filter_items: Any = None,
         recalculate_user: bool = False,
+        items: Any = None,
         *,
         batch_size: int = 1024,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``N`` items for each user, best first.
+        """Top-``N`` items for each user, best first (implicit's ``recommend``).
 
-        Ranks every item by ``s_ui = x_u · y_i + b_i``.
+        Ranks the items by ``s_ui = x_u · y_i + b_i``.
 
         Parameters
         ----------
-        userids : int or array of int
+        userid : int or array of int
             User rows (see :meth:`user_rows` for raw ids).
-        user_items : sparse matrix, shape (len(userids), n_items), optional
-            The items each user already has, one row per entry of ``userids`` in the same
-            order (implicit's contract; any other number of rows is an :class:`InputError`,
-            a ``ValueError``). Needed when ``filter_already_liked_items`` or
-            ``recalculate_user`` is True.
-        N : int
-            Number of items; must be between 1 and ``n_items`` (fewer come back when a user
-            has fewer unseen items).
-        filter_already_liked_items : bool
+        user_items : sparse matrix, shape (len(userid), n_items), optional
+            The items each user already has, one row per entry of ``userid`` in the same
+            order (implicit's contract: ``user_items[userid]`` of the training matrix; any
+            other shape is an :class:`InputError`, a ``ValueError``). Needed when
+            ``filter_already_liked_items`` or ``recalculate_user`` is True.
+        N : int, default 10
+            Number of items (at least 1). More than there are candidates returns them all.
+        filter_already_liked_items : bool, default True
             Leave out the items in the user's row of ``user_items``.
         filter_items : array of int, optional
-            Item rows never recommended (implicit's ``filter_items``).
-        recalculate_user : bool
+            Item rows never recommended.
+        recalculate_user : bool, default False
             Score with factors folded in from ``user_items`` (:meth:`fold_in`) instead of
-            the stored ones — for users the model has not seen (``userids`` is then only
+            the stored ones — for users the model has not seen (``userid`` is then only
             checked to be integers, as implicit does).
+        items : array of int, optional
+            Rank only these item rows (implicit's ``items``; not with ``filter_items``).
 
         Returns
         -------
-        ids, scores : ndarray, shape (len(userids), N) — or (N,) for a scalar ``userids``
-            Item rows (int64) and scores (float32). Filtered slots that cannot be filled are
-            ``-1`` with score ``-inf``.
+        ids, scores : ndarray, shape (len(userid), N) — or (N,) for a scalar ``userid``
+            Item rows (int32) and scores (float32), as implicit. A user with fewer than
+            ``N`` items left gets them all: a scalar ``userid`` gets a shorter array, a
+            batch's row is padded with id ``-1`` and score ``-inf``.
         """
         self._check_fitted()
         limit = np.iinfo(np.int64).max if recalculate_user else self.n_users
-        rows, scalar = _rows_argument(userids, limit, "userids")
-        N = _check_n(N, self.n_items)  # noqa: N806
+        rows, scalar = _rows_argument(userid, limit, "userid")
+        pool, banned, N = _candidates(  # noqa: N806
+            items, filter_items, self.n_items, N, "items", "filter_items"
+        )
         liked = None
         if filter_already_liked_items or recalculate_user:
-            if user_items is None:
-                raise InputError(
-                    "user_items: required with filter_already_liked_items or recalculate_user"
-                )
-            liked = sp.csr_matrix(user_items)
-            if liked.shape != (len(rows), self.n_items):
-                raise InputError(
-                    f"user_items: expected shape ({len(rows)}, {self.n_items}) — one row per "
-                    f"requested user, in the order of userids, and one column per item — got "
-                    f"{liked.shape}"
-                )
+            liked = _one_row_each(user_items, len(rows), self.n_items, "user_items", "user")
         if recalculate_user:
-            from cfcore.metrics import factor_scorer
-
-            score = factor_scorer(self.fold_in(liked), self.item_factors_, self.item_bias_)
-            at = np.arange(len(rows))
+            users, at = self.fold_in(liked), np.arange(len(rows))
         else:
-            score, at = self.scorer(), rows
-        banned = None
-        if filter_items is not None:
-            banned = _rows_argument(filter_items, self.n_items, "filter_items")[0]
-        ids = np.empty((len(rows), N), dtype=np.int64)
+            users, at = self.user_factors_, rows
+        item_factors, bias = self.item_factors_, self.item_bias_
+        if pool is not None:  # rank the chosen items only; ids are mapped back below
+            item_factors = item_factors[pool]
+            bias = None if bias is None else bias[pool]
+            position = np.full(self.n_items, -1, dtype=np.int64)
+            position[pool] = np.arange(len(pool))
+        score = factor_scorer(users, item_factors, bias)
+        ids = np.empty((len(rows), N), dtype=np.int32)
         vals = np.empty((len(rows), N), dtype=np.float32)
         for start in range(0, len(rows), batch_size):
             stop = min(start + batch_size, len(rows))
@@ -354,70 +483,123 @@ class FactorModel(Estimator):
                 s[:, banned] = -np.inf
             if filter_already_liked_items:
                 block = liked[start:stop].tocoo()
-                s[block.row, block.col] = -np.inf
+                cols = block.col if pool is None else position[block.col]
+                s[block.row[cols >= 0], cols[cols >= 0]] = -np.inf
             ids[start:stop], vals[start:stop] = _top(s, N)
-        if scalar:
-            return ids[0], vals[0]
-        return ids, vals
+        if pool is not None:
+            ids = np.where(ids >= 0, pool[ids], -1).astype(np.int32)
+        return _result(ids, vals, scalar)
 
     def similar_items(
         self,
-        itemids: Any,
+        itemid: Any,
         N: int = 10,  # noqa: N803 - implicit's name
-        *,
+        recalculate_item: bool = False,
+        item_users: sp.spmatrix | None = None,
         filter_items: Any = None,
+        items: Any = None,
+        *,
         include_self: bool = True,
+        batch_size: int = 1024,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``N`` most similar items by cosine of the item factors, best first.
+        """The ``N`` most similar items by cosine of the item factors, best first
+        (implicit's ``similar_items``).
 
         ``cos(i, j) = y_i · y_j / (‖y_i‖ ‖y_j‖)`` (Fang §4.2: neighbours in latent space;
         a zero vector has cosine 0 with everything). As in implicit, an item is its own
-        nearest neighbour and comes first (cosine 1; also when other items tie with it)
-        unless ``include_self=False``; ``cfcore similar`` keeps the same default and
-        ``--exclude-self``.
+        nearest neighbour and comes first (cosine 1) — always, also when another item has
+        the same direction and ties with it — unless ``include_self=False``; ``cfcore
+        similar`` has the same default and ``--exclude-self``.
 
         Parameters
         ----------
-        itemids : int or array of int
+        itemid : int or array of int
             Item rows (see :meth:`item_rows` for raw ids).
-        N : int
-            Neighbours per item, between 1 and ``n_items``.
+        N : int, default 10
+            Neighbours per item (at least 1); more than there are candidates returns them all.
+        recalculate_item : bool, default False
+            Use factors folded in from ``item_users`` (:meth:`fold_in_items`) instead of the
+            stored ones — for items the model has not seen (``itemid`` is then only checked
+            to be integers, and there is no "itself" to put first).
+        item_users : sparse matrix, shape (len(itemid), n_users), optional
+            Each item's users, one row per entry of ``itemid``; needed with
+            ``recalculate_item``.
         filter_items : array of int, optional
-            Item rows never returned (implicit's ``filter_items``).
+            Item rows never returned.
+        items : array of int, optional
+            Return only these item rows (not with ``filter_items``).
         include_self : bool, default True
-            Whether each item may be among its own neighbours.
+            Whether each item comes first among its own neighbours.
 
         Returns
         -------
-        ids, scores : ndarray, shape (len(itemids), N) — or (N,) for a scalar ``itemids``
-            Item rows (int64) and cosines (float32); slots that cannot be filled (too many
-            items filtered) are ``-1`` with score ``-inf``.
+        ids, scores : ndarray, shape (len(itemid), N) — or (N,) for a scalar ``itemid``
+            Item rows (int32) and cosines (float32); as in :meth:`recommend`, a scalar
+            query gets the neighbours that exist, a batch's unfilled slots are ``-1``/``-inf``.
         """
         self._check_fitted()
-        rows, scalar = _rows_argument(itemids, self.n_items, "itemids")
-        N = _check_n(N, self.n_items)  # noqa: N806
-        norms = np.linalg.norm(self.item_factors_, axis=1)
-        unit = self.item_factors_ / np.where(norms > 0, norms, 1.0)[:, None]
-        unit = unit.astype(np.float32)
-        sims = unit[rows] @ unit.T
-        at = np.arange(len(rows))
-        own = sims[at, rows].copy()  # 1 (0 for an all-zero vector)
-        sims[at, rows] = -np.inf  # the others first; the item itself is put in front below
-        if filter_items is not None:
-            banned = _rows_argument(filter_items, self.n_items, "filter_items")[0]
-            sims[:, banned] = -np.inf
-            own[np.isin(rows, banned)] = -np.inf
-        ids, vals = _top(sims, N)
-        if include_self:  # the item itself, then its N - 1 nearest others
-            ids = np.concatenate([np.where(np.isfinite(own), rows, -1)[:, None], ids], axis=1)
-            vals = np.concatenate([own[:, None], vals], axis=1)
-            # a filtered item itself leaves its slot to the next neighbour
-            order = np.argsort(ids < 0, axis=1, kind="stable")[:, :N]
-            ids = np.take_along_axis(ids, order, axis=1)
-            vals = np.take_along_axis(vals, order, axis=1)
-        if scalar:
-            return ids[0], vals[0]
-        return ids, vals
+        limit = np.iinfo(np.int64).max if recalculate_item else self.n_items
+        rows, scalar = _rows_argument(itemid, limit, "itemid")
+        pool, banned, N = _candidates(  # noqa: N806
+            items, filter_items, self.n_items, N, "items", "filter_items"
+        )
+        if recalculate_item:
+            folded = _one_row_each(item_users, len(rows), self.n_users, "item_users", "item")
+            query, own = self.fold_in_items(folded), None
+        else:
+            query, own = self.item_factors_[rows], rows
+        ids, vals = _cosine_neighbours(
+            self.item_factors_, query, own, N, pool, banned, include_self, batch_size
+        )
+        return _result(ids, vals, scalar)
+
+    def similar_users(
+        self,
+        userid: Any,
+        N: int = 10,  # noqa: N803 - implicit's name
+        filter_users: Any = None,
+        users: Any = None,
+        *,
+        include_self: bool = True,
+        batch_size: int = 1024,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``N`` most similar users by cosine of the user factors, best first
+        (implicit's ``similar_users``); the user itself first, as :meth:`similar_items`.
+
+        Parameters
+        ----------
+        userid : int or array of int
+            User rows (see :meth:`user_rows` for raw ids).
+        N : int, default 10
+            Neighbours per user (at least 1); more than there are candidates returns them all.
+        filter_users : array of int, optional
+            User rows never returned.
+        users : array of int, optional
+            Return only these user rows (not with ``filter_users``).
+        include_self : bool, default True
+            Whether each user comes first among its own neighbours.
+
+        Returns
+        -------
+        ids, scores : ndarray, shape (len(userid), N) — or (N,) for a scalar ``userid``
+            User rows (int32) and cosines (float32), as :meth:`similar_items`.
+        """
+        self._check_fitted()
+        rows, scalar = _rows_argument(userid, self.n_users, "userid")
+        pool, banned, N = _candidates(  # noqa: N806
+            users, filter_users, self.n_users, N, "users", "filter_users"
+        )
+        ids, vals = _cosine_neighbours(
+            self.user_factors_,
+            self.user_factors_[rows],
+            rows,
+            N,
+            pool,
+            banned,
+            include_self,
+            batch_size,
+        )
+        return _result(ids, vals, scalar)
 
     # ------------------------------------------------------------------ persistence
     def _artifact_arrays(self) -> dict[str, np.ndarray]:
@@ -437,26 +619,35 @@ class FactorModel(Estimator):
         """Hook for subclasses: more header entries (JSON-serialisable)."""
         return {}
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the model to ``path`` (``.npz``, kind ``"factor-model"``, atomically).
+    def save(self, file: PathOrFile) -> Path | None:
+        """Write the model to ``file``: a path (written atomically, the exact name — no
+        ``.npz`` appended) or an open binary file object (implicit's ``save``).
 
-        Arrays ``user_factors``, ``item_factors`` (float32), ``user_ids``, ``item_ids`` (raw
-        ids in row order), optional ``user_bias``/``item_bias``; header ``params`` (the
-        constructor parameters), ``history`` and ``model`` (the class name), plus what the
-        class adds (see the module docstring).
+        An ``.npz`` of kind ``"factor-model"``, no pickle: arrays ``user_factors``,
+        ``item_factors`` (float32), ``user_ids``, ``item_ids`` (raw ids in row order),
+        optional ``user_bias``/``item_bias``; header ``params`` (the constructor parameters),
+        ``history``, ``model`` (the class name) and ``fitted``, plus what the class adds (see
+        the module docstring). An unfitted model saves its parameters only (``fitted``
+        false) and loads back unfitted.
+
+        Returns
+        -------
+        Path, or None for a file object
         """
-        self._check_fitted()
         meta = {
             "model": type(self).__name__,
             "params": self.get_params(),
+            "fitted": self.is_fitted,
             "history": getattr(self, "history_", []),
-            **self._artifact_meta(),
+            **(self._artifact_meta() if self.is_fitted else {}),
         }
-        return save_artifact(path, ARTIFACT_KIND, self._artifact_arrays(), meta)
+        arrays = self._artifact_arrays() if self.is_fitted else {}
+        return save_artifact(file, ARTIFACT_KIND, arrays, meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> FactorModel:
-        """Read a model written by :meth:`save`, as an instance of the class that wrote it.
+    def load(cls, file: PathOrFile) -> FactorModel:
+        """Read a model written by :meth:`save` (from a path or an open binary file object),
+        as an instance of the class that wrote it — fitted or not, as it was saved.
 
         ``FactorModel.load`` (or :func:`load_model`) reads any factor model; on a subclass
         (``Factorizer.load``) the file must hold that class (or one without a class name).
@@ -467,12 +658,12 @@ class FactorModel(Estimator):
             Not a collabfeat factor-model file; its arrays are missing, inconsistent or not
             finite; or it holds another class than ``cls``.
         """
-        arrays, header = load_artifact(path, ARTIFACT_KIND)
-        return cls.from_artifact(path, arrays, header)
+        arrays, header = load_artifact(file, ARTIFACT_KIND)
+        return cls.from_artifact(getattr(file, "name", file), arrays, header)
 
     @classmethod
     def from_artifact(
-        cls, path: str | os.PathLike[str], arrays: dict[str, np.ndarray], header: dict[str, Any]
+        cls, path: Any, arrays: dict[str, np.ndarray], header: dict[str, Any]
     ) -> FactorModel:
         """The model in an artifact already read by :func:`cfcore.io.load_artifact` (kind
         ``"factor-model"``); :meth:`load` without the reading. ``path`` names it in errors."""
@@ -482,6 +673,13 @@ class FactorModel(Estimator):
             written_by = cls  # no (known) class: what the caller asked for
         elif not issubclass(written_by, cls):
             raise ModelFormatError(f"{path}: holds a {name}, not a {cls.__name__}")
+        params = header.get("params", {})
+        renamed = getattr(written_by, "_renamed_params", {})
+        params = {renamed.get(k, k): v for k, v in params.items()}
+        valid = set(written_by._param_names())
+        model = written_by(**{k: v for k, v in params.items() if k in valid})
+        if header.get("fitted", True) is False:  # saved before fit: its parameters only
+            return model
         require_keys(path, arrays, ["user_factors", "item_factors", "user_ids", "item_ids"])
         uf, itf = arrays["user_factors"], arrays["item_factors"]
         if uf.ndim != 2 or itf.ndim != 2 or uf.shape[1] != itf.shape[1]:
@@ -505,11 +703,6 @@ class FactorModel(Estimator):
             item_ids = as_ids(arrays["item_ids"], len(itf), "item_ids")
         except InputError as exc:
             raise ModelFormatError(f"{path}: {exc}") from None
-        params = header.get("params", {})
-        renamed = getattr(written_by, "_renamed_params", {})
-        params = {renamed.get(k, k): v for k, v in params.items()}
-        valid = set(written_by._param_names())
-        model = written_by(**{k: v for k, v in params.items() if k in valid})
         model.user_factors_, model.item_factors_ = tables["user_factors"], tables["item_factors"]
         model.user_bias_, model.item_bias_ = tables["user_bias"], tables["item_bias"]
         model.user_ids_, model.item_ids_ = user_ids, item_ids
@@ -530,6 +723,16 @@ def _model_class(name: Any) -> type[FactorModel] | None:
     return _CLASSES.get(name, FactorModel if name == "FactorModel" else None)
 
 
-def load_model(path: str | os.PathLike[str]) -> FactorModel:
-    """Read any factor-model file, as the class that wrote it (``FactorModel.load``)."""
-    return FactorModel.load(path)
+def load_model(file: PathOrFile, *, fitted: bool = True) -> FactorModel:
+    """Read any factor-model file, as the class that wrote it (``FactorModel.load``).
+
+    With ``fitted`` (the default; what the CLI and every tool that scores need), a file
+    holding a model saved before ``fit`` is a :class:`ModelFormatError` naming the file.
+    """
+    model = FactorModel.load(file)
+    if fitted and not model.is_fitted:
+        raise ModelFormatError(
+            f"{getattr(file, 'name', file)}: holds an unfitted {type(model).__name__} (saved "
+            "before fit): it has no factors to use"
+        )
+    return model

@@ -139,6 +139,10 @@ def load_vectors(path: str | os.PathLike[str]) -> ItemVectors:
     arrays, header = load_artifact(path, (VECTORS_KIND, MODEL_KIND))
     if header["kind"] == MODEL_KIND:
         model = FactorModel.from_artifact(path, arrays, header)
+        if not model.is_fitted:
+            raise ModelFormatError(
+                f"{path}: holds an unfitted {type(model).__name__}: no item factors"
+            )
         meta = {"kind": MODEL_KIND, "model": type(model).__name__, "source": str(path)}
         return ItemVectors(model.item_ids_, model.item_factors_, meta)
     vec_key, id_key = "vectors", "item_ids"

@@ -171,13 +171,13 @@ class FactorModelContract:
         np.testing.assert_allclose(dense[np.arange(3), items], pred, rtol=1e-5, atol=1e-6)
 
     def test_bad_arguments_are_named(self, model, data):
-        with pytest.raises(InputError, match="N="):
-            model.recommend(0, data[0], N=model.n_items + 1)
-        with pytest.raises(InputError, match="userids"):
+        with pytest.raises(InputError, match="N must be a positive integer"):
+            model.recommend(0, data[0], N=0)
+        with pytest.raises(InputError, match="userid: row 80 out of range"):
             model.recommend(model.n_users, data[0], N=3)
         with pytest.raises(InputError, match="user_items"):
             model.recommend([0, 1], data[[0, 1, 2]], N=3)
-        with pytest.raises(InputError, match="itemids"):
+        with pytest.raises(InputError, match="itemid: row -1 out of range"):
             model.similar_items(-1)
         with pytest.raises(InputError, match="user_items_rows"):
             model.fold_in(sp.csr_matrix((1, model.n_items + 2), dtype=np.float32))

@@ -459,11 +459,11 @@ def factorize(
             err=True,
         )
 
-    def report(epoch: int, _model: Any, record: dict[str, Any]) -> None:
+    def report(epoch: int, _seconds: float, _loss: float) -> None:
         if not quiet and (held_out is not None or epoch + 1 == epochs):
             from tqdm import tqdm
 
-            tqdm.write(_epoch_line(record))  # keeps the progress bar intact
+            tqdm.write(_epoch_line(model.history_[-1]))  # keeps the progress bar intact
 
     with warnings_as_notes():
         try:

@@ -94,8 +94,9 @@ def factorize_on_spark(
             err=True,
         )
 
-    def report(epoch: int, _model: Any, record: dict[str, Any]) -> None:
+    def report(_epoch: int, _seconds: float, _loss: float) -> None:
         if not quiet:
+            record = model.history_[-1]
             click.echo(
                 f"epoch {record['epoch']}  loss {record['loss']:.4f}  "
                 f"{record['seconds']:.2f} s ({len(record['stratum_seconds'])} strata)",

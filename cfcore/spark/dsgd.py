@@ -56,7 +56,13 @@ from pyspark.sql import types as T
 
 from cfcore._kernels import sgd
 from cfcore.errors import InputError
-from cfcore.factorize import N_BLOCKS, Factorizer, _project_rows, check_divergence
+from cfcore.factorize import (
+    N_BLOCKS,
+    Factorizer,
+    _project_rows,
+    check_divergence,
+    report_epoch,
+)
 from cfcore.interactions import Interactions
 from cfcore.spark.blocking import Blocking, stratum_order, user_block_at
 from cfcore.spark.data import ITEM, USER, SparkInteractions
@@ -209,8 +215,10 @@ class SparkFactorizer(Factorizer):
     def fit(
         self,
         user_items: SparkInteractions | DataFrame | Interactions,
-        validation: Any = None,
+        show_progress: bool = True,
         callback: Any = None,
+        *,
+        validation: Any = None,
     ) -> SparkFactorizer:
         """Learn the factors on Spark.
 
@@ -220,11 +228,15 @@ class SparkFactorizer(Factorizer):
             The positives: a DataFrame is indexed with
             :meth:`SparkInteractions.from_dataframe` (user/item columns by well-known
             names), an in-memory Interactions is sent to the active (or a local) session.
+        show_progress : bool
+            Accepted for :meth:`Factorizer.fit`'s signature; Spark shows its own progress.
+        callback : callable, optional
+            implicit's ``callback(iteration, elapsed, loss)`` after every epoch, as
+            :meth:`Factorizer.fit` (``history_[-1]`` holds the epoch's record; the factors are
+            on the executors, the model's tables are filled in only at the end); ``False``
+            stops.
         validation :
             Not supported on Spark (evaluate the returned model instead); must be None.
-        callback : callable, optional
-            ``callback(epoch, model, record)`` after every epoch (the factors are on the
-            executors; the model's tables are filled in only at the end); ``False`` stops.
 
         Raises
         ------
@@ -321,7 +333,7 @@ class SparkFactorizer(Factorizer):
                     "kernel_seconds": kernel_seconds,
                 }
                 self.history_.append(record)
-                if callback is not None and callback(epoch, self, record) is False:
+                if report_epoch(callback, record):
                     break
             self.blocks_ = p
             if self.collect:
