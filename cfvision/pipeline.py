@@ -226,7 +226,8 @@ def run_job(
         started = time.time()
         for name in names:
             key, parts, action, reason = _status(job, name, run, digests, name in forced)
-            if action == "run" and key is not None and run.recover(name, key):
+            assert key is not None  # every stage before this one has its record now
+            if action == "run" and name not in forced and run.recover(name, key):
                 action, reason = "skip", "finished before the last run was stopped"
             if action == "skip":
                 say(f"{name:<10} skip ({reason})")
@@ -238,7 +239,6 @@ def run_job(
             t0 = time.perf_counter()
             _run_stage_process(job, run, name, runners[name], lock_fd)
             seconds = time.perf_counter() - t0
-            key, parts = stage_key(job, name, run, digests)  # upstream records exist now
             part = run.partial(name)
             record = {
                 "stage": name,
