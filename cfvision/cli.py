@@ -55,6 +55,11 @@ def cli() -> None:
       cfvision evaluate learned.npz random.npz --interactions ml-100k --labels ml-100k
 
     \b
+    The same as one resumable job with a report (examples/*.toml):
+      cfvision pipeline examples/movielens_posters.toml    # runs/movielens_posters/report/
+      cfvision pipeline examples/simulated.toml --dry-run  # the plan
+
+    \b
     Bibas et al. 2022 — labelling new images, guided by CF vectors during training:
       cfvision cf2label model.npz ml-100k                  # do CF vectors know the genres?
       cfvision multitask movielens-posters ml-100k ml-100k --id-space ml-100k -o mtl/ \\
