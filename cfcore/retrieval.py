@@ -392,6 +392,29 @@ def read_owners(path: str | os.PathLike[str]) -> dict[str, str]:
     return owners
 
 
+def owner_positions(
+    owners: Mapping[Any, Any], query_ids: np.ndarray, interactions: Interactions
+) -> tuple[np.ndarray, int]:
+    """Row of each query's owner among the users of ``interactions`` (-1: no owner, or an
+    owner who is not a user), and how many owners are not users."""
+    user_ids = interactions.user_ids
+    upos = {key: i for i, key in enumerate(user_ids.tolist())}
+    conv = int if user_ids.dtype.kind in "iu" else str
+    rows = np.full(len(query_ids), -1, dtype=np.int64)
+    n_unknown = 0
+    by_id = {str(key): value for key, value in owners.items()}
+    for j, qid in enumerate(np.asarray(query_ids).tolist()):
+        owner = by_id.get(str(qid))
+        if owner is None:
+            continue
+        try:
+            rows[j] = upos.get(conv(owner), -1)
+        except ValueError:
+            rows[j] = -1
+        n_unknown += rows[j] < 0
+    return rows, int(n_unknown)
+
+
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     counts = mask.sum(axis=0)
     return np.where(
@@ -498,21 +521,7 @@ def retrieval_report(
     )
 
     if owners is not None:
-        user_ids = inter.user_ids
-        upos = {key: i for i, key in enumerate(user_ids.tolist())}
-        conv = int if user_ids.dtype.kind in "iu" else str
-        owner_rows = np.full(q, -1, dtype=np.int64)
-        n_unknown_owner = 0
-        by_id = {str(key): value for key, value in owners.items()}
-        for j, qid in enumerate(query_ids.tolist()):
-            owner = by_id.get(str(qid))
-            if owner is None:
-                continue
-            try:
-                owner_rows[j] = upos.get(conv(owner), -1)
-            except ValueError:
-                owner_rows[j] = -1
-            n_unknown_owner += owner_rows[j] < 0
+        owner_rows, n_unknown_owner = owner_positions(owners, query_ids, inter)
         has = owner_rows >= 0
         if not has.any():
             raise InputError("owners: no query item has an owner among the interactions' users")

@@ -25,8 +25,13 @@ Modules: ``data`` (image index, labels, id matching), ``cache`` (images decoded 
 uint8 memory map), ``loader`` (batches, crops, device transfer), ``models``, ``train`` (the
 loop every task shares), ``extract``, ``evaluate``; ``cf2label`` (labels from CF vectors),
 ``protocol`` (held-out new images, CF vectors, label ratio), ``multitask`` (losses,
-confidences, one method's run), ``experiment`` (the grid, its table and figure); ``cli``,
-``cli_multitask``, ``cli_options``.
+confidences, one method's run), ``experiment`` (the grid, its table and figure);
+``pipeline`` (runs a job file's stages, each in its own process; no torch), ``stages`` (the
+job's torch stages), ``report`` (Markdown + PNGs + a self-contained HTML page of a run);
+``cli``, ``cli_multitask``, ``cli_options``.
+
+>>> from cfvision.pipeline import run_job
+>>> result = run_job("examples/simulated.toml", log=print)   # runs/simulated/report/
 """
 
 __version__ = "0.1.0"

@@ -40,13 +40,14 @@ from typing import Any
 import numpy as np
 
 from cfcore.errors import InputError
+from cfcore.io import DIGEST_BYTES, file_digest, file_digests  # noqa: F401 - cfvision.data
 
 #: Bump when the stored pixels would change (resize method, crop rule, colour conversion).
 CACHE_FORMAT = 1
 CACHE_ENV_VAR = "COLLABFEAT_CACHE"
 #: Files decoded per chunk while building (bounds the memory held by decoded images).
 _CHUNK = 256
-_DIGEST_BYTES = 16
+_DIGEST_BYTES = DIGEST_BYTES
 
 
 def default_cache_dir() -> Path:
@@ -58,25 +59,6 @@ def default_cache_dir() -> Path:
 
 def _threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
-
-
-# ------------------------------------------------------------------------------ digests
-def file_digest(path: str | os.PathLike[str]) -> str | None:
-    """Hex BLAKE2b-128 of a file's bytes, or ``None`` when it cannot be read."""
-    h = hashlib.blake2b(digest_size=_DIGEST_BYTES)
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
-def file_digests(paths: Sequence[Path], threads: int | None = None) -> list[str | None]:
-    """:func:`file_digest` of every path (I/O bound: read by a few threads)."""
-    with ThreadPoolExecutor(threads or _threads()) as pool:
-        return list(pool.map(file_digest, paths))
 
 
 # ------------------------------------------------------------------------------ decoding

@@ -1,5 +1,6 @@
-"""The ``cfvision`` command: ``train``, ``extract``, ``evaluate`` (Fang et al.), and
-``cf2label``, ``multitask``, ``experiment`` (Bibas et al., in :mod:`cfvision.cli_multitask`).
+"""The ``cfvision`` command: ``train``, ``extract``, ``evaluate`` (Fang et al.);
+``cf2label``, ``multitask``, ``experiment`` (Bibas et al., in :mod:`cfvision.cli_multitask`);
+``pipeline`` and ``report`` (one job for the whole paper, :mod:`cfvision.pipeline`).
 
 Errors a user can cause (bad paths, missing labels, ids that do not match, a K that does not
 match a checkpoint) end as one line and exit status 1, through cfcore's click group.
@@ -20,7 +21,9 @@ from cfcore.cli.common import (
     read_table,
     seed_option,
 )
+from cfcore.cli.pipeline import run_stage_command
 from cfcore.io import check_outputs
+from cfcore.pipeline.job import STAGE_NAMES
 from cfvision.cli_multitask import cf2label, experiment, multitask
 from cfvision.cli_options import (
     ARCH_CHOICES,
@@ -50,6 +53,11 @@ def cli() -> None:
       cfvision extract movielens-posters --checkpoint run/checkpoint.pt -o learned.npz
       cfvision extract movielens-posters --id-space ml-100k --arch resnet18 -o random.npz
       cfvision evaluate learned.npz random.npz --interactions ml-100k --labels ml-100k
+
+    \b
+    The same as one resumable job with a report (examples/*.toml):
+      cfvision pipeline examples/movielens_posters.toml    # runs/movielens_posters/report/
+      cfvision pipeline examples/simulated.toml --dry-run  # the plan
 
     \b
     Bibas et al. 2022 — labelling new images, guided by CF vectors during training:
@@ -470,3 +478,96 @@ def evaluate(
 cli.add_command(cf2label)
 cli.add_command(multitask)
 cli.add_command(experiment)
+
+
+# ----------------------------------------------------------------------------- pipeline
+@cli.command()
+@click.argument("job_file", metavar="JOB.toml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the outputs go [default: the job's [job] run_dir, else runs/<JOB stem>].",
+)
+@click.option(
+    "--from",
+    "from_stage",
+    type=click.Choice(list(STAGE_NAMES)),
+    default=None,
+    help="Run this stage and every later one even when they are up to date.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (what would run, and why); run nothing."
+)
+def pipeline(job_file: Path, run_dir: Path | None, from_stage: str | None, dry_run: bool) -> None:
+    """Run Fang et al.'s whole pipeline from one job file, resumably, with a report.
+
+    \b
+    Stages: data → split → negatives → factorize → cluster → train → extract → evaluate
+    → report. Each runs in its own process (the first five as `python -m cfcore`, never
+    importing torch; the others as `python -m cfvision`), writes into its own folder of
+    the run directory, and is skipped when its parameters, input files and upstream
+    outputs are unchanged. A job stopped at any point (Ctrl-C, kill -9) and run again
+    redoes only the unfinished stage. RUN_DIR/manifest.json lists every stage's input
+    hashes, parameters, package versions, timings and outputs; RUN_DIR/report/ holds
+    report.md (+ PNGs) and the self-contained report.html.
+
+    \b
+    Examples:
+      cfvision pipeline examples/simulated.toml             # runs/simulated/
+      cfvision pipeline examples/movielens_posters.toml --dry-run
+      cfvision pipeline job.toml --from train              # retrain, keep the factors
+      cfvision pipeline job.toml --run-dir /scratch/run1
+
+    The job file's tables are documented in cfcore.pipeline.job (and the README's
+    "Pipeline jobs" section); an error names its line and key.
+    """
+    from cfvision.pipeline import run_job
+
+    result = run_job(job_file, run_dir, from_stage=from_stage, dry_run=dry_run, log=click.echo)
+    if not dry_run:
+        report = result.run_dir / "report" / "report.html"
+        ran = ", ".join(result.ran) or "nothing (every stage up to date)"
+        click.echo(f"ran: {ran}\nreport: {report}")
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for report.md, its PNGs and report.html [default: RUN_DIR/report].",
+)
+@click.option(
+    "--screenshot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also render report.html with headless Chromium into this PNG.",
+)
+@click.option("--title", default=None, help="Report title [default: from the job file name].")
+def report_cmd(
+    run_dir: Path, output: Path | None, screenshot: Path | None, title: str | None
+) -> None:
+    """(Re)write the report of a pipeline run, optionally with a screenshot of its HTML.
+
+    \b
+    Examples:
+      cfvision report runs/simulated -o /tmp/report
+      cfvision report runs/simulated --screenshot report.png
+    """
+    from cfcore.pipeline.rundir import RunDir
+    from cfvision.report import screenshot as render
+    from cfvision.report import write_report
+
+    folder = output or run_dir / "report"
+    check_outputs([folder / "report.md", folder / "report.html", screenshot])
+    paths = write_report(RunDir(run_dir), folder, title)
+    click.echo(f"report -> {paths['markdown']}, {paths['html']}")
+    if screenshot is not None:
+        render(paths["html"], screenshot)
+        click.echo(f"screenshot -> {screenshot}")
+
+
+cli.add_command(run_stage_command("cfvision.stages"))

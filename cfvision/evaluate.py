@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from cfcore.errors import InputError
+from cfcore.ids import parse_ids
 
 
 # ----------------------------------------------------------------------------- linear probe
@@ -158,7 +159,6 @@ FeatureSet = tuple[str, np.ndarray, np.ndarray]
 
 def _as_feature_set(entry: Any) -> FeatureSet:
     """``(name, raw item ids, vectors)`` from a tuple or a vectors / factor-model file."""
-    from cfcore.ids import parse_ids
     from cfcore.vectors import load_vectors
 
     if isinstance(entry, tuple) and len(entry) == 3:
@@ -222,22 +222,29 @@ def retrieval_eval(
     )
 
 
-def per_query_shared_viewers(
+def per_query_retrieval(
     item_ids: Any,
     vectors: np.ndarray,
     query_mask: np.ndarray,
     interactions: Any,
     R: int = 100,
-) -> np.ndarray:
-    """Each query's mean viewer-set Jaccard over its top ``R`` neighbours, shape (Q,).
+    owners: Any = None,
+) -> dict[str, np.ndarray]:
+    """Each query's retrieval measures over its top ``R`` neighbours, for paired comparisons.
 
-    The mean of this vector is the mean of the shared-viewer curve; per query it allows paired
-    comparisons of two feature sets (:func:`cfcore.metrics.paired_bootstrap` with ``np.mean``
-    over the queries where both are finite). Queries without viewers are NaN.
+    Returns
+    -------
+    dict of str to ndarray, shape (Q,)
+        ``shared_viewers``: the query's mean viewer-set Jaccard over its neighbours (the mean
+        of this vector is the mean of the shared-viewer curve; NaN for queries without
+        viewers); with ``owners`` (a mapping item id → user id, or a CSV path),
+        ``owner_viewed``: how many of the ``R`` neighbours the query's owner viewed (NaN for
+        queries without a known owner). Compare two feature sets with
+        :func:`cfcore.metrics.paired_bootstrap` over the queries where both are finite.
     """
     from cfcore.ids import id_positions
     from cfcore.neighbors import NeighborIndex
-    from cfcore.retrieval import pair_jaccard
+    from cfcore.retrieval import owner_positions, owner_viewed_counts, pair_jaccard, read_owners
 
     query_mask = np.asarray(query_mask, dtype=bool)
     rows = id_positions(interactions.item_ids, item_ids, unknown="item not in the interactions:")
@@ -248,7 +255,106 @@ def per_query_shared_viewers(
     )
     nrows = rows[bi][nn.positions]
     jac = pair_jaccard(interactions.item_users(), np.repeat(rows[qi], R), nrows.ravel())
-    return jac.reshape(len(qi), R).mean(axis=1)
+    out = {"shared_viewers": jac.reshape(len(qi), R).mean(axis=1)}
+    if owners is not None:
+        owners = owners if isinstance(owners, dict) else read_owners(owners)
+        owner_rows, _ = owner_positions(owners, np.asarray(item_ids)[qi], interactions)
+        has = owner_rows >= 0
+        counts = np.full(len(qi), np.nan)
+        hits = owner_viewed_counts(interactions.user_items, owner_rows[has], nrows[has])
+        counts[has] = hits.sum(axis=1)
+        out["owner_viewed"] = counts
+    return out
+
+
+def per_query_shared_viewers(
+    item_ids: Any,
+    vectors: np.ndarray,
+    query_mask: np.ndarray,
+    interactions: Any,
+    R: int = 100,
+) -> np.ndarray:
+    """Each query's mean viewer-set Jaccard over its top ``R`` neighbours, shape (Q,)
+    (:func:`per_query_retrieval`'s ``shared_viewers``)."""
+    return per_query_retrieval(item_ids, vectors, query_mask, interactions, R)["shared_viewers"]
+
+
+def compare_to_baseline(
+    feature_sets: Sequence[FeatureSet],
+    baseline: str,
+    interactions: Any,
+    test_items: Any,
+    R: int = 100,
+    owners: Any = None,
+    probes: dict[str, ProbeResult] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Paired bootstraps of every feature set against ``baseline`` (e.g. random init).
+
+    Per query (the same queries and searched items for every set: those in every set), the
+    difference of the shared-viewer mean and, with ``owners``, of the owner-viewed count
+    (:func:`per_query_retrieval`); and over the probe's test items, the difference of the
+    linear probe's score (``probes`` from :func:`compare_features`, same split for every set).
+
+    Returns
+    -------
+    dict
+        ``{set name: {measure: {"diff", "low", "high", "p", "n"}}}`` — the mean difference,
+        its 95% bootstrap interval, the two-sided p-value and the number of paired units
+        (:func:`cfcore.metrics.paired_bootstrap`).
+    """
+    from cfcore.ids import id_positions
+    from cfcore.metrics import mean_average_precision, paired_bootstrap
+
+    sets = {name: (parse_ids(ids), vecs) for name, ids, vecs in map(_as_feature_set, feature_sets)}
+    if baseline not in sets:
+        raise InputError(f"baseline {baseline!r} is not one of {', '.join(sets)}")
+    common = sets[baseline][0]
+    keep = id_positions(interactions.item_ids, common) >= 0
+    for ids, _ in sets.values():
+        keep &= id_positions(ids, common) >= 0
+    common = common[keep]
+    query = id_positions(np.asarray(test_items), common) >= 0
+    if owners is not None and not isinstance(owners, dict):
+        from cfcore.retrieval import read_owners
+
+        owners = read_owners(owners)
+    measures = {
+        name: per_query_retrieval(
+            common, vecs[id_positions(ids, common)], query, interactions, R, owners
+        )
+        for name, (ids, vecs) in sets.items()
+    }
+
+    def entry(result: Any, n: int) -> dict[str, Any]:
+        diff, low, high, p = (float(v) for v in result)
+        return {"diff": diff, "low": low, "high": high, "p": p, "n": n}
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in sets:
+        if name == baseline:
+            continue
+        out[name] = {}
+        for measure, values in measures[name].items():
+            a, b = values, measures[baseline][measure]
+            both = np.isfinite(a) & np.isfinite(b)
+            if both.sum() >= 2:
+                r = paired_bootstrap(np.mean, a[both], b[both], n_boot=n_boot, seed=seed)
+                out[name][measure] = entry(r, int(both.sum()))
+        if probes and name in probes and baseline in probes:
+            pa, pb = probes[name], probes[baseline]
+            if pa.metric == "mAP":
+                r = paired_bootstrap(
+                    mean_average_precision, pa.test_scores, pb.test_scores, pa.test_targets,
+                    n_boot=n_boot, seed=seed,
+                )  # fmt: skip
+            else:
+                hit_a = (pa.test_scores.argmax(axis=1) == pa.test_targets).astype(float)
+                hit_b = (pb.test_scores.argmax(axis=1) == pb.test_targets).astype(float)
+                r = paired_bootstrap(np.mean, hit_a, hit_b, n_boot=n_boot, seed=seed)
+            out[name][f"probe_{pa.metric}"] = entry(r, int(pa.n_test))
+    return out
 
 
 def compare_features(

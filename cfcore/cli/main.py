@@ -34,9 +34,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from cfcore.cli import cluster, data, engine, simulate, tags
+    from cfcore.cli import cluster, data, engine, pipeline, simulate, tags
 
-    for module in (data, engine, cluster, tags, simulate):
+    for module in (data, engine, cluster, tags, simulate, pipeline):
         for command in module.COMMANDS:
             cli.add_command(command)
 
