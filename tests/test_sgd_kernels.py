@@ -358,6 +358,13 @@ def test_bundles_refuse_wrong_arrays():
         sgd.Tables.of(X, X, user_bias=np.zeros(2, np.float32))
     with pytest.raises(ValueError, match="users"):
         sgd.Entries.of([0, 1], [0], [0, 0, 0], [])
+    drawn = dict(neg_weights=np.ones(3), neg_alias=np.zeros(3, np.uint64))
+    with pytest.raises(ValueError, match="grouped"):  # the random order reads stored ones
+        sgd.Entries.of([0, 1], [0], [0, 2], [], order="random", **drawn)
+    with pytest.raises(ValueError, match="number of indices"):  # drawn, or stored: not both
+        sgd.Entries.of([0, 1], [0], [0, 2], [1, 2], **drawn)
+    with pytest.raises(ValueError, match="neg_alias"):
+        sgd.Entries.of([0, 1], [0], [0, 2], [], neg_weights=np.ones(3), neg_alias=np.zeros(3))
     with pytest.raises(TypeError):
         sgd.Hyper.of(0.1, 0.01, 0.01)  # keyword-only: lr and reg cannot be swapped
     with pytest.raises(ValueError, match="alias_idx"):

@@ -304,7 +304,7 @@ def _has(bits: np.ndarray, i: int) -> bool:
 
 
 @numba.njit(cache=True)
-def _scratch(weights: np.ndarray, n_threads: int):
+def scratch(weights: np.ndarray, n_threads: int):
     """Per-thread scratch and the shared read-only summary of the weights."""
     n_items = weights.shape[0]
     n_words = (n_items + 63) >> 6
@@ -322,7 +322,7 @@ def _scratch(weights: np.ndarray, n_threads: int):
 
 
 @numba.njit(cache=True)
-def _sample_user(
+def sample_user(
     u: int,
     stream: int,
     indptr: np.ndarray,
@@ -333,20 +333,23 @@ def _sample_user(
     n_nonzero: int,
     seed: int,
     epoch: int,
-    out_indptr: np.ndarray,
     out_indices: np.ndarray,
+    out_start: int,
+    n_wanted: int,
     tk: np.ndarray,
     key: np.ndarray,
     ids: np.ndarray,
     switch: float,
 ) -> int:
-    """Draw user ``u``'s negatives into its slice of ``out_indices``, from random stream
-    ``stream`` (the user's index in the whole matrix); 1 if keys were used.
+    """Draw user ``u``'s ``n_wanted`` negatives (sorted) into
+    ``out_indices[out_start:out_start + n_wanted]``, from random stream ``stream`` (the
+    user's index in the whole matrix); 1 if keys were used.
 
-    ``tk`` (bitmap) must be all zero on entry and is all zero on return.
+    The one per-user routine: :func:`sample_into` calls it with each user's slice of the
+    output CSR, the SGD epoch drivers (:mod:`cfcore._kernels.sgd`) with a per-thread buffer
+    (``out_start = 0``), so both give the same negatives. ``tk`` (bitmap) must be all zero on
+    entry and is all zero on return.
     """
-    out_start = out_indptr[u]
-    n_wanted = out_indptr[u + 1] - out_start
     if n_wanted <= 0:
         return 0
     n_items = weights.shape[0]
@@ -485,11 +488,11 @@ def sample_into(
     -------
     int : number of users finished (at least partly) with Efraimidis–Spirakis keys.
     """
-    taken, keys, cand, weighted, n_nonzero = _scratch(weights, n_threads)
+    taken, keys, cand, weighted, n_nonzero = scratch(weights, n_threads)
     n_keyed = 0
     for u in numba.prange(indptr.shape[0] - 1):
         tid = numba.get_thread_id()
-        n_keyed += _sample_user(
+        n_keyed += sample_user(
             u,
             streams[u],
             indptr,
@@ -500,8 +503,9 @@ def sample_into(
             n_nonzero,
             seed,
             epoch,
-            out_indptr,
             out_indices,
+            out_indptr[u],
+            out_indptr[u + 1] - out_indptr[u],
             taken[tid],
             keys[tid],
             cand[tid],
