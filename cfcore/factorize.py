@@ -2,7 +2,8 @@
 
 :class:`Factorizer` learns user factors ``x_u`` and item factors ``y_i`` (float32) from a
 users × items matrix of positives, with negatives drawn by :func:`cfcore.sampling.sample_negatives`
-(Fang et al. 2015, Algorithm 1). Losses (maths in :mod:`cfcore._kernels.sgd`):
+(Fang et al. 2015, Algorithm 1) — in the default ``order="grouped"`` by the SGD kernel itself,
+each user's when it visits the user, so they are never stored (the same negatives). Losses (maths in :mod:`cfcore._kernels.sgd`):
 
 - ``"squared"`` — Fang et al. eq. 3: ``Σ (v_ui − x_u·y_i)² + λ(‖x_u‖² + ‖y_i‖²)`` over positives
   (``v = 1``) and sampled negatives (``v = 0``); paper defaults ``factors=100``, ``λ=0.01``;

@@ -19,7 +19,12 @@ Vocabulary (the same in :class:`cfcore.Factorizer` and on the command line): ``n
 (``--neg-ratio``) is the number of negatives per positive, ``neg_weighting``
 (``--neg-weighting``) the item weight ``w(p_i)``; :func:`check_neg_ratio` and
 :func:`check_neg_weighting` are their one validator each. The old names (``ratio``,
-``weighting``, ``neg_weight``) still work with a ``DeprecationWarning``. The kernels live in
+``weighting``, ``neg_weight``) still work with a ``DeprecationWarning``.
+
+:class:`SamplingPlan` holds what a draw needs that does not change between epochs (weights,
+alias table, per-user counts): :class:`cfcore.Factorizer` builds it once per fit and its SGD
+kernel draws each user's negatives from it when it visits the user, so they are never
+stored. The kernels live in
 :mod:`cfcore._kernels.sampling` (alias-table rejection with an Efraimidis–Spirakis fallback;
 see there for the exact distribution and the numerics). Speed, one busy 2-core machine,
 MovieLens-1M shape (1M positives → 2M negatives): ~45–70 M samples per CPU-second per

@@ -12,7 +12,9 @@ weights into a packed alias table (:func:`build_alias`, :func:`pack_alias`) and 
    each user's indices sorted ascending, with no allocation inside the loop over users.
 
 Threads: :func:`sample_into` is built ``parallel=True`` (users under ``prange``), the only
-build, as the SGD drivers of :mod:`cfcore._kernels.sgd`; the number of Numba threads
+build, as the SGD drivers of :mod:`cfcore._kernels.sgd` — which also call the per-user
+routine :func:`sample_user` themselves, drawing each user's negatives when they visit the
+user instead of reading a stored draw (the same negatives); the number of Numba threads
 (``cfcore.threads.numba_threads``) decides how many users are drawn at once, and the output
 does not depend on it (see "Random numbers").
 

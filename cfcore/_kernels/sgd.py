@@ -14,8 +14,9 @@ swapped silently):
 
 * :class:`Tables` — what an epoch learns, updated in place: the factor tables, the biases
   and the AdaGrad accumulators;
-* :class:`Entries` — what it reads: each user's positives and sampled negatives (CSR), and
-  for ``order="random"`` the flat list of entries;
+* :class:`Entries` — what it reads: each user's positives and sampled negatives (CSR, or —
+  grouped order — their counts and the sampler's tables, the kernel drawing each user's
+  negatives when it visits the user), and for ``order="random"`` the flat list of entries;
 * :class:`Hyper` — the step: learning rate, regularization, WARP's margin, rank weights and
   candidate table;
 * :class:`Epoch` — which epoch: seed and epoch number (the random streams), the user order,
@@ -97,6 +98,18 @@ uniformly from the same user's sampled negatives (themselves drawn with the samp
 popularity weighting, Fang Alg. 1), WARP searches the catalogue table; an epoch is ``nnz``
 triples (for WARP: ``nnz`` positives, each costing up to ``max_sampled`` dot products).
 Pointwise losses visit every positive and every sampled negative once per epoch.
+
+Negatives drawn in the kernel (grouped order, :class:`Entries` with the sampler's tables):
+before its entries, each user's negatives are drawn into a per-thread buffer by
+:func:`cfcore._kernels.sampling.sample_user` — the routine
+:func:`cfcore._kernels.sampling.sample_into` runs per user — from the user's own stream
+``(seed, neg_epoch, u)``, so they are exactly the stored draw's, whichever thread serves the
+user, and a one-thread fit is bit for bit the fit over stored negatives. The sampler's
+scratch (a bitmap of the catalogue, its key arrays) and the buffer (the largest user's
+count) are allocated once per thread per epoch, outside the loop over users. This is what
+:class:`cfcore.Factorizer` does: ``neg_ratio × nnz`` int32 (16 bytes per interaction at
+the squared loss's ratio 4) are never stored. Stored negatives remain for the random order,
+fold-in and the Spark backend (block-local negatives).
 
 Specialisation: the loss, the order, the bias switch, whether item rows learn (``False``
 for fold-in) and AdaGrad are compile-time constants of each driver (:func:`epoch_kernel`
