@@ -314,8 +314,10 @@ class Factorizer(FactorModel):
         a constant rate); AdaGrad anneals each row by itself.
     order : {"grouped", "random"}, default "grouped"
         ``"grouped"``: users in shuffled order, each user's entries together in shuffled
-        order (its row stays in cache); ``"random"``: uniformly random entries with
-        replacement (the classical order; slower on large data, kept for comparison).
+        order (its row stays in cache), each user's negatives drawn as the user is visited
+        (never stored); ``"random"``: uniformly random entries with replacement (the
+        classical order; slower on large data and stores every epoch's negatives — 16 bytes
+        per interaction at ratio 4 — kept for comparison).
     optimizer : {"sgd", "adagrad"}, optional
         ``"sgd"``: every row steps with the epoch's ``η``; ``"adagrad"``: row-wise AdaGrad,
         row r steps with ``η/√G_r``, ``G_r`` = 1 + its accumulated mean squared gradient
@@ -717,9 +719,9 @@ class Factorizer(FactorModel):
     def _kernel_draws_negatives(p: EffectiveParams) -> bool:
         """Whether the epoch kernel draws the negatives itself: in the grouped order, each
         user's when it visits the user — the negatives :func:`cfcore.sampling.sample_negatives`
-        would give, never stored (``neg_ratio × nnz`` int32 less memory, 16 bytes per
-        interaction at the default ratio 4). The random order visits entries of any user, so
-        it stores them; WARP has none."""
+        would give, never stored (``neg_ratio × nnz`` int32 less memory: 16 bytes per
+        interaction at the default ratio 4 of the squared and logistic losses). The random
+        order visits entries of any user, so it stores them; WARP has none."""
         return p.order == "grouped" and p.loss != "warp"
 
     @staticmethod
