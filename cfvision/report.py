@@ -388,8 +388,17 @@ def _tags_section(run: RunDir, folder: Path) -> list[Block]:
         ),
         Block(
             "table",
-            header=["features", "tags", "model", "P@1", "R@10", "A@10", "test examples",
-                    "epochs", "fit s"],
+            header=[
+                "features",
+                "tags",
+                "model",
+                "P@1",
+                "R@10",
+                "A@10",
+                "test examples",
+                "epochs",
+                "fit s",
+            ],
             rows=rows,
         ),  # fmt: skip
     ]

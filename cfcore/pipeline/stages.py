@@ -301,8 +301,11 @@ def stage_tags(ctx: StageContext) -> dict[str, Any]:
         "tags_file": path.name,
         "users": "attributes" if users is not None else "learned embedding per user",
         "split": options["split"],
-        "read": {"examples": data.n_examples, "applications": data.n_applications,
-                 "tags": data.n_tags},  # fmt: skip
+        "read": {
+            "examples": data.n_examples,
+            "applications": data.n_applications,
+            "tags": data.n_tags,
+        },  # fmt: skip
         "sets": [],
     }
     for name, file in ctx.feature_sets():
