@@ -368,11 +368,20 @@ def _tags_section(run: RunDir, folder: Path) -> list[Block]:
     if not res.get("sets"):
         return []
     rows = [
-        [s["features"], s["distribution"], m["model"], m["P@1"], m["R@10"], m["A@10"],
-         m["examples"], m["epochs"], m["fit_seconds"]]
+        [
+            s["features"],
+            s["distribution"],
+            m["model"],
+            m["P@1"],
+            m["R@10"],
+            m["A@10"],
+            m["examples"],
+            m["epochs"],
+            m["fit_seconds"],
+        ]
         for s in res["sets"]
         for m in s["models"]
-    ]  # fmt: skip
+    ]
     first = res["sets"][0]
     return [
         Block("h2", "Tags: user-conditional tag prediction (Denton et al. 2015)"),
@@ -400,7 +409,7 @@ def _tags_section(run: RunDir, folder: Path) -> list[Block]:
                 "fit s",
             ],
             rows=rows,
-        ),  # fmt: skip
+        ),
     ]
 
 

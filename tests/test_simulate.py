@@ -61,8 +61,14 @@ def test_tags_do_not_change_the_views_or_the_images(world):
         m = w.views.user_items.tocsr()
         m.sort_indices()
         h = hashlib.blake2b(digest_size=16)
-        for a in (m.indptr.astype(np.int64), m.indices.astype(np.int64), w.item_class,
-                  w.item_style, w.item_owner, w.render(np.arange(5))):  # fmt: skip
+        for a in (
+            m.indptr.astype(np.int64),
+            m.indices.astype(np.int64),
+            w.item_class,
+            w.item_style,
+            w.item_owner,
+            w.render(np.arange(5)),
+        ):
             h.update(np.ascontiguousarray(a).tobytes())
         assert h.hexdigest() == "85480eb4e82c75f4a3f57926c90c1fd7", tag_rate
 
@@ -139,9 +145,15 @@ def test_views_follow_the_documented_distribution():
 def test_a_style_missing_from_a_class_falls_back_to_the_whole_class():
     """40 styles over 200 items leave about 30% of the (class, style) cells empty."""
     w = simulate(
-        n_users=10_000, n_items=200, n_views=20_000, n_classes=4, n_styles=40,
-        min_views=1, activity_sigma=0.0, seed=0,
-    )  # fmt: skip
+        n_users=10_000,
+        n_items=200,
+        n_views=20_000,
+        n_classes=4,
+        n_styles=40,
+        min_views=1,
+        activity_sigma=0.0,
+        seed=0,
+    )
     cells = np.zeros((4, 40))
     np.add.at(cells, (w.item_class, w.item_style), 1)
     assert (cells == 0).mean() > 0.2
@@ -250,8 +262,10 @@ def test_tags_csv_is_read_by_read_tags_and_users_csv_as_attributes(world, saved)
     read = read_tags(saved / "tags.csv")
     drawn = world.tags().data()
     assert (read.n_examples, read.n_applications, read.n_tags) == (
-        drawn.n_examples, drawn.n_applications, drawn.n_tags
-    )  # fmt: skip
+        drawn.n_examples,
+        drawn.n_applications,
+        drawn.n_tags,
+    )
     assert np.array_equal(read.users, drawn.users) and np.array_equal(read.items, drawn.items)
     assert (read.tags != drawn.tags).nnz == 0 and list(read.tag_names) == list(drawn.tag_names)
     users = read_user_attributes(saved / "users.csv")

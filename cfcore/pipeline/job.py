@@ -184,8 +184,15 @@ TRAIN_KEYS: dict[str, Key] = {
 
 #: Stages whose table may set ``threads`` for that stage alone (default: ``[job] threads``).
 THREADED = (
-    "negatives", "factorize", "cluster", "train", "extract", "evaluate", "multitask", "tags"
-)  # fmt: skip
+    "negatives",
+    "factorize",
+    "cluster",
+    "train",
+    "extract",
+    "evaluate",
+    "multitask",
+    "tags",
+)
 
 
 #: ``cfvision.multitask.MultitaskConfig`` options a ``[multitask]`` table may set besides
@@ -212,16 +219,19 @@ MULTITASK_METHODS = ("image-only", "mtl", "sequential", "contrastive")
 #: What a ``[tags]`` table may set besides the ``cfcore.TagModel`` options, and its defaults.
 TAG_STAGE_KEYS: dict[str, Key] = {
     "tags": _key(str, "tag applications user_id,item_id,tag (default: the world's tags.csv)"),
-    "users": _key((str, bool), "user attribute file (default: the world's users.csv); false: "
-                  "a learned embedding per user"),
+    "users": _key(
+        (str, bool),
+        "user attribute file (default: the world's users.csv); false: a learned embedding per user",
+    ),
     "models": _key(list, "frequency, bilinear, user-biased, 3-way"),
-    "split": _key(str, "held-out examples: their items (users seen) or their users", ("items",
-                  "users")),
+    "split": _key(
+        str, "held-out examples: their items (users seen) or their users", ("items", "users")
+    ),
     "test_fraction": _key(float, "examples held out (default 0.2)"),
     "distributions": _key(list, "natural and/or balanced (default natural)"),
     "vocabulary": _key(int, "most frequent tags kept (default 10000)"),
     "balance_top": _key(int, "balanced: the most frequent tags capped (default 500)"),
-}  # fmt: skip
+}
 TAG_STAGE_DEFAULTS: dict[str, Any] = {
     "split": "items",
     "test_fraction": 0.2,
@@ -550,12 +560,16 @@ def _check_tags(job: Job) -> None:
         if isinstance(tags.get(key), str):
             job.resolve("tags", key, dataset=False)
     if "tags" not in tags and not job.simulated:
-        raise JobError(f"{job.where('tags')}: tags = a file of user_id,item_id,tag is required "
-                       "(only a simulated world brings its own)")  # fmt: skip
+        raise JobError(
+            f"{job.where('tags')}: tags = a file of user_id,item_id,tag is required "
+            "(only a simulated world brings its own)"
+        )
     if job.simulated and "tags" not in tags:
         if job.tables["data"]["simulate"].get("tag_rate", 1) == 0:
-            raise JobError(f"{job.where('tags')}: the world has no tags (simulate tag_rate = 0); "
-                           "set tag_rate > 0 or tags = a file")  # fmt: skip
+            raise JobError(
+                f"{job.where('tags')}: the world has no tags (simulate tag_rate = 0); "
+                "set tag_rate > 0 or tags = a file"
+            )
     if tags.get("split") == "users" and tag_users(job) is None:
         raise JobError(
             f"{job.where('tags', 'split')}: users needs user attributes (users = a file)"
@@ -703,8 +717,12 @@ def stage_params(job: Job, name: str) -> dict[str, Any]:
     if name == "evaluate":
         return {**job.options("evaluate"), **seed}
     if name == "tags":
-        return {**TAG_STAGE_DEFAULTS, **job.options("tags"), **seed,
-                "threads": job.threads_for("tags")}  # fmt: skip
+        return {
+            **TAG_STAGE_DEFAULTS,
+            **job.options("tags"),
+            **seed,
+            "threads": job.threads_for("tags"),
+        }
     return job.table(name)
 
 

@@ -305,7 +305,7 @@ def stage_tags(ctx: StageContext) -> dict[str, Any]:
             "examples": data.n_examples,
             "applications": data.n_applications,
             "tags": data.n_tags,
-        },  # fmt: skip
+        },
         "sets": [],
     }
     for name, file in ctx.feature_sets():
@@ -325,8 +325,10 @@ def stage_tags(ctx: StageContext) -> dict[str, Any]:
                 **tag_model_params(job),
             )
             for m in models:
-                ctx.log(f"{name}, {distribution}: {m['model']:<12} " + ", ".join(
-                    f"{k} {m[k]:.3f}" for k in ("P@1", "R@10", "A@10")))  # fmt: skip
+                ctx.log(
+                    f"{name}, {distribution}: {m['model']:<12} "
+                    + ", ".join(f"{k} {m[k]:.3f}" for k in ("P@1", "R@10", "A@10"))
+                )
             result["sets"].append(
                 {
                     "features": name,
