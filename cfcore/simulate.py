@@ -34,14 +34,25 @@ handles empty cells). Collaborative filtering recovers the classes and styles fr
 the images show the same classes and styles, which is what a CNN trained on pseudo-classes must
 find.
 
+4. **Tags** (:meth:`SimulatedWorld.tags`, Denton et al. 2015's setting). Each user has a
+   *tagging focus*, ``shape`` or ``colour`` (a fair coin), and tags each of its views with
+   probability ``tag_rate``: a shape-focused user writes the item's shape name, adding its
+   fill with probability 0.3; a colour-focused user writes its palette, adding its background
+   with probability 0.3; either adds the other focus's main word with probability 0.15. The
+   words are the item's visible attributes (``attributes.csv``), so the image shows every
+   candidate tag and the user decides which one gets written: a model of the item alone
+   cannot tell a shape from a palette tag, a user-conditioned one can.
+
 Each stage draws from its own generator, ``numpy.random.default_rng([seed, stage, chunk])``,
 and users are processed in chunks of a fixed size, so the world depends only on its parameters
-and seed — rendering images or not, or a different ``image_size``, leaves the views unchanged.
+and seed — rendering images or not, a different ``image_size`` or ``tag_rate``, leaves the
+views unchanged.
 
 >>> from cfcore.simulate import simulate
 >>> world = simulate(n_users=500, n_items=800, n_views=20_000, seed=0)
 >>> world.views                                     # an Interactions
 >>> world.save("world/")                            # views, owners, labels, images, truth
+>>> world.tags().data()                             # the tag applications, a TagData
 """
 
 from __future__ import annotations
@@ -89,7 +100,11 @@ TRUTH_ARRAYS = (
 )
 
 # generator streams, one per stage (the second word of each generator's seed)
-_USERS, _ITEMS, _OWNERS, _VIEWS = 1, 2, 3, 4
+_USERS, _ITEMS, _OWNERS, _VIEWS, _TAGS = 1, 2, 3, 4, 5
+#: a user's tagging focus: the attributes it writes (columns of the attribute words)
+TAG_FOCUS = ("shape", "colour")
+#: probabilities of a tagged view's second word (fill / background) and cross-focus word
+TAG_SECOND, TAG_CROSS = 0.3, 0.15
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,7 @@ class WorldParams:
     activity_sigma: float = 0.8
     min_views: int = 5
     pixel_noise: float = 0.06
+    tag_rate: float = 0.3
     seed: int = 0
 
     def validated(self) -> WorldParams:
@@ -153,8 +169,9 @@ class WorldParams:
         for name in ("popularity_sigma", "activity_sigma", "pixel_noise"):
             if getattr(p, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(p, name)}")
-        if not 0.0 <= p.noise <= 1.0:
-            raise InputError(f"noise must lie in [0, 1], got {p.noise}")
+        for name in ("noise", "tag_rate"):
+            if not 0.0 <= getattr(p, name) <= 1.0:
+                raise InputError(f"{name} must lie in [0, 1], got {getattr(p, name)}")
         if p.image_size < 8:
             raise InputError(f"image_size must be >= 8 pixels, got {p.image_size}")
         if p.seed < 0:
@@ -250,6 +267,34 @@ class SimulatedWorld:
         m = self.views.user_items
         return np.asarray(m[self.item_owner, np.arange(self.n_items)]).ravel() != 0
 
+    def tags(self) -> WorldTags:
+        """The users' tag applications (module docstring, step 4), drawn from their own
+        generator: the views, images and every other output do not depend on them."""
+        p = self.params
+        rng = np.random.default_rng([p.seed, _TAGS])
+        focus = rng.integers(0, len(TAG_FOCUS), self.n_users)
+        m = self.views.user_items.tocsr()
+        m.sort_indices()
+        rows = np.repeat(np.arange(self.n_users), np.diff(m.indptr))
+        cols = m.indices.astype(np.int64)
+        tagged = rng.random(len(rows)) < p.tag_rate
+        rows, cols = rows[tagged], cols[tagged]
+        main = 2 * focus[rows]  # column of the attribute words: shape (0) or palette (2)
+        second = rng.random(len(rows)) < TAG_SECOND
+        cross = rng.random(len(rows)) < TAG_CROSS
+        words = self._attribute_words()
+        pick = np.concatenate([np.arange(len(rows)), np.flatnonzero(second), np.flatnonzero(cross)])
+        column = np.concatenate([main, main[second] + 1, 2 - main[cross]])
+        order = np.lexsort((column, cols[pick], rows[pick]))
+        pick, column = pick[order], column[order]
+        return WorldTags(
+            self.views.user_ids[rows[pick]],
+            self.views.item_ids[cols[pick]],
+            words[cols[pick], column],
+            np.array(TAG_FOCUS)[focus],
+            self.views.user_ids,
+        )
+
     # ------------------------------------------------------------------ the truth
     def view_probabilities(self, users: Sequence[int] | np.ndarray) -> np.ndarray:
         """The distribution of one draw of each given user's views over the items.
@@ -326,6 +371,8 @@ class SimulatedWorld:
             owners.csv        item_id,owner        (``--owners`` of cfcore/cfvision)
             classes.csv       item_id,label        planted class (probe / NMI labels)
             attributes.csv    item_id,labels       shape|fill|palette|background (multi-label)
+            tags.csv          user_id,item_id,tag  tag applications (unless tag_rate is 0)
+            users.csv         user_id,focus        each user's tagging focus (shape/colour)
             truth.npz         every latent array (kind "simulated-world")
             images/<id>.png   one image per item (unless ``images=False``)
             train_views.npz   with ``holdout``: the views of the train items only
@@ -420,6 +467,16 @@ class SimulatedWorld:
                 "render_params": list(render.PARAM_NAMES),
             },
         )
+        if self.params.tag_rate > 0:
+            tags = self.tags()
+            rows = zip(tags.user_ids.tolist(), tags.item_ids.tolist(), tags.tags, strict=True)
+            _write_csv(out / "tags.csv", "user_id,item_id,tag", rows)
+            _write_csv(
+                out / "users.csv",
+                "user_id,focus",
+                zip(tags.users.tolist(), tags.user_focus.tolist(), strict=True),
+            )
+            files.update(tags="tags.csv", users="users.csv")
         if holdout > 0:
             from cfcore.splits import item_split
 
@@ -435,13 +492,21 @@ class SimulatedWorld:
 
     def _attributes(self) -> list[str]:
         """``shape|fill|palette|background`` of each item (the visible factors, multi-label)."""
-        shapes = render.SHAPES
-        bgs = render.BACKGROUNDS
-        out = []
-        for c, s in zip(self.item_class.tolist(), self.item_style.tolist(), strict=True):
-            fill = render.FILLS[min(c // len(shapes), len(render.FILLS) - 1)]
-            out.append(f"{shapes[c % len(shapes)]}|{fill}|palette{s}|{bgs[s % len(bgs)]}")
-        return out
+        return ["|".join(row) for row in self._attribute_words().tolist()]
+
+    def _attribute_words(self) -> np.ndarray:
+        """Shape, fill, palette and background of each item, str ``(n_items, 4)``."""
+        shapes, fills, bgs = render.SHAPES, render.FILLS, render.BACKGROUNDS
+        c, s = self.item_class, self.item_style
+        return np.stack(
+            [
+                np.array(shapes)[c % len(shapes)],
+                np.array(fills)[np.minimum(c // len(shapes), len(fills) - 1)],
+                np.char.add("palette", s.astype(str)),
+                np.array(bgs)[s % len(bgs)],
+            ],
+            axis=1,
+        )
 
     def _write_images(self, folder: Path, progress: bool, workers: int) -> None:
         """Render and write the images batch by batch, ``workers`` batches at a time.
@@ -481,6 +546,36 @@ class SimulatedWorld:
         return cls(views, **{k: arrays[k] for k in TRUTH_ARRAYS}, params=params)
 
 
+@dataclass(frozen=True)
+class WorldTags:
+    """A world's tag applications (:meth:`SimulatedWorld.tags`).
+
+    Attributes
+    ----------
+    user_ids, item_ids : ndarray of int64
+        Who tagged which item, one row per application (sorted by user, item).
+    tags : ndarray of str
+        The word written: the item's shape, fill, palette or background.
+    user_focus : ndarray of str, shape (n_users,)
+        Each user's tagging focus (:data:`TAG_FOCUS`), in the order of ``users``.
+    users : ndarray of int64, shape (n_users,)
+        The user ids.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    tags: np.ndarray
+    user_focus: np.ndarray
+    users: np.ndarray
+
+    def data(self):  # -> cfcore.tagdata.TagData
+        """The applications as a :class:`~cfcore.tagdata.TagData` (what ``read_tags`` gives
+        for the saved ``tags.csv``)."""
+        from cfcore.tagdata import TagData
+
+        return TagData.from_applications(self.user_ids, self.item_ids, self.tags.tolist())
+
+
 def _write_csv(path: Path, header: str, rows: Iterable[Iterable[Any]]) -> None:
     lines = [header] + [",".join(str(v) for v in row) for row in rows]
     atomic_write_text(path, "\n".join(lines) + "\n")
@@ -513,6 +608,7 @@ def simulate(
     activity_sigma: float = WorldParams.activity_sigma,
     min_views: int = WorldParams.min_views,
     pixel_noise: float = WorldParams.pixel_noise,
+    tag_rate: float = WorldParams.tag_rate,
     seed: int = WorldParams.seed,
 ) -> SimulatedWorld:
     """Simulate users, uploads and views (the module docstring gives the model).
@@ -545,6 +641,8 @@ def simulate(
         Views of the least active users.
     pixel_noise : float
         Standard deviation of the images' (uniform) pixel noise, intensities in 0…1.
+    tag_rate : float
+        Fraction of each user's views it tags (:meth:`SimulatedWorld.tags`; 0: no tags).
     seed : int
         Everything is a function of the parameters and this seed.
 
@@ -566,6 +664,7 @@ def simulate(
         activity_sigma=activity_sigma,
         min_views=min_views,
         pixel_noise=pixel_noise,
+        tag_rate=tag_rate,
         seed=seed,
     ).validated()
     # 1. users: tastes and activity

@@ -504,8 +504,9 @@ def pipeline(job_file: Path, run_dir: Path | None, from_stage: str | None, dry_r
 
     \b
     Stages: data → split → negatives → factorize → cluster → train → extract → evaluate
-    → report. Each runs in its own process (the first five as `python -m cfcore`, never
-    importing torch; the others as `python -m cfvision`), writes into its own folder of
+    (→ multitask → tags, when the job has their tables) → report. Each runs in its own
+    process (data … cluster and tags as `python -m cfcore`, never importing torch; the
+    others as `python -m cfvision`), writes into its own folder of
     the run directory, and is skipped when its parameters, input files and upstream
     outputs are unchanged. A job stopped at any point (Ctrl-C, kill -9) and run again
     redoes only the unfinished stage. RUN_DIR/manifest.json lists every stage's input

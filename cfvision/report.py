@@ -363,6 +363,56 @@ def _multitask_section(run: RunDir, folder: Path) -> list[Block]:
     ]
 
 
+def _tags_section(run: RunDir, folder: Path) -> list[Block]:
+    res = _result(run, "tags")
+    if not res.get("sets"):
+        return []
+    rows = [
+        [
+            s["features"],
+            s["distribution"],
+            m["model"],
+            m["P@1"],
+            m["R@10"],
+            m["A@10"],
+            m["examples"],
+            m["epochs"],
+            m["fit_seconds"],
+        ]
+        for s in res["sets"]
+        for m in s["models"]
+    ]
+    first = res["sets"][0]
+    return [
+        Block("h2", "Tags: user-conditional tag prediction (Denton et al. 2015)"),
+        Block(
+            "p",
+            f"Each model ranks the tags of held-out (user, item) examples from the item's CNN "
+            f"features and, but for frequency and bilinear, the user ({res['users']}); "
+            f"`{res['tags_file']}`, {res['read']['applications']} applications of "
+            f"{res['read']['tags']} tags, split by {res['split']}: {first['train_examples']} "
+            f"train and {first['test_examples']} test examples. P@1: the top tag is one of "
+            "the example's; R@10: the share of its tags in the top 10; A@10: at least one "
+            "of them there.",
+        ),
+        Block(
+            "table",
+            header=[
+                "features",
+                "tags",
+                "model",
+                "P@1",
+                "R@10",
+                "A@10",
+                "test examples",
+                "epochs",
+                "fit s",
+            ],
+            rows=rows,
+        ),
+    ]
+
+
 def _timings_section(run: RunDir, folder: Path) -> list[Block]:
     from cfcore.plots import bar_plot
 
@@ -408,6 +458,7 @@ def report_blocks(run: RunDir, folder: Path, title: str | None = None) -> list[B
         _cnn_section,
         _evaluation_section,
         _multitask_section,
+        _tags_section,
         _timings_section,
     ):
         blocks += make(run, folder)

@@ -11,14 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cfcore.pipeline.stages import VIEWS, StageContext, StageFunction
-
-#: Names of the feature sets, as the report shows them.
-LEARNED = "learned (pseudo-classes)"
-RANDOM = "random init"
-IMAGENET = "ImageNet weights"
-#: Feature files of the extract stage, by name.
-FEATURE_FILES = {LEARNED: "learned.npz", RANDOM: "random.npz", IMAGENET: "imagenet.npz"}
+from cfcore.pipeline.stages import RANDOM, VIEWS, StageContext, StageFunction
 
 
 def _torch_setup(ctx: StageContext) -> Any:
@@ -124,12 +117,7 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     test_ids = parse_ids(
         np.loadtxt(ctx.input("split", "test_items.csv"), dtype=str, skiprows=1, ndmin=1)
     )
-    sets = [
-        (name, ctx.run.stage("extract") / file)
-        for name, file in FEATURE_FILES.items()
-        if (ctx.run.stage("extract") / file).exists()
-    ]
-    feature_sets = [(name, *_vectors(load_vectors(path))) for name, path in sets]
+    feature_sets = [(name, *_vectors(load_vectors(path))) for name, path in ctx.feature_sets()]
     labels_source = ctx.labels() if options["probe"] else None
     labels = load_labels(labels_source, ctx.job.data_dir) if labels_source else None
     owners = ctx.owners()

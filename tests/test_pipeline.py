@@ -77,8 +77,10 @@ def _job(text: str, tmp_path: Path | None = None):
 
 def test_tiny_job_is_valid_and_lists_every_stage():
     job = _job(TINY_JOB)
-    assert job.stages() == [s for s in STAGE_NAMES if s != "multitask"]  # optional, absent
+    optional = ("multitask", "tags")  # absent
+    assert job.stages() == [s for s in STAGE_NAMES if s not in optional]
     assert "multitask" in _job(TINY_JOB + "[multitask]\nepochs = 1\n").stages()
+    assert "tags" in _job(TINY_JOB + "[tags]\nepochs = 1\n").stages()
     assert job.simulated and job.threads == 1 and job.seed == 0
     assert stage_params(job, "factorize")["factors"] == 16
 
@@ -98,6 +100,29 @@ def test_tiny_job_is_valid_and_lists_every_stage():
         (("[data]\n", '[data]\nsource = "ml-100k"\n'), r":6: \[data\]: give exactly one of"),
         (("seed = 0", "seed = 0\nseed = 1"), r"not valid TOML"),
         (("[evaluate]", '[multitask]\nmethods = ["mlt"]\n[evaluate]'), r":26: \[multitask\] meth"),
+        (
+            ("[evaluate]", "[tags]\nepoch = 3\n[evaluate]"),
+            r":26: \[tags\] epoch: unknown key; "
+            r"\[tags\] takes balance_top, dim, distributions, epochs",
+        ),
+        (
+            ("[evaluate]", '[tags]\nmodels = ["bilinear", "4-way"]\n[evaluate]'),
+            r":26: \[tags\] models: models are some of frequency, bilinear",
+        ),
+        (("[evaluate]", "[tags]\nusers = true\n[evaluate]"), r":26: \[tags\] users: a user attrib"),
+        (
+            ("[evaluate]", '[tags]\nusers = "u.csv"\n[evaluate]'),
+            r":26: \[tags\] users: .*u.csv: no ",
+        ),
+        (("[evaluate]", "[tags]\nlearning_rate = -1\n[evaluate]"), r":26: \[tags\] learning_rate"),
+        (
+            ("[evaluate]", '[tags]\nsplit = "users"\nusers = false\n[evaluate]'),
+            r":26: \[tags\] split: users needs user attributes",
+        ),
+        (
+            ("image_size = 16 }", "image_size = 16, tag_rate = 0 }\n[tags]"),
+            r":8: \[tags\]: the world has no tags \(simulate tag_rate = 0\)",
+        ),
     ],
 )
 def test_job_errors_name_the_line_and_key(edit, message):
@@ -336,6 +361,28 @@ def test_adding_the_multitask_stage_runs_only_it_and_the_report(tiny_job, finish
     assert all(0 < r["test_map"] <= 1 and r["n_test"] > 0 for r in result.values())
     md = (finished_run / "report" / "report.md").read_text()
     assert "## Multitask" in md and "| mtl-uniform |" in md
+
+
+def test_adding_the_tags_stage_runs_it_on_both_feature_sets_and_reports(tiny_job, finished_run):
+    job = tiny_job.with_name("tags.toml")
+    job.write_text(TINY_JOB + '[tags]\nmodels = ["frequency", "bilinear", "3-way"]\nepochs = 5\n')
+    proc = _pipeline(job, finished_run)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "ran: tags, report" in proc.stdout  # the world's tags.csv came with the data stage
+    result = json.loads((finished_run / "tags" / "result.json").read_text())
+    assert result["users"] == "attributes" and result["read"]["applications"] > 1000
+    sets = {s["features"]: {m["model"]: m for m in s["models"]} for s in result["sets"]}
+    assert set(sets) == {"learned (pseudo-classes)", "random init"}
+    for models in sets.values():
+        assert list(models) == ["frequency", "bilinear", "3-way"]
+        assert all(0 <= m[k] <= 1 for m in models.values() for k in ("P@1", "R@10", "A@10"))
+        # the user's focus (shapes or colours) is what the item alone cannot tell
+        assert models["3-way"]["P@1"] > models["bilinear"]["P@1"] > models["frequency"]["P@1"]
+    md = (finished_run / "report" / "report.md").read_text()
+    assert "## Tags: user-conditional tag prediction" in md
+    assert "| learned (pseudo-classes) | natural | 3-way |" in md and "| random init |" in md
+    again = _pipeline(job, finished_run)
+    assert again.returncode == 0 and "ran: nothing (every stage up to date)" in again.stdout
 
 
 def test_data_stage_reads_a_dataset_name_or_a_file_and_filters(tmp_path, ml100k_path):

@@ -51,6 +51,47 @@ def test_image_options_do_not_change_the_views(world):
     assert np.array_equal(other.item_owner, world.item_owner)
 
 
+def test_tags_do_not_change_the_views_or_the_images(world):
+    """The tags come from a generator of their own: a seed's world is the one it was before
+    tags existed (digest taken on the code without them) whatever ``tag_rate`` is."""
+    import hashlib
+
+    for tag_rate in (0.0, 0.3, 1.0):
+        w = simulate(**TINY, tag_rate=tag_rate, seed=3)
+        m = w.views.user_items.tocsr()
+        m.sort_indices()
+        h = hashlib.blake2b(digest_size=16)
+        for a in (
+            m.indptr.astype(np.int64),
+            m.indices.astype(np.int64),
+            w.item_class,
+            w.item_style,
+            w.item_owner,
+            w.render(np.arange(5)),
+        ):
+            h.update(np.ascontiguousarray(a).tobytes())
+        assert h.hexdigest() == "85480eb4e82c75f4a3f57926c90c1fd7", tag_rate
+
+
+def test_tags_are_seeded_words_of_the_item_that_follow_the_users_focus(world):
+    tags = world.tags()
+    again = simulate(**TINY, seed=3).tags()
+    assert np.array_equal(tags.tags, again.tags) and np.array_equal(tags.item_ids, again.item_ids)
+    assert not np.array_equal(simulate(**TINY, seed=4).tags().tags[:50], tags.tags[:50])
+    # every application is a view, and its word one of the item's attributes
+    assert np.all(np.asarray(world.views.user_items[tags.user_ids, tags.item_ids]).ravel() != 0)
+    attrs = [set(a.split("|")) for a in world._attributes()]
+    assert all(t in attrs[i] for t, i in zip(tags.tags, tags.item_ids, strict=True))
+    # about tag_rate of the views are tagged; shape-focused users write shape names mostly
+    examples = len(set(zip(tags.user_ids.tolist(), tags.item_ids.tolist(), strict=True)))
+    assert 0.27 < examples / world.views.nnz < 0.33
+    shape = np.isin(tags.tags, render.SHAPES)
+    focus = tags.user_focus[tags.user_ids]
+    # (shape-focused: 1 shape word per 1.45 written; colour-focused: 0.15 per 1.45)
+    assert shape[focus == "shape"].mean() > 0.6 and shape[focus == "colour"].mean() < 0.15
+    assert len(simulate(**TINY, tag_rate=0.0, seed=3).tags().tags) == 0
+
+
 def test_sizes_density_and_ids(world):
     v = world.views
     assert v.shape == (300, 400)
@@ -104,9 +145,15 @@ def test_views_follow_the_documented_distribution():
 def test_a_style_missing_from_a_class_falls_back_to_the_whole_class():
     """40 styles over 200 items leave about 30% of the (class, style) cells empty."""
     w = simulate(
-        n_users=10_000, n_items=200, n_views=20_000, n_classes=4, n_styles=40,
-        min_views=1, activity_sigma=0.0, seed=0,
-    )  # fmt: skip
+        n_users=10_000,
+        n_items=200,
+        n_views=20_000,
+        n_classes=4,
+        n_styles=40,
+        min_views=1,
+        activity_sigma=0.0,
+        seed=0,
+    )
     cells = np.zeros((4, 40))
     np.add.at(cells, (w.item_class, w.item_style), 1)
     assert (cells == 0).mean() > 0.2
@@ -206,6 +253,23 @@ def test_saved_files_are_read_by_the_other_commands(world, saved):
     )
     attrs = (saved / "attributes.csv").read_text().splitlines()[8].split(",")[1].split("|")
     assert attrs[0] == render.SHAPES[world.item_class[7] % 12] and len(attrs) == 4
+
+
+def test_tags_csv_is_read_by_read_tags_and_users_csv_as_attributes(world, saved):
+    from cfcore.attributes import read_user_attributes
+    from cfcore.readers import read_tags
+
+    read = read_tags(saved / "tags.csv")
+    drawn = world.tags().data()
+    assert (read.n_examples, read.n_applications, read.n_tags) == (
+        drawn.n_examples,
+        drawn.n_applications,
+        drawn.n_tags,
+    )
+    assert np.array_equal(read.users, drawn.users) and np.array_equal(read.items, drawn.items)
+    assert (read.tags != drawn.tags).nnz == 0 and list(read.tag_names) == list(drawn.tag_names)
+    users = read_user_attributes(saved / "users.csv")
+    assert len(users) == world.n_users and users.n_features == 2  # the focus, one-hot
 
 
 def test_holdout_splits_items_with_their_views(world, saved):

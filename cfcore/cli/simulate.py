@@ -97,6 +97,14 @@ D = WorldParams()  # the defaults, shown in --help
     help="Standard deviation of the images' pixel noise (intensities 0…1).",
 )
 @click.option(
+    "--tag-rate",
+    type=click.FloatRange(0, 1),
+    default=D.tag_rate,
+    show_default=True,
+    help="Fraction of each user's views it tags with a word of the item's attributes "
+    "(tags.csv, users.csv; 0: no tags). The views do not depend on it.",
+)
+@click.option(
     "--holdout",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.2,
@@ -139,6 +147,8 @@ def simulate(
       owners.csv       item_id,owner: who uploaded each item (--owners)
       classes.csv      item_id,label: the planted class (--labels, NMI)
       attributes.csv   item_id,labels: shape|fill|palette|background (multi-label)
+      tags.csv         user_id,item_id,tag: who tagged what with which attribute word
+      users.csv        user_id,focus: each user's tagging focus, shape or colour
       truth.npz        every latent array (tastes, popularity, owners, image jitter)
       images/<id>.png  one image per item (cfvision reads OUTPUT as IMAGES)
       world.json       parameters and summary, written last

@@ -5,7 +5,7 @@
 
 - :mod:`cfcore.pipeline.job` — the job file, its validator, the stages and their wiring;
 - :mod:`cfcore.pipeline.rundir` — the run directory: lock, stage folders, records, manifest;
-- :mod:`cfcore.pipeline.stages` — the stage harness and the stages data → cluster.
+- :mod:`cfcore.pipeline.stages` — the stage harness and the stages data → cluster, tags.
 """
 
 from cfcore.pipeline.job import STAGE_NAMES, STAGES, Job, JobError, load_job, parse_job

@@ -23,6 +23,8 @@ Layout (every table but ``[data]`` is optional)::
     [extract]    batch_size, random_init
     [evaluate]   R, bootstrap, probe                       (Fang §4.3-4.4)
     [multitask]  methods and MultitaskConfig options       (Bibas et al. 2022; optional)
+    [tags]       tags, users, models, split, distributions and TagModel options
+                                                           (Denton et al. 2015; optional)
     [report]     title
 
 Relative paths are relative to the job file's folder; a value that is no path there but the
@@ -80,6 +82,12 @@ STAGES: tuple[Stage, ...] = (
         "label new images guided by CF vectors (Bibas et al. 2022)",
         optional=True,
         resumable=True,
+    ),
+    Stage(
+        "tags",
+        "cfcore",
+        "user-conditional tag prediction from the CNN features (Denton et al. 2015)",
+        optional=True,
     ),
     Stage("report", "cfvision", "Markdown, PNGs and a self-contained HTML page"),
 )
@@ -175,7 +183,16 @@ TRAIN_KEYS: dict[str, Key] = {
 
 
 #: Stages whose table may set ``threads`` for that stage alone (default: ``[job] threads``).
-THREADED = ("negatives", "factorize", "cluster", "train", "extract", "evaluate", "multitask")
+THREADED = (
+    "negatives",
+    "factorize",
+    "cluster",
+    "train",
+    "extract",
+    "evaluate",
+    "multitask",
+    "tags",
+)
 
 
 #: ``cfvision.multitask.MultitaskConfig`` options a ``[multitask]`` table may set besides
@@ -197,6 +214,38 @@ MULTITASK_KEYS: dict[str, Key] = {
     "n_boot": _key(int),
 }
 MULTITASK_METHODS = ("image-only", "mtl", "sequential", "contrastive")
+
+
+#: What a ``[tags]`` table may set besides the ``cfcore.TagModel`` options, and its defaults.
+TAG_STAGE_KEYS: dict[str, Key] = {
+    "tags": _key(str, "tag applications user_id,item_id,tag (default: the world's tags.csv)"),
+    "users": _key(
+        (str, bool),
+        "user attribute file (default: the world's users.csv); false: a learned embedding per user",
+    ),
+    "models": _key(list, "frequency, bilinear, user-biased, 3-way"),
+    "split": _key(
+        str, "held-out examples: their items (users seen) or their users", ("items", "users")
+    ),
+    "test_fraction": _key(float, "examples held out (default 0.2)"),
+    "distributions": _key(list, "natural and/or balanced (default natural)"),
+    "vocabulary": _key(int, "most frequent tags kept (default 10000)"),
+    "balance_top": _key(int, "balanced: the most frequent tags capped (default 500)"),
+}
+TAG_STAGE_DEFAULTS: dict[str, Any] = {
+    "split": "items",
+    "test_fraction": 0.2,
+    "distributions": ["natural"],
+    "vocabulary": 10_000,
+    "balance_top": 500,
+}
+
+
+def _tag_keys() -> dict[str, Key]:
+    from cfcore.tags import TagModel
+
+    skip = {"model", "threads", "seed", "progress"}  # models and the job's seed and threads
+    return {**_from_signature(TagModel.__init__, skip, "cfcore.TagModel"), **TAG_STAGE_KEYS}
 
 
 def schema() -> dict[str, dict[str, Key]]:
@@ -255,6 +304,7 @@ def _tables() -> dict[str, dict[str, Key]]:
             **{k: v for k, v in TRAIN_KEYS.items() if k not in ("balanced", "val_fraction")},
             **MULTITASK_KEYS,
         },
+        "tags": _tag_keys(),
         "report": {"title": _key(str)},
     }
 
@@ -457,6 +507,8 @@ def _check_semantics(job: Job) -> None:
         raise JobError(
             f"{job.where('multitask')}: needs [data] labels (multi-label item categories)"
         )
+    if "tags" in job.tables:
+        _check_tags(job)
     for table in ("train", "extract", "multitask"):
         if "weights" in job.tables.get(table, {}):
             job.resolve(table, "weights", dataset=False)
@@ -489,6 +541,65 @@ def _check_semantics(job: Job) -> None:
         return Factorizer(**factorizer_params(job))._resolve()
 
     _library_check(job, "factorize", factorizer)
+
+
+def _check_tags(job: Job) -> None:
+    """The ``[tags]`` table: its files, lists and the TagModel options."""
+    from cfcore.tags import DISTRIBUTIONS, MODELS, TagModel
+
+    tags = job.tables["tags"]
+    for key, allowed in (("models", MODELS), ("distributions", DISTRIBUTIONS)):
+        values = tags.get(key)
+        if values is not None and (not values or any(v not in allowed for v in values)):
+            raise JobError(
+                f"{job.where('tags', key)}: {key} are some of {', '.join(allowed)}, got {values!r}"
+            )
+    if tags.get("users") is True:
+        raise JobError(f"{job.where('tags', 'users')}: a user attribute file, or false")
+    for key in ("tags", "users"):
+        if isinstance(tags.get(key), str):
+            job.resolve("tags", key, dataset=False)
+    if "tags" not in tags and not job.simulated:
+        raise JobError(
+            f"{job.where('tags')}: tags = a file of user_id,item_id,tag is required "
+            "(only a simulated world brings its own)"
+        )
+    if job.simulated and "tags" not in tags:
+        if job.tables["data"]["simulate"].get("tag_rate", 1) == 0:
+            raise JobError(
+                f"{job.where('tags')}: the world has no tags (simulate tag_rate = 0); "
+                "set tag_rate > 0 or tags = a file"
+            )
+    if tags.get("split") == "users" and tag_users(job) is None:
+        raise JobError(
+            f"{job.where('tags', 'split')}: users needs user attributes (users = a file)"
+        )
+    if not 0 < tags.get("test_fraction", 0.2) < 1:
+        raise JobError(
+            f"{job.where('tags', 'test_fraction')}: must lie in (0, 1), got {tags['test_fraction']}"
+        )
+    for key in ("vocabulary", "balance_top"):
+        if tags.get(key, 1) < 1:
+            raise JobError(f"{job.where('tags', key)}: must be >= 1, got {tags[key]}")
+    params = tag_model_params(job)
+    _library_check(job, "tags", lambda: TagModel(**params)._checked_params())
+
+
+def tag_model_params(job: Job) -> dict[str, Any]:
+    """The ``cfcore.TagModel`` keyword arguments of the ``[tags]`` stage (the model aside)."""
+    options = {k: v for k, v in job.options("tags").items() if k not in TAG_STAGE_KEYS}
+    return {**options, "seed": job.seed, "threads": job.threads_for("tags"), "progress": False}
+
+
+def tag_users(job: Job) -> str | None:
+    """How the ``[tags]`` stage describes users: ``"world"`` (the simulated world's
+    users.csv), ``"file"`` (``users``) or None (a learned embedding per user)."""
+    users = job.tables["tags"].get("users")
+    if users is False:
+        return None
+    if isinstance(users, str):
+        return "file"
+    return "world" if job.simulated and "tags" not in job.tables["tags"] else None
 
 
 def factorizer_params(job: Job) -> dict[str, Any]:
@@ -556,8 +667,9 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "extract": ("data", "train"),
     "evaluate": ("data", "split", "extract"),
     "multitask": ("data",),
+    "tags": ("data", "extract"),
     "report": ("data", "split", "negatives", "factorize", "cluster", "train", "extract",
-               "evaluate", "multitask"),
+               "evaluate", "multitask", "tags"),
 }  # fmt: skip
 
 #: The options (table, key) that name external files, and the stages that read them.
@@ -567,6 +679,7 @@ EXTERNAL: dict[str, tuple[tuple[str, str], ...]] = {
     "extract": (("data", "images"), ("extract", "weights")),
     "evaluate": (("data", "labels"), ("data", "owners")),
     "multitask": (("data", "images"), ("data", "labels"), ("multitask", "weights")),
+    "tags": (("tags", "tags"), ("tags", "users")),
 }
 
 
@@ -603,6 +716,13 @@ def stage_params(job: Job, name: str) -> dict[str, Any]:
         }
     if name == "evaluate":
         return {**job.options("evaluate"), **seed}
+    if name == "tags":
+        return {
+            **TAG_STAGE_DEFAULTS,
+            **job.options("tags"),
+            **seed,
+            "threads": job.threads_for("tags"),
+        }
     return job.table(name)
 
 
@@ -611,6 +731,7 @@ def external_inputs(job: Job, name: str) -> dict[str, Path]:
     images, labels and owners)."""
     out = {}
     for table, key in EXTERNAL.get(name, ()):
-        if key in job.tables.get(table, {}) and not (job.simulated and table == "data"):
+        value = job.tables.get(table, {}).get(key)
+        if isinstance(value, str) and not (job.simulated and table == "data"):
             out[f"{table}.{key}"] = job.resolve(table, key, dataset=table == "data")
     return out

@@ -22,7 +22,15 @@ import numpy as np
 
 from cfcore.errors import InputError
 from cfcore.io import atomic_write_json, atomic_write_text
-from cfcore.pipeline.job import Job, factorizer_params, job_from_dict, negative_params
+from cfcore.pipeline.job import (
+    TAG_STAGE_DEFAULTS,
+    Job,
+    factorizer_params,
+    job_from_dict,
+    negative_params,
+    tag_model_params,
+    tag_users,
+)
 from cfcore.pipeline.rundir import JOB, RESULT, RunDir
 
 StageFunction = Callable[["StageContext"], dict[str, Any]]
@@ -31,6 +39,12 @@ StageFunction = Callable[["StageContext"], dict[str, Any]]
 VIEWS = "views.npz"
 #: A simulated world's folder, in ``data/``.
 WORLD = "world"
+
+#: Names of the feature sets of the extract stage, as the report shows them, and their files.
+LEARNED = "learned (pseudo-classes)"
+RANDOM = "random init"
+IMAGENET = "ImageNet weights"
+FEATURE_FILES = {LEARNED: "learned.npz", RANDOM: "random.npz", IMAGENET: "imagenet.npz"}
 
 
 @dataclass
@@ -70,6 +84,11 @@ class StageContext:
         if "labels" not in self.job.tables["data"]:
             return None
         return self.job.path_or_name("data", "labels")
+
+    def feature_sets(self) -> list[tuple[str, Path]]:
+        """The extract stage's feature files that exist, as ``(name, path)``."""
+        folder = self.run.stage("extract")
+        return [(n, folder / f) for n, f in FEATURE_FILES.items() if (folder / f).exists()]
 
     def owners(self) -> Path | None:
         if self.job.simulated:
@@ -260,6 +279,72 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
     return result
 
 
+def stage_tags(ctx: StageContext) -> dict[str, Any]:
+    """Denton et al. 2015 on the job's items: each tag model of ``[tags] models`` fitted and
+    measured (P@1, R@10, A@10) with each of the extract stage's feature sets as the item
+    descriptors, on one seeded split per tag distribution (:func:`cfcore.tags.compare_models`)."""
+    from cfcore.readers import read_tags
+    from cfcore.tags import MODELS, compare_models, prepare_tags
+    from cfcore.vectors import load_vectors
+
+    job = ctx.job
+    options = {**TAG_STAGE_DEFAULTS, **job.options("tags")}
+    world = job.simulated and "tags" not in options
+    path = ctx.input("data", f"{WORLD}/tags.csv") if world else job.resolve("tags", "tags")
+    users = {
+        "world": lambda: ctx.input("data", f"{WORLD}/users.csv"),
+        "file": lambda: job.resolve("tags", "users", dataset=False),
+        None: lambda: None,
+    }[tag_users(job)]()
+    data = read_tags(path)
+    result: dict[str, Any] = {
+        "tags_file": path.name,
+        "users": "attributes" if users is not None else "learned embedding per user",
+        "split": options["split"],
+        "read": {
+            "examples": data.n_examples,
+            "applications": data.n_applications,
+            "tags": data.n_tags,
+        },
+        "sets": [],
+    }
+    for name, file in ctx.feature_sets():
+        vectors = load_vectors(file)
+        described, dropped = data.only(items=vectors.ids)
+        for distribution in options["distributions"]:
+            prepared = prepare_tags(
+                described, options["vocabulary"], distribution, options["balance_top"], job.seed
+            )
+            train, test = prepared.split(options["split"], options["test_fraction"], job.seed)
+            models = compare_models(
+                train,
+                test,
+                vectors,
+                users,
+                tuple(options.get("models", MODELS)),
+                **tag_model_params(job),
+            )
+            for m in models:
+                ctx.log(
+                    f"{name}, {distribution}: {m['model']:<12} "
+                    + ", ".join(f"{k} {m[k]:.3f}" for k in ("P@1", "R@10", "A@10"))
+                )
+            result["sets"].append(
+                {
+                    "features": name,
+                    "distribution": distribution,
+                    "dropped": dropped,
+                    "train_examples": train.n_examples,
+                    "test_examples": test.n_examples,
+                    "tags": prepared.n_tags,
+                    "models": [{k: v for k, v in m.items() if k != "per_tag"} for m in models],
+                }
+            )
+    if not result["sets"]:
+        raise InputError(f"{ctx.run.stage('extract')}: no feature file to describe the items")
+    return result
+
+
 #: The stages run by ``cfcore run-stage``.
 FUNCTIONS: dict[str, StageFunction] = {
     "data": stage_data,
@@ -267,4 +352,5 @@ FUNCTIONS: dict[str, StageFunction] = {
     "negatives": stage_negatives,
     "factorize": stage_factorize,
     "cluster": stage_cluster,
+    "tags": stage_tags,
 }
