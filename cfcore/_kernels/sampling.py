@@ -305,15 +305,24 @@ def _has(bits: np.ndarray, i: int) -> bool:
     return (bits[i >> 6] >> np.uint64(i & 63)) & _ONE != _ZERO
 
 
+@numba.njit(inline="always", cache=True)
+def padded(n: int, per_line: int) -> int:
+    """``n`` elements rounded up to whole 64-byte lines (``per_line`` elements each), plus a
+    line: rows of per-thread scratch that long never share a cache line (no false sharing
+    between threads), wherever the array starts."""
+    return (n + 2 * per_line - 1) // per_line * per_line
+
+
 @numba.njit(cache=True)
 def scratch(weights: np.ndarray, n_threads: int):
-    """Per-thread scratch and the shared read-only summary of the weights."""
+    """Per-thread scratch (rows padded by :func:`padded`) and the shared read-only summary
+    of the weights."""
     n_items = weights.shape[0]
     n_words = (n_items + 63) >> 6
     # ``taken``: one bitmap per thread of the current user's positives ∪ drawn negatives.
-    taken = np.zeros((n_threads, n_words), dtype=np.uint64)
-    keys = np.empty((n_threads, n_items), dtype=np.float64)
-    cand = np.empty((n_threads, n_items), dtype=np.int32)
+    taken = np.zeros((n_threads, padded(n_words, 8)), dtype=np.uint64)
+    keys = np.empty((n_threads, padded(n_items, 8)), dtype=np.float64)
+    cand = np.empty((n_threads, padded(n_items, 16)), dtype=np.int32)
     weighted = np.zeros(n_words, dtype=np.uint64)  # items with weight > 0
     n_nonzero = 0
     for i in range(n_items):
@@ -355,7 +364,7 @@ def sample_user(
     if n_wanted <= 0:
         return 0
     n_items = weights.shape[0]
-    n_words = tk.shape[0]
+    n_words = (n_items + 63) >> 6
     pos_start = indptr[u]
     pos_end = indptr[u + 1]
     # Mark the positives and count the weighted ones.

@@ -129,7 +129,7 @@ from numba import prange
 
 from cfcore._kernels.prefetch import prefetch_row
 from cfcore._kernels.rng import next_below, next_float, stream_seed
-from cfcore._kernels.sampling import DEFAULT_SWITCH, sample_user
+from cfcore._kernels.sampling import DEFAULT_SWITCH, padded, sample_user
 from cfcore._kernels.sampling import scratch as sampler_scratch
 
 SQUARED = 0
@@ -859,7 +859,7 @@ def _make_grouped(loss, use_bias, learn_items, adagrad):
             for u in range(neg_indptr.shape[0] - 1):
                 most = max(most, neg_indptr[u + 1] - neg_indptr[u])
         taken, keys, cand, weighted, n_nonzero = sampler_scratch(neg_weights, n_threads)
-        drawn = np.empty((n_threads, most), dtype=np.int32)
+        drawn = np.empty((n_threads, padded(most, 16)), dtype=np.int32)
         for b in prange(n_blocks):
             lo = (b * n_users) // n_blocks
             hi = ((b + 1) * n_users) // n_blocks
