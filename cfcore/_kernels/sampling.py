@@ -57,7 +57,8 @@ partition of a Spark job — draws exactly the negatives the whole matrix would 
 Memory: per thread, a bitmap of ``n_items`` bits (the current user's positives ∪ drawn
 negatives; a 100k-item catalogue is 12.5 kB, so it stays in L1/L2), plus ``n_items`` float64
 keys and int32 candidate ids for the keys path (≈ 12.1 bytes × ``n_items`` × threads), all
-allocated once per call, outside the loop over users. Reading the bitmap word by word (with
+allocated once per call (:func:`scratch`; each thread's rows padded to whole cache lines),
+outside the loop over users. Reading the bitmap word by word (with
 the sorted positives masked out) yields each user's negatives already sorted; users with
 few negatives in a large catalogue sort their slice instead.
 """
