@@ -2,7 +2,8 @@
 
 :class:`Factorizer` learns user factors ``x_u`` and item factors ``y_i`` (float32) from a
 users × items matrix of positives, with negatives drawn by :func:`cfcore.sampling.sample_negatives`
-(Fang et al. 2015, Algorithm 1). Losses (maths in :mod:`cfcore._kernels.sgd`):
+(Fang et al. 2015, Algorithm 1) — in the default ``order="grouped"`` by the SGD kernel itself,
+each user's when it visits the user, so they are never stored (the same negatives). Losses (maths in :mod:`cfcore._kernels.sgd`):
 
 - ``"squared"`` — Fang et al. eq. 3: ``Σ (v_ui − x_u·y_i)² + λ(‖x_u‖² + ‖y_i‖²)`` over positives
   (``v = 1``) and sampled negatives (``v = 0``); paper defaults ``factors=100``, ``λ=0.01``;
@@ -56,9 +57,14 @@ from cfcore._kernels import sgd
 from cfcore.errors import DivergenceError, InputError
 from cfcore.estimator import check_integer as _integer
 from cfcore.estimator import check_number as _positive_number
-from cfcore.interactions import Interactions, binarize
+from cfcore.interactions import Interactions, binarize, column_counts
 from cfcore.model import FactorModel
-from cfcore.sampling import check_neg_ratio, check_neg_weighting, renamed_arguments
+from cfcore.sampling import (
+    SamplingPlan,
+    check_neg_ratio,
+    check_neg_weighting,
+    renamed_arguments,
+)
 from cfcore.threads import numba_threads, resolve_threads
 
 LOSSES = tuple(sgd.LOSS_CODES)
@@ -308,8 +314,10 @@ class Factorizer(FactorModel):
         a constant rate); AdaGrad anneals each row by itself.
     order : {"grouped", "random"}, default "grouped"
         ``"grouped"``: users in shuffled order, each user's entries together in shuffled
-        order (its row stays in cache); ``"random"``: uniformly random entries with
-        replacement (the classical order; slower on large data, kept for comparison).
+        order (its row stays in cache), each user's negatives drawn as the user is visited
+        (never stored); ``"random"``: uniformly random entries with replacement (the
+        classical order; slower on large data and stores every epoch's negatives — 16 bytes
+        per interaction at ratio 4 — kept for comparison).
     optimizer : {"sgd", "adagrad"}, optional
         ``"sgd"``: every row steps with the epoch's ``η``; ``"adagrad"``: row-wise AdaGrad,
         row r steps with ``η/√G_r``, ``G_r`` = 1 + its accumulated mean squared gradient
@@ -605,6 +613,7 @@ class Factorizer(FactorModel):
             if val.nnz == 0:
                 raise InputError("validation: has no interactions")
         k, seed = p.factors, p.seed
+        popularity = column_counts(train)
 
         # Seeded initialisation (std init_scale / k**0.25 → initial scores have std init_scale).
         rng = np.random.default_rng(seed)
@@ -619,7 +628,7 @@ class Factorizer(FactorModel):
         self.item_bias_ = tables.item_bias if p.use_biases else None
         self.user_ids_ = np.arange(n_users) if user_ids is None else user_ids
         self.item_ids_ = np.arange(n_items) if item_ids is None else item_ids
-        self.item_popularity_ = np.bincount(train.indices, minlength=n_items).astype(np.int64)
+        self.item_popularity_ = popularity
         self.effective_params_ = p
         self.history_ = []
         self.best_epoch_ = 0
@@ -630,11 +639,17 @@ class Factorizer(FactorModel):
                 val_neg = self._validation_negatives(train, val, p)
                 val_users = _validation_users(val, seed)
 
+            # A ratio the caller asked for warns when heavy users cannot get it; the default
+            # ratio does not (4 × 400 positives exceed a 1,682-item catalogue).
+            warn = self.neg_ratio is not None
+            drawn = self._kernel_draws_negatives(p)
+
             def entries(epoch: int) -> sgd.Entries:
-                # A ratio the caller asked for warns when heavy users cannot get it; the
-                # default ratio does not (4 × 400 positives exceed a 1,682-item catalogue).
-                warn = epoch == 0 and self.neg_ratio is not None
-                negatives = self._negative_arrays(train, p, epoch=epoch, warn_short=warn)
+                if drawn:
+                    return self._drawn_entries(train, p, popularity, warn_short=warn)
+                negatives = self._negative_arrays(
+                    train, p, epoch=epoch, warn_short=warn and epoch == 0
+                )
                 return sgd.Entries.of(
                     train.indptr, train.indices, *negatives, p.order, p.loss_code in sgd.PAIRWISE
                 )
@@ -648,7 +663,7 @@ class Factorizer(FactorModel):
             try:
                 for epoch in range(p.epochs):
                     t0 = time.perf_counter()
-                    if p.resample_negatives and epoch > 0:
+                    if p.resample_negatives and epoch > 0 and not drawn:
                         del data  # free the last draw before the next: one set at a time
                         data = entries(epoch)
                     hyper = hyper._replace(lr=np.float32(p.lr_at(epoch, p.epochs)))
@@ -662,6 +677,7 @@ class Factorizer(FactorModel):
                         n_blocks=N_BLOCKS,
                         users=users,
                         n_draws=len(data.entry_user),
+                        neg_epoch=epoch if p.resample_negatives else 0,
                     )
                     run(tables, data, hyper, counters)
                     updates = int(counters.count_out.sum())
@@ -698,6 +714,36 @@ class Factorizer(FactorModel):
                     bar.close()
         self.best_epoch_ = best.restore() or self.best_epoch_
         return self
+
+    @staticmethod
+    def _kernel_draws_negatives(p: EffectiveParams) -> bool:
+        """Whether the epoch kernel draws the negatives itself: in the grouped order, each
+        user's when it visits the user — the negatives :func:`cfcore.sampling.sample_negatives`
+        would give, never stored (``neg_ratio × nnz`` int32 less memory: 16 bytes per
+        interaction at the default ratio 4 of the squared and logistic losses). The random
+        order visits entries of any user, so it stores them; WARP has none."""
+        return p.order == "grouped" and p.loss != "warp"
+
+    @staticmethod
+    def _drawn_entries(
+        train: sp.csr_matrix, p: EffectiveParams, popularity: np.ndarray, warn_short: bool
+    ) -> sgd.Entries:
+        """Entries whose negatives the grouped kernel draws itself: the positives, each
+        user's number of negatives and the sampler's tables, built once per fit
+        (:class:`cfcore.sampling.SamplingPlan`, with the model's ratio and weighting and the
+        items' ``popularity`` in ``train``; the kernel uses the model's seed and the epoch,
+        as :meth:`_negative_arrays` would)."""
+        plan = SamplingPlan.of(train, p.neg_ratio, p.neg_weighting, popularity)
+        if warn_short:
+            plan.warn_shortfall(stacklevel=4)
+        return sgd.Entries.of(
+            plan.indptr,
+            plan.indices,
+            plan.out_indptr,
+            np.zeros(0, np.int32),
+            neg_weights=plan.weights,
+            neg_alias=plan.alias_table,
+        )
 
     def _negative_arrays(
         self, rows: sp.csr_matrix, p: EffectiveParams, **sampling: Any

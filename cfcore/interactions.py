@@ -42,6 +42,21 @@ def binarize(matrix: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
     return csr
 
 
+def column_counts(matrix: sp.csr_matrix) -> np.ndarray:
+    """Stored entries per column of a canonical CSR (an item's number of users), int64.
+
+    Counted a chunk of indices at a time: ``np.bincount`` casts its input to int64, and a
+    copy of all the indices would cost 8 bytes per interaction at the peak of a fit. A chunk
+    is as long as the counts (at least 65,536), so the copies cost no more than the counts.
+    """
+    n_columns = matrix.shape[1]
+    counts = np.zeros(n_columns, dtype=np.int64)
+    chunk = max(n_columns, 1 << 16)
+    for start in range(0, matrix.indices.shape[0], chunk):
+        counts += np.bincount(matrix.indices[start : start + chunk], minlength=n_columns)
+    return counts
+
+
 def _index_dtype(nnz: int, shape: tuple[int, int]) -> type:
     """int32 while the matrix fits (scipy's own choice), else int64."""
     return np.int64 if max(nnz, *shape) >= np.iinfo(np.int32).max else np.int32
@@ -202,7 +217,7 @@ class Interactions:
 
     def item_popularity(self) -> np.ndarray:
         """Number of distinct users of each item (Fang's p_i), int64, shape (n_items,)."""
-        return np.bincount(self.user_items.indices, minlength=self.n_items).astype(np.int64)
+        return column_counts(self.user_items)
 
     def user_activity(self) -> np.ndarray:
         """Number of items of each user, int64, shape (n_users,)."""

@@ -19,7 +19,12 @@ Vocabulary (the same in :class:`cfcore.Factorizer` and on the command line): ``n
 (``--neg-ratio``) is the number of negatives per positive, ``neg_weighting``
 (``--neg-weighting``) the item weight ``w(p_i)``; :func:`check_neg_ratio` and
 :func:`check_neg_weighting` are their one validator each. The old names (``ratio``,
-``weighting``, ``neg_weight``) still work with a ``DeprecationWarning``. The kernels live in
+``weighting``, ``neg_weight``) still work with a ``DeprecationWarning``.
+
+:class:`SamplingPlan` holds what a draw needs that does not change between epochs (weights,
+alias table, per-user counts): :class:`cfcore.Factorizer` builds it once per fit and its SGD
+kernel draws each user's negatives from it when it visits the user, so they are never
+stored. The kernels live in
 :mod:`cfcore._kernels.sampling` (alias-table rejection with an Efraimidis–Spirakis fallback;
 see there for the exact distribution and the numerics). Speed, one busy 2-core machine,
 MovieLens-1M shape (1M positives → 2M negatives): ~45–70 M samples per CPU-second per
@@ -48,6 +53,7 @@ from cfcore._kernels.sampling import (
 )
 from cfcore.errors import InputError, ModelFormatError
 from cfcore.ids import as_ids
+from cfcore.interactions import column_counts
 from cfcore.io import atomic_path, load_artifact, require_keys, save_artifact
 from cfcore.threads import numba_threads, resolve_threads
 
@@ -367,6 +373,114 @@ def _check_user_index(user_index: Any, n_users: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- public API
+
+
+@dataclass(eq=False)
+class SamplingPlan:
+    """Everything Algorithm 1 needs before it draws: checked positives, the item weights,
+    their alias table and each user's number of negatives — the same for every epoch.
+
+    :func:`sample_negatives` draws from it into a CSR; :class:`cfcore.Factorizer` hands its
+    tables to the SGD kernel, which draws each user's negatives when it visits the user
+    (the same negatives, without storing them). Build with :meth:`of`.
+
+    Attributes
+    ----------
+    indptr, indices : int64 / int32 arrays, the positives (canonical CSR)
+    shape : (n_users, n_items)
+    weights : float64 array (n_items), the item weights ``w(p_i)``
+    alias_table : uint64 array (n_items), their packed alias table
+    out_indptr : int64 array (n_users + 1), prefix sum of the users' negative counts
+    streams : int64 array (n_users), each row's random stream (its user's index)
+    n_short, requested : users short of candidates; negatives requested in all
+    weighting, ratio : the checked ``neg_weighting`` and ``neg_ratio``
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    shape: tuple[int, int]
+    weights: np.ndarray
+    alias_table: np.ndarray
+    out_indptr: np.ndarray
+    streams: np.ndarray
+    n_short: int
+    requested: int
+    weighting: str
+    ratio: float
+
+    @property
+    def nnz(self) -> int:
+        """Number of negatives one draw gives."""
+        return int(self.out_indptr[-1])
+
+    @classmethod
+    def of(
+        cls,
+        user_items: sp.spmatrix | Any,
+        neg_ratio: float = 2.0,
+        neg_weighting: str = "log-popularity",
+        popularity: np.ndarray | None = None,
+        *,
+        user_index: np.ndarray | None = None,
+    ) -> SamplingPlan:
+        """Check the arguments (as :func:`sample_negatives` documents them) and build the
+        tables; :class:`InputError` naming a bad one."""
+        positives = _as_positives(user_items)
+        ratio = check_neg_ratio(neg_ratio)
+        weighting = check_neg_weighting(neg_weighting)
+        n_users, n_items = positives.shape
+        streams = _check_user_index(user_index, n_users)
+        if n_items >= np.iinfo(np.int32).max:
+            raise InputError(f"user_items: {n_items} items is more than int32 indices can hold")
+        if popularity is None:
+            p = column_counts(positives).astype(np.float64)
+        else:
+            p = _check_popularity(popularity, n_items)
+        weights = item_weights(p, weighting)
+        del p  # every array not needed by the kernel is freed before the output is allocated
+        with np.errstate(over="ignore"):
+            overflow = not np.isfinite(weights.sum())
+        if overflow:
+            raise InputError("popularity: values so large that the item weights overflow float64")
+        alias_prob = np.empty(n_items, dtype=np.float64)
+        alias_idx = np.empty(n_items, dtype=np.int32)
+        build_alias(weights, alias_prob, alias_idx)
+        alias_table = np.empty(n_items, dtype=np.uint64)
+        pack_alias(alias_prob, alias_idx, alias_table)
+        del alias_prob, alias_idx
+        indptr = positives.indptr.astype(np.int64, copy=False)
+        indices = positives.indices.astype(np.int32, copy=False)
+        counts = np.empty(n_users, dtype=np.int64)
+        wanted = np.empty(n_users, dtype=np.int64)
+        n_short = int(negative_counts(indptr, indices, weights, ratio, counts, wanted))
+        out_indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(counts, out=out_indptr[1:])
+        return cls(
+            indptr=indptr,
+            indices=indices,
+            shape=(n_users, n_items),
+            weights=weights,
+            alias_table=alias_table,
+            out_indptr=out_indptr,
+            streams=streams,
+            n_short=n_short,
+            requested=int(wanted.sum()),
+            weighting=weighting,
+            ratio=ratio,
+        )
+
+    def warn_shortfall(self, stacklevel: int = 2) -> None:
+        """A :class:`NegativeShortfallWarning` when some users get fewer than requested."""
+        if self.n_short:
+            warnings.warn(
+                f"{self.n_short} of {self.shape[0]} users have fewer candidate negatives than "
+                f"neg_ratio × positives ({self.requested - self.nnz} of {self.requested} "
+                "negatives missing); they got every candidate",
+                NegativeShortfallWarning,
+                stacklevel=stacklevel + 1,
+            )
+
+
 def sample_negatives(
     user_items: sp.spmatrix | Any,
     neg_ratio: float = 2.0,
@@ -435,73 +549,41 @@ def sample_negatives(
     old = renamed_arguments(
         deprecated, "sample_negatives", {"ratio": "neg_ratio", "weighting": "neg_weighting"}
     )
-    positives = _as_positives(user_items)
-    ratio = check_neg_ratio(old.get("neg_ratio", neg_ratio))
-    weighting = check_neg_weighting(old.get("neg_weighting", neg_weighting))
+    plan = SamplingPlan.of(
+        user_items,
+        old.get("neg_ratio", neg_ratio),
+        old.get("neg_weighting", neg_weighting),
+        popularity,
+        user_index=user_index,
+    )
     seed = _check_int(seed, "seed")
     epoch = _check_int(epoch, "epoch")
     threads = resolve_threads(threads)
-    n_users, n_items = positives.shape
-    streams = _check_user_index(user_index, n_users)
-    if n_items >= np.iinfo(np.int32).max:
-        raise InputError(f"user_items: {n_items} items is more than int32 indices can hold")
-    if popularity is None:
-        p = np.bincount(positives.indices, minlength=n_items).astype(np.float64)
-    else:
-        p = _check_popularity(popularity, n_items)
-    weights = item_weights(p, weighting)
-    del p  # every array not needed by the kernel is freed before the output is allocated
-    with np.errstate(over="ignore"):
-        overflow = not np.isfinite(weights.sum())
-    if overflow:
-        raise InputError("popularity: values so large that the item weights overflow float64")
-    alias_prob = np.empty(n_items, dtype=np.float64)
-    alias_idx = np.empty(n_items, dtype=np.int32)
-    build_alias(weights, alias_prob, alias_idx)
-    alias_table = np.empty(n_items, dtype=np.uint64)
-    pack_alias(alias_prob, alias_idx, alias_table)
-    del alias_prob, alias_idx
-    indptr = positives.indptr.astype(np.int64, copy=False)
-    indices = positives.indices.astype(np.int32, copy=False)
-
-    counts = np.empty(n_users, dtype=np.int64)
-    wanted = np.empty(n_users, dtype=np.int64)
-    n_short = int(negative_counts(indptr, indices, weights, ratio, counts, wanted))
-    out_indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(counts, out=out_indptr[1:])
-    requested = int(wanted.sum())
-    del counts, wanted
-    out_indices = np.empty(int(out_indptr[-1]), dtype=np.int32)
+    out_indices = np.empty(plan.nnz, dtype=np.int32)
     with numba_threads(threads):
         sample_into(
-            indptr,
-            indices,
-            weights,
-            alias_table,
+            plan.indptr,
+            plan.indices,
+            plan.weights,
+            plan.alias_table,
             seed,
             epoch,
-            streams,
-            out_indptr,
+            plan.streams,
+            plan.out_indptr,
             out_indices,
             threads,
             DEFAULT_SWITCH,
         )
-    if n_short and warn_short:
-        warnings.warn(
-            f"{n_short} of {n_users} users have fewer candidate negatives than "
-            f"neg_ratio × positives ({requested - int(out_indptr[-1])} of {requested} negatives "
-            "missing); they got every candidate",
-            NegativeShortfallWarning,
-            stacklevel=2,
-        )
+    if warn_short:
+        plan.warn_shortfall(stacklevel=2)
     sample = NegativeSample(
-        indptr=out_indptr,
+        indptr=plan.out_indptr,
         indices=out_indices,
-        shape=(n_users, n_items),
-        n_short=n_short,
-        requested=requested,
-        weighting=weighting,
-        ratio=ratio,
+        shape=plan.shape,
+        n_short=plan.n_short,
+        requested=plan.requested,
+        weighting=plan.weighting,
+        ratio=plan.ratio,
         seed=seed,
         epoch=epoch,
     )

@@ -50,6 +50,33 @@ def test_one_thread_is_bit_reproducible(data, loss):
     assert not np.array_equal(a.item_factors_, c.item_factors_)
 
 
+@pytest.mark.parametrize("resample", [True, False])
+@pytest.mark.parametrize("loss", ["squared", "logistic", "bpr"])
+def test_negatives_drawn_in_the_kernel_are_the_presampled_ones(ml100k, monkeypatch, loss, resample):
+    """The grouped kernel draws each user's negatives as it visits the user, from the user's
+    own stream: one thread gives bit for bit the model of the stored draw of
+    ``sample_negatives`` (ML-100K at ratio 4 also takes the sampler's keys path)."""
+    import cfcore.sampling
+
+    params = dict(loss=loss, factors=16, epochs=3, threads=1, seed=5, progress=False)
+    params.update(resample_negatives=resample, use_biases=True, neg_ratio=4)
+
+    def never_stored(*args, **kwargs):
+        raise AssertionError("the grouped fit stored a draw of negatives")
+
+    with monkeypatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", cfcore.sampling.NegativeShortfallWarning)
+        patch.setattr(cfcore.sampling, "sample_negatives", never_stored)
+        drawn = Factorizer(**params).fit(ml100k.user_items)
+        patch.undo()
+        patch.setattr(Factorizer, "_kernel_draws_negatives", staticmethod(lambda p: False))
+        stored = Factorizer(**params).fit(ml100k.user_items)
+    for name in ("user_factors_", "item_factors_", "item_bias_"):
+        np.testing.assert_array_equal(getattr(drawn, name), getattr(stored, name))
+    assert [h["loss"] for h in drawn.history_] == [h["loss"] for h in stored.history_]
+    assert [h["updates"] for h in drawn.history_] == [h["updates"] for h in stored.history_]
+
+
 def test_threads_change_results_only_through_races(data):
     """Same partition of the work: every update is still made once, the loss stays close."""
     one = Factorizer(loss="squared", threads=1, **FAST).fit(data)

@@ -345,6 +345,47 @@ def test_one_and_two_threads_agree_on_disjoint_work():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("loss", ["squared", "bpr"])
+def test_negatives_drawn_per_thread_are_the_stored_ones(loss):
+    """Item rows held fixed, so only user rows move (each by one block: no race): drawing each
+    user's negatives in the kernel, into a per-thread buffer, gives the tables of the stored
+    draw of ``sample_negatives`` on one thread and on two."""
+    import scipy.sparse as sp
+
+    from cfcore.sampling import SamplingPlan, sample_negatives
+
+    rng = np.random.default_rng(5)
+    n_users, n_items = 300, 120
+    positives = sp.random(n_users, n_items, density=0.15, format="csr", random_state=rng)
+    positives.data[:] = 1
+    plan = SamplingPlan.of(positives, 3.0)
+    stored = sample_negatives(positives, 3.0, seed=9, epoch=2, threads=1)
+    drawn = sgd.Entries.of(
+        plan.indptr,
+        plan.indices,
+        plan.out_indptr,
+        [],
+        neg_weights=plan.weights,
+        neg_alias=plan.alias_table,
+    )
+    kept = sgd.Entries.of(plan.indptr, plan.indices, stored.indptr, stored.indices)
+    X = (rng.standard_normal((n_users, K)) * 0.3).astype(np.float32)
+    Y = (rng.standard_normal((n_items, K)) * 0.3).astype(np.float32)
+    users = rng.permutation(n_users).astype(np.int32)
+    hyper = sgd.Hyper.of(lr=0.1, reg=0.01, reg_bias=0.01)
+    run = sgd.epoch_kernel(loss=sgd.LOSS_CODES[loss], learn_items=False)
+    out = []
+    for entries, threads in ((kept, 1), (drawn, 1), (drawn, min(2, available_threads()))):
+        tables = sgd.Tables.of(X.copy(), Y.copy())
+        epoch = sgd.Epoch.of(seed=9, epoch=5, n_blocks=16, users=users, neg_epoch=2)
+        with numba_threads(threads):
+            run(tables, entries, hyper, epoch)
+        out.append((tables.user_factors, epoch.loss_out, epoch.count_out))
+    for other in out[1:]:
+        for a, b in zip(out[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_bundles_refuse_wrong_arrays():
     """The bundles name the field that does not fit instead of compiling a new variant."""
     X = np.zeros((3, K), np.float32)
@@ -358,6 +399,13 @@ def test_bundles_refuse_wrong_arrays():
         sgd.Tables.of(X, X, user_bias=np.zeros(2, np.float32))
     with pytest.raises(ValueError, match="users"):
         sgd.Entries.of([0, 1], [0], [0, 0, 0], [])
+    drawn = dict(neg_weights=np.ones(3), neg_alias=np.zeros(3, np.uint64))
+    with pytest.raises(ValueError, match="grouped"):  # the random order reads stored ones
+        sgd.Entries.of([0, 1], [0], [0, 2], [], order="random", **drawn)
+    with pytest.raises(ValueError, match="number of indices"):  # drawn, or stored: not both
+        sgd.Entries.of([0, 1], [0], [0, 2], [1, 2], **drawn)
+    with pytest.raises(ValueError, match="neg_alias"):
+        sgd.Entries.of([0, 1], [0], [0, 2], [], neg_weights=np.ones(3), neg_alias=np.zeros(3))
     with pytest.raises(TypeError):
         sgd.Hyper.of(0.1, 0.01, 0.01)  # keyword-only: lr and reg cannot be swapped
     with pytest.raises(ValueError, match="alias_idx"):

@@ -12,7 +12,9 @@ weights into a packed alias table (:func:`build_alias`, :func:`pack_alias`) and 
    each user's indices sorted ascending, with no allocation inside the loop over users.
 
 Threads: :func:`sample_into` is built ``parallel=True`` (users under ``prange``), the only
-build, as the SGD drivers of :mod:`cfcore._kernels.sgd`; the number of Numba threads
+build, as the SGD drivers of :mod:`cfcore._kernels.sgd` — which also call the per-user
+routine :func:`sample_user` themselves, drawing each user's negatives when they visit the
+user instead of reading a stored draw (the same negatives); the number of Numba threads
 (``cfcore.threads.numba_threads``) decides how many users are drawn at once, and the output
 does not depend on it (see "Random numbers").
 
@@ -55,7 +57,8 @@ partition of a Spark job — draws exactly the negatives the whole matrix would 
 Memory: per thread, a bitmap of ``n_items`` bits (the current user's positives ∪ drawn
 negatives; a 100k-item catalogue is 12.5 kB, so it stays in L1/L2), plus ``n_items`` float64
 keys and int32 candidate ids for the keys path (≈ 12.1 bytes × ``n_items`` × threads), all
-allocated once per call, outside the loop over users. Reading the bitmap word by word (with
+allocated once per call (:func:`scratch`; each thread's rows padded to whole cache lines),
+outside the loop over users. Reading the bitmap word by word (with
 the sorted positives masked out) yields each user's negatives already sorted; users with
 few negatives in a large catalogue sort their slice instead.
 """
@@ -303,15 +306,24 @@ def _has(bits: np.ndarray, i: int) -> bool:
     return (bits[i >> 6] >> np.uint64(i & 63)) & _ONE != _ZERO
 
 
+@numba.njit(inline="always", cache=True)
+def padded(n: int, per_line: int) -> int:
+    """``n`` elements rounded up to whole 64-byte lines (``per_line`` elements each), plus a
+    line: rows of per-thread scratch that long never share a cache line (no false sharing
+    between threads), wherever the array starts."""
+    return (n + 2 * per_line - 1) // per_line * per_line
+
+
 @numba.njit(cache=True)
-def _scratch(weights: np.ndarray, n_threads: int):
-    """Per-thread scratch and the shared read-only summary of the weights."""
+def scratch(weights: np.ndarray, n_threads: int):
+    """Per-thread scratch (rows padded by :func:`padded`) and the shared read-only summary
+    of the weights."""
     n_items = weights.shape[0]
     n_words = (n_items + 63) >> 6
     # ``taken``: one bitmap per thread of the current user's positives ∪ drawn negatives.
-    taken = np.zeros((n_threads, n_words), dtype=np.uint64)
-    keys = np.empty((n_threads, n_items), dtype=np.float64)
-    cand = np.empty((n_threads, n_items), dtype=np.int32)
+    taken = np.zeros((n_threads, padded(n_words, 8)), dtype=np.uint64)
+    keys = np.empty((n_threads, padded(n_items, 8)), dtype=np.float64)
+    cand = np.empty((n_threads, padded(n_items, 16)), dtype=np.int32)
     weighted = np.zeros(n_words, dtype=np.uint64)  # items with weight > 0
     n_nonzero = 0
     for i in range(n_items):
@@ -322,7 +334,7 @@ def _scratch(weights: np.ndarray, n_threads: int):
 
 
 @numba.njit(cache=True)
-def _sample_user(
+def sample_user(
     u: int,
     stream: int,
     indptr: np.ndarray,
@@ -333,24 +345,27 @@ def _sample_user(
     n_nonzero: int,
     seed: int,
     epoch: int,
-    out_indptr: np.ndarray,
     out_indices: np.ndarray,
+    out_start: int,
+    n_wanted: int,
     tk: np.ndarray,
     key: np.ndarray,
     ids: np.ndarray,
     switch: float,
 ) -> int:
-    """Draw user ``u``'s negatives into its slice of ``out_indices``, from random stream
-    ``stream`` (the user's index in the whole matrix); 1 if keys were used.
+    """Draw user ``u``'s ``n_wanted`` negatives (sorted) into
+    ``out_indices[out_start:out_start + n_wanted]``, from random stream ``stream`` (the
+    user's index in the whole matrix); 1 if keys were used.
 
-    ``tk`` (bitmap) must be all zero on entry and is all zero on return.
+    The one per-user routine: :func:`sample_into` calls it with each user's slice of the
+    output CSR, the SGD epoch drivers (:mod:`cfcore._kernels.sgd`) with a per-thread buffer
+    (``out_start = 0``), so both give the same negatives. ``tk`` (bitmap) must be all zero on
+    entry and is all zero on return.
     """
-    out_start = out_indptr[u]
-    n_wanted = out_indptr[u + 1] - out_start
     if n_wanted <= 0:
         return 0
     n_items = weights.shape[0]
-    n_words = tk.shape[0]
+    n_words = (n_items + 63) >> 6
     pos_start = indptr[u]
     pos_end = indptr[u + 1]
     # Mark the positives and count the weighted ones.
@@ -485,11 +500,11 @@ def sample_into(
     -------
     int : number of users finished (at least partly) with Efraimidis–Spirakis keys.
     """
-    taken, keys, cand, weighted, n_nonzero = _scratch(weights, n_threads)
+    taken, keys, cand, weighted, n_nonzero = scratch(weights, n_threads)
     n_keyed = 0
     for u in numba.prange(indptr.shape[0] - 1):
         tid = numba.get_thread_id()
-        n_keyed += _sample_user(
+        n_keyed += sample_user(
             u,
             streams[u],
             indptr,
@@ -500,8 +515,9 @@ def sample_into(
             n_nonzero,
             seed,
             epoch,
-            out_indptr,
             out_indices,
+            out_indptr[u],
+            out_indptr[u + 1] - out_indptr[u],
             taken[tid],
             keys[tid],
             cand[tid],

@@ -14,8 +14,9 @@ swapped silently):
 
 * :class:`Tables` — what an epoch learns, updated in place: the factor tables, the biases
   and the AdaGrad accumulators;
-* :class:`Entries` — what it reads: each user's positives and sampled negatives (CSR), and
-  for ``order="random"`` the flat list of entries;
+* :class:`Entries` — what it reads: each user's positives and sampled negatives (CSR, or —
+  grouped order — their counts and the sampler's tables, the kernel drawing each user's
+  negatives when it visits the user), and for ``order="random"`` the flat list of entries;
 * :class:`Hyper` — the step: learning rate, regularization, WARP's margin, rank weights and
   candidate table;
 * :class:`Epoch` — which epoch: seed and epoch number (the random streams), the user order,
@@ -98,6 +99,18 @@ popularity weighting, Fang Alg. 1), WARP searches the catalogue table; an epoch 
 triples (for WARP: ``nnz`` positives, each costing up to ``max_sampled`` dot products).
 Pointwise losses visit every positive and every sampled negative once per epoch.
 
+Negatives drawn in the kernel (grouped order, :class:`Entries` with the sampler's tables):
+before its entries, each user's negatives are drawn into a per-thread buffer by
+:func:`cfcore._kernels.sampling.sample_user` — the routine
+:func:`cfcore._kernels.sampling.sample_into` runs per user — from the user's own stream
+``(seed, neg_epoch, u)``, so they are exactly the stored draw's, whichever thread serves the
+user, and a one-thread fit is bit for bit the fit over stored negatives. The sampler's
+scratch (a bitmap of the catalogue, its key arrays) and the buffer (the largest user's
+count) are allocated once per thread per epoch, outside the loop over users. This is what
+:class:`cfcore.Factorizer` does: ``neg_ratio × nnz`` int32 (16 bytes per interaction at
+the squared loss's ratio 4) are never stored. Stored negatives remain for the random order,
+fold-in and the Spark backend (block-local negatives).
+
 Specialisation: the loss, the order, the bias switch, whether item rows learn (``False``
 for fold-in) and AdaGrad are compile-time constants of each driver (:func:`epoch_kernel`
 builds and caches one per combination), so the hot loop carries no branch on them and LLVM
@@ -116,6 +129,8 @@ from numba import prange
 
 from cfcore._kernels.prefetch import prefetch_row
 from cfcore._kernels.rng import next_below, next_float, stream_seed
+from cfcore._kernels.sampling import DEFAULT_SWITCH, padded, sample_user
+from cfcore._kernels.sampling import scratch as sampler_scratch
 
 SQUARED = 0
 LOGISTIC = 1
@@ -207,10 +222,21 @@ class Entries(NamedTuple):
     """What an epoch reads: users' positives and sampled negatives.
 
     Fields: ``pos_indptr``/``pos_indices`` and ``neg_indptr``/``neg_indices`` (CSR over
-    users; int64 indptr, int32 indices; positives sorted within each user — WARP rejects
-    candidates by binary search); for ``order="random"`` the flat entries ``entry_user``,
-    ``entry_item`` (int32) and ``entry_target`` (float32: 1 positive, 0 negative; pairwise
-    losses list positives only), empty for ``"grouped"``.
+    users; int64 indptr, int32 indices; positives sorted within each user, without
+    duplicates — WARP rejects candidates by binary search, the sampler marks them); for
+    ``order="random"`` the flat entries ``entry_user``, ``entry_item`` (int32) and
+    ``entry_target`` (float32: 1 positive, 0 negative; pairwise losses list positives only),
+    empty for ``"grouped"``.
+
+    Negatives drawn in the kernel (grouped order only): ``neg_weights`` (float64, the
+    sampler's item weights) and ``neg_alias`` (uint64, their packed alias table,
+    :func:`cfcore._kernels.sampling.pack_alias`), with ``neg_indptr`` holding the counts
+    (:func:`cfcore._kernels.sampling.negative_counts`) and ``neg_indices`` empty. Each block
+    then draws user ``u``'s negatives just before its entries, into a per-thread buffer, with
+    :func:`cfcore._kernels.sampling.sample_user` from the stream ``(seed, neg_epoch, u)`` of
+    :class:`Epoch` — exactly what :func:`cfcore._kernels.sampling.sample_into` would have
+    stored — so the negatives never take ``4 × nnz`` int32 of memory. Both are empty (length
+    0) when ``neg_indices`` holds the negatives.
     """
 
     pos_indptr: np.ndarray
@@ -220,6 +246,8 @@ class Entries(NamedTuple):
     entry_user: np.ndarray
     entry_item: np.ndarray
     entry_target: np.ndarray
+    neg_weights: np.ndarray
+    neg_alias: np.ndarray
 
     @classmethod
     def of(
@@ -230,9 +258,14 @@ class Entries(NamedTuple):
         neg_indices: np.ndarray,
         order: str = "grouped",
         pairwise: bool = False,
+        *,
+        neg_weights: np.ndarray | None = None,
+        neg_alias: np.ndarray | None = None,
     ) -> Entries:
         """Check the CSR arrays (converted to int64/int32 if needed); for ``order="random"``
-        also build the flat entries (positives only when ``pairwise``)."""
+        also build the flat entries (positives only when ``pairwise``). With ``neg_weights``
+        and ``neg_alias`` the kernel draws the negatives (``neg_indptr`` gives their counts,
+        ``neg_indices`` must be empty; grouped order only)."""
         pos_indptr = np.ascontiguousarray(pos_indptr, dtype=np.int64)
         pos_indices = np.ascontiguousarray(pos_indices, dtype=np.int32)
         neg_indptr = np.ascontiguousarray(neg_indptr, dtype=np.int64)
@@ -242,11 +275,22 @@ class Entries(NamedTuple):
                 f"pos_indptr and neg_indptr differ in users: {len(pos_indptr) - 1} vs "
                 f"{len(neg_indptr) - 1}"
             )
-        if pos_indptr[-1] != len(pos_indices) or neg_indptr[-1] != len(neg_indices):
+        drawn = neg_weights is not None or neg_alias is not None
+        n_stored = 0 if drawn else neg_indptr[-1]
+        if pos_indptr[-1] != len(pos_indices) or n_stored != len(neg_indices):
             raise ValueError("indptr does not end at the number of indices")
         empty_i, empty_f = np.zeros(0, np.int32), np.zeros(0, np.float32)
+        weights, alias = np.zeros(0, np.float64), np.zeros(0, np.uint64)
+        if drawn:
+            if order != "grouped":
+                raise ValueError("negatives drawn in the kernel need order='grouped'")
+            weights = _array(neg_weights, "neg_weights", np.float64, 1)
+            alias = _array(neg_alias, "neg_alias", np.uint64, 1, len(weights))
+            if len(weights) == 0:
+                raise ValueError("neg_weights: empty (no catalogue to draw negatives from)")
         if order == "grouped":
-            return cls(pos_indptr, pos_indices, neg_indptr, neg_indices, empty_i, empty_i, empty_f)
+            flat = (empty_i, empty_i, empty_f)
+            return cls(pos_indptr, pos_indices, neg_indptr, neg_indices, *flat, weights, alias)
         if order != "random":
             raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
         users = np.arange(len(pos_indptr) - 1, dtype=np.int32)
@@ -260,7 +304,7 @@ class Entries(NamedTuple):
                 np.concatenate([pos_indices, neg_indices]).astype(np.int32),
                 np.concatenate([np.ones(len(pu), np.float32), np.zeros(len(nu), np.float32)]),
             )
-        return cls(pos_indptr, pos_indices, neg_indptr, neg_indices, *flat)
+        return cls(pos_indptr, pos_indices, neg_indptr, neg_indices, *flat, weights, alias)
 
 
 class Hyper(NamedTuple):
@@ -315,7 +359,9 @@ class Epoch(NamedTuple):
     ``users`` int32 — the grouped order's user sequence for this epoch (the blocks are
     contiguous slices of it); ``n_draws`` — the random order's number of entries drawn;
     ``loss_out`` float64 and ``count_out`` int64, one slot per block: the number of blocks is
-    their length, and block b writes its loss sum and its number of updates there.
+    their length, and block b writes its loss sum and its number of updates there;
+    ``neg_epoch`` — the epoch whose negatives are drawn when :class:`Entries` has the
+    sampler's tables (``epoch`` when they are resampled every epoch, 0 when drawn once).
     """
 
     seed: int
@@ -324,6 +370,7 @@ class Epoch(NamedTuple):
     n_draws: int
     loss_out: np.ndarray
     count_out: np.ndarray
+    neg_epoch: int
 
     @classmethod
     def of(
@@ -334,8 +381,10 @@ class Epoch(NamedTuple):
         n_blocks: int,
         users: np.ndarray | None = None,
         n_draws: int = 0,
+        neg_epoch: int | None = None,
     ) -> Epoch:
-        """Keyword-only; fresh zeroed counters for ``n_blocks`` blocks."""
+        """Keyword-only; fresh zeroed counters for ``n_blocks`` blocks; ``neg_epoch``
+        defaults to ``epoch``."""
         order = np.zeros(0, np.int32) if users is None else users
         return cls(
             np.int64(seed),
@@ -344,6 +393,7 @@ class Epoch(NamedTuple):
             np.int64(n_draws),
             np.zeros(n_blocks, np.float64),
             np.zeros(n_blocks, np.int64),
+            np.int64(epoch if neg_epoch is None else neg_epoch),
         )
 
 
@@ -660,8 +710,9 @@ def _user_pointwise(
     iacc,
     pos_indptr,
     pos_indices,
-    neg_indptr,
-    neg_indices,
+    negs,
+    q0,
+    n_neg,
     h,
     work,
     loss,
@@ -669,17 +720,17 @@ def _user_pointwise(
     learn_items,
     adagrad,
 ):
-    """All entries of user u, shuffled; returns ``(state, loss_sum, n_updates)``."""
+    """All entries of user u — its positives and its negatives ``negs[q0:q0+n_neg]`` —
+    shuffled; returns ``(state, loss_sum, n_updates)``."""
     p0 = pos_indptr[u]
     n_pos = pos_indptr[u + 1] - p0
-    q0 = neg_indptr[u]
-    n = n_pos + neg_indptr[u + 1] - q0
+    n = n_pos + n_neg
     # Positives as item, negatives as -(item + 1); inside-out Fisher-Yates while filling.
     for k in range(n):
         if k < n_pos:
             v = np.int64(pos_indices[p0 + k])
         else:
-            v = -np.int64(neg_indices[q0 + k - n_pos]) - 1
+            v = -np.int64(negs[q0 + k - n_pos]) - 1
         state, r = next_below(state, k + 1)
         work[k] = work[r]
         work[r] = v
@@ -712,8 +763,9 @@ def _user_pairwise(
     iacc,
     pos_indptr,
     pos_indices,
-    neg_indptr,
-    neg_indices,
+    negs,
+    q0,
+    n_neg,
     h,
     weights,
     alias_prob,
@@ -725,12 +777,10 @@ def _user_pairwise(
     learn_items,
     adagrad,
 ):
-    """Every positive of user u once, shuffled, each with a drawn negative (BPR) or WARP
-    candidates from ``ring``."""
+    """Every positive of user u once, shuffled, each with a negative drawn from
+    ``negs[q0:q0+n_neg]`` (BPR) or WARP candidates from ``ring``."""
     p0 = pos_indptr[u]
     n_pos = pos_indptr[u + 1] - p0
-    q0 = neg_indptr[u]
-    n_neg = neg_indptr[u + 1] - q0
     if n_neg == 0 and loss == BPR:
         return state, 0.0, 0
     # work[:n] = shuffled positives; BPR: work[n:2n] = a sampled negative of the user for each.
@@ -741,7 +791,7 @@ def _user_pairwise(
     if loss == BPR:
         for k in range(n_pos):
             state, r = next_below(state, n_neg)
-            work[n_pos + k] = neg_indices[q0 + r]
+            work[n_pos + k] = negs[q0 + r]
     total = 0.0
     for k in range(n_pos):
         if k + PREFETCH_AHEAD < n_pos:
@@ -791,14 +841,25 @@ def _make_grouped(loss, use_bias, learn_items, adagrad):
     pairwise = loss == BPR or loss == WARP
 
     @numba.njit(parallel=True, **_JIT)
-    def run(tables, entries, hyper, epoch):
+    def run(tables, entries, hyper, epoch, n_threads):
         X, Y, ub, ib, uacc, iacc = tables
         pos_indptr, pos_indices, neg_indptr, neg_indices = entries[:4]
+        neg_weights, neg_alias = entries.neg_weights, entries.neg_alias
         weights, alias_prob, alias_idx = hyper.warp_weights, hyper.alias_prob, hyper.alias_idx
         users, seed, number = epoch.users, epoch.seed, epoch.epoch
+        neg_epoch = epoch.neg_epoch
         loss_out, count_out = epoch.loss_out, epoch.count_out
         n_blocks = loss_out.shape[0]
         n_users = users.shape[0]
+        # Negatives drawn here (Entries carries the sampler's tables): per-thread scratch of
+        # the sampler and a buffer for the largest user's negatives, once per epoch.
+        draw = neg_alias.shape[0] > 0 and not (loss == WARP)
+        most = 0
+        if draw:
+            for u in range(neg_indptr.shape[0] - 1):
+                most = max(most, neg_indptr[u + 1] - neg_indptr[u])
+        taken, keys, cand, weighted, n_nonzero = sampler_scratch(neg_weights, n_threads)
+        drawn = np.empty((n_threads, padded(most, 16)), dtype=np.int32)
         for b in prange(n_blocks):
             lo = (b * n_users) // n_blocks
             hi = ((b + 1) * n_users) // n_blocks
@@ -819,6 +880,32 @@ def _make_grouped(loss, use_bias, learn_items, adagrad):
             count = 0
             for k in range(lo, hi):
                 u = users[k]
+                q0 = neg_indptr[u]
+                n_neg = neg_indptr[u + 1] - q0
+                negs = neg_indices
+                if draw:
+                    tid = numba.get_thread_id()
+                    negs = drawn[tid]
+                    q0 = 0
+                    sample_user(
+                        u,
+                        u,
+                        pos_indptr,
+                        pos_indices,
+                        neg_weights,
+                        neg_alias,
+                        weighted,
+                        n_nonzero,
+                        seed,
+                        neg_epoch,
+                        negs,
+                        0,
+                        n_neg,
+                        taken[tid],
+                        keys[tid],
+                        cand[tid],
+                        DEFAULT_SWITCH,
+                    )
                 if pairwise:
                     state, part, c = _user_pairwise(
                         u,
@@ -830,8 +917,9 @@ def _make_grouped(loss, use_bias, learn_items, adagrad):
                         iacc,
                         pos_indptr,
                         pos_indices,
-                        neg_indptr,
-                        neg_indices,
+                        negs,
+                        q0,
+                        n_neg,
                         hyper,
                         weights,
                         alias_prob,
@@ -855,8 +943,9 @@ def _make_grouped(loss, use_bias, learn_items, adagrad):
                         iacc,
                         pos_indptr,
                         pos_indices,
-                        neg_indptr,
-                        neg_indices,
+                        negs,
+                        q0,
+                        n_neg,
                         hyper,
                         work,
                         loss,
@@ -869,7 +958,13 @@ def _make_grouped(loss, use_bias, learn_items, adagrad):
             loss_out[b] = total
             count_out[b] = count
 
-    return run
+    def driver(tables, entries, hyper, epoch):
+        # The thread count sizes the per-thread scratch; read here, not inside the kernel
+        # (there it would defeat Numba's cache).
+        run(tables, entries, hyper, epoch, numba.get_num_threads())
+
+    driver.kernel = run
+    return driver
 
 
 def _make_random(loss, use_bias, learn_items, adagrad):
