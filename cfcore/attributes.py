@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from cfcore.errors import InputError
-from cfcore.ids import as_ids
-from cfcore.readers import _USER_NAMES, Table, _integer_ids, _pick_column, read_table
+from cfcore.ids import as_ids, parse_ids
+from cfcore.readers import _USER_NAMES, Table, _pick_column, read_table
 
 GENDER_NAMES = ("gender", "sex")
 LATITUDE_NAMES = ("lat", "latitude")
@@ -207,7 +207,7 @@ class AttributeEncoder:
                     if k >= 0 and v:
                         onehot[r, k] = 1.0
                 blocks.append(onehot)
-        ids = as_ids(_integer_ids(table.column(self.id_column)), n, f"{table.path}: user ids")
+        ids = as_ids(parse_ids(table.column(self.id_column)), n, f"{table.path}: user ids")
         return ids, np.ascontiguousarray(np.hstack(blocks), dtype=np.float32)
 
     @staticmethod

@@ -808,7 +808,7 @@ class Factorizer(FactorModel):
         """``rmse`` and ``sampled_pr`` on the held-out positives and sampled negatives (Fang's
         validation); ``auc``, ``precision@10`` and ``ndcg@10`` of the ``ranked`` users' full
         rankings (see :meth:`fit`)."""
-        from cfcore.metrics import pairwise_ranking, rmse, top_k_metrics
+        from cfcore.metrics import evaluate, pairwise_ranking, rmse
 
         pos, neg = val.tocoo(), val_neg.tocoo()
         users = np.concatenate([pos.row, neg.row])
@@ -817,9 +817,8 @@ class Factorizer(FactorModel):
         out = {"rmse": rmse(truth, self.predict(users, items))}
         score = self.scorer()
         out["sampled_pr"] = pairwise_ranking(score, val, negatives=val_neg)["pr"]
-        out["auc"] = pairwise_ranking(score, val, exclude=train, users=ranked)["auc"]
-        top = top_k_metrics(score, val, k=10, exclude=train, users=ranked)
-        out.update({key: top[key] for key in ("precision@10", "ndcg@10")})
+        ranking = evaluate(score, train, val, k=10, users=ranked)
+        out.update({key: ranking[key] for key in ("auc", "precision@10", "ndcg@10")})
         return out
 
     # ------------------------------------------------------------------ new users

@@ -19,7 +19,7 @@ import numpy as np
 
 from cfcore._arrow import arrow_mask, numpy_view
 from cfcore.errors import InputError
-from cfcore.ids import encode_ids, parse_integer_text
+from cfcore.ids import encode_ids, parse_ids, parse_integer_text
 from cfcore.interactions import Interactions
 
 FORMATS = (
@@ -697,15 +697,6 @@ def read_table(
     return Table(path, names, rows, lines, sep, bool(header))
 
 
-def _integer_ids(values: list[str]) -> np.ndarray:
-    """Ids as int64 when every one is an integer, else as strings."""
-    arr = np.asarray(values)
-    try:
-        return arr.astype(np.int64)
-    except ValueError:
-        return arr.astype(str)
-
-
 def read_tags(
     path: str | os.PathLike[str],
     *,
@@ -789,4 +780,4 @@ def read_tags(
                 users.append(fields[u])
                 items.append(fields[i])
                 tags.append(tag)
-    return TagData.from_applications(_integer_ids(users), _integer_ids(items), tags)
+    return TagData.from_applications(parse_ids(users), parse_ids(items), tags)

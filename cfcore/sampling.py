@@ -61,9 +61,6 @@ ARTIFACT_KIND = "negatives"
 #: The choices of ``neg_weighting`` (``w(p_i) = p_i``, ``log(1 + p_i)``, ``1``).
 WEIGHTINGS = ("popularity", "log-popularity", "uniform")
 
-#: Old argument names → the current ones (accepted with a ``DeprecationWarning``).
-RENAMED = {"ratio": "neg_ratio", "weighting": "neg_weighting", "neg_weight": "neg_weighting"}
-
 
 class NegativeShortfallWarning(UserWarning):
     """Some users have fewer candidate negatives than ``ratio × |positives|``."""
@@ -298,15 +295,12 @@ def check_neg_weighting(value: Any, name: str = "neg_weighting") -> str:
     return canonical
 
 
-def renamed_arguments(
-    given: dict[str, Any], where: str, renamed: dict[str, str] | None = None
-) -> dict[str, Any]:
+def renamed_arguments(given: dict[str, Any], where: str, renamed: dict[str, str]) -> dict[str, Any]:
     """Keyword arguments ``given`` under an old name, under the current one.
 
-    Each old name (:data:`RENAMED`, or ``renamed``) warns once with a ``DeprecationWarning``;
+    Each old name in ``renamed`` (old → new) warns once with a ``DeprecationWarning``;
     any other keyword is a ``TypeError``, as Python would raise for ``where(**given)``.
     """
-    renamed = RENAMED if renamed is None else renamed
     out: dict[str, Any] = {}
     for old, value in given.items():
         new = renamed.get(old)

@@ -217,8 +217,6 @@ class TagData:
         keep = ~capped[coo.col] | (rank < cap)
         m = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=self.tags.shape)
         out = TagData(binarize(m), self.users, self.items, self.tag_names)
-        has = np.diff(out.tags.indptr) > 0
-        out = out if has.all() else out.subset(has)
         return out._reordered(_frequency_order(out.tag_counts(), out.tag_names))
 
     # ------------------------------------------------------------------ splits

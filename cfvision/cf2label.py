@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from cfcore.errors import InputError, ModelFormatError
+from cfvision.train import split_items
 
 __all__ = [
     "CF2Label",
@@ -346,9 +347,7 @@ def cf2label_study(
         )
     keep = np.flatnonzero(labelled)
     q, y, ids = items.vectors[keep], y_all[rows[keep]], items.ids[keep]
-    perm = np.random.default_rng(seed).permutation(len(q))
-    n_test = max(1, int(round(len(q) * test_frac)))
-    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    train, test = split_items(len(q), test_frac, seed)
     cfg = cfg or CF2LabelConfig(seed=seed)
     model = fit_cf2label(q[train], y[train], cfg)
     scores = model.predict(q[test])

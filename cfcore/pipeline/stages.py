@@ -283,6 +283,7 @@ def stage_tags(ctx: StageContext) -> dict[str, Any]:
     """Denton et al. 2015 on the job's items: each tag model of ``[tags] models`` fitted and
     measured (P@1, R@10, A@10) with each of the extract stage's feature sets as the item
     descriptors, on one seeded split per tag distribution (:func:`cfcore.tags.compare_models`)."""
+    from cfcore.attributes import read_user_attributes
     from cfcore.readers import read_tags
     from cfcore.tags import MODELS, compare_models, prepare_tags
     from cfcore.vectors import load_vectors
@@ -296,6 +297,8 @@ def stage_tags(ctx: StageContext) -> dict[str, Any]:
         "file": lambda: job.resolve("tags", "users", dataset=False),
         None: lambda: None,
     }[tag_users(job)]()
+    if users is not None:  # read and encoded once, for every comparison below
+        users = read_user_attributes(users)
     data = read_tags(path)
     result: dict[str, Any] = {
         "tags_file": path.name,
