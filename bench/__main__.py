@@ -4,7 +4,7 @@ Examples
 --------
 ``python -m bench run quality`` (``make bench-quality``, the time-to-quality headline) ·
 ``python -m bench run quick`` (``make bench``) · ``python -m bench run full --threads 1,2,4``
-· ``python -m bench run quick --methods collabfeat-squared,libmf-squared --datasets file:u.data``
+· ``python -m bench run quick --methods collabfeat-squared-fang,libmf-squared --datasets file:u.data``
 · ``python -m bench list`` · ``python -m bench report bench/results/quick-20260101-120000``
 """
 

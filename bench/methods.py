@@ -707,11 +707,3 @@ METHODS: dict[str, Method] = {
         ),
     )
 }
-
-#: Which peer each collabfeat loss is compared with in the ratio columns.
-PEER_OF = {
-    "collabfeat-squared-fang": ("libmf-squared",),
-    "collabfeat-logistic": ("libmf-squared",),
-    "collabfeat-bpr": ("implicit-bpr", "libmf-bpr-row", "cornac-bpr", "lightfm-bpr"),
-    "collabfeat-warp-10": ("lightfm-warp",),
-}

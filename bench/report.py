@@ -416,11 +416,13 @@ def scaling_section(fits: list[dict[str, Any]]) -> str:
 
 
 def _size_of(dataset: str) -> int | None:
-    from bench.synthetic import parse_count
+    """Interactions of a size-scaling dataset (``synth-4m``, ``synth-4m@200kx100k``), else
+    None."""
+    from bench.synthetic import spec_for
 
     if not dataset.startswith("synth-") or dataset == "synth-ml1m":
         return None
-    return parse_count(dataset[len("synth-") :])
+    return spec_for(dataset).nnz
 
 
 def size_section(fits: list[dict[str, Any]]) -> str:
@@ -556,7 +558,7 @@ def spark_section(fits: list[dict[str, Any]]) -> str:
         return ""
     for r in sorted(
         spark,
-        key=lambda r: (_size_of(r["dataset"]) or 0, r["dataset"], r["threads"], order[r["method"]]),
+        key=lambda r: (_dataset_order(r["dataset"]), r["threads"], order[r["method"]]),
     ):
         params = r.get("params", {})
         rows.append(
@@ -779,6 +781,7 @@ def render(
                 "",
             ]
         )
+    spark = spark_section(fits)
     parts = [
         f"# collabfeat benchmark: `{suite}` suite",
         "",
@@ -830,7 +833,7 @@ def render(
             [
                 "## Spark: DSGD vs MLlib ALS",
                 "",
-                spark_section(fits),
+                spark,
                 "",
                 "Same split, factors and epochs for every row. `where`: the Spark master (one "
                 "process; `local[N]` = N task slots) or the single-machine factorizer's threads. "
@@ -842,7 +845,7 @@ def render(
                 "α 1) is not SGD; its epochs are ALS sweeps.",
                 "",
             ]
-            if spark_section(fits)
+            if spark
             else []
         ),
         "## Hardware ceiling",
@@ -862,7 +865,7 @@ def render(
         "difference of an E-epoch and a 1-epoch fit for methods without a per-epoch hook).",
         "",
     ]
-    for d in sorted({r["dataset"] for r in fits}, key=lambda d: (_size_of(d) or 0, d)):
+    for d in sorted({r["dataset"] for r in fits}, key=_dataset_order):
         parts += [dataset_section(fits, d, ceilings), ""]
     parts += [
         "## Thread scaling",

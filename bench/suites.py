@@ -17,7 +17,7 @@
   optimizer and batch size on random tensors already in memory) per backbone — the small CNN
   at 64 px, resnet18 at 112 and 224 px — on the CPU (at max threads, plus the small CNN's
   DataLoader workers × threads grid) and, when a CUDA device is present, on the GPU.
-- ``spark`` (``python -m bench run spark``; ~15 minutes on 2 cores): the Spark backend — DSGD
+- ``spark`` (``python -m bench run spark``; ~7 minutes on 2 cores): the Spark backend — DSGD
   (:class:`cfcore.spark.SparkFactorizer`, squared and BPR) against Spark MLlib ALS with
   implicit preferences, on ``local[1]`` and ``local[2]``, with the single-machine factorizer
   as the reference, on ml-100k and MovieLens-1M-sized synthetic data (10 epochs); published
@@ -109,9 +109,7 @@ def default_threads(suite: str) -> list[int]:
         return [min(2, cores)]  # the comparison: two threads
     if suite == "vision":
         return sorted({1, cores})
-    if suite == "spark":
-        return sorted({1, min(2, cores)})
-    if suite in ("quick", "tags"):
+    if suite in ("quick", "tags", "spark"):
         return sorted({1, min(2, cores)})
     out, t = [], 1
     while t < cores:

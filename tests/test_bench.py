@@ -110,6 +110,22 @@ def test_named_shapes_and_sizes():
         power_law_interactions(SyntheticSpec(10, 10, 90))
 
 
+def test_report_sizes_and_orders_every_dataset_name():
+    """The size-scaling and per-dataset sections read shaped names (a report of a
+    ``synth-4m@200kx100k`` run once failed after every job had run), real data first."""
+    from bench.report import _dataset_order, _size_of
+
+    assert _size_of("synth-4m@200kx100k") == _size_of("synth-4m") == 4_000_000
+    assert _size_of("synth-ml1m") is None and _size_of("lowrank-16m") is None
+    names = ["lowrank-16m", "synth-4m@200kx100k", "ml-100k", "lowrank-ml1m"]
+    assert sorted(names, key=_dataset_order) == [
+        "ml-100k",
+        "lowrank-ml1m",
+        "synth-4m@200kx100k",
+        "lowrank-16m",
+    ]
+
+
 # ---------------------------------------------------------------------- runner
 def test_missing_peer_is_skipped_with_a_message(tmp_path, monkeypatch):
     fake = Method(
