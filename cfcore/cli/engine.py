@@ -103,19 +103,23 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-output_option = click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Output file (.npz), written atomically.",
-)
+def output_option(help: str = "Output file (.npz), written atomically."):  # noqa: A002
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        help=help,
+    )
 
 
 # ---------------------------------------------------------------------------- sample-negatives
 @click.command("sample-negatives")
 @click.argument("source", metavar="INPUT")
-@output_option
+@output_option(
+    "Output file, written atomically: .npz, or CSV (see --output-format); with --backend "
+    "spark also a Parquet dataset."
+)
 @negatives_options(
     "log-popularity",
     "Item weight w(p_i) from its popularity p_i: log(1+p) (Fang's 'in practice'), "
@@ -224,7 +228,7 @@ def _epoch_line(row: dict[str, Any]) -> str:
 
 @click.command()
 @click.argument("source", metavar="INPUT")
-@output_option
+@output_option()
 @click.option(
     "--loss",
     type=click.Choice(LOSSES),
