@@ -222,7 +222,7 @@ def run_job(
     with run.lock() as lock_fd:
         run.clean()
         atomic_write_json(run.root / JOB, job.to_dict())
-        atomic_write_text(run.root / "job.toml", job.path.read_text(encoding="utf-8"))
+        atomic_write_text(run.root / "job.toml", job.text)  # the text the job was read from
         started = time.time()
         for name in names:
             key, parts, action, reason = _status(job, name, run, digests, name in forced)

@@ -322,11 +322,14 @@ class Job:
         ``{table: {key: value}}`` as written (defaults are the library's, resolved by stages).
     lines : dict
         Line of each ``(table, key)`` (``key`` None for the table header), for messages.
+    text : str
+        The file as it was read and validated ("" for a job passed to a stage's process).
     """
 
     path: Path
     tables: dict[str, dict[str, Any]]
     lines: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    text: str = ""
 
     # -------------------------------------------------------------- facts
     def table(self, name: str) -> dict[str, Any]:
@@ -620,7 +623,7 @@ def parse_job(text: str, path: str | os.PathLike[str] = "job.toml") -> Job:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise JobError(f"{path}: not valid TOML: {exc}") from None
-    job = Job(path, {}, _lines(text))
+    job = Job(path, {}, _lines(text), text)
     tables = schema()
     for name, values in raw.items():
         if name not in tables:
@@ -661,7 +664,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "data": (),
     "split": ("data",),
     "negatives": ("split",),
-    "factorize": ("split", "negatives"),
+    "factorize": ("split",),  # draws its own negatives (the same stream as the stage's)
     "cluster": ("factorize",),
     "train": ("data", "cluster"),
     "extract": ("data", "train"),
